@@ -1,0 +1,137 @@
+"""Named fixtures shared by the suite: people in every role, a project, a document, Redis and a
+real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.factories import make_document, make_project, make_user
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    """A Redis to talk to: REDIS_URL's, or the embedded one, started here if nothing runs."""
+    from webapp.launcher import _stop, start_embedded_redis
+
+    env = dict(os.environ)
+    process = start_embedded_redis(env) if not env.get("REDIS_URL") else None
+    assert env.get("REDIS_URL", settings.REDIS_URL) == settings.REDIS_URL
+    yield settings.REDIS_URL
+    if process:
+        _stop([("embedded Redis", process)])
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def owner(db):
+    return make_user("olivia")
+
+
+@pytest.fixture
+def editor(db):
+    return make_user("edgar")
+
+
+@pytest.fixture
+def viewer(db):
+    return make_user("vera")
+
+
+@pytest.fixture
+def outsider(db):
+    return make_user("oscar")
+
+
+@pytest.fixture
+def project(owner, editor, viewer):
+    return make_project(owner, editors=[editor], viewers=[viewer])
+
+
+@pytest.fixture
+def document(project, owner):
+    return make_document(project, owner)
+
+
+def _database_url_for_subprocess() -> str:
+    """The URL of the test database, so that worker processes see what the tests write."""
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    user = cfg.get("USER") or ""
+    password = f":{cfg['PASSWORD']}" if cfg.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{cfg.get('HOST') or '127.0.0.1'}:{cfg.get('PORT') or 5432}/{cfg['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_path_factory):
+    """A real `celery worker` process on Redis consuming every queue, against the test database.
+
+    Tests that use it need `transactional_db`, so their rows are committed where it can see them."""
+    with django_db_blocker.unblock():
+        database_url = _database_url_for_subprocess()
+    name = f"test-{uuid.uuid4().hex[:8]}@%h"
+    env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis_server,
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT))
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "agents,default,training",
+             "--pool", "solo", "-n", name, "--loglevel", "INFO"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    from webapp.celery import app
+
+    hostname = name.replace("%h", os.uname().nodename)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited early:\n{log.read_text()[-3000:]}")
+        if app.control.ping(destination=[hostname], timeout=0.5):
+            break
+    else:
+        process.kill()
+        raise RuntimeError(f"the worker did not answer a ping:\n{log.read_text()[-3000:]}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
+    """Poll until predicate() is truthy; return its value or fail the test with a clear message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s")

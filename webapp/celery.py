@@ -1,0 +1,14 @@
+"""The Celery app. Workers run `celery -A webapp worker -Q <queue>`; queues are agents (LLM
+engine, one process per GPU), default (sources, exports, light work) and training."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+app = Celery("scriptorium")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

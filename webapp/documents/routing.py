@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from webapp.documents.consumers import DocumentEventsConsumer
+
+websocket_urlpatterns = [
+    path("ws/documents/<int:document_id>/events/", DocumentEventsConsumer.as_asgi()),
+]

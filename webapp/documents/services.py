@@ -1,0 +1,422 @@
+"""Workflows on documents, sections, revisions and sources.
+
+These are the only functions that write these rows, and every change a browser should see is
+broadcast from here after commit. Views, consumers and tasks parse, authorise and call one."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from webapp.documents import extract
+from webapp.documents.events import broadcast_on_commit, document_group, project_group
+from webapp.documents.models import (
+    Document,
+    Revision,
+    RevisionKind,
+    Section,
+    SectionStatus,
+    Source,
+    SourceChunk,
+    SourceStatus,
+)
+from webapp.projects.models import Project
+
+
+class SectionConflict(Exception):
+    """Someone else saved the section first. The losing text is kept as `revision`."""
+
+    def __init__(self, section: Section, revision: Revision):
+        super().__init__(
+            f"“{section.heading}” was changed by someone else while you edited it. "
+            "Your text was kept in the history; merge it into the current text and save again."
+        )
+        self.section = section
+        self.revision = revision
+
+
+class RestoreError(Exception):
+    """A revision that cannot be restored as things stand; the message says why."""
+
+
+class SourceRejected(Exception):
+    """An upload refused before anything was stored; the message is shown to the user."""
+
+
+# --- documents -----------------------------------------------------------------------------
+
+BRIEF_FIELDS = ("title", "topic", "audience", "tone", "target_words", "language", "notes",
+                "auto_approve_outline")
+
+
+@transaction.atomic
+def document_create(*, project: Project, user, **brief) -> Document:
+    return Document.objects.create(project=project, created_by=user,
+                                   **{k: v for k, v in brief.items() if k in BRIEF_FIELDS})
+
+
+@transaction.atomic
+def document_update_brief(*, document: Document, **brief) -> Document:
+    for field in BRIEF_FIELDS:
+        if field in brief:
+            setattr(document, field, brief[field])
+    document.save()
+    return document
+
+
+@transaction.atomic
+def document_delete(*, document: Document) -> None:
+    document.delete()
+
+
+# --- the outline ---------------------------------------------------------------------------
+
+def outline_snapshot(document: Document) -> list[dict]:
+    """The outline as plain data, in reading order; enough to recreate every section."""
+    return [
+        {
+            "key": str(section.key),
+            "parent_key": str(section.parent.key) if section.parent_id else None,
+            "order": section.order,
+            "depth": depth,
+            "number": number,
+            "heading": section.heading,
+            "goal": section.goal,
+            "key_points": section.key_points,
+            "word_budget": section.word_budget,
+            "pinned": section.pinned,
+            "text": section.text,
+        }
+        for section, depth, number in document.section_tree()
+    ]
+
+
+def outline_as_text(nodes: list[dict]) -> str:
+    lines = []
+    for node in nodes:
+        indent = "    " * node["depth"]
+        lines.append(f"{indent}{node['number']} {node['heading']} ({node['word_budget']} words)")
+        if node["goal"]:
+            lines.append(f"{indent}    Goal: {node['goal']}")
+        for point in filter(None, (p.strip() for p in node["key_points"].splitlines())):
+            lines.append(f"{indent}    - {point}")
+    return "\n".join(lines)
+
+
+def _record_outline(document: Document, user, summary: str,
+                    restored_from: Revision | None = None) -> Revision:
+    nodes = outline_snapshot(document)
+    revision = Revision.objects.create(
+        document=document,
+        kind=RevisionKind.RESTORE if restored_from else RevisionKind.OUTLINE,
+        heading="Outline",
+        content=outline_as_text(nodes),
+        outline=nodes,
+        author=user,
+        summary=summary[:300],
+        restored_from=restored_from,
+    )
+    Document.objects.filter(pk=document.pk).update(updated_at=timezone.now())
+    broadcast_on_commit(document_group(document.id), {
+        "type": "outline.changed", "document_id": document.id, "revision_id": revision.id,
+        "by": user.username if user else "",
+    })
+    return revision
+
+
+def _siblings(section: Section):
+    return Section.objects.filter(document_id=section.document_id, parent_id=section.parent_id)
+
+
+def _renumber(document_id: int, parent_id: int | None) -> None:
+    siblings = Section.objects.filter(document_id=document_id, parent_id=parent_id).order_by("order", "id")
+    for index, sibling in enumerate(siblings):
+        if sibling.order != index:
+            Section.objects.filter(pk=sibling.pk).update(order=index)
+
+
+@transaction.atomic
+def section_add(*, document: Document, user, heading: str, parent: Section | None = None,
+                goal: str = "", key_points: str = "", word_budget: int = 0) -> Section:
+    if parent is not None and parent.document_id != document.id:
+        raise ValueError("The parent section belongs to another document.")
+    last = Section.objects.filter(document=document, parent=parent).aggregate(m=Max("order"))["m"]
+    section = Section.objects.create(
+        document=document, parent=parent, order=0 if last is None else last + 1, heading=heading,
+        goal=goal, key_points=key_points, word_budget=word_budget, updated_by=user,
+    )
+    _record_outline(document, user, f"Added “{heading}”")
+    return section
+
+
+@transaction.atomic
+def section_update_plan(*, section: Section, user, heading: str, goal: str, key_points: str,
+                        word_budget: int, pinned: bool) -> Section:
+    section.heading, section.goal, section.key_points = heading, goal, key_points
+    section.word_budget, section.pinned = word_budget, pinned
+    section.save(update_fields=["heading", "goal", "key_points", "word_budget", "pinned", "updated_at"])
+    _record_outline(section.document, user, f"Edited the plan of “{heading}”")
+    return section
+
+
+@transaction.atomic
+def section_move(*, section: Section, user, direction: str) -> Section:
+    """Move a section up or down among its siblings, or indent/outdent it in the tree."""
+    document = section.document
+    _renumber(document.id, section.parent_id)
+    section.refresh_from_db()
+    siblings = list(_siblings(section).order_by("order", "id"))
+    index = next(i for i, s in enumerate(siblings) if s.pk == section.pk)
+    old_parent_id = section.parent_id
+    if direction in ("up", "down"):
+        other = index - 1 if direction == "up" else index + 1
+        if not 0 <= other < len(siblings):
+            return section
+        neighbour = siblings[other]
+        Section.objects.filter(pk=neighbour.pk).update(order=section.order)
+        section.order = neighbour.order
+    elif direction == "indent":
+        if index == 0:
+            raise ValueError("The first section of a level cannot be indented: it has no section above it to go under.")
+        new_parent = siblings[index - 1]
+        last = new_parent.children.aggregate(m=Max("order"))["m"]
+        section.parent, section.order = new_parent, 0 if last is None else last + 1
+    elif direction == "outdent":
+        if section.parent_id is None:
+            raise ValueError("This section is already at the top level.")
+        parent = section.parent
+        # Make room right after the old parent among its siblings.
+        _siblings(parent).filter(order__gt=parent.order).update(order=F("order") + 1)
+        section.parent_id, section.order = parent.parent_id, parent.order + 1
+    else:
+        raise ValueError(f"Unknown move: {direction}")
+    section.save(update_fields=["parent", "order", "updated_at"])
+    _renumber(document.id, old_parent_id)
+    _renumber(document.id, section.parent_id)
+    _record_outline(document, user, f"Moved “{section.heading}” {direction}")
+    return section
+
+
+@transaction.atomic
+def section_delete(*, section: Section, user) -> None:
+    document, parent_id, heading = section.document, section.parent_id, section.heading
+    section.delete()
+    _renumber(document.id, parent_id)
+    # The outline revision before this one still holds the deleted sections and their text.
+    _record_outline(document, user, f"Deleted “{heading}” and its subsections")
+
+
+# --- section text --------------------------------------------------------------------------
+
+def _record_text(section: Section, user, kind: str, summary: str, *, agent_role: str = "",
+                 model_version: str = "", restored_from: Revision | None = None) -> Revision:
+    return Revision.objects.create(
+        document_id=section.document_id, section=section, section_key=section.key, kind=kind,
+        heading=section.heading, content=section.text, section_version=section.version,
+        author=user, agent_role=agent_role, model_version=model_version, summary=summary[:300],
+        restored_from=restored_from,
+    )
+
+
+def section_save_text(*, section_id: int, user, text: str, expected_version: int,
+                      agent_role: str = "", model_version: str = "",
+                      restored_from: Revision | None = None) -> Section:
+    """Save a section's text if nobody saved it since `expected_version`.
+
+    Whoever saves (person or agent) gets a revision. On a conflict the caller's text is kept as
+    a conflict revision, committed even though the save is refused, and SectionConflict is
+    raised so the caller can show both texts."""
+    text = text.replace("\r\n", "\n")
+    with transaction.atomic():
+        section = Section.objects.select_for_update().get(pk=section_id)
+        if section.version == expected_version:
+            _apply_text(section, user, text, agent_role, model_version, restored_from)
+            return section
+    lost = Revision.objects.create(
+        document_id=section.document_id, section=section, section_key=section.key,
+        kind=RevisionKind.CONFLICT, heading=section.heading, content=text,
+        section_version=expected_version, author=user, agent_role=agent_role,
+        model_version=model_version,
+        summary=f"Not applied: based on version {expected_version}, current is {section.version}",
+    )
+    raise SectionConflict(section, lost)
+
+
+def _apply_text(section: Section, user, text: str, agent_role: str, model_version: str,
+                restored_from: Revision | None) -> None:
+    if text == section.text:
+        return
+    section.text = text
+    section.version += 1
+    section.updated_by = user
+    if agent_role:
+        section.status = SectionStatus.WRITTEN
+    elif section.status != SectionStatus.WRITING:
+        section.status = SectionStatus.EDITED
+    section.save(update_fields=["text", "version", "updated_by", "status", "updated_at"])
+    if restored_from is not None:
+        kind = RevisionKind.RESTORE
+        summary = f"Restored the text from {restored_from.created_at:%Y-%m-%d %H:%M}"
+    else:
+        kind, summary = RevisionKind.TEXT, f"{len(text.split())} words"
+    _record_text(section, user, kind, summary, agent_role=agent_role, model_version=model_version,
+                 restored_from=restored_from)
+    Document.objects.filter(pk=section.document_id).update(updated_at=timezone.now())
+    broadcast_on_commit(document_group(section.document_id), {
+        "type": "section.text", "document_id": section.document_id, "section_id": section.id,
+        "version": section.version, "status": section.status, "text": section.text,
+        "by": agent_role or (user.username if user else ""),
+    })
+
+
+# --- revisions -----------------------------------------------------------------------------
+
+@dataclass
+class DiffPiece:
+    op: str  # "same", "added" or "removed"
+    text: str
+
+
+def revision_diff(old: str, new: str) -> list[DiffPiece]:
+    """A word-level diff that keeps white space, so prose reads naturally with marks inline."""
+    tokenize = re.compile(r"\s+|[^\s]+").findall
+    a, b = tokenize(old), tokenize(new)
+    pieces: list[DiffPiece] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            pieces.append(DiffPiece("same", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            pieces.append(DiffPiece("removed", "".join(a[i1:i2])))
+        if j2 > j1:
+            pieces.append(DiffPiece("added", "".join(b[j1:j2])))
+    return pieces
+
+
+@transaction.atomic
+def revision_restore(*, revision: Revision, user) -> Revision:
+    """Bring back what a revision recorded. The restore is itself a new revision."""
+    document = revision.document
+    if revision.outline is not None:
+        _restore_outline(document, revision.outline)
+        return _record_outline(document, user,
+                               f"Restored the outline from {revision.created_at:%Y-%m-%d %H:%M}",
+                               restored_from=revision)
+    section = Section.objects.filter(document=document, key=revision.section_key).first()
+    if section is None:
+        raise RestoreError(
+            "That section has since been deleted. Restore an outline revision from before the "
+            "deletion to bring the section back, then restore its text."
+        )
+    section_save_text(section_id=section.id, user=user, text=revision.content,
+                      expected_version=section.version, restored_from=revision)
+    return section.revisions.order_by("-id").first()
+
+
+def _restore_outline(document: Document, nodes: list[dict]) -> None:
+    existing = {str(s.key): s for s in Section.objects.select_for_update().filter(document=document)}
+    wanted = {node["key"] for node in nodes}
+    by_key: dict[str, Section] = {}
+    for node in nodes:  # reading order: parents come before their children
+        section = existing.get(node["key"])
+        if section is None:  # deleted since: recreate it with the text it had then
+            section = Section(document=document, key=node["key"], text=node["text"])
+        section.parent = by_key.get(node["parent_key"]) if node["parent_key"] else None
+        section.order = node["order"]
+        section.heading, section.goal = node["heading"], node["goal"]
+        section.key_points, section.word_budget = node["key_points"], node["word_budget"]
+        section.pinned = node["pinned"]
+        section.save()
+        by_key[node["key"]] = section
+    # Sections added after the snapshot leave the outline; their text stays in their revisions.
+    for key, section in existing.items():
+        if key not in wanted:
+            Section.objects.filter(pk=section.pk).delete()
+
+
+# --- sources -------------------------------------------------------------------------------
+
+def source_kind_for(filename: str) -> str:
+    suffix = Path(filename).suffix.lower()
+    kind = settings.SOURCE_EXTENSIONS.get(suffix)
+    if kind is None:
+        allowed = ", ".join(sorted(settings.SOURCE_EXTENSIONS))
+        raise SourceRejected(f"“{filename}” is not a supported type. Upload one of: {allowed}.")
+    return kind
+
+
+@transaction.atomic
+def source_upload(*, project: Project, user, upload: UploadedFile, title: str = "") -> Source:
+    """Store an uploaded reference file and queue its text extraction on the default queue."""
+    from webapp.documents.tasks import extract_source
+
+    kind = source_kind_for(upload.name)
+    limit = settings.SOURCE_MAX_BYTES
+    if upload.size > limit:
+        raise SourceRejected(
+            f"“{upload.name}” is {upload.size / 1_048_576:.1f} MB; the limit is "
+            f"{limit / 1_048_576:.1f} MB per file."
+        )
+    if upload.size == 0:
+        raise SourceRejected(f"“{upload.name}” is empty.")
+    name = Path(upload.name).name
+    source = Source(project=project, title=(title or Path(name).stem)[:300], original_name=name[:300],
+                    kind=kind, size=upload.size, uploaded_by=user)
+    source.file.save(re.sub(r"[^\w.-]+", "_", name)[-200:], upload, save=False)
+    source.save()
+    transaction.on_commit(lambda: extract_source.delay(source.id))
+    return source
+
+
+def _set_source_status(source: Source, status: str, error: str = "") -> None:
+    source.status, source.error = status, error
+    fields = ["status", "error"]
+    if status in (SourceStatus.READY, SourceStatus.FAILED):
+        source.processed_at = timezone.now()
+        fields.append("processed_at")
+    source.save(update_fields=fields)
+    broadcast_on_commit(project_group(source.project_id), {
+        "type": "source.status", "project_id": source.project_id, "source_id": source.id,
+        "status": status, "error": error,
+    })
+
+
+def source_extract(*, source_id: int) -> Source | None:
+    """Extract and chunk a source's text. Safe to run twice: the chunks are replaced whole."""
+    source = Source.objects.filter(pk=source_id).first()
+    if source is None:  # deleted before the worker got to it
+        return None
+    with transaction.atomic():
+        _set_source_status(source, SourceStatus.PROCESSING)
+    try:
+        with source.file.open("rb") as handle:
+            text = extract.extract_text(handle.read(), source.kind)
+    except extract.ExtractionError as error:
+        with transaction.atomic():
+            _set_source_status(source, SourceStatus.FAILED, str(error))
+        return source
+    with transaction.atomic():
+        source.text = text
+        source.save(update_fields=["text"])
+        source.chunks.all().delete()
+        SourceChunk.objects.bulk_create(
+            SourceChunk(source=source, index=i, text=chunk.text, char_start=chunk.start, char_end=chunk.end)
+            for i, chunk in enumerate(extract.chunk_text(text))
+        )
+        _set_source_status(source, SourceStatus.READY)
+    return source
+
+
+@transaction.atomic
+def source_delete(*, source: Source) -> None:
+    storage, name = source.file.storage, source.file.name
+    source.delete()
+    transaction.on_commit(lambda: storage.delete(name))

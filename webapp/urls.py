@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.shortcuts import redirect
+from django.urls import include, path
+
+from webapp.documents import views as documents
+from webapp.health import healthz
+from webapp.projects import views as projects
+
+
+def home(request):
+    return redirect("project_list" if request.user.is_authenticated else "login")
+
+
+P = "projects/<int:project_id>/"
+D = "documents/<int:document_id>/"
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("webapp.accounts.urls")),
+    path("projects/", projects.project_list, name="project_list"),
+    path("projects/new/", projects.project_create, name="project_create"),
+    path(P, projects.project_detail, name="project_detail"),
+    path(P + "settings/", projects.project_settings, name="project_settings"),
+    path(P + "members/", projects.member_list, name="member_list"),
+    path(P + "members/<int:membership_id>/role/", projects.member_role, name="member_role"),
+    path(P + "members/<int:membership_id>/remove/", projects.member_remove, name="member_remove"),
+    path(P + "sources/", documents.source_list, name="source_list"),
+    path(P + "sources/<int:source_id>/", documents.source_detail, name="source_detail"),
+    path(P + "sources/<int:source_id>/delete/", documents.source_delete, name="source_delete"),
+    path(P + "documents/new/", documents.document_create, name="document_create"),
+    path(D, documents.document_detail, name="document_detail"),
+    path(D + "brief/", documents.document_brief, name="document_brief"),
+    path(D + "delete/", documents.document_delete, name="document_delete"),
+    path(D + "outline/", documents.outline_edit, name="outline_edit"),
+    path(D + "sections/<int:section_id>/plan/", documents.section_plan, name="section_plan"),
+    path(D + "sections/<int:section_id>/move/", documents.section_move, name="section_move"),
+    path(D + "sections/<int:section_id>/delete/", documents.section_delete, name="section_delete"),
+    path(D + "sections/<int:section_id>/edit/", documents.section_edit, name="section_edit"),
+    path(D + "history/", documents.history, name="history"),
+    path(D + "history/compare/", documents.revision_compare, name="revision_compare"),
+    path(D + "revisions/<int:revision_id>/", documents.revision_detail, name="revision_detail"),
+    path(D + "revisions/<int:revision_id>/restore/", documents.revision_restore, name="revision_restore"),
+    path(D + "export/<str:fmt>/", documents.document_export, name="document_export"),
+]
