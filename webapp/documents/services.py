@@ -286,18 +286,35 @@ class DiffPiece:
 
 
 def revision_diff(old: str, new: str) -> list[DiffPiece]:
-    """A word-level diff that keeps white space, so prose reads naturally with marks inline."""
+    """A word-level diff that keeps white space, so prose reads naturally with marks inline.
+
+    Changes separated only by white space are merged into one removal and one addition, so a
+    rewritten phrase reads as "<del>two three</del><ins>five four</ins>", not word by word."""
     tokenize = re.compile(r"\s+|[^\s]+").findall
     a, b = tokenize(old), tokenize(new)
+    opcodes = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
     pieces: list[DiffPiece] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if op == "equal":
-            pieces.append(DiffPiece("same", "".join(a[i1:i2])))
+    removed: list[str] = []
+    added: list[str] = []
+
+    def flush() -> None:
+        if removed:
+            pieces.append(DiffPiece("removed", "".join(removed)))
+        if added:
+            pieces.append(DiffPiece("added", "".join(added)))
+        removed.clear()
+        added.clear()
+
+    for index, (op, i1, i2, j1, j2) in enumerate(opcodes):
+        same = "".join(a[i1:i2])
+        between_changes = (removed or added) and index + 1 < len(opcodes)
+        if op == "equal" and not (between_changes and same.isspace()):
+            flush()
+            pieces.append(DiffPiece("same", same))
             continue
-        if i2 > i1:
-            pieces.append(DiffPiece("removed", "".join(a[i1:i2])))
-        if j2 > j1:
-            pieces.append(DiffPiece("added", "".join(b[j1:j2])))
+        removed.extend(a[i1:i2])
+        added.extend(b[j1:j2])
+    flush()
     return pieces
 
 

@@ -1,0 +1,48 @@
+"""/healthz reports the database, Redis and a worker per queue; 503 when any is down."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_up_with_a_worker_on_every_queue(transactional_db, client, celery_worker_process):
+    response = client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ok" and body["database"]["ok"] and body["redis"]["ok"]
+    assert all(queue["ok"] and queue["workers"] for queue in body["queues"].values())
+    assert set(body["queues"]) == {"agents", "default", "training"}
+
+
+def test_down_when_redis_is_unreachable(db, client, settings):
+    settings.REDIS_URL = f"redis://127.0.0.1:{_closed_port()}/0"
+    response = client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 503
+    assert body["status"] == "down" and body["redis"]["ok"] is False
+    assert body["database"]["ok"] is True
+    assert all(not queue["ok"] for queue in body["queues"].values())
+
+
+def test_down_when_the_database_is_unreachable(db, client, monkeypatch):
+    from django.db.utils import OperationalError
+
+    class Unreachable:
+        vendor = "postgresql"
+
+        def cursor(self):
+            raise OperationalError("connection refused")
+
+    monkeypatch.setattr("webapp.health.connection", Unreachable())
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["database"] == {"ok": False, "error": "connection refused"}

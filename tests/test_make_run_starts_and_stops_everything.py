@@ -1,0 +1,87 @@
+"""`make run`'s launcher on a fresh data directory with the defaults (SQLite, embedded Redis):
+web, workers and Redis come up, the demo login works, and Ctrl-C stops all of it."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_run_serves_the_demo_login_and_stops_cleanly_on_ctrl_c(tmp_path):
+    web_port, redis_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(SCRIPTORIUM_DATA_DIR=str(tmp_path / "data"), PORT=str(web_port),
+               SCRIPTORIUM_EMBEDDED_REDIS_PORT=str(redis_port), ACCESS_LOG="0")
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log:
+        launcher = subprocess.Popen([sys.executable, "-m", "webapp.launcher", "run"], cwd=ROOT, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{web_port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert launcher.poll() is None, log_path.read_text()[-4000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(1)
+
+        password = re.search(r"Log in as demo / (\S+)", log_path.read_text()).group(1)
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        page = browser.open(base + "/accounts/login/").read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        form = urllib.parse.urlencode({"username": "demo", "password": password,
+                                       "csrfmiddlewaretoken": token}).encode()
+        request = urllib.request.Request(base + "/accounts/login/", data=form,
+                                         headers={"Referer": base + "/accounts/login/"})
+        projects = browser.open(request).read().decode()
+        assert "Demo project" in projects
+        assert browser.open(base + "/static/vendor/pico.min.css").status == 200
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        try:
+            code = launcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            raise
+    output = log_path.read_text()
+    assert code == 0, output[-4000:]
+    assert "[scriptorium] stopped" in output
+    assert not _answers(web_port) and not _answers(redis_port)
+    leftovers = subprocess.run(["pgrep", "-f", f"--port {redis_port}|--port {web_port}"],
+                               capture_output=True, text=True).stdout.split()
+    assert leftovers == []

@@ -1,0 +1,118 @@
+"""Reference files: type and size limits with clear messages, and text extracted and chunked
+(for a PDF, by a real Celery worker process on Redis)."""
+
+from __future__ import annotations
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from tests.conftest import wait_for
+from tests.factories import PASSWORD, make_pdf, make_project, make_user
+from webapp.documents import extract, services
+from webapp.documents.models import Source, SourceStatus
+
+
+def _upload(client, project, name, data, **extra):
+    return client.post(reverse("source_list", args=[project.id]),
+                       {"file": SimpleUploadedFile(name, data), "title": "", **extra}, follow=True)
+
+
+def test_unsupported_type_is_refused_with_the_allowed_list(client, project, editor):
+    client.login(username=editor.username, password=PASSWORD)
+    body = _upload(client, project, "virus.exe", b"MZ...").content.decode()
+    assert "is not a supported type" in body and ".pdf" in body
+    assert not Source.objects.exists()
+
+
+def test_oversized_file_is_refused_and_nothing_is_stored(client, project, editor, settings):
+    settings.SOURCE_MAX_BYTES = 1000
+    client.login(username=editor.username, password=PASSWORD)
+    body = _upload(client, project, "big.txt", b"x" * 5000).content.decode()
+    assert "the limit is" in body
+    assert not Source.objects.exists()
+
+
+def test_a_huge_body_is_refused_before_it_is_read(client, project, editor, settings):
+    settings.SOURCE_MAX_BYTES = 1000
+    client.login(username=editor.username, password=PASSWORD)
+    body = _upload(client, project, "huge.txt", b"y" * 200_000).content.decode()
+    assert "That upload is 0.2 MB" in body
+    assert not Source.objects.exists()
+
+
+def test_empty_file_is_refused(client, project, editor):
+    client.login(username=editor.username, password=PASSWORD)
+    body = _upload(client, project, "empty.md", b"").content.decode()
+    assert "empty" in body
+    assert not Source.objects.exists()
+
+
+def test_viewers_cannot_upload(client, project, viewer):
+    client.login(username=viewer.username, password=PASSWORD)
+    response = client.post(reverse("source_list", args=[project.id]),
+                           {"file": SimpleUploadedFile("a.txt", b"hello")})
+    assert response.status_code == 403 and not Source.objects.exists()
+
+
+def test_html_extraction_drops_scripts_and_keeps_paragraphs():
+    html = b"<html><head><title>T</title><style>p{}</style></head><body><h1>Terns</h1>" \
+           b"<p>Arctic terns fly far.</p><script>evil()</script><p>They nest in colonies &amp; dive.</p></body></html>"
+    text = extract.extract_text(html, "html")
+    assert text == "Terns\n\nArctic terns fly far.\n\nThey nest in colonies & dive."
+
+
+def test_pdf_extraction_reads_a_real_pdf():
+    text = extract.extract_text(make_pdf(["Puffins live on cliffs.", "They eat sand eels."]), "pdf")
+    assert "Puffins live on cliffs." in text and "They eat sand eels." in text
+
+
+def test_broken_pdf_and_binary_text_fail_with_a_reason():
+    for data, kind in ((b"%PDF-1.4 garbage", "pdf"), (b"\x00\x01\x02binary" * 10, "text")):
+        try:
+            extract.extract_text(data, kind)
+        except extract.ExtractionError as error:
+            assert str(error)
+        else:
+            raise AssertionError(f"{kind} should have failed")
+
+
+def test_chunks_cover_the_text_and_end_at_sentence_boundaries():
+    sentences = [f"Sentence number {i} is about seabirds and their habits." for i in range(200)]
+    text = " ".join(sentences)
+    chunks = extract.chunk_text(text, size=500, overlap=100)
+    assert len(chunks) > 10
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    for before, after in zip(chunks, chunks[1:]):
+        assert after.start < before.end  # overlapping, so nothing falls between two chunks
+        assert before.text.endswith(".")
+        assert len(before.text) <= 500
+
+
+def test_extraction_failure_is_recorded_on_the_source(project, editor):
+    source = services.source_upload(project=project, user=editor,
+                                    upload=SimpleUploadedFile("scan.pdf", b"%PDF-1.4 not really"))
+    services.source_extract(source_id=source.id)
+    source.refresh_from_db()
+    assert source.status == SourceStatus.FAILED and "PDF" in source.error
+
+
+def test_a_real_worker_extracts_an_uploaded_pdf(transactional_db, client, celery_worker_process):
+    """The web process stores the file and enqueues; a separate worker process on Redis extracts."""
+    editor = make_user("edna")
+    project = make_project(editor, name="Seabirds")
+    client.login(username=editor.username, password=PASSWORD)
+    pdf = make_pdf(["Gannets dive at sixty miles an hour.", "They breed on Bass Rock."])
+    response = _upload(client, project, "gannets.pdf", pdf)
+    assert response.status_code == 200
+    source = Source.objects.get(project=project)
+
+    def ready():
+        source.refresh_from_db()
+        return source.status in (SourceStatus.READY, SourceStatus.FAILED)
+
+    wait_for(ready, timeout=60)
+    assert source.status == SourceStatus.READY, source.error
+    assert "Gannets dive at sixty miles an hour." in source.text
+    assert source.chunks.count() >= 1 and "Bass Rock" in source.chunks.first().text
+    page = client.get(reverse("source_detail", args=[project.id, source.id])).content.decode()
+    assert "Bass Rock" in page and "Ready" in page
