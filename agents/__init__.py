@@ -1,0 +1,1 @@
+"""LLM agents: roles, prompts, the coordinator and the engine. No Django here."""

@@ -1,0 +1,131 @@
+"""A person's first visit, in Debian's Chromium driven by Playwright: sign up, create a project
+and a document, build its outline, write a section, read its history, and export it.
+Screenshots land in artifacts/ (laptop and phone widths)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API runs an event loop in this thread; Django's ORM calls from the test are
+# still plain synchronous calls, so tell Django not to refuse them.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", Path(__file__).resolve().parent.parent / "artifacts"))
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield browser
+        browser.close()
+        # The ORM calls made while Playwright runs get their own connection (Django keeps
+        # connections per context, and Playwright switches contexts); close it here, or it
+        # keeps the test database from being dropped at the end.
+        from django.db import connections
+
+        connections.close_all()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_first_visit_from_sign_up_to_export(live_server, browser, transactional_db):
+    from webapp.documents.models import Section
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(live_server.url + "/")
+    assert "/accounts/login/" in page.url
+    page.get_by_role("link", name="Sign up").first.click()
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Email").fill("ada@example.com")
+    page.get_by_label("Password", exact=True).fill("an-unusual-passphrase")
+    page.get_by_label("Password confirmation").fill("an-unusual-passphrase")
+    page.locator("main").get_by_role("button", name="Sign up").click()
+    page.get_by_text("No projects yet.").wait_for()
+    _shot(page, "01-empty-projects")
+
+    page.get_by_role("button", name="Create your first project", exact=True).click()
+    page.get_by_label("Name").fill("Atlas of the coast")
+    page.get_by_role("button", name="Create project").click()
+    page.get_by_role("heading", name="Atlas of the coast").wait_for()
+
+    page.get_by_role("button", name="Create a document", exact=True).click()
+    page.get_by_label("Title").fill("Coastal birds")
+    page.get_by_label("Topic").fill("Birds a walker meets on the coast")
+    page.get_by_label("Target length (words)").fill("800")
+    page.get_by_role("button", name="Create document").click()
+    page.get_by_text("No sections yet.").wait_for()
+
+    for heading in ("Gulls", "Terns <b>and</b> skuas"):
+        add = page.locator("#add-section")
+        add.get_by_label("Heading").fill(heading)
+        add.get_by_label("Word budget").fill("400")
+        add.get_by_role("button", name="Add section").click()
+        page.get_by_text(f"Added “{heading}”.").wait_for()
+    _shot(page, "02-outline")
+
+    page.get_by_role("button", name="Read", exact=True).click()
+    page.locator("#section-%d" % Section.objects.get(heading="Gulls").id).get_by_role(
+        "button", name="Edit text").click()
+    page.get_by_label("Text").fill("Gulls are **loud** and clever.")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Saved “Gulls”.").wait_for()
+    assert page.locator("strong", has_text="loud").count() == 1
+    assert page.get_by_role("heading", name="2 Terns <b>and</b> skuas").count() == 1  # escaped, not bold
+    _shot(page, "03-document")
+
+    page.get_by_role("button", name="History", exact=True).click()
+    page.get_by_role("button", name="Compare A with B").click()
+    page.locator(".diff").wait_for()
+    _shot(page, "04-compare")
+
+    page.get_by_role("button", name="All history", exact=True).click()
+    page.locator("summary", has_text="Export").click()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Markdown (.md)").click()
+    text = Path(download.value.path()).read_text()
+    assert text.startswith("# Coastal birds") and "## Gulls" in text and "Gulls are **loud**" in text
+
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone.context.add_cookies(page.context.cookies())
+    phone.goto(page.url)
+    overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"the page scrolls sideways by {overflow}px on a phone"
+    _shot(phone, "05-history-phone")
+
+
+def test_a_viewer_sees_no_edit_controls(live_server, browser, transactional_db):
+    from tests.factories import PASSWORD, make_document, make_project, make_user
+
+    owner, viewer = make_user("olga"), make_user("victor")
+    document = make_document(make_project(owner, viewers=[viewer]), owner)
+    page = browser.new_page()
+    page.goto(live_server.url + "/accounts/login/")
+    page.get_by_label("Username").fill("victor")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/documents/{document.id}/")
+    page.get_by_role("heading", name="Coastal birds").wait_for()
+    assert page.get_by_role("button", name="Edit text", exact=True).count() == 0
+    assert page.get_by_role("button", name="Outline", exact=True).count() == 0
+    response = page.goto(f"{live_server.url}/documents/{document.id}/outline/")
+    assert response.status == 403

@@ -1,0 +1,1 @@
+"""Training and compression recipes, one file each with main(). No Django here."""
