@@ -20,5 +20,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m webapp.launcher test $(PYTEST_ARGS)
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 clean:
 	rm -rf var/staticfiles .pytest_cache

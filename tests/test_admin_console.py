@@ -20,11 +20,11 @@ def test_every_model_has_a_working_list_and_change_page(client, document, owner)
                                           "Source", "SourceChunk"}
     for model in ours:
         info = (model._meta.app_label, model._meta.model_name)
-        listing = client.get(reverse("admin:%s_%s_changelist" % info) + "?q=a")
+        listing = client.get(reverse("admin:{}_{}_changelist".format(*info)) + "?q=a")
         assert listing.status_code == 200, model
         row = model.objects.first()
         if row is not None:
-            assert client.get(reverse("admin:%s_%s_change" % info, args=[row.pk])).status_code == 200
+            assert client.get(reverse("admin:{}_{}_change".format(*info), args=[row.pk])).status_code == 200
 
 
 def test_revisions_cannot_be_changed_or_deleted_in_the_admin(client, document, owner):

@@ -84,7 +84,7 @@ def test_first_visit_from_sign_up_to_export(live_server, browser, transactional_
     _shot(page, "02-outline")
 
     page.get_by_role("button", name="Read", exact=True).click()
-    page.locator("#section-%d" % Section.objects.get(heading="Gulls").id).get_by_role(
+    page.locator(f"#section-{Section.objects.get(heading='Gulls').id}").get_by_role(
         "button", name="Edit text").click()
     page.get_by_label("Text").fill("Gulls are **loud** and clever.")
     page.get_by_role("button", name="Save").click()

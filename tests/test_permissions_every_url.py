@@ -6,10 +6,12 @@ learn that it exists); members whose role is too low get 403; everyone else gets
 from __future__ import annotations
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tests.factories import PASSWORD, make_document, make_project, make_user
-from webapp.documents.models import Revision, Source
+from webapp.documents import services
+from webapp.documents.models import Revision
 
 PUBLIC = {"signup", "login", "logout", "healthz"}
 
@@ -27,6 +29,7 @@ ROUTES = {
     "member_remove": ("POST", "owner"),
     "source_list": ("GET", "viewer"),
     "source_detail": ("GET", "viewer"),
+    "source_download": ("GET", "viewer"),
     "source_delete": ("POST", "editor"),
     "document_create": ("GET", "editor"),
     "document_detail": ("GET", "viewer"),
@@ -76,8 +79,8 @@ def world(db):
     project = make_project(owner, editors=[editor], viewers=[viewer])
     document = make_document(project, owner)
     section = document.sections.order_by("order").last()
-    source = Source.objects.create(project=project, title="Notes", original_name="notes.txt",
-                                   kind="text", size=5, file="sources/x.txt", uploaded_by=owner)
+    source = services.source_upload(project=project, user=owner,
+                                    upload=SimpleUploadedFile("notes.txt", b"Terns dive."))
     revision = Revision.objects.filter(document=document).order_by("id").first()
     membership = project.memberships.get(user=viewer)
     users = {"owner": owner, "editor": editor, "viewer": viewer, "outsider": outsider}
@@ -95,6 +98,7 @@ def _url(name: str, w: dict) -> str:
         "source_list": {"project_id": p},
         "source_detail": {"project_id": p, "source_id": w["source"].id},
         "source_delete": {"project_id": p, "source_id": w["source"].id},
+        "source_download": {"project_id": p, "source_id": w["source"].id},
         "document_create": {"project_id": p},
         "document_export": {"document_id": d, "fmt": "md"},
         "revision_detail": {"document_id": d, "revision_id": w["revision"].id},

@@ -82,7 +82,7 @@ def test_chunks_cover_the_text_and_end_at_sentence_boundaries():
     chunks = extract.chunk_text(text, size=500, overlap=100)
     assert len(chunks) > 10
     assert chunks[0].start == 0 and chunks[-1].end == len(text)
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in zip(chunks, chunks[1:], strict=False):
         assert after.start < before.end  # overlapping, so nothing falls between two chunks
         assert before.text.endswith(".")
         assert len(before.text) <= 500
@@ -116,3 +116,15 @@ def test_a_real_worker_extracts_an_uploaded_pdf(transactional_db, client, celery
     assert source.chunks.count() >= 1 and "Bass Rock" in source.chunks.first().text
     page = client.get(reverse("source_detail", args=[project.id, source.id])).content.decode()
     assert "Bass Rock" in page and "Ready" in page
+
+
+def test_members_download_the_original_file_as_an_attachment(client, project, editor, viewer):
+    html = b"<p>Shearwaters</p><script>steal()</script>"
+    source = services.source_upload(project=project, user=editor,
+                                    upload=SimpleUploadedFile("birds.html", html))
+    client.login(username=viewer.username, password=PASSWORD)
+    response = client.get(reverse("source_download", args=[project.id, source.id]))
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == html
+    assert response["Content-Disposition"].startswith('attachment; filename="birds.html"')
+    assert response["Content-Type"] == "application/octet-stream"

@@ -8,6 +8,7 @@ gives the test suite the same Redis. This module imports no Django: it only supe
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -89,10 +90,8 @@ def _stop(processes: list[tuple[str, subprocess.Popen]], grace: float = 15.0) ->
     for name, process in reversed(processes):
         if process.poll() is None:
             _log(f"stopping {name}")
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + grace
     for name, process in reversed(processes):
         try:

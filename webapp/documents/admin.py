@@ -24,7 +24,8 @@ class DocumentAdmin(admin.ModelAdmin):
 
 @admin.register(Section)
 class SectionAdmin(admin.ModelAdmin):
-    list_display = ["heading", "document", "parent", "order", "word_budget", "status", "pinned", "version", "updated_at"]
+    list_display = ["heading", "document", "parent", "order", "word_budget", "status", "pinned", "version",
+                    "updated_at"]
     list_filter = ["status", "pinned"]
     search_fields = ["heading", "goal", "text", "document__title"]
     raw_id_fields = ["document", "parent", "updated_by"]

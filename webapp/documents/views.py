@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.text import slugify
@@ -256,7 +256,8 @@ def revision_restore(request, document_id: int, revision_id: int):
     except services.RestoreError as error:
         messages.error(request, str(error))
         return redirect("revision_detail", document_id=document.id, revision_id=revision.id)
-    messages.success(request, f"Restored {revision.subject.lower() if revision.outline else '“' + revision.heading + '”'}.")
+    what = "the outline" if revision.outline is not None else f"“{revision.heading}”"
+    messages.success(request, f"Restored {what}.")
     return redirect("document_detail", document_id=document.id)
 
 
@@ -326,6 +327,18 @@ def source_detail(request, project_id: int, source_id: int):
         "project": source.project, "membership": membership, "source": source,
         "chunks": source.chunks.all()[:200], "can_edit": membership.allows(Role.EDITOR),
     })
+
+
+@login_required
+def source_download(request, project_id: int, source_id: int):
+    source, _ = _source(request, project_id, source_id)
+    try:
+        handle = source.file.open("rb")
+    except FileNotFoundError:
+        raise Http404("The file is missing from storage") from None
+    # Always an attachment: an uploaded HTML file must never render in our origin.
+    return FileResponse(handle, as_attachment=True, filename=source.original_name,
+                        content_type="application/octet-stream")
 
 
 @login_required

@@ -42,7 +42,7 @@ def project_detail(request, project_id: int):
     return render(request, "projects/project_detail.html", {
         "project": project,
         "membership": membership,
-        "documents": project.documents.all(),
+        "documents": project.documents.annotate(section_count=Count("sections")),
         "sources": project.sources.all()[:5],
         "source_count": project.sources.count(),
         "can_edit": membership.allows(Role.EDITOR),
