@@ -85,3 +85,19 @@ def test_run_serves_the_demo_login_and_stops_cleanly_on_ctrl_c(tmp_path):
     leftovers = subprocess.run(["pgrep", "-f", f"--port {redis_port}|--port {web_port}"],
                                capture_output=True, text=True).stdout.split()
     assert leftovers == []
+
+
+@pytest.mark.slow
+def test_run_fails_loudly_and_cleans_up_when_the_web_port_is_taken(tmp_path):
+    redis_port = _free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+        env.update(SCRIPTORIUM_DATA_DIR=str(tmp_path / "data"), PORT=str(taken.getsockname()[1]),
+                   SCRIPTORIUM_EMBEDDED_REDIS_PORT=str(redis_port))
+        result = subprocess.run([sys.executable, "-m", "webapp.launcher", "run"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "web exited" in result.stdout and "[scriptorium] stopped" in result.stdout
+    assert not _answers(redis_port)

@@ -118,6 +118,7 @@ def run() -> int:
     env.setdefault("HF_HUB_OFFLINE", "1")
     processes: list[tuple[str, subprocess.Popen]] = []
     stopping = False
+    crashed = False
 
     def request_stop(signum, frame) -> None:
         nonlocal stopping
@@ -143,7 +144,7 @@ def run() -> int:
             for name, process in processes:
                 if process.poll() is not None:
                     _log(f"{name} exited with status {process.returncode}; stopping the rest")
-                    stopping = True
+                    stopping = crashed = True
                     break
             time.sleep(0.5)
     except subprocess.CalledProcessError as error:
@@ -152,7 +153,7 @@ def run() -> int:
     finally:
         _stop(processes)
         _log("stopped")
-    return 0
+    return 1 if crashed else 0
 
 
 def test(pytest_args: list[str]) -> int:
