@@ -1,0 +1,58 @@
+"""What goes into the engine and what comes out, shared by every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A LoRA adapter on disk. `name` identifies it in a batch (e.g. "writer@3"); `sha256` and
+    `base_model`, when given, are checked before it is loaded."""
+
+    name: str
+    path: str
+    sha256: str = ""
+    base_model: str = ""
+
+
+@dataclass
+class GenerationRequest:
+    """One completion. Give `messages` (chat, formatted with the model's chat template) or a raw
+    `prompt`. temperature 0 means greedy decoding; `seed` makes sampling repeatable."""
+
+    id: str
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    adapter: AdapterSpec | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Delta:
+    """New text for one request. The last delta of a request has finished=True and a reason:
+    "stop" (end token or stop string), "length" (max_new_tokens), "cancelled" or "error"."""
+
+    request_id: str
+    text: str = ""
+    finished: bool = False
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# Given the ids still running, returns those that should stop now.
+CancelCheck = Callable[[list[str]], set[str]]
+
+
+class Engine(Protocol):
+    def stream(self, requests: Iterable[GenerationRequest],
+               cancel: CancelCheck | None = None) -> Iterator[Delta]: ...
