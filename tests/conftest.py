@@ -135,3 +135,20 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
             return value
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from tests.tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """Two random LoRA adapters for the tiny model, named by the role they stand in for."""
+    from tests.tiny_models import build_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    return {role: build_adapter(tiny_model_dir, root / role, seed=seed)
+            for seed, role in enumerate(("writer", "reviewer"), start=1)}

