@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.projects",
     "webapp.documents",
+    "webapp.registry",
 ]
 
 MIDDLEWARE = [
@@ -196,6 +197,17 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+
+# The LLM engine of `agents` workers (see webapp/llm.py). No code path downloads a model.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SCRIPTORIUM_LLM_BACKEND = env_str("SCRIPTORIUM_LLM_BACKEND", "transformers")  # or "openai"
+SCRIPTORIUM_MODEL = env_str("SCRIPTORIUM_MODEL")  # a local model folder; else the registry, else bundled
+SCRIPTORIUM_LLM_DTYPE = env_str("SCRIPTORIUM_LLM_DTYPE", "auto")  # auto, float32, bfloat16, float16
+SCRIPTORIUM_LLM_INT8 = env_bool("SCRIPTORIUM_LLM_INT8", False)
+SCRIPTORIUM_LLM_DEVICE = env_str("SCRIPTORIUM_LLM_DEVICE")  # default: cuda when present, else cpu
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "http://127.0.0.1:8001/v1")
+OPENAI_MODEL = env_str("OPENAI_MODEL", "smollm2-135m-instruct")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False

@@ -1,0 +1,106 @@
+"""The registry decides which adapter version each role uses; activating or rolling back takes
+effect on the next request to an engine that keeps running."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from agents.llm.transformers_backend import TransformersEngine
+from agents.llm.types import GenerationRequest
+from webapp import llm
+from webapp.registry import services
+from webapp.registry.models import AdapterVersion, VersionStatus
+
+
+def _ask(engine, role, rid="q", max_new_tokens=8, cancel=None):
+    request = GenerationRequest(id=rid, messages=[{"role": "user", "content": "Write about terns."}],
+                                max_new_tokens=max_new_tokens)
+    text, last = "", None
+    for delta in engine.stream(llm.with_role_adapters([(role, request)]), cancel=cancel):
+        text += delta.text
+        last = delta if delta.finished else last
+    return text, last
+
+
+@pytest.fixture
+def registered(db, tiny_model_dir, tiny_adapters, tmp_path):
+    base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
+    folders = {}
+    for version, source in ((1, "writer"), (2, "reviewer")):  # two versions of the writer's adapter
+        folders[version] = tmp_path / f"writer-v{version}"
+        shutil.copytree(tiny_adapters[source], folders[version])
+        services.adapter_register(role="writer", path=str(folders[version]), base_model=base)
+    return base, folders
+
+
+def test_activating_a_version_changes_the_next_request_without_restart(registered, tiny_model_dir):
+    engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="tiny")
+    base_text, _ = _ask(engine, "writer")  # nothing active yet: the base model
+    call_command("activate_adapter", "writer", "1")
+    v1_text, last = _ask(engine, "writer")
+    call_command("activate_adapter", "writer", "2")
+    v2_text, _ = _ask(engine, "writer")
+    assert len({base_text, v1_text, v2_text}) == 3
+    assert last.finish_reason == "length"
+    assert engine.loaded_adapters() == ["writer@1", "writer@2"]
+    call_command("activate_adapter", "writer", "--rollback")
+    assert _ask(engine, "writer")[0] == v1_text
+    assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE).version == 1
+    call_command("activate_adapter", "writer", "--none")
+    assert _ask(engine, "writer")[0] == base_text
+
+
+def test_only_one_version_per_role_is_active(registered):
+    v1, v2 = AdapterVersion.objects.order_by("version")
+    services.adapter_activate(adapter=v1)
+    services.adapter_activate(adapter=v2)
+    statuses = dict(AdapterVersion.objects.values_list("version", "status"))
+    assert statuses == {1: "retired", 2: "active"}
+
+
+def test_an_adapter_changed_on_disk_fails_its_role_only(registered, tiny_model_dir):
+    _, folders = registered
+    services.adapter_activate(adapter=AdapterVersion.objects.get(version=1))
+    (folders[1] / "adapter_model.safetensors").write_bytes(b"tampered")
+    engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="tiny")
+    _, failed = _ask(engine, "writer")
+    assert failed.finish_reason == "error" and "checksum mismatch" in failed.error
+    text, fine = _ask(engine, "reviewer")  # no adapter: the base model
+    assert fine.finish_reason == "length" and text
+
+
+def test_an_adapter_for_another_base_model_is_refused(registered, tiny_model_dir):
+    services.adapter_activate(adapter=AdapterVersion.objects.get(version=1))
+    engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="another-base")
+    _, failed = _ask(engine, "writer")
+    assert "was trained on 'tiny'" in failed.error
+
+
+def test_register_commands_check_folders(db, tiny_model_dir, tmp_path):
+    with pytest.raises(CommandError, match="no such model folder"):
+        call_command("register_model", "ghost", str(tmp_path / "ghost"))
+    call_command("register_model", "tiny", str(tiny_model_dir))
+    with pytest.raises(CommandError, match="adapter_config.json is missing"):
+        call_command("register_adapter", "writer", str(tmp_path), "--base", "tiny")
+    with pytest.raises(CommandError, match="No base model named"):
+        call_command("register_adapter", "writer", str(tmp_path), "--base", "nope")
+    with pytest.raises(CommandError, match="No earlier active version"):
+        call_command("activate_adapter", "writer", "--rollback")
+
+
+def test_a_redis_cancel_flag_stops_a_running_request(db, tiny_model_dir):
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    flags = llm.RedisCancelFlags()
+    rid = f"cancel-{uuid.uuid4().hex}"
+    deltas = []
+    for delta in engine.stream([GenerationRequest(id=rid, prompt="Terns", max_new_tokens=200)], cancel=flags):
+        deltas.append(delta)
+        if len(deltas) == 3:
+            flags.cancel(rid)  # as the web process would, through Redis
+    assert deltas[-1].finish_reason == "cancelled"
+    assert deltas[-1].completion_tokens <= 4  # stopped at the next step

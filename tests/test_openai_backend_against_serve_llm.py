@@ -1,0 +1,117 @@
+"""`manage.py serve_llm` serves our engine over an OpenAI-compatible API, and the `openai` backend
+streams from it over real HTTP with the same output as the engine in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from agents.llm.openai_backend import OpenAIEngine
+from agents.llm.transformers_backend import TransformersEngine
+from agents.llm.types import AdapterSpec, GenerationRequest
+from tests.conftest import _database_url_for_subprocess
+from webapp.registry import services
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(transactional_db, tiny_model_dir, tiny_adapters, tmp_path):
+    base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
+    services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
+    port = _free_port()
+    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), SCRIPTORIUM_LLM_DTYPE="float32",
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), SCRIPTORIUM_LLM_DEVICE="cpu")
+    env.pop("SCRIPTORIUM_MODEL", None)
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "manage.py", "serve_llm", "--port", str(port)], cwd=ROOT,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        try:
+            urllib.request.urlopen(url + "/models", timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _requests():
+    messages = [{"role": "system", "content": "You write field guides."}]
+    return [
+        GenerationRequest(id="a", messages=messages + [{"role": "user", "content": "Gulls"}], max_new_tokens=12),
+        GenerationRequest(id="b", messages=messages + [{"role": "user", "content": "Terns"}], max_new_tokens=7,
+                          adapter=AdapterSpec("writer@1", "")),
+    ]
+
+
+def _collect(engine, requests):
+    texts, ends = {}, {}
+    for delta in engine.stream(requests):
+        texts[delta.request_id] = texts.get(delta.request_id, "") + delta.text
+        if delta.finished:
+            ends[delta.request_id] = delta
+    return texts, ends
+
+
+def test_the_openai_backend_streams_what_the_engine_writes(server, tiny_model_dir, tiny_adapters):
+    remote_texts, remote_ends = _collect(OpenAIEngine(server, "tiny"), _requests())
+    local = TransformersEngine(tiny_model_dir, dtype="float32")
+    local_requests = _requests()
+    local_requests[1].adapter = AdapterSpec("writer@1", str(tiny_adapters["writer"]))
+    local_texts, _ = _collect(local, local_requests)
+    assert remote_texts == local_texts
+    assert remote_ends["a"].finish_reason == "length" and remote_ends["a"].completion_tokens == 12
+    assert remote_ends["b"].completion_tokens == 7 and remote_ends["b"].prompt_tokens > 5
+
+
+def test_models_non_streaming_and_errors(server):
+    models = json.load(urllib.request.urlopen(server + "/models"))
+    assert [m["id"] for m in models["data"]] == ["tiny", "tiny:writer@1"]
+
+    def post(body):
+        request = urllib.request.Request(server + "/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    status, body = post({"model": "tiny:writer", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5})
+    assert status == 200 and body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 5 and body["choices"][0]["message"]["content"]
+    status, body = post({"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]})
+    assert status == 400 and "unknown model" in body["error"]["message"]
+    status, body = post({"model": "tiny:nobody", "messages": [{"role": "user", "content": "Hi"}]})
+    assert status == 400 and "unknown adapter" in body["error"]["message"]
+    status, body = post({"model": "tiny", "messages": "Hi"})
+    assert status == 400
+
+
+def test_an_unreachable_server_fails_each_request_with_a_clear_error():
+    texts, ends = _collect(OpenAIEngine(f"http://127.0.0.1:{_free_port()}/v1", "tiny"), _requests())
+    assert {e.finish_reason for e in ends.values()} == {"error"}
+    assert "Connection refused" in ends["a"].error

@@ -1,0 +1,81 @@
+"""The engine of this process, created on first use and kept for the life of the process, and the
+Redis cancel flags that a running batch checks at every decode step.
+
+Created lazily so that nothing touches CUDA before Celery forks its pool; on a GPU machine, run
+one `agents` worker per GPU with CUDA_VISIBLE_DEVICES, so each process sees one device."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable
+
+import redis
+from django.conf import settings
+
+from agents.llm.types import Engine, GenerationRequest
+from webapp.registry import services as registry
+
+CANCEL_TTL_S = 24 * 3600
+
+
+def model_folder() -> tuple[str, str]:
+    """(name, folder) of the base model this process serves: SCRIPTORIUM_MODEL, else the active
+    base model in the registry, else the bundled SmolLM2 (converted on first use)."""
+    if settings.SCRIPTORIUM_MODEL:
+        return os.path.basename(os.path.normpath(settings.SCRIPTORIUM_MODEL)), settings.SCRIPTORIUM_MODEL
+    active = registry.active_base_model()
+    if active is not None:
+        return active.name, active.path
+    from agents.llm.bundled import BUNDLED_NAME, bundled_model_dir
+
+    return BUNDLED_NAME, str(bundled_model_dir(settings.DATA_DIR / "models"))
+
+
+@functools.cache
+def get_engine() -> Engine:
+    if settings.SCRIPTORIUM_LLM_BACKEND == "openai":
+        from agents.llm.openai_backend import OpenAIEngine
+
+        return OpenAIEngine(settings.OPENAI_BASE_URL, settings.OPENAI_MODEL, api_key=settings.OPENAI_API_KEY)
+    import torch
+
+    from agents.llm.transformers_backend import TransformersEngine
+
+    device = settings.SCRIPTORIUM_LLM_DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
+    name, folder = model_folder()
+    return TransformersEngine(folder, dtype=settings.SCRIPTORIUM_LLM_DTYPE, device=device,
+                              int8=settings.SCRIPTORIUM_LLM_INT8, base_model_name=name)
+
+
+def with_role_adapters(requests: Iterable[tuple[str, GenerationRequest]]) -> list[GenerationRequest]:
+    """Give each request the adapter its role uses now (looked up per call, never cached)."""
+    resolved: dict[str, object] = {}
+    out = []
+    for role, request in requests:
+        if role not in resolved:
+            resolved[role] = registry.resolve_adapter(role)
+        request.adapter = resolved[role]
+        out.append(request)
+    return out
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+class RedisCancelFlags:
+    """Cancel flags shared by every process: set by the web (a person pressed cancel), read by
+    the worker's decode loop once per step with one round trip for the whole batch."""
+
+    prefix = "scriptorium:cancel:"
+
+    def cancel(self, request_id: str) -> None:
+        _redis().set(self.prefix + request_id, 1, ex=CANCEL_TTL_S)
+
+    def __call__(self, active: list[str]) -> set[str]:
+        if not active:
+            return set()
+        flags = _redis().mget([self.prefix + rid for rid in active])
+        return {rid for rid, flag in zip(active, flags, strict=True) if flag}

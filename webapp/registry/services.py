@@ -1,0 +1,96 @@
+"""Registering, activating and rolling back models and adapters, and resolving what a role uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from agents.llm.files import ModelFolderError, check_adapter_folder, check_model_folder, folder_sha256
+from agents.llm.types import AdapterSpec
+from webapp.registry.models import AdapterVersion, BaseModel, VersionStatus
+
+
+class RegistryError(Exception):
+    """A registry change that cannot be made; the message says why."""
+
+
+@transaction.atomic
+def base_model_register(*, name: str, path: str, activate: bool = False, notes: str = "") -> BaseModel:
+    try:
+        folder = check_model_folder(path)
+    except ModelFolderError as error:
+        raise RegistryError(str(error)) from error
+    model, _ = BaseModel.objects.update_or_create(
+        name=name, defaults={"path": str(folder.resolve()), "sha256": folder_sha256(folder), "notes": notes})
+    if activate:
+        base_model_activate(model=model)
+    return model
+
+
+@transaction.atomic
+def base_model_activate(*, model: BaseModel) -> BaseModel:
+    BaseModel.objects.select_for_update().filter(status=VersionStatus.ACTIVE).exclude(pk=model.pk).update(
+        status=VersionStatus.RETIRED)
+    model.status = VersionStatus.ACTIVE
+    model.save(update_fields=["status"])
+    return model
+
+
+@transaction.atomic
+def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: dict | None = None,
+                     notes: str = "", activate: bool = False) -> AdapterVersion:
+    try:
+        folder = check_adapter_folder(path)
+    except ModelFolderError as error:
+        raise RegistryError(str(error)) from error
+    latest = AdapterVersion.objects.select_for_update().filter(role=role).aggregate(m=Max("version"))["m"]
+    adapter = AdapterVersion.objects.create(
+        role=role, version=(latest or 0) + 1, base_model=base_model, path=str(Path(folder).resolve()),
+        sha256=folder_sha256(folder), metrics=metrics or {}, notes=notes)
+    if activate:
+        adapter_activate(adapter=adapter)
+    return adapter
+
+
+@transaction.atomic
+def adapter_activate(*, adapter: AdapterVersion) -> AdapterVersion:
+    """Make this the version its role uses; the one it replaces is retired (and can come back)."""
+    AdapterVersion.objects.select_for_update().filter(role=adapter.role, status=VersionStatus.ACTIVE).exclude(
+        pk=adapter.pk).update(status=VersionStatus.RETIRED)
+    adapter.status, adapter.activated_at = VersionStatus.ACTIVE, timezone.now()
+    adapter.save(update_fields=["status", "activated_at"])
+    return adapter
+
+
+@transaction.atomic
+def adapter_rollback(*, role: str) -> AdapterVersion:
+    """Go back to the version that was active before the current one."""
+    current = AdapterVersion.objects.select_for_update().filter(role=role, status=VersionStatus.ACTIVE).first()
+    earlier = AdapterVersion.objects.filter(role=role, status=VersionStatus.RETIRED, activated_at__isnull=False)
+    if current is not None:
+        earlier = earlier.filter(activated_at__lt=current.activated_at)
+    previous = earlier.order_by("-activated_at").first()
+    if previous is None:
+        raise RegistryError(f"No earlier active version of {role!r} to roll back to.")
+    return adapter_activate(adapter=previous)
+
+
+def adapter_deactivate(*, role: str) -> None:
+    """The role goes back to the plain base model."""
+    AdapterVersion.objects.filter(role=role, status=VersionStatus.ACTIVE).update(status=VersionStatus.RETIRED)
+
+
+def resolve_adapter(role: str) -> AdapterSpec | None:
+    """The adapter a role uses right now, or None for the base model. Read on every request, so an
+    activation takes effect on the next request without restarting anything."""
+    adapter = AdapterVersion.objects.select_related("base_model").filter(role=role, status=VersionStatus.ACTIVE).first()
+    if adapter is None:
+        return None
+    return AdapterSpec(name=adapter.name, path=adapter.path, sha256=adapter.sha256, base_model=adapter.base_model.name)
+
+
+def active_base_model() -> BaseModel | None:
+    return BaseModel.objects.filter(status=VersionStatus.ACTIVE).first()
