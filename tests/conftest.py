@@ -90,15 +90,17 @@ def _database_url_for_subprocess() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_path_factory):
-    """A real `celery worker` process on Redis consuming every queue, against the test database.
+def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_path_factory, tiny_model_dir):
+    """A real `celery worker` process on Redis consuming every queue, against the test database,
+    with the tiny model as its LLM.
 
     Tests that use it need `transactional_db`, so their rows are committed where it can see them."""
     with django_db_blocker.unblock():
         database_url = _database_url_for_subprocess()
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis_server,
-               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT))
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT),
+               SCRIPTORIUM_MODEL=str(tiny_model_dir), SCRIPTORIUM_LLM_DTYPE="float32", SCRIPTORIUM_LLM_DEVICE="cpu")
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     with open(log, "w") as out:
         process = subprocess.Popen(

@@ -170,3 +170,22 @@ def test_bfloat16_and_int8_engines_generate(tiny_model_dir):
         engine = TransformersEngine(tiny_model_dir, **options)
         texts, ends = _collect(engine, [_request("a", "Gulls", max_new_tokens=6)])
         assert ends["a"].completion_tokens == 6 and texts["a"]
+
+
+def test_adapters_are_applied_exactly_as_peft_applies_them(tiny_model_dir, tiny_adapters):
+    """Our stacked per-row LoRA must give the tokens peft's own model gives, greedy, float32."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    request = _request("w", "Write about terns.", max_new_tokens=10,
+                       adapter=AdapterSpec("writer@1", str(tiny_adapters["writer"])))
+    ids = engine.prompt_ids(request)
+    ours = _collect(engine, [request])[0]["w"]
+
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                          str(tiny_adapters["writer"])).eval()
+    with torch.inference_mode():
+        generated = reference.generate(input_ids=torch.tensor([ids]), max_new_tokens=10, do_sample=False)
+    assert ours == engine.tokenizer.decode(generated[0, len(ids):], skip_special_tokens=True)

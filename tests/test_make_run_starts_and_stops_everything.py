@@ -101,3 +101,13 @@ def test_run_fails_loudly_and_cleans_up_when_the_web_port_is_taken(tmp_path):
     assert result.returncode == 1, result.stdout[-3000:]
     assert "web exited" in result.stdout and "[scriptorium] stopped" in result.stdout
     assert not _answers(redis_port)
+
+
+def test_one_agents_worker_per_gpu_each_seeing_its_own_device():
+    from webapp.launcher import agents_workers, worker_args
+
+    assert agents_workers(0) == [("agents", {})]
+    assert agents_workers(2) == [("agents-gpu0", {"CUDA_VISIBLE_DEVICES": "0"}),
+                                 ("agents-gpu1", {"CUDA_VISIBLE_DEVICES": "1"})]
+    args = worker_args("agents", 1, "agents-gpu1")
+    assert args[args.index("-n") + 1] == "agents-gpu1@%h" and "solo" in args

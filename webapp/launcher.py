@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,11 +107,28 @@ def _manage(*args: str, env: dict[str, str]) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=env, check=True)
 
 
-def worker_args(queue: str, concurrency: int) -> list[str]:
+def worker_args(queue: str, concurrency: int, name: str = "") -> list[str]:
     # The agents and training queues hold one model per process: a solo pool keeps it that way.
     pool = ["--pool", "solo"] if queue in ("agents", "training") else ["--concurrency", str(concurrency)]
-    return [PYTHON, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-n", f"{queue}@%h",
+    return [PYTHON, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-n", f"{name or queue}@%h",
             "--loglevel", "INFO", *pool]
+
+
+def gpu_count() -> int:
+    """GPUs on this machine, asked of nvidia-smi so that this process never initialises CUDA."""
+    if os.environ.get("SCRIPTORIUM_GPUS"):
+        return int(os.environ["SCRIPTORIUM_GPUS"])
+    if not shutil.which("nvidia-smi"):
+        return 0
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return sum(line.startswith("GPU ") for line in result.stdout.splitlines()) if result.returncode == 0 else 0
+
+
+def agents_workers(gpus: int) -> list[tuple[str, dict[str, str]]]:
+    """One `agents` worker per GPU, each seeing only its own device; one on the CPU without GPUs."""
+    if gpus == 0:
+        return [("agents", {})]
+    return [(f"agents-gpu{i}", {"CUDA_VISIBLE_DEVICES": str(i)}) for i in range(gpus)]
 
 
 def run() -> int:
@@ -137,7 +155,10 @@ def run() -> int:
             PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
             "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
         ], env)))
-        for queue, concurrency in (("agents", 1), ("default", 2), ("training", 1)):
+        for name, extra_env in agents_workers(gpu_count()):
+            processes.append((f"worker {name}", _spawn(f"worker {name}", worker_args("agents", 1, name),
+                                                       {**env, **extra_env})))
+        for queue, concurrency in (("default", 2), ("training", 1)):
             processes.append((f"worker {queue}", _spawn(f"worker {queue}", worker_args(queue, concurrency), env)))
         _log(f"Scriptorium is up at http://{host}:{port}/ (Ctrl-C stops everything)")
         while not stopping:

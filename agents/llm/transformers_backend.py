@@ -1,7 +1,8 @@
 """The default engine: one Hugging Face causal LM in this process, many requests decoded together.
 
 All requests given to one `stream()` call are decoded as one batch, step by step, each with its
-own LoRA adapter (peft's `adapter_names`), sampling settings, stop strings and limits. A request
+own LoRA adapter (peft adapters, applied per row by agents/llm/multi_lora.py), sampling settings,
+stop strings and limits. A request
 that finishes leaves the batch at once (its rows are dropped from the KV cache) and its last
 delta is yielded then, so nobody waits for the slowest. A token prefix shared by every prompt
 (brief + outline) is computed once per adapter and copied into each request's cache.
@@ -19,12 +20,10 @@ from pathlib import Path
 import torch
 
 from agents.llm.files import ModelFolderError, check_adapter_folder, check_model_folder
+from agents.llm.multi_lora import MultiLora
 from agents.llm.types import AdapterSpec, CancelCheck, Delta, GenerationRequest
 
 log = logging.getLogger(__name__)
-
-BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
-
 
 def cpu_has_fast_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 matmuls beat fp32 by a wide margin on such CPUs."""
@@ -66,7 +65,7 @@ class TransformersEngine:
     def __init__(self, model_path: str | Path, *, dtype: str = "auto", device: str = "cpu",
                  int8: bool = False, base_model_name: str = "", max_adapters: int = 8,
                  share_prefix: bool = True, min_shared_prefix: int = 16):
-        from transformers import AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = check_model_folder(model_path)
         self.model_path = str(folder)
@@ -83,8 +82,17 @@ class TransformersEngine:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as error:
             raise ModelFolderError(f"{folder}: the tokenizer could not be loaded ({error})") from error
-        self.model = self._load_base()
-        self.peft = None  # the PeftModel wrapping self.model, once an adapter is loaded
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
+        except (OSError, ValueError) as error:
+            raise ModelFolderError(f"{folder}: could not be loaded ({error})") from error
+        model.to(device).eval()
+        if int8:
+            if not device.startswith("cpu"):
+                raise ValueError("int8 dynamic quantization runs on CPU only")
+            model = _quantize_int8(model)
+        self.model = model
+        self.lora = MultiLora(self.model)
         self._adapters: OrderedDict[str, AdapterSpec] = OrderedDict()
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -93,21 +101,6 @@ class TransformersEngine:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = next(iter(self.eos_ids), 0)
-
-    def _load_base(self):
-        from transformers import AutoModelForCausalLM
-
-        try:
-            model = AutoModelForCausalLM.from_pretrained(self.model_path,
-                                                         dtype=torch.float32 if self.int8 else self.dtype)
-        except (OSError, ValueError) as error:
-            raise ModelFolderError(f"{self.model_path}: could not be loaded ({error})") from error
-        model.to(self.device).eval()
-        if self.int8:
-            if not self.device.startswith("cpu"):
-                raise ValueError("int8 dynamic quantization runs on CPU only")
-            model = _quantize_int8(model)
-        return model
 
     # --- adapters ------------------------------------------------------------------------
 
@@ -124,27 +117,13 @@ class TransformersEngine:
             raise ModelFolderError(f"{spec.path}: adapter was trained on {spec.base_model!r}, "
                                    f"but this engine serves {self.base_model_name!r}")
         check_adapter_folder(spec.path, spec.sha256)
-        from peft import PeftModel
-
-        try:
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, spec.path, adapter_name=spec.name)
-            else:
-                self.peft.load_adapter(spec.path, adapter_name=spec.name)
-        except Exception as error:  # noqa: BLE001  (any failure here is this adapter's alone)
-            if self.peft is None:
-                # peft may have injected layers before failing: start again from clean weights.
-                self.model = self._load_base()
-            elif spec.name in self.peft.peft_config:
-                self.peft.delete_adapter(spec.name)
-            raise ModelFolderError(f"{spec.path}: the adapter could not be loaded ({error})") from error
-        self.peft.eval()
+        self.lora.load(spec.name, spec.path)  # all or nothing: a failure changes no layer
         self._adapters[spec.name] = spec
         while len(self._adapters) > self.max_adapters:
             victim = next((name for name in self._adapters if name not in in_use), None)
             if victim is None:
                 break
-            self.peft.delete_adapter(victim)
+            self.lora.unload(victim)
             del self._adapters[victim]
 
     def loaded_adapters(self) -> list[str]:
@@ -195,10 +174,10 @@ class TransformersEngine:
             with torch.inference_mode():
                 yield from self._decode(runnable, cancel, started)
 
-    def _forward(self, adapters: list[str], **inputs):
-        if self.peft is None:
-            return self.model(**inputs, use_cache=True)
-        return self.peft(**inputs, use_cache=True, adapter_names=adapters)
+    def _forward(self, **inputs):
+        # Only the last position's logits are needed: the full [batch, length, vocab] tensor of
+        # a prefill would cost as much as the rest of the model.
+        return self.model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1, :]
 
     def _shared_prefix(self, prompts: list[list[int]]) -> int:
         if not self.share_prefix or len(prompts) < 2:
@@ -212,23 +191,29 @@ class TransformersEngine:
         return length if length >= self.min_shared_prefix else 0
 
     def _decode(self, runnable, cancel: CancelCheck | None, started: float) -> Iterator[Delta]:
+        states = [_Running(r, len(ids), _generator(r), started) for r, ids in runnable]
+        prompts = [ids for _, ids in runnable]
+        adapters = [r.adapter.name if r.adapter else None for r, _ in runnable]
+        try:
+            yield from self._decode_batch(states, prompts, adapters, cancel)
+        finally:
+            self.lora.clear()
+
+    def _decode_batch(self, states: list[_Running], prompts: list[list[int]], adapters: list[str | None],
+                      cancel: CancelCheck | None) -> Iterator[Delta]:
         from transformers import DynamicCache
 
         device = self.device
-        requests = [r for r, _ in runnable]
-        prompts = [ids for _, ids in runnable]
-        adapters = [r.adapter.name if r.adapter else BASE for r in requests]
-        states = [
-            _Running(r, len(ids), _generator(r), started) for r, ids in runnable
-        ]
         shared = self._shared_prefix(prompts)
         cache = DynamicCache(config=self.model.config)
         if shared:
             # The shared prefix once per distinct adapter, then copied to the rows that use it.
-            distinct = sorted(set(adapters))
+            distinct = list(dict.fromkeys(adapters))
             prefix = torch.tensor([prompts[0][:shared]] * len(distinct), device=device)
-            self._forward(distinct, input_ids=prefix, past_key_values=cache)
+            self.lora.prepare(distinct)
+            self._forward(input_ids=prefix, past_key_values=cache)
             cache.batch_select_indices(torch.tensor([distinct.index(a) for a in adapters], device=device))
+        self.lora.prepare(adapters)
         suffixes = [ids[shared:] for ids in prompts]
         width = max(len(s) for s in suffixes)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long, device=device)
@@ -238,8 +223,8 @@ class TransformersEngine:
             suffix_mask[row, width - len(suffix):] = 1
         attention = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long, device=device), suffix_mask], 1)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = self._forward(adapters, input_ids=input_ids, attention_mask=attention,
-                               position_ids=positions[:, shared:], past_key_values=cache).logits[:, -1, :]
+        logits = self._forward(input_ids=input_ids, attention_mask=attention,
+                               position_ids=positions[:, shared:], past_key_values=cache)
         last_position = positions[:, -1]
         active = list(range(len(states)))
 
@@ -264,15 +249,15 @@ class TransformersEngine:
             if len(keep) < len(active):
                 rows = torch.tensor(keep, device=device)
                 cache.batch_select_indices(rows)
+                self.lora.keep_rows(rows)
                 attention, last_position = attention[rows], last_position[rows]
-                adapters = [adapters[r] for r in keep]
                 active = [active[r] for r in keep]
             attention = torch.cat([attention, torch.ones((len(active), 1), dtype=torch.long, device=device)], 1)
             last_position = last_position + 1
             logits = self._forward(
-                adapters, input_ids=torch.tensor(next_tokens, device=device).unsqueeze(1),
+                input_ids=torch.tensor(next_tokens, device=device).unsqueeze(1),
                 attention_mask=attention, position_ids=last_position.unsqueeze(1), past_key_values=cache,
-            ).logits[:, -1, :]
+            )
 
     def _advance(self, state: _Running, token: int) -> Delta | None:
         """Take one new token; return the delta to yield, if any."""
@@ -332,15 +317,17 @@ def _choose(logits: torch.Tensor, state: _Running) -> int:
 
 
 def _quantize_int8(model):
-    """int8 dynamic quantization of every Linear but the output head (CPU serving)."""
+    """int8 dynamic quantization for CPU serving: Linear weights in int8 with one scale per output
+    channel, activations quantized on the fly. The MLP output projections (down_proj) stay in
+    float: their inputs carry outliers, and quantizing them tripled the perplexity of
+    SmolLM2-135M (36 -> 115) where leaving them out costs 36 -> 41 (bench/engine.py)."""
     import warnings
 
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    head = model.get_output_embeddings()
+    layers = {name: per_channel_dynamic_qconfig for name, module in model.model.named_modules()
+              if isinstance(module, torch.nn.Linear) and not name.endswith("down_proj")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch marks torch.ao.quantization deprecated; it still works
-        quantized_layers = quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8)
-    model.model = quantized_layers
-    model.set_output_embeddings(head)
+        model.model = quantize_dynamic(model.model, layers, dtype=torch.qint8)
     return model
