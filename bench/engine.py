@@ -15,6 +15,7 @@ if they do not. It prints Markdown tables for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -132,6 +133,8 @@ def make_adapters(folder: Path, count: int = 4) -> list[AdapterSpec]:
 
 def memory_arm(kind: str, adapter_root: str, max_new_tokens: int) -> dict:
     """Runs in its own process: load what the arm needs, run its batch, report peak RSS."""
+    import peft  # noqa: F401  (loaded in every arm, as in a worker, so only the adapters differ)
+
     torch.set_num_threads(THREADS)
     specs = [AdapterSpec(f"role{i}@1", str(Path(adapter_root) / f"role{i}")) for i in range(4)]
     result: dict = {"kind": kind}
@@ -152,6 +155,7 @@ def memory_arm(kind: str, adapter_root: str, max_new_tokens: int) -> dict:
             tokens, seconds = tokens + t, seconds + s
         result["tok_s"] = tokens / seconds
     gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed batch buffers back, so RSS is what is live
     result["rss_mb"] = resident_mb()
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result

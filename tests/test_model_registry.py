@@ -104,3 +104,20 @@ def test_a_redis_cancel_flag_stops_a_running_request(db, tiny_model_dir):
             flags.cancel(rid)  # as the web process would, through Redis
     assert deltas[-1].finish_reason == "cancelled"
     assert deltas[-1].completion_tokens <= 4  # stopped at the next step
+
+
+def test_admin_actions_activate_and_roll_back(client, registered):
+    from django.urls import reverse
+
+    from tests.factories import PASSWORD, make_user
+
+    make_user("root", is_staff=True, is_superuser=True)
+    client.login(username="root", password=PASSWORD)
+    url = reverse("admin:registry_adapterversion_changelist")
+    v1, v2 = AdapterVersion.objects.order_by("version")
+    for version in (v1, v2):
+        client.post(url, {"action": "activate", "_selected_action": [version.pk]})
+    assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE) == v2
+    client.post(url, {"action": "roll_back", "_selected_action": [v2.pk]})
+    assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE) == v1
+    assert client.get(url).status_code == 200
