@@ -1,0 +1,1 @@
+"""Agent roles, one file each, prompts readable top to bottom."""

@@ -1,0 +1,84 @@
+"""The chief editor asks the model, repairs or re-asks, and falls back to the brief; the path
+taken is reported. Scripted answers drive each path; the tiny and the bundled model show it
+through the real transformers backend."""
+
+from __future__ import annotations
+
+import json
+
+from agents.llm.transformers_backend import TransformersEngine
+from agents.llm.types import Delta
+from agents.outline import Brief, check_outline
+from agents.roles.chief_editor import plan_outline
+
+BRIEF = Brief(topic="Coastal birds for walkers", target_words=1500, audience="walkers")
+
+
+class ScriptedEngine:
+    """Answers each request with the next scripted text (for fast orchestration tests only)."""
+
+    def __init__(self, *answers: str):
+        self.answers = list(answers)
+        self.requests = []
+
+    def stream(self, requests, cancel=None):
+        for request in requests:
+            self.requests.append(request)
+            yield Delta(request.id, self.answers.pop(0), finished=True, finish_reason="stop")
+
+
+GOOD = json.dumps([{"heading": "Gulls", "goal": "g", "key_points": ["a"], "words": 750},
+                   {"heading": "Terns", "goal": "t", "key_points": ["b"], "words": 750}])
+
+
+def test_a_valid_answer_is_used_as_it_is():
+    result = plan_outline(ScriptedEngine(GOOD), BRIEF)
+    assert result.path == "model" and [s.heading for s in result.sections] == ["Gulls", "Terns"]
+
+
+def test_an_answer_with_wrong_budgets_is_repaired():
+    answer = json.dumps([{"heading": "Gulls", "words": 100}, {"heading": "Terns", "words": 100}])
+    result = plan_outline(ScriptedEngine(answer), BRIEF)
+    assert result.path == "model-repaired" and sum(s.words for s in result.sections) == 1500
+
+
+def test_a_line_cut_off_by_the_token_limit_is_left_out():
+    class CutOff(ScriptedEngine):
+        def stream(self, requests, cancel=None):
+            for request in requests:
+                yield Delta(request.id, "1. Gulls\n2. Terns\n3. Puffins and", finished=True, finish_reason="length")
+
+    assert [s.heading for s in plan_outline(CutOff(), BRIEF).sections] == ["Gulls", "Terns"]
+
+
+def test_junk_is_re_asked_once_with_the_problem_then_used():
+    engine = ScriptedEngine("I love birds!", GOOD)
+    result = plan_outline(engine, BRIEF)
+    assert result.path == "re-asked" and len(engine.requests) == 2
+    assert "could not be used" in engine.requests[1].messages[-1]["content"]
+
+
+def test_two_junk_answers_fall_back_to_the_brief():
+    result = plan_outline(ScriptedEngine("no", "still no"), BRIEF)
+    assert result.path == "fallback" and result.problems and result.sections[0].heading == "Introduction"
+    check_outline(result.sections, 1500)
+
+
+def test_the_tiny_model_through_the_real_backend_always_yields_a_valid_outline(tiny_model_dir):
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    result = plan_outline(engine, Brief(topic="Terns", target_words=800))
+    check_outline(result.sections, 800)
+    assert result.path in ("model", "model-repaired", "re-asked", "fallback") and result.answers
+
+
+def test_the_bundled_model_plans_a_valid_outline(settings):
+    from agents.llm.bundled import bundled_model_dir
+
+    engine = TransformersEngine(bundled_model_dir(settings.DATA_DIR / "models"))
+    result = plan_outline(engine, Brief(topic="How the printing press changed Europe", target_words=1500))
+    check_outline(result.sections, 1500)
+    assert len(result.answers) in (1, 2)
+    headings = [s.heading for s in result.sections]
+    print(result.path, [(s.heading, s.words) for s in result.sections])
+    if result.path != "fallback":
+        assert any("print" in h.lower() for h in headings), headings
