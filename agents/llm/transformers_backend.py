@@ -59,6 +59,7 @@ class _Running:
     prefix_offset: int = 0
     read_offset: int = 0
     first_token_s: float | None = None
+    seen: set[int] = field(default_factory=set)  # token ids the repetition penalty applies to
 
 
 class TransformersEngine:
@@ -134,6 +135,7 @@ class TransformersEngine:
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
             text = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+            text += request.assistant_prefix
         elif request.prompt is not None:
             text = request.prompt
         else:
@@ -192,6 +194,11 @@ class TransformersEngine:
 
     def _decode(self, runnable, cancel: CancelCheck | None, started: float) -> Iterator[Delta]:
         states = [_Running(r, len(ids), _generator(r), started) for r, ids in runnable]
+        for state in states:
+            request = state.request
+            if request.repetition_penalty != 1.0 and request.assistant_prefix:
+                # The draft being continued counts as "already said".
+                state.seen.update(self.tokenizer(request.assistant_prefix, add_special_tokens=False).input_ids)
         prompts = [ids for _, ids in runnable]
         adapters = [r.adapter.name if r.adapter else None for r, _ in runnable]
         try:
@@ -237,7 +244,11 @@ class TransformersEngine:
                 if state.request.id in cancelled:
                     yield self._finish(state, "cancelled")
                     continue
-                token = _choose(logits[row], state)
+                row_logits = logits[row]
+                if len(state.tokens) < state.request.min_new_tokens and self.eos_ids:
+                    row_logits = row_logits.clone()
+                    row_logits[list(self.eos_ids)] = float("-inf")
+                token = _choose(row_logits, state)
                 delta = self._advance(state, token)
                 if delta is not None:
                     yield delta
@@ -267,6 +278,8 @@ class TransformersEngine:
         if token in self.eos_ids:
             return self._finish(state, "stop")
         state.tokens.append(token)
+        if request.repetition_penalty != 1.0:
+            state.seen.add(token)
         state.text += self._new_text(state)
         if request.stop:
             window = state.text[max(0, state.sent - max(map(len, request.stop))):]
@@ -305,6 +318,11 @@ def _generator(request: GenerationRequest) -> torch.Generator | None:
 
 def _choose(logits: torch.Tensor, state: _Running) -> int:
     request = state.request
+    if state.seen:
+        seen = torch.tensor(sorted(state.seen), device=logits.device)
+        scores = logits[seen]
+        logits = logits.clone()
+        logits[seen] = torch.where(scores > 0, scores / request.repetition_penalty, scores * request.repetition_penalty)
     if state.generator is None:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float().cpu() / request.temperature, dim=-1)

@@ -21,7 +21,9 @@ class AdapterSpec:
 @dataclass
 class GenerationRequest:
     """One completion. Give `messages` (chat, formatted with the model's chat template) or a raw
-    `prompt`. temperature 0 means greedy decoding; `seed` makes sampling repeatable."""
+    `prompt`. `assistant_prefix` is text the answer already starts with (to continue a draft).
+    temperature 0 means greedy decoding; `seed` makes sampling repeatable; a repetition_penalty
+    above 1 makes tokens already in the answer less likely (small models loop without it)."""
 
     id: str
     messages: list[dict[str, str]] | None = None
@@ -32,6 +34,9 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    assistant_prefix: str = ""
+    repetition_penalty: float = 1.0
+    min_new_tokens: int = 0  # the end token is not allowed before this many tokens
 
 
 @dataclass

@@ -1,0 +1,180 @@
+"""The section writer: writes one leaf section of the outline to its word budget.
+
+All sections of a batch go to the engine together. The brief and the outline come first in every
+prompt, so the engine computes them once for the whole batch (shared prefix); each writer then
+gets its own heading, goal, key points, its neighbours' summaries and its source passages.
+
+Length following: each request may produce about 115% of its budget in tokens. A section that
+stops short of 85% is continued (its draft becomes the start of the next answer), a section that
+runs long is cut at the last sentence end inside the budget, and an unfinished last sentence is
+dropped. Repeated sentences, a habit of small models, are removed before words are counted."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
+from agents.outline import Brief
+
+ROLE = "writer"
+TOKENS_PER_WORD = 1.45  # SmolLM2's tokenizer on English prose, measured on bench/heldout.txt
+LOW, HIGH = 0.85, 1.15  # the accepted range around a budget
+
+SYSTEM = """You are a section writer on a team writing one article together. Write only the text of
+your own section: no heading, no title, no notes to the editor. Write clear paragraphs of prose
+for the article's readers, and do not repeat yourself."""
+
+
+@dataclass
+class SectionTask:
+    key: str
+    heading: str
+    words: int
+    goal: str = ""
+    key_points: list[str] = field(default_factory=list)
+    before: str = ""  # what the section before covers (its summary, or its goal)
+    after: str = ""
+    passages: list[str] = field(default_factory=list)  # cited as [1], [2], ... in this order
+
+
+@dataclass
+class WrittenSection:
+    key: str
+    text: str
+    words: int
+    rounds: int
+    finish: str  # "ok", "short" (still under 85% after the last round) or "cancelled"
+
+
+def shared_prefix(brief: Brief, outline_text: str) -> str:
+    lines = [SYSTEM, "", f"The article: {brief.topic}", f"Readers: {brief.audience or 'general readers'}"]
+    if brief.tone:
+        lines.append(f"Tone: {brief.tone}")
+    lines += [f"Language: {brief.language}", "", "The outline of the whole article:", outline_text]
+    return "\n".join(lines)
+
+
+def section_prompt(task: SectionTask) -> str:
+    lines = [f"Write the section \"{task.heading}\" in about {task.words} words."]
+    if task.goal:
+        lines.append(f"Its goal: {task.goal}")
+    if task.key_points:
+        lines.append("Cover: " + "; ".join(task.key_points))
+    if task.before:
+        lines.append(f"The section before covers: {task.before}")
+    if task.after:
+        lines.append(f"The section after covers: {task.after}")
+    if task.passages:
+        lines.append("Use these sources and cite them by number, like [1]:")
+        lines += [f"[{i}] {passage}" for i, passage in enumerate(task.passages, start=1)]
+    return "\n".join(lines)
+
+
+def context_bytes(brief: Brief, outline_text: str, task: SectionTask) -> int:
+    """What this writer receives, in bytes: the compact context the pipeline reports per agent."""
+    return len((shared_prefix(brief, outline_text) + section_prompt(task)).encode())
+
+
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+ECHOES = re.compile(r"^\s*(#|(the article|readers|tone|language|the outline of the whole article|cover|its goal)\s*:)"
+                    r"|\(\d+ words\)", re.I)
+
+
+def tidy(text: str, heading: str) -> str:
+    """Drop headings, labels and prompt lines the model echoed, and sentences it already wrote."""
+    lines = [line for line in text.strip().splitlines()
+             if not ECHOES.search(line) and line.strip().strip("*:").lower() != heading.lower()
+             and not (line.strip().endswith(":") and word_count(line) <= 5)]
+    seen: set[str] = set()
+    paragraphs = []
+    for paragraph in re.split(r"\n\s*\n", "\n".join(lines)):
+        kept = []
+        for sentence in re.split(r"(?<=[.!?])\s+", paragraph.strip()):
+            normal = re.sub(r"\W+", " ", sentence.lower()).strip()
+            if normal and normal in seen:
+                continue
+            seen.add(normal)
+            kept.append(sentence)
+        if kept:
+            paragraphs.append(" ".join(kept))
+    return "\n\n".join(paragraphs)
+
+
+def fit(text: str, budget: int, cut_off: bool) -> str:
+    """Cut at the last sentence end within HIGH x budget; drop an unfinished last sentence."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    if word_count(text) > HIGH * budget:
+        inside = [end for end in ends if word_count(text[:end]) <= HIGH * budget]
+        if inside and word_count(text[:inside[-1]]) >= LOW * budget:
+            return text[:inside[-1]].strip()
+        words = text.split()[:int(budget)]
+        return " ".join(words).rstrip(",;:") + "."
+    if cut_off and ends and ends[-1] < len(text.rstrip()):
+        return text[:ends[-1]].strip()
+    return text.strip()
+
+
+def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
+             adapter: AdapterSpec | None) -> GenerationRequest:
+    remaining = max(20, task.words - word_count(draft))
+    return GenerationRequest(
+        id=f"{ROLE}-{task.key}-{uuid.uuid4().hex[:6]}", adapter=adapter,
+        messages=[{"role": "system", "content": shared_prefix(brief, outline_text)},
+                  {"role": "user", "content": section_prompt(task)}],
+        assistant_prefix=(draft + "\n\n") if draft else "",
+        max_new_tokens=math.ceil(remaining * HIGH * TOKENS_PER_WORD) + 8,
+        # Small models like to stop early; the end token only becomes possible near the budget.
+        min_new_tokens=math.floor(remaining * LOW * TOKENS_PER_WORD),
+        repetition_penalty=1.15,
+    )
+
+
+def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
+                   adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
+                   cancel: CancelCheck | None = None, max_rounds: int = 3) -> dict[str, WrittenSection]:
+    """Write every task as one batch, with continuation rounds for those that fall short.
+    `on_text(key, new_text)` sees the text as it is generated."""
+    drafts = {task.key: "" for task in tasks}
+    results: dict[str, WrittenSection] = {}
+    pending = list(tasks)
+    for round_number in range(1, max_rounds + 1):
+        if not pending:
+            break
+        batch = [_request(brief, outline_text, t, drafts[t.key], adapter) for t in pending]
+        task_of = {request.id: task for request, task in zip(batch, pending, strict=True)}
+        new_text = {t.key: "" for t in pending}
+        reasons: dict[str, str] = {}
+        for delta in engine.stream(batch, cancel=cancel):
+            task = task_of[delta.request_id]
+            if delta.text:
+                new_text[task.key] += delta.text
+                if on_text:
+                    on_text(task.key, delta.text)
+            if delta.finished:
+                reasons[task.key] = delta.finish_reason or "stop"
+                if delta.finish_reason == "error":
+                    raise RuntimeError(f"writing “{task.heading}” failed: {delta.error}")
+        still_short = []
+        for task in pending:
+            joined = (drafts[task.key] + "\n\n" + new_text[task.key]) if drafts[task.key] else new_text[task.key]
+            text = fit(tidy(joined, task.heading), task.words, cut_off=reasons.get(task.key) == "length")
+            drafts[task.key] = text
+            if reasons.get(task.key) == "cancelled":
+                results[task.key] = WrittenSection(task.key, text, word_count(text), round_number, "cancelled")
+            elif word_count(text) >= LOW * task.words or round_number == max_rounds:
+                finish = "ok" if word_count(text) >= LOW * task.words else "short"
+                results[task.key] = WrittenSection(task.key, text, word_count(text), round_number, finish)
+            else:
+                still_short.append(task)
+        pending = still_short
+    return results

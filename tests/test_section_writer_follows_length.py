@@ -1,0 +1,82 @@
+"""Section writers end within 15% of their budgets: continued when short, cut at a sentence end
+when long; on scripted answers for the mechanics and on the bundled model for the real thing."""
+
+from __future__ import annotations
+
+from agents.llm.transformers_backend import TransformersEngine
+from agents.llm.types import Delta, GenerationRequest
+from agents.outline import Brief
+from agents.roles.section_writer import SectionTask, fit, tidy, word_count, write_sections
+
+BRIEF = Brief(topic="How the printing press changed Europe", target_words=370, audience="curious readers")
+OUTLINE = "1. Before the press (120 words)\n2. Gutenberg's workshop (250 words)"
+
+
+def test_fit_cuts_long_text_at_a_sentence_end_inside_the_budget():
+    text = " ".join(f"Sentence {i} has exactly six words." for i in range(40))  # 240 words
+    cut = fit(text, 100, cut_off=False)
+    assert cut.endswith(".") and 85 <= word_count(cut) <= 115
+
+
+def test_fit_drops_an_unfinished_last_sentence():
+    assert fit("One full sentence here. And then the model ran out of", 10, cut_off=True) == "One full sentence here."
+
+
+def test_tidy_drops_echoed_prompt_lines_headings_and_repeated_sentences():
+    text = ("The article: Printing\nReaders: everyone\n## Gutenberg\nIntroduction:\nMetal type was new. "
+            "It changed books.\n\nMetal type was new. Ink mattered too.")
+    assert tidy(text, "Gutenberg") == "Metal type was new. It changed books.\n\nInk mattered too."
+
+
+class ScriptedEngine:
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.batches: list[list[GenerationRequest]] = []
+
+    def stream(self, requests, cancel=None):
+        self.batches.append(list(requests))
+        for request in requests:
+            yield Delta(request.id, self.answers.pop(0), finished=True, finish_reason="stop")
+
+
+def test_a_short_section_is_continued_from_its_draft():
+    first = "Scribes copied books by hand. " * 5  # 25 words, deduplicated to 5
+    second = " ".join(f"Monastery {i} kept a library of its own." for i in range(12))  # 96 words
+    engine = ScriptedEngine(first, second)
+    task = SectionTask("a", "Before the press", 100, "Show how books were copied by hand.")
+    result = write_sections(engine, BRIEF, OUTLINE, [task])["a"]
+    assert len(engine.batches) == 2
+    assert engine.batches[1][0].assistant_prefix.startswith("Scribes copied books by hand.")
+    assert result.rounds == 2 and result.finish == "ok" and 85 <= result.words <= 115
+
+
+def test_streamed_text_reaches_the_callback():
+    seen = []
+    engine = ScriptedEngine(" ".join(f"Line {i} is here." for i in range(25)))  # 100 words
+    write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)], on_text=lambda k, t: seen.append((k, t)))
+    assert seen and seen[0][0] == "a"
+
+
+def test_min_new_tokens_keeps_the_bundled_model_from_stopping_early(settings):
+    from agents.llm.bundled import bundled_model_dir
+
+    engine = TransformersEngine(bundled_model_dir(settings.DATA_DIR / "models"))
+    ask = [{"role": "user", "content": "Say hello."}]
+    free = list(engine.stream([GenerationRequest(id="a", messages=ask, max_new_tokens=60)]))[-1]
+    held = list(engine.stream([GenerationRequest(id="b", messages=ask, max_new_tokens=60, min_new_tokens=40)]))[-1]
+    assert free.completion_tokens < 40 <= held.completion_tokens
+
+
+def test_the_bundled_model_writes_each_section_within_15_percent(settings):
+    from agents.llm.bundled import bundled_model_dir
+
+    engine = TransformersEngine(bundled_model_dir(settings.DATA_DIR / "models"))
+    tasks = [SectionTask("a", "Before the press", 120, "Show how books were copied by hand before 1450.",
+                         after="Gutenberg's workshop"),
+             SectionTask("b", "Gutenberg's workshop", 250, "Explain movable type, the press and the ink.",
+                         before="Before the press")]
+    results = write_sections(engine, BRIEF, OUTLINE, tasks)
+    for task in tasks:
+        written = results[task.key]
+        assert 0.85 * task.words <= written.words <= 1.15 * task.words, (task.heading, written.words)
+        assert "The article:" not in written.text and not written.text.startswith("#")
