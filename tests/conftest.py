@@ -128,6 +128,15 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_
         process.kill()
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (right now)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
     """Poll until predicate() is truthy; return its value or fail the test with a clear message."""
     deadline = time.monotonic() + timeout

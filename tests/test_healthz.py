@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import free_port
 
 
 @pytest.mark.slow
@@ -24,7 +18,7 @@ def test_up_with_a_worker_on_every_queue(transactional_db, client, celery_worker
 
 
 def test_down_when_redis_is_unreachable(db, client, settings):
-    settings.REDIS_URL = f"redis://127.0.0.1:{_closed_port()}/0"
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     response = client.get("/healthz")
     body = response.json()
     assert response.status_code == 503

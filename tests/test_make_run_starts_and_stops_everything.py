@@ -18,13 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(port: int) -> bool:
@@ -37,7 +34,7 @@ def _answers(port: int) -> bool:
 
 @pytest.mark.slow
 def test_run_serves_the_demo_login_and_stops_cleanly_on_ctrl_c(tmp_path):
-    web_port, redis_port = _free_port(), _free_port()
+    web_port, redis_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(SCRIPTORIUM_DATA_DIR=str(tmp_path / "data"), PORT=str(web_port),
                SCRIPTORIUM_EMBEDDED_REDIS_PORT=str(redis_port), ACCESS_LOG="0")
@@ -89,7 +86,7 @@ def test_run_serves_the_demo_login_and_stops_cleanly_on_ctrl_c(tmp_path):
 
 @pytest.mark.slow
 def test_run_fails_loudly_and_cleans_up_when_the_web_port_is_taken(tmp_path):
-    redis_port = _free_port()
+    redis_port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

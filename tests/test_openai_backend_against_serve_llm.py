@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,23 +18,18 @@ from django.conf import settings
 from agents.llm.openai_backend import OpenAIEngine
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import AdapterSpec, GenerationRequest
-from tests.conftest import _database_url_for_subprocess
+from tests.conftest import _database_url_for_subprocess, free_port
 from webapp.registry import services
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def server(transactional_db, tiny_model_dir, tiny_adapters, tmp_path):
     base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
     services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), SCRIPTORIUM_LLM_DTYPE="float32",
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), SCRIPTORIUM_LLM_DEVICE="cpu")
     env.pop("SCRIPTORIUM_MODEL", None)
@@ -112,6 +106,6 @@ def test_models_non_streaming_and_errors(server):
 
 
 def test_an_unreachable_server_fails_each_request_with_a_clear_error():
-    texts, ends = _collect(OpenAIEngine(f"http://127.0.0.1:{_free_port()}/v1", "tiny"), _requests())
+    texts, ends = _collect(OpenAIEngine(f"http://127.0.0.1:{free_port()}/v1", "tiny"), _requests())
     assert {e.finish_reason for e in ends.values()} == {"error"}
     assert "Connection refused" in ends["a"].error
