@@ -125,3 +125,19 @@ def test_members_download_the_original_file_as_an_attachment(client, project, ed
     assert b"".join(response.streaming_content) == html
     assert response["Content-Disposition"].startswith('attachment; filename="birds.html"')
     assert response["Content-Type"] == "application/octet-stream"
+
+
+def test_passages_are_found_by_meaning(project, editor):
+    texts = {
+        "gannets.txt": "Gannets plunge into the sea from thirty metres to catch mackerel and herring.",
+        "printing.txt": "Gutenberg's press used movable metal type and oil-based ink around 1450.",
+        "tides.txt": "Spring tides follow the full and new moon, when the sun and moon pull together.",
+    }
+    for name, text in texts.items():
+        source = services.source_upload(project=project, user=editor, upload=SimpleUploadedFile(name, text.encode()))
+        services.source_extract(source_id=source.id)
+    found = services.source_passages(project=project, query="seabirds diving for fish", k=2)
+    assert found[0][0].source.original_name == "gannets.txt"
+    assert found[0][1] > found[1][1]
+    found = services.source_passages(project=project, query="history of books and typography", k=1)
+    assert found[0][0].source.original_name == "printing.txt"

@@ -187,6 +187,8 @@ class SourceChunk(models.Model):
     text = models.TextField()
     char_start = models.PositiveIntegerField()
     char_end = models.PositiveIntegerField()
+    # all-MiniLM-L6-v2 vector (384 float32, normalised), for retrieval; see agents/retrieval.py.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["source", "index"]

@@ -16,6 +16,8 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from agents import retrieval
+from agents.llm.files import ModelFolderError
 from webapp.documents import extract
 from webapp.documents.events import broadcast_on_commit, document_group, project_group
 from webapp.documents.models import (
@@ -420,16 +422,37 @@ def source_extract(*, source_id: int) -> Source | None:
         with transaction.atomic():
             _set_source_status(source, SourceStatus.FAILED, str(error))
         return source
+    chunks = extract.chunk_text(text)
+    try:
+        vectors = retrieval.default_embedder().embed([chunk.text for chunk in chunks])
+    except (ModelFolderError, OSError) as error:
+        with transaction.atomic():
+            _set_source_status(source, SourceStatus.FAILED, f"The passages could not be indexed: {error}")
+        return source
     with transaction.atomic():
         source.text = text
         source.save(update_fields=["text"])
         source.chunks.all().delete()
         SourceChunk.objects.bulk_create(
-            SourceChunk(source=source, index=i, text=chunk.text, char_start=chunk.start, char_end=chunk.end)
-            for i, chunk in enumerate(extract.chunk_text(text))
+            SourceChunk(source=source, index=i, text=chunk.text, char_start=chunk.start, char_end=chunk.end,
+                        embedding=retrieval.to_bytes(vector))
+            for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
         )
         _set_source_status(source, SourceStatus.READY)
     return source
+
+
+def source_passages(*, project: Project, query: str, k: int = 4) -> list[tuple[SourceChunk, float]]:
+    """The k passages of the project's ready sources closest in meaning to `query`, best first."""
+    chunks = list(SourceChunk.objects.filter(source__project=project, source__status=SourceStatus.READY,
+                                             embedding__isnull=False).select_related("source"))
+    if not chunks:
+        return []
+    import torch
+
+    matrix = torch.stack([retrieval.from_bytes(bytes(chunk.embedding)) for chunk in chunks])
+    query_vector = retrieval.default_embedder().embed([query])[0]
+    return [(chunks[i], score) for i, score in retrieval.top_passages(query_vector, matrix, k)]
 
 
 @transaction.atomic
