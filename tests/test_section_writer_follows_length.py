@@ -80,3 +80,12 @@ def test_the_bundled_model_writes_each_section_within_15_percent(settings):
         written = results[task.key]
         assert 0.85 * task.words <= written.words <= 1.15 * task.words, (task.heading, written.words)
         assert "The article:" not in written.text and not written.text.startswith("#")
+
+
+def test_a_checkpointed_draft_is_continued_not_rewritten():
+    engine = ScriptedEngine(" ".join(f"Printers {i} set type by hand." for i in range(10)))  # 60 words
+    draft = " ".join(f"Scribe {i} copied a psalter." for i in range(8))  # 40 words
+    result = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)], drafts={"a": draft})["a"]
+    assert engine.batches[0][0].assistant_prefix.startswith("Scribe 0 copied a psalter.")
+    assert result.text.startswith("Scribe 0 copied a psalter.") and result.text.count("Scribe 0") == 1
+    assert 85 <= result.words <= 115

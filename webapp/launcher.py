@@ -22,6 +22,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+AGENTS_QUEUE = os.environ.get("SCRIPTORIUM_AGENTS_QUEUE", "agents")
 
 
 def _log(message: str) -> None:
@@ -109,7 +110,7 @@ def _manage(*args: str, env: dict[str, str]) -> None:
 
 def worker_args(queue: str, concurrency: int, name: str = "") -> list[str]:
     # The agents and training queues hold one model per process: a solo pool keeps it that way.
-    pool = ["--pool", "solo"] if queue in ("agents", "training") else ["--concurrency", str(concurrency)]
+    pool = ["--pool", "solo"] if queue in (AGENTS_QUEUE, "training") else ["--concurrency", str(concurrency)]
     return [PYTHON, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-n", f"{name or queue}@%h",
             "--loglevel", "INFO", *pool]
 
@@ -127,7 +128,7 @@ def gpu_count() -> int:
 def agents_workers(gpus: int) -> list[tuple[str, dict[str, str]]]:
     """One `agents` worker per GPU, each seeing only its own device; one on the CPU without GPUs."""
     if gpus == 0:
-        return [("agents", {})]
+        return [(AGENTS_QUEUE, {})]
     return [(f"agents-gpu{i}", {"CUDA_VISIBLE_DEVICES": str(i)}) for i in range(gpus)]
 
 
@@ -156,7 +157,7 @@ def run() -> int:
             "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
         ], env)))
         for name, extra_env in agents_workers(gpu_count()):
-            processes.append((f"worker {name}", _spawn(f"worker {name}", worker_args("agents", 1, name),
+            processes.append((f"worker {name}", _spawn(f"worker {name}", worker_args(AGENTS_QUEUE, 1, name),
                                                        {**env, **extra_env})))
         for queue, concurrency in (("default", 2), ("training", 1)):
             processes.append((f"worker {queue}", _spawn(f"worker {queue}", worker_args(queue, concurrency), env)))

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.documents",
     "webapp.registry",
+    "webapp.runs",
 ]
 
 MIDDLEWARE = [
@@ -178,9 +179,11 @@ CHANNEL_LAYERS = {
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_QUEUES_ALL = ("agents", "default", "training")
+# The LLM queue's name can differ per deployment (e.g. one pool of GPU workers per model).
+AGENTS_QUEUE = env_str("SCRIPTORIUM_AGENTS_QUEUE", "agents")
+CELERY_QUEUES_ALL = (AGENTS_QUEUE, "default", "training")
 CELERY_TASK_ROUTES = {
-    "agents.*": {"queue": "agents"},
+    "agents.*": {"queue": AGENTS_QUEUE},
     "training.*": {"queue": "training"},
     "documents.*": {"queue": "default"},
 }
@@ -208,6 +211,10 @@ SCRIPTORIUM_LLM_DEVICE = env_str("SCRIPTORIUM_LLM_DEVICE")  # default: cuda when
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "http://127.0.0.1:8001/v1")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "smollm2-135m-instruct")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+# Writing runs: sections longer than this are split for several writers; a running section whose
+# worker has not checkpointed for this long is given to another worker.
+SECTION_MAX_WORDS = env_int("SECTION_MAX_WORDS", 600)
+WRITER_STALE_S = env_int("WRITER_STALE_S", 30)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False

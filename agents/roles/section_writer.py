@@ -141,10 +141,14 @@ def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
 
 def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
                    adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
-                   cancel: CancelCheck | None = None, max_rounds: int = 3) -> dict[str, WrittenSection]:
+                   cancel: CancelCheck | None = None, max_rounds: int = 3,
+                   drafts: dict[str, str] | None = None) -> dict[str, WrittenSection]:
     """Write every task as one batch, with continuation rounds for those that fall short.
-    `on_text(key, new_text)` sees the text as it is generated."""
-    drafts = {task.key: "" for task in tasks}
+    `on_text(key, new_text)` sees the text as it is generated. `drafts` resumes sections from
+    text already written (a checkpoint of an interrupted run): they continue, not start over."""
+    # A checkpoint may stop mid-sentence: continue from its last full sentence.
+    drafts = {task.key: fit(tidy((drafts or {}).get(task.key, ""), task.heading), task.words, cut_off=True)
+              for task in tasks}
     results: dict[str, WrittenSection] = {}
     pending = list(tasks)
     for round_number in range(1, max_rounds + 1):

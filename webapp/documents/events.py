@@ -71,7 +71,8 @@ def _next_seq(stream: str) -> int:
     return int(_redis().incr(f"scriptorium:seq:{stream}"))
 
 
-def _send(group: str, event: dict) -> None:
+def send_now(group: str, event: dict) -> None:
+    """Send at once, outside any transaction (streamed text that is not in the database yet)."""
     try:
         event["seq"] = _next_seq(group)
         async_to_sync(get_channel_layer().group_send)(group, {"type": "relay.event", "event": event})
@@ -82,4 +83,4 @@ def _send(group: str, event: dict) -> None:
 
 def broadcast_on_commit(group: str, event: dict) -> None:
     """Send `event` to `group` once the current transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: _send(group, event))
+    transaction.on_commit(lambda: send_now(group, event))

@@ -254,7 +254,7 @@ def section_save_text(*, section_id: int, user, text: str, expected_version: int
 
 def _apply_text(section: Section, user, text: str, agent_role: str, model_version: str,
                 restored_from: Revision | None) -> None:
-    if text == section.text:
+    if text == section.text and section.status != SectionStatus.WRITING:
         return
     section.text = text
     section.version += 1

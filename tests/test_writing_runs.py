@@ -1,0 +1,151 @@
+"""Writing runs through a real Celery worker on Redis: plan, approve, write every leaf section in
+batches, and keep people's text; on the tiny model (fast) and, for the crash test, the bundled
+model (slow enough to kill a worker mid-section)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+
+from agents.roles.section_writer import fit, tidy
+from tests.conftest import ROOT, _database_url_for_subprocess, wait_for
+from tests.factories import make_document, make_project, make_user
+from webapp.documents import services as documents
+from webapp.documents.models import Revision, SectionStatus
+from webapp.runs import services
+from webapp.runs.models import RunStatus, TaskStatus, WritingRun
+
+
+def _route(app, routes) -> None:
+    """Change where this process sends tasks (Celery caches its router on first use)."""
+    app.conf.task_routes = routes
+    app.amqp.flush_routes()
+    app.amqp.__dict__.pop("router", None)
+
+
+def _run_finished(run: WritingRun, timeout: float = 120) -> WritingRun:
+    def finished():
+        run.refresh_from_db()
+        return run.status in (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.AWAITING_APPROVAL)
+
+    wait_for(finished, timeout=timeout)
+    return run
+
+
+@pytest.fixture
+def people(transactional_db):
+    owner = make_user("olive")
+    return owner, make_project(owner, name="Runs")
+
+
+def test_a_run_writes_every_leaf_section_and_keeps_human_text(people, celery_worker_process):
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls", "Terns", "Puffins", "Gannets"))
+    document.auto_approve_outline = True
+    document.save()
+    pinned = document.sections.get(heading="Puffins")
+    pinned.pinned = True
+    pinned.save()
+    human = document.sections.get(heading="Gannets")
+    documents.section_save_text(section_id=human.id, user=owner, text="Written by a person.",
+                                expected_version=human.version)
+
+    run = _run_finished(services.run_start(document=document, user=owner, batch_size=1))
+
+    assert run.status == RunStatus.DONE, run.error
+    assert run.outline_path == "existing"
+    statuses = dict(run.tasks.values_list("section__heading", "status"))
+    assert statuses == {"Gulls": "done", "Terns": "done", "Puffins": "skipped", "Gannets": "skipped"}
+    for heading in ("Gulls", "Terns"):
+        section = document.sections.get(heading=heading)
+        assert section.status == SectionStatus.WRITTEN
+        assert section.word_count() > 20  # lengths are checked on the bundled model; this one writes noise
+        revision = section.revisions.order_by("-id").first()
+        assert revision.agent_role == "writer" and revision.model_version
+    assert document.sections.get(heading="Gannets").text == "Written by a person."
+    assert document.sections.get(heading="Puffins").text == ""
+    assert all(task.context_bytes > 200 for task in run.tasks.filter(status=TaskStatus.DONE))
+
+
+def test_a_run_plans_then_waits_for_approval(people, celery_worker_process):
+    owner, project = people
+    document = documents.document_create(project=project, user=owner, title="Tides", topic="How tides work",
+                                         target_words=600)
+    run = _run_finished(services.run_start(document=document, user=owner))
+    assert run.status == RunStatus.AWAITING_APPROVAL
+    assert run.outline_path in ("model", "model-repaired", "re-asked", "fallback")
+    top = [s for s, depth, _ in document.section_tree() if depth == 0]
+    assert len(top) >= 2 and abs(sum(s.word_budget for s in top) - 600) <= 30
+    services.run_approve(run=run)
+    run = _run_finished(run)
+    assert run.status == RunStatus.DONE, run.error
+    assert all(task.status == TaskStatus.DONE for task in run.tasks.all())
+
+
+def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, tmp_path):
+    """SIGKILL the worker while a section streams; a new worker resumes from the checkpoint."""
+    from celery import current_app
+
+    from agents.llm.bundled import bundled_model_dir
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Before the press", "Gutenberg's workshop"))
+    document.sections.filter(heading="Before the press").update(word_budget=260)
+    document.sections.filter(heading="Gutenberg's workshop").delete()
+    queue = f"agents-{uuid.uuid4().hex[:6]}"  # our own queue, so no other test worker takes the task
+    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), SCRIPTORIUM_AGENTS_QUEUE=queue,
+               SCRIPTORIUM_MODEL=str(bundled_model_dir(settings.DATA_DIR / "models")), WRITER_STALE_S="4",
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
+
+    def worker(name: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115  (the worker writes to it until it exits)
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue,
+                                 "--pool", "solo", "-n", f"{name}-{queue}@%h", "--loglevel", "INFO"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    routes = current_app.conf.task_routes
+    _route(current_app, {"agents.*": {"queue": queue}})
+    first = worker("first")
+    second = None
+    try:
+        run = services.run_start(document=document, user=owner)
+        services.run_approve(run=_run_finished(run, timeout=60))
+        task = run.tasks.get()
+
+        def streaming():
+            task.refresh_from_db()
+            return len(task.checkpoint_text.split()) >= 25
+
+        wait_for(streaming, timeout=120)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        task.refresh_from_db()
+        checkpoint = task.checkpoint_text
+        assert task.status == TaskStatus.RUNNING and run.tasks.get().status == TaskStatus.RUNNING
+        time.sleep(1)
+        second = worker("second")
+        run = _run_finished(run, timeout=240)
+    finally:
+        _route(current_app, routes)
+        for process in (first, second):
+            if process and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+    assert run.status == RunStatus.DONE, run.error
+    task.refresh_from_db()
+    section = document.sections.get()
+    assert task.attempts == 2
+    resumed_from = fit(tidy(checkpoint, section.heading), 260, cut_off=True)
+    assert resumed_from and section.text.startswith(resumed_from)  # continued, not rewritten
+    assert section.text.count(resumed_from[:60]) == 1
+    assert 0.85 * 260 <= section.word_count() <= 1.15 * 260
+    sentences = [s.strip() for s in section.text.replace("\n", " ").split(".") if s.strip()]
+    assert len(sentences) == len(set(sentences)), "a sentence appears twice"
+    assert Revision.objects.filter(section=section, agent_role="writer").count() == 1

@@ -1,0 +1,73 @@
+"""Writing runs and the agent tasks they consist of."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from webapp.documents.models import Document, Section
+
+
+class RunStatus(models.TextChoices):
+    PLANNING = "planning", "Planning"
+    AWAITING_APPROVAL = "awaiting_approval", "Waiting for outline approval"
+    WRITING = "writing", "Writing"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class WritingRun(models.Model):
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="runs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PLANNING)
+    outline_path = models.CharField(max_length=20, blank=True,
+                                    help_text="How the outline came about: model, model-repaired, re-asked, "
+                                              "fallback, or existing (written by people).")
+    outline_problems = models.JSONField(default=list, blank=True)
+    batch_size = models.PositiveSmallIntegerField(default=8)
+    model_name = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.document}"
+
+
+class TaskStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    SKIPPED = "skipped", "Skipped (pinned or written by a person)"
+
+
+class AgentTask(models.Model):
+    """One agent's job in a run: here, one leaf section for a writer."""
+
+    run = models.ForeignKey(WritingRun, on_delete=models.CASCADE, related_name="tasks")
+    role = models.CharField(max_length=50)
+    section = models.ForeignKey(Section, null=True, on_delete=models.SET_NULL, related_name="agent_tasks")
+    status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    base_version = models.PositiveIntegerField(default=0, help_text="The section's version when writing began.")
+    checkpoint_text = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    words = models.PositiveIntegerField(default=0)
+    context_bytes = models.PositiveIntegerField(default=0)
+    adapter_version = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.role} task {self.pk} ({self.status})"

@@ -1,0 +1,308 @@
+"""Writing runs: plan the outline, let people approve it, write the leaf sections on the agents
+queue in batches, checkpoint as text streams, and survive a worker that dies mid-section.
+
+A run is finished by whichever batch completes last (not by a Celery chord): a chord member on a
+killed worker stays unacknowledged in Redis until the visibility timeout (hours), which would hold
+the whole run; here a batch given to another worker finishes the run as soon as it is done."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from datetime import timedelta
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agents.outline import Brief, PlannedSection, split_for_writers
+from agents.roles import chief_editor, section_writer
+from webapp import llm
+from webapp.documents import services as documents
+from webapp.documents.events import broadcast_on_commit, document_group, send_now
+from webapp.documents.models import Document, Section, SectionStatus
+from webapp.registry import services as registry
+from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY_S = 1.0  # database checkpoint of streamed text
+BROADCAST_EVERY_S = 0.1  # at most about ten delta messages a second per section
+
+
+def brief_of(document: Document) -> Brief:
+    titles = list(document.project.sources.filter(status="ready").values_list("title", flat=True)[:8])
+    return Brief(topic=document.topic or document.title, target_words=document.target_words,
+                 audience=document.audience, tone=document.tone, language=document.language,
+                 notes=document.notes, source_titles=titles)
+
+
+def outline_text(document: Document) -> str:
+    return "\n".join(f"{'  ' * depth}{number}. {s.heading} ({s.word_budget} words)"
+                     for s, depth, number in document.section_tree())
+
+
+def _broadcast_run(run: WritingRun) -> None:
+    broadcast_on_commit(document_group(run.document_id), {
+        "type": "run.status", "document_id": run.document_id, "run_id": run.id, "status": run.status,
+        "error": run.error})
+
+
+def _set_status(run: WritingRun, status: str, error: str = "") -> None:
+    run.status, run.error = status, error
+    fields = ["status", "error"]
+    if status in (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED):
+        run.finished_at = timezone.now()
+        fields.append("finished_at")
+    run.save(update_fields=fields)
+    _broadcast_run(run)
+
+
+# --- starting and planning -----------------------------------------------------------------
+
+@transaction.atomic
+def run_start(*, document: Document, user, batch_size: int = 8) -> WritingRun:
+    from webapp.runs.tasks import plan_run
+
+    run = WritingRun.objects.create(document=document, created_by=user, batch_size=batch_size)
+    _broadcast_run(run)
+    transaction.on_commit(lambda: plan_run.delay(run.id))
+    return run
+
+
+def _add_planned(document: Document, user, planned: list[PlannedSection], parent: Section | None) -> None:
+    for item in planned:
+        section = documents.section_add(document=document, user=user, parent=parent, heading=item.heading,
+                                        goal=item.goal, key_points="\n".join(item.key_points),
+                                        word_budget=item.words)
+        _add_planned(document, user, item.children, section)
+
+
+def run_plan(*, run_id: int) -> WritingRun:
+    """The chief editor's outline, unless people already wrote one; then approval or writing."""
+    run = WritingRun.objects.select_related("document").get(pk=run_id)
+    if run.status != RunStatus.PLANNING:
+        return run  # a redelivered task: planning happened already
+    document = run.document
+    if document.sections.exists():
+        run.outline_path = "existing"
+    else:
+        result = chief_editor.plan_outline(llm.get_engine(), brief_of(document),
+                                           registry.resolve_adapter(chief_editor.ROLE))
+        sections = split_for_writers(result.sections, settings.SECTION_MAX_WORDS)
+        with transaction.atomic():
+            _add_planned(document, run.created_by, sections, None)
+        run.outline_path, run.outline_problems = result.path, result.problems
+    run.save(update_fields=["outline_path", "outline_problems"])
+    if document.auto_approve_outline:
+        return run_approve(run=run)
+    with transaction.atomic():
+        _set_status(run, RunStatus.AWAITING_APPROVAL)
+    return run
+
+
+# --- writing -------------------------------------------------------------------------------
+
+def _writable(section: Section) -> bool:
+    """Agents never overwrite pinned text or text a person wrote."""
+    return not section.pinned and not (section.status == SectionStatus.EDITED and section.text.strip())
+
+
+@transaction.atomic
+def run_approve(*, run: WritingRun) -> WritingRun:
+    from webapp.runs.tasks import write_batch
+
+    run = WritingRun.objects.select_for_update().get(pk=run.pk)
+    if run.status not in (RunStatus.PLANNING, RunStatus.AWAITING_APPROVAL):
+        return run
+    leaves = [s for s, _, _ in run.document.section_tree() if not s.children.exists()]
+    tasks = []
+    for section in leaves:
+        status = TaskStatus.QUEUED if _writable(section) else TaskStatus.SKIPPED
+        tasks.append(AgentTask(run=run, role=section_writer.ROLE, section=section, status=status,
+                               base_version=section.version))
+    AgentTask.objects.bulk_create(tasks)
+    _set_status(run, RunStatus.WRITING)
+    queued = list(run.tasks.filter(status=TaskStatus.QUEUED).values_list("id", flat=True))
+    batches = [queued[i:i + run.batch_size] for i in range(0, len(queued), run.batch_size)]
+    transaction.on_commit(lambda: [write_batch.delay(run.id, batch) for batch in batches])
+    if not batches:
+        transaction.on_commit(lambda: finish_if_done(run_id=run.id))
+    return run
+
+
+def _claim(task_ids: list[int]) -> list[AgentTask]:
+    """Take the tasks nobody is working on (queued, or running with a stale heartbeat)."""
+    stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
+    claimed = []
+    for task_id in task_ids:
+        updated = AgentTask.objects.filter(
+            Q(status=TaskStatus.QUEUED) | Q(status=TaskStatus.RUNNING, heartbeat_at__lt=stale), pk=task_id,
+        ).update(status=TaskStatus.RUNNING, heartbeat_at=timezone.now(), started_at=timezone.now())
+        if updated:
+            AgentTask.objects.filter(pk=task_id).update(attempts=F("attempts") + 1)
+            claimed.append(AgentTask.objects.select_related("section", "run__document__project").get(pk=task_id))
+    return claimed
+
+
+def _cancel_key(run_id: int) -> str:
+    return f"scriptorium:cancel-run:{run_id}"
+
+
+def run_cancel(*, run: WritingRun) -> WritingRun:
+    """Stop a run: writers stop at their next decode step and keep what they wrote."""
+    redis.Redis.from_url(settings.REDIS_URL).set(_cancel_key(run.id), 1, ex=24 * 3600)
+    with transaction.atomic():
+        run = WritingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status in (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED):
+            return run
+        run.tasks.filter(status=TaskStatus.QUEUED).update(status=TaskStatus.CANCELLED)
+        _set_status(run, RunStatus.CANCELLED)
+    return run
+
+
+class _Streamer:
+    """Collects streamed text per section: broadcasts coalesced deltas, checkpoints every second."""
+
+    def __init__(self, run: WritingRun, tasks: dict[str, AgentTask]):
+        self.run, self.tasks = run, tasks
+        self.text = {key: task.checkpoint_text for key, task in tasks.items()}
+        self.unsent = {key: "" for key in tasks}
+        self.last_sent = {key: 0.0 for key in tasks}
+        self.last_saved = time.monotonic()
+
+    def __call__(self, key: str, piece: str) -> None:
+        self.text[key] += piece
+        self.unsent[key] += piece
+        now = time.monotonic()
+        if now - self.last_sent[key] >= BROADCAST_EVERY_S:
+            self._send(key, now)
+        if now - self.last_saved >= CHECKPOINT_EVERY_S:
+            self.checkpoint()
+
+    def _send(self, key: str, now: float) -> None:
+        task = self.tasks[key]
+        if self.unsent[key]:
+            send_now(document_group(self.run.document_id), {
+                "type": "section.delta", "document_id": self.run.document_id, "section_id": task.section_id,
+                "run_id": self.run.id, "text": self.unsent[key]})
+        self.unsent[key], self.last_sent[key] = "", now
+
+    def checkpoint(self) -> None:
+        now = timezone.now()
+        for key, task in self.tasks.items():
+            AgentTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
+                checkpoint_text=self.text[key], heartbeat_at=now)
+            # Into the section too, unless a person changed it since writing began.
+            Section.objects.filter(pk=task.section_id, version=task.base_version).update(
+                text=self.text[key], status=SectionStatus.WRITING)
+        self.last_saved = time.monotonic()
+
+    def flush(self) -> None:
+        for key in self.tasks:
+            self._send(key, time.monotonic())
+
+
+def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
+    run = WritingRun.objects.select_related("document__project").get(pk=run_id)
+    if run.status != RunStatus.WRITING:
+        return
+    claimed = _claim(task_ids)
+    if not claimed:
+        return
+    document = run.document
+    brief, outline = brief_of(document), outline_text(document)
+    engine = llm.get_engine()
+    adapter = registry.resolve_adapter(section_writer.ROLE)
+    section_tasks, by_key = [], {}
+    for task in claimed:
+        section = task.section
+        previous, following = _neighbours(section)
+        work = section_writer.SectionTask(
+            key=str(task.pk), heading=section.heading, words=section.word_budget or 150, goal=section.goal,
+            key_points=section.key_point_list(), before=previous, after=following,
+            passages=[chunk.text[:600] for chunk, _ in documents.source_passages(
+                project=document.project, query=f"{section.heading}. {section.goal}", k=3)])
+        section_tasks.append(work)
+        by_key[work.key] = task
+        AgentTask.objects.filter(pk=task.pk).update(
+            context_bytes=section_writer.context_bytes(brief, outline, work),
+            adapter_version=adapter.name if adapter else "")
+    streamer = _Streamer(run, by_key)
+    redis_client = redis.Redis.from_url(settings.REDIS_URL)
+
+    def cancelled(active: list[str]) -> set[str]:
+        return set(active) if redis_client.exists(_cancel_key(run.id)) else set()
+
+    try:
+        results = section_writer.write_sections(engine, brief, outline, section_tasks, adapter=adapter,
+                                                on_text=streamer, cancel=cancelled,
+                                                drafts={k: t.checkpoint_text for k, t in by_key.items()})
+    except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
+        log.exception("writing failed")
+        AgentTask.objects.filter(pk__in=[t.pk for t in claimed]).update(
+            status=TaskStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now())
+        finish_if_done(run_id=run.id)
+        return
+    streamer.flush()
+    model_name = getattr(engine, "base_model_name", "") or type(engine).__name__
+    for key, written in results.items():
+        task = by_key[key]
+        # If a person edited the section meanwhile, theirs stays and ours is kept as a conflict revision.
+        with contextlib.suppress(documents.SectionConflict):
+            documents.section_save_text(section_id=task.section_id, user=None, text=written.text,
+                                        expected_version=task.base_version, agent_role=section_writer.ROLE,
+                                        model_version=_model_version(model_name, task.adapter_version))
+        status = TaskStatus.CANCELLED if written.finish == "cancelled" else TaskStatus.DONE
+        AgentTask.objects.filter(pk=task.pk).update(status=status, checkpoint_text=written.text,
+                                                    words=written.words, finished_at=timezone.now())
+    finish_if_done(run_id=run.id)
+
+
+def _model_version(model_name: str, adapter_version: str) -> str:
+    return f"{model_name} + {adapter_version}" if adapter_version else model_name
+
+
+def _neighbours(section: Section) -> tuple[str, str]:
+    siblings = list(Section.objects.filter(document_id=section.document_id, parent_id=section.parent_id)
+                    .order_by("order", "id"))
+    index = next(i for i, s in enumerate(siblings) if s.pk == section.pk)
+
+    def describe(other: Section | None) -> str:
+        return f"{other.heading}: {other.goal}" if other else ""
+
+    return (describe(siblings[index - 1] if index > 0 else None),
+            describe(siblings[index + 1] if index + 1 < len(siblings) else None))
+
+
+def finish_if_done(*, run_id: int) -> None:
+    with transaction.atomic():
+        run = WritingRun.objects.select_for_update().get(pk=run_id)
+        if run.status != RunStatus.WRITING:
+            return
+        if run.tasks.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
+            return
+        failed = list(run.tasks.filter(status=TaskStatus.FAILED).values_list("error", flat=True))
+        _set_status(run, RunStatus.FAILED if failed else RunStatus.DONE, "; ".join(failed)[:2000])
+
+
+def requeue_stale() -> int:
+    """Give sections whose writer stopped checkpointing (a killed worker) to a live worker; they
+    resume from their checkpoint. Run by the watch_runs task, which workers start when they start
+    and which repeats while any run is writing."""
+    from webapp.runs.tasks import write_batch
+
+    stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
+    tasks = AgentTask.objects.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale,
+                                     run__status=RunStatus.WRITING)
+    by_run: dict[int, list[int]] = {}
+    for task_id, run_id in tasks.values_list("id", "run_id"):
+        by_run.setdefault(run_id, []).append(task_id)
+    for run_id, task_ids in by_run.items():
+        log.info("re-queueing %d stale section(s) of run %d (pid %d)", len(task_ids), run_id, os.getpid())
+        write_batch.delay(run_id, task_ids)
+    return sum(len(ids) for ids in by_run.values())
