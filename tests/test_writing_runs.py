@@ -4,6 +4,7 @@ model (slow enough to kill a worker mid-section)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -149,3 +150,38 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
     sentences = [s.strip() for s in section.text.replace("\n", " ").split(".") if s.strip()]
     assert len(sentences) == len(set(sentences)), "a sentence appears twice"
     assert Revision.objects.filter(section=section, agent_role="writer").count() == 1
+
+
+def test_cancel_stops_a_run_and_keeps_what_was_written(people, celery_worker_process):
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls", "Terns"))
+    document.sections.update(word_budget=5000)  # long enough to still be writing when cancelled
+    document.auto_approve_outline = True
+    document.save()
+    run = services.run_start(document=document, user=owner, batch_size=2)
+
+    def writing():
+        return any(len(t.split()) > 10 for t in run.tasks.values_list("checkpoint_text", flat=True))
+
+    wait_for(writing, timeout=60)
+    services.run_cancel(run=run)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+
+    def stopped():
+        return not run.tasks.filter(status=TaskStatus.RUNNING).exists()
+
+    wait_for(stopped, timeout=10)  # the writers saw the flag at their next step
+    assert set(run.tasks.values_list("status", flat=True)) == {TaskStatus.CANCELLED}
+    assert all(s.text for s in document.sections.all())  # what was written is kept
+
+
+def test_manage_py_write_prints_the_article(people, celery_worker_process, capsys):
+    from django.core.management import call_command
+
+    call_command("write", "How tides work", words=400)
+    out = capsys.readouterr().out
+    assert out.startswith("# How tides work") and out.count("\n## ") >= 2
+    call_command("write", "Why the sea is salty", words=300, json=True)
+    record = json.loads(capsys.readouterr().out)
+    assert record["status"] == "done" and record["tasks"] and record["words"] > 0
