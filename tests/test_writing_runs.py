@@ -185,3 +185,25 @@ def test_manage_py_write_prints_the_article(people, celery_worker_process, capsy
     call_command("write", "Why the sea is salty", words=300, json=True)
     record = json.loads(capsys.readouterr().out)
     assert record["status"] == "done" and record["tasks"] and record["words"] > 0
+
+
+def test_regenerate_one_section_with_an_instruction(people, celery_worker_process):
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls", "Terns"))
+    gulls = document.sections.get(heading="Gulls")
+    documents.section_save_text(section_id=gulls.id, user=owner, text="A person's first draft.",
+                                expected_version=gulls.version)
+    gulls.refresh_from_db()
+    run = _run_finished(services.section_regenerate(section=gulls, user=owner, instruction="Shorter, funnier."))
+    assert run.status == RunStatus.DONE, run.error
+    gulls.refresh_from_db()
+    assert gulls.text != "A person's first draft." and gulls.status == SectionStatus.WRITTEN
+    assert run.tasks.get().instruction == "Shorter, funnier."
+    history = list(gulls.revisions.order_by("id").values_list("content", flat=True))
+    assert history[0] == "A person's first draft." and history[-1] == gulls.text
+    assert document.sections.get(heading="Terns").text == ""  # only the one section
+
+    gulls.pinned = True
+    gulls.save()
+    with pytest.raises(services.RegenerateRefused, match="pinned"):
+        services.section_regenerate(section=gulls, user=owner)

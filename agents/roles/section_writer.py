@@ -39,6 +39,7 @@ class SectionTask:
     before: str = ""  # what the section before covers (its summary, or its goal)
     after: str = ""
     passages: list[str] = field(default_factory=list)  # cited as [1], [2], ... in this order
+    instruction: str = ""  # a person's request when regenerating
 
 
 @dataclass
@@ -68,6 +69,8 @@ def section_prompt(task: SectionTask) -> str:
         lines.append(f"The section before covers: {task.before}")
     if task.after:
         lines.append(f"The section after covers: {task.after}")
+    if task.instruction:
+        lines.append(f"The editor's instruction for this version: {task.instruction}")
     if task.passages:
         lines.append("Use these sources and cite them by number, like [1]:")
         lines += [f"[{i}] {passage}" for i, passage in enumerate(task.passages, start=1)]

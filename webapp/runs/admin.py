@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from webapp.runs.models import AgentTask, WritingRun
+from webapp.runs.models import AgentTask, Suggestion, WritingRun
 
 
 class AgentTaskInline(admin.TabularInline):
@@ -28,3 +28,11 @@ class AgentTaskAdmin(admin.ModelAdmin):
     list_filter = ["status", "role"]
     search_fields = ["section__heading", "error"]
     raw_id_fields = ["run", "section"]
+
+
+@admin.register(Suggestion)
+class SuggestionAdmin(admin.ModelAdmin):
+    list_display = ["id", "document", "section", "role", "kind", "status", "created_at", "decided_by"]
+    list_filter = ["status", "kind", "role"]
+    search_fields = ["original", "reason", "document__title"]
+    raw_id_fields = ["document", "section", "run", "decided_by"]

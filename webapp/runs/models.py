@@ -63,6 +63,7 @@ class AgentTask(models.Model):
     words = models.PositiveIntegerField(default=0)
     context_bytes = models.PositiveIntegerField(default=0)
     adapter_version = models.CharField(max_length=100, blank=True)
+    instruction = models.TextField(blank=True, help_text="What a person asked for when regenerating.")
     error = models.TextField(blank=True)
 
     class Meta:
@@ -71,3 +72,34 @@ class AgentTask(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} task {self.pk} ({self.status})"
+
+
+class SuggestionStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+    STALE = "stale", "Out of date (the text changed)"
+
+
+class Suggestion(models.Model):
+    """A change an agent proposes; only a person's accept applies it."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="suggestions")
+    section = models.ForeignKey(Section, on_delete=models.CASCADE, related_name="suggestions")
+    run = models.ForeignKey(WritingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="suggestions")
+    role = models.CharField(max_length=50)
+    kind = models.CharField(max_length=30)
+    original = models.TextField(help_text="The exact text to replace.")
+    replacement = models.TextField(blank=True)
+    reason = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=SuggestionStatus.choices, default=SuggestionStatus.OPEN)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["section__order", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} suggestion on {self.section}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from datetime import timedelta
 
@@ -20,13 +21,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.outline import Brief, PlannedSection, split_for_writers
-from agents.roles import chief_editor, section_writer
+from agents.roles import chief_editor, reviewer, section_writer
 from webapp import llm
 from webapp.documents import services as documents
 from webapp.documents.events import broadcast_on_commit, document_group, send_now
 from webapp.documents.models import Document, Section, SectionStatus
 from webapp.registry import services as registry
-from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
+from webapp.runs.models import AgentTask, RunStatus, Suggestion, SuggestionStatus, TaskStatus, WritingRun
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,31 @@ def run_approve(*, run: WritingRun) -> WritingRun:
     return run
 
 
+class RegenerateRefused(Exception):
+    pass
+
+
+@transaction.atomic
+def section_regenerate(*, section: Section, user, instruction: str = "") -> WritingRun:
+    """Write one section again, following a person's instruction. Its current text stays in the
+    history. Pinned sections are refused: unpin first."""
+    from webapp.runs.tasks import write_batch
+
+    if section.pinned:
+        raise RegenerateRefused(f"“{section.heading}” is pinned; unpin it to let an agent rewrite it.")
+    if section.children.exists():
+        raise RegenerateRefused(f"“{section.heading}” has subsections; regenerate those instead.")
+    if AgentTask.objects.filter(section=section, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
+        raise RegenerateRefused(f"“{section.heading}” is being written already.")
+    run = WritingRun.objects.create(document=section.document, created_by=user, status=RunStatus.WRITING,
+                                    outline_path="existing", batch_size=1)
+    task = AgentTask.objects.create(run=run, role=section_writer.ROLE, section=section,
+                                    base_version=section.version, instruction=instruction[:2000])
+    _broadcast_run(run)
+    transaction.on_commit(lambda: write_batch.delay(run.id, [task.id]))
+    return run
+
+
 def _claim(task_ids: list[int]) -> list[AgentTask]:
     """Take the tasks nobody is working on (queued, or running with a stale heartbeat)."""
     stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
@@ -226,7 +252,8 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
             key=str(task.pk), heading=section.heading, words=section.word_budget or 150, goal=section.goal,
             key_points=section.key_point_list(), before=previous, after=following,
             passages=[chunk.text[:600] for chunk, _ in documents.source_passages(
-                project=document.project, query=f"{section.heading}. {section.goal}", k=3)])
+                project=document.project, query=f"{section.heading}. {section.goal}", k=3)],
+            instruction=task.instruction)
         section_tasks.append(work)
         by_key[work.key] = task
         AgentTask.objects.filter(pk=task.pk).update(
@@ -287,6 +314,8 @@ def finish_if_done(*, run_id: int) -> None:
         if run.tasks.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
             return
         failed = list(run.tasks.filter(status=TaskStatus.FAILED).values_list("error", flat=True))
+        if not failed:
+            review_document(document=run.document, run=run)
         _set_status(run, RunStatus.FAILED if failed else RunStatus.DONE, "; ".join(failed)[:2000])
 
 
@@ -306,3 +335,51 @@ def requeue_stale() -> int:
         log.info("re-queueing %d stale section(s) of run %d (pid %d)", len(task_ids), run_id, os.getpid())
         write_batch.delay(run_id, task_ids)
     return sum(len(ids) for ids in by_run.values())
+
+
+# --- review and suggestions ----------------------------------------------------------------
+
+@transaction.atomic
+def review_document(*, document: Document, run: WritingRun | None = None) -> list[Suggestion]:
+    """The reviewer's proposals, stored as open suggestions (replacing older open ones)."""
+    sections = [(str(s.pk), s.heading, s.text) for s, _, _ in document.section_tree() if s.text.strip()]
+    document.suggestions.filter(status=SuggestionStatus.OPEN, role=reviewer.ROLE).delete()
+    created = [Suggestion(document=document, section_id=int(p.section_key), run=run, role=reviewer.ROLE,
+                          kind=p.kind, original=p.original, replacement=p.replacement, reason=p.reason)
+               for p in reviewer.review_repetition(sections)]
+    Suggestion.objects.bulk_create(created)
+    broadcast_on_commit(document_group(document.id), {
+        "type": "suggestions.changed", "document_id": document.id, "open": len(created)})
+    return created
+
+
+class SuggestionOutdated(Exception):
+    pass
+
+
+def suggestion_accept(*, suggestion: Suggestion, user) -> Suggestion:
+    """Apply the change to the section's current text, as a revision by the person who accepted."""
+    section = suggestion.section
+    if suggestion.status != SuggestionStatus.OPEN:
+        return suggestion
+    if suggestion.original not in section.text:
+        Suggestion.objects.filter(pk=suggestion.pk).update(status=SuggestionStatus.STALE)
+        raise SuggestionOutdated("The text this suggestion refers to has changed since; it no longer applies.")
+    text = section.text.replace(suggestion.original, suggestion.replacement, 1)
+    text = re.sub(r"[ \t]{2,}", " ", text).strip()
+    documents.section_save_text(section_id=section.id, user=user, text=text, expected_version=section.version)
+    return _decide(suggestion, user, SuggestionStatus.ACCEPTED)
+
+
+def suggestion_reject(*, suggestion: Suggestion, user) -> Suggestion:
+    return _decide(suggestion, user, SuggestionStatus.REJECTED)
+
+
+def _decide(suggestion: Suggestion, user, status: str) -> Suggestion:
+    with transaction.atomic():
+        suggestion.status, suggestion.decided_by, suggestion.decided_at = status, user, timezone.now()
+        suggestion.save(update_fields=["status", "decided_by", "decided_at"])
+        broadcast_on_commit(document_group(suggestion.document_id), {
+            "type": "suggestion.decided", "document_id": suggestion.document_id, "suggestion_id": suggestion.id,
+            "status": status})
+    return suggestion
