@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,37 @@ def test_a_viewer_sees_no_edit_controls(live_server, browser, transactional_db):
     assert page.get_by_role("button", name="Outline", exact=True).count() == 0
     response = page.goto(f"{live_server.url}/documents/{document.id}/outline/")
     assert response.status == 403
+
+
+def test_agents_write_a_document_from_its_page(live_server, browser, transactional_db, celery_worker_process):
+    from tests.factories import PASSWORD, make_project, make_user
+    from webapp.documents import services as documents
+
+    owner = make_user("wren")
+    project = make_project(owner, name="Agents at work")
+    document = documents.document_create(project=project, user=owner, title="Tides", topic="How tides work",
+                                         target_words=600)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(live_server.url + "/accounts/login/")
+    page.get_by_label("Username").fill("wren")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/documents/{document.id}/")
+    page.get_by_role("button", name="Write with agents").click()
+    page.get_by_text("The agents are on it.").wait_for()
+
+    def reload_until(text: str, seconds: float = 90) -> None:
+        deadline = time.monotonic() + seconds
+        while page.get_by_text(text, exact=False).count() == 0:
+            assert time.monotonic() < deadline, f"never saw {text!r}"
+            time.sleep(1)
+            page.reload()
+
+    reload_until("Approve outline and write")
+    page.get_by_role("button", name="Approve outline and write").click()
+    reload_until("Write with agents")  # the run is over: the start button is back
+    _shot(page, "06-agents-wrote")
+    run = document.runs.get()
+    assert run.status == "done", (run.status, run.error, list(run.tasks.values_list("status", "error")))
+    assert page.locator(".badge-done").count() >= 1
+    assert page.get_by_text("Nothing written yet.").count() == 0

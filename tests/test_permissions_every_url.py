@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from tests.factories import PASSWORD, make_document, make_project, make_user
 from webapp.documents import services
 from webapp.documents.models import Revision
+from webapp.runs.models import RunStatus, Suggestion, WritingRun
 
 PUBLIC = {"signup", "login", "logout", "healthz"}
 
@@ -45,6 +46,13 @@ ROUTES = {
     "revision_detail": ("GET", "viewer"),
     "revision_restore": ("POST", "editor"),
     "document_export": ("GET", "viewer"),
+    "run_list": ("GET", "viewer"),
+    "run_start": ("POST", "editor"),
+    "run_approve": ("POST", "editor"),
+    "run_cancel": ("POST", "editor"),
+    "section_regenerate": ("POST", "editor"),
+    "suggestion_accept": ("POST", "editor"),
+    "suggestion_reject": ("POST", "editor"),
 }
 # Writes that are also reachable with GET (the form) must refuse the POST to lower roles too.
 POST_ALSO = {"member_list": "owner", "source_list": "editor", "project_settings": "owner",
@@ -83,9 +91,13 @@ def world(db):
                                     upload=SimpleUploadedFile("notes.txt", b"Terns dive."))
     revision = Revision.objects.filter(document=document).order_by("id").first()
     membership = project.memberships.get(user=viewer)
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.DONE)
+    suggestion = Suggestion.objects.create(document=document, section=section, role="reviewer", kind="repetition",
+                                           original="x", reason="test")
     users = {"owner": owner, "editor": editor, "viewer": viewer, "outsider": outsider}
     return {"users": users, "project": project, "document": document, "section": section,
-            "source": source, "revision": revision, "membership": membership}
+            "source": source, "revision": revision, "membership": membership, "run": run,
+            "suggestion": suggestion}
 
 
 def _url(name: str, w: dict) -> str:
@@ -103,11 +115,15 @@ def _url(name: str, w: dict) -> str:
         "document_export": {"document_id": d, "fmt": "md"},
         "revision_detail": {"document_id": d, "revision_id": w["revision"].id},
         "revision_restore": {"document_id": d, "revision_id": w["revision"].id},
+        "run_approve": {"document_id": d, "run_id": w["run"].id},
+        "run_cancel": {"document_id": d, "run_id": w["run"].id},
+        "suggestion_accept": {"document_id": d, "suggestion_id": w["suggestion"].id},
+        "suggestion_reject": {"document_id": d, "suggestion_id": w["suggestion"].id},
     }.get(name)
     if kwargs is None and name.startswith("section_"):
         kwargs = {"document_id": d, "section_id": w["section"].id}
     elif kwargs is None and name in ("document_detail", "document_brief", "document_delete",
-                                     "outline_edit", "history", "revision_compare"):
+                                     "outline_edit", "history", "revision_compare", "run_list", "run_start"):
         kwargs = {"document_id": d}
     url = reverse(name, kwargs=kwargs)
     if name == "revision_compare":

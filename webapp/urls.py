@@ -7,6 +7,7 @@ from django.urls import include, path
 from webapp.documents import views as documents
 from webapp.health import healthz
 from webapp.projects import views as projects
+from webapp.runs import views as runs
 
 
 def home(request):
@@ -46,4 +47,11 @@ urlpatterns = [
     path(D + "revisions/<int:revision_id>/", documents.revision_detail, name="revision_detail"),
     path(D + "revisions/<int:revision_id>/restore/", documents.revision_restore, name="revision_restore"),
     path(D + "export/<str:fmt>/", documents.document_export, name="document_export"),
+    path(D + "runs/", runs.run_list, name="run_list"),
+    path(D + "runs/start/", runs.run_start, name="run_start"),
+    path(D + "runs/<int:run_id>/approve/", runs.run_approve, name="run_approve"),
+    path(D + "runs/<int:run_id>/cancel/", runs.run_cancel, name="run_cancel"),
+    path(D + "sections/<int:section_id>/regenerate/", runs.section_regenerate, name="section_regenerate"),
+    path(D + "suggestions/<int:suggestion_id>/accept/", runs.suggestion_accept, name="suggestion_accept"),
+    path(D + "suggestions/<int:suggestion_id>/reject/", runs.suggestion_reject, name="suggestion_reject"),
 ]

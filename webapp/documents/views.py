@@ -62,10 +62,18 @@ def document_detail(request, document_id: int):
         for section, depth, number in document.section_tree()
     ]
     planned = sum(row["section"].word_budget for row in rows if row["depth"] == 0)
+    suggestions: dict[int, list] = {}
+    for suggestion in document.suggestions.filter(status="open"):
+        suggestions.setdefault(suggestion.section_id, []).append(suggestion)
+    for row in rows:
+        row["suggestions"] = suggestions.get(row["section"].id, [])
+        row["leaf"] = not any(other["section"].parent_id == row["section"].id for other in rows)
+    run = document.runs.prefetch_related("tasks__section").first()
     return render(request, "documents/document_detail.html", {
         "document": document, "project": document.project, "membership": membership, "rows": rows,
         "can_edit": membership.allows(Role.EDITOR), "planned_words": planned,
-        "words": sum(row["section"].word_count() for row in rows),
+        "words": sum(row["section"].word_count() for row in rows), "run": run,
+        "run_active": run is not None and run.status in ("planning", "awaiting_approval", "writing"),
     })
 
 

@@ -175,13 +175,15 @@ def _claim(task_ids: list[int]) -> list[AgentTask]:
     return claimed
 
 
-def _cancel_key(run_id: int) -> str:
-    return f"scriptorium:cancel-run:{run_id}"
+def _cancel_key(run: WritingRun) -> str:
+    # With the creation time, so that a run with a reused id (a new database) never sees the
+    # flag of an old run.
+    return f"scriptorium:cancel-run:{run.pk}:{run.created_at.timestamp()}"
 
 
 def run_cancel(*, run: WritingRun) -> WritingRun:
     """Stop a run: writers stop at their next decode step and keep what they wrote."""
-    redis.Redis.from_url(settings.REDIS_URL).set(_cancel_key(run.id), 1, ex=24 * 3600)
+    redis.Redis.from_url(settings.REDIS_URL).set(_cancel_key(run), 1, ex=24 * 3600)
     with transaction.atomic():
         run = WritingRun.objects.select_for_update().get(pk=run.pk)
         if run.status in (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED):
@@ -263,7 +265,7 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
     redis_client = redis.Redis.from_url(settings.REDIS_URL)
 
     def cancelled(active: list[str]) -> set[str]:
-        return set(active) if redis_client.exists(_cancel_key(run.id)) else set()
+        return set(active) if redis_client.exists(_cancel_key(run)) else set()
 
     try:
         results = section_writer.write_sections(engine, brief, outline, section_tasks, adapter=adapter,
@@ -314,9 +316,13 @@ def finish_if_done(*, run_id: int) -> None:
         if run.tasks.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
             return
         failed = list(run.tasks.filter(status=TaskStatus.FAILED).values_list("error", flat=True))
-        if not failed:
+        if failed:
+            _set_status(run, RunStatus.FAILED, "; ".join(failed)[:2000])
+        elif run.tasks.filter(status=TaskStatus.CANCELLED).exists():
+            _set_status(run, RunStatus.CANCELLED)
+        else:
             review_document(document=run.document, run=run)
-        _set_status(run, RunStatus.FAILED if failed else RunStatus.DONE, "; ".join(failed)[:2000])
+            _set_status(run, RunStatus.DONE)
 
 
 def requeue_stale() -> int:
