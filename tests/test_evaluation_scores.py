@@ -1,0 +1,67 @@
+"""The evaluation scores behave as their definitions say."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents import evaluation
+from agents.llm.types import Delta
+from agents.outline import Brief
+from agents.pipeline import single_agent, write_article
+
+
+@pytest.mark.parametrize("words, target, score", [
+    (1500, 1500, 100.0), (6000, 1500, 0.0), (500, 1500, 0.0), (3000, 1500, 66.7), (1000, 1500, 75.0),
+])
+def test_length_score(words, target, score):
+    assert evaluation.length_score(words, target) == pytest.approx(score, abs=0.1)
+
+
+def test_repetition_counts_4grams_shared_between_sections():
+    assert evaluation.repetition(["the gull is a loud bird", "terns dive for small fish"]) == 0
+    shared = evaluation.repetition(["the gull is a loud bird", "the gull is a loud bird too"])
+    assert shared == pytest.approx(100 * 6 / 7, abs=0.1)  # 3 + 3 of the 3 + 4 four-grams
+
+
+def test_citation_share():
+    share = evaluation.citation_share("Gulls nest on roofs [1]. Terns dive. Puffins burrow [2].")
+    assert share == pytest.approx(66.7, abs=0.1)
+
+
+def test_heading_recall_rewards_matching_headings():
+    from agents.retrieval import default_embedder
+
+    embed = default_embedder().embed
+    reference = ["Gulls", "Terns"]
+    assert evaluation.heading_soft_recall(["Gulls", "Terns"], reference, embed) == pytest.approx(100, abs=0.5)
+    assert evaluation.heading_soft_recall(["Tax law", "Mortgages"], reference, embed) < 40
+
+
+class Scripted:
+    def __init__(self, answer_for):
+        self.answer_for = answer_for
+
+    def stream(self, requests, cancel=None):
+        for request in requests:
+            yield Delta(request.id, self.answer_for(request), finished=True, finish_reason="stop")
+
+
+def test_the_pipeline_plans_then_writes_every_leaf_in_one_batch():
+    batches = []
+
+    def answer(request):
+        if request.id.startswith("chief_editor"):
+            return "1. Gulls: loud\n2. Terns: fast\n3. Puffins: cute"
+        batches.append(request.id)
+        return " ".join(f"Sentence {i} about birds here." for i in range(40))
+
+    article = write_article(Scripted(answer), Brief(topic="Birds", target_words=600))
+    assert article.headings == ["Gulls", "Terns", "Puffins"] and article.outline_path == "model-repaired"
+    assert len(article.sections) == 3 and all(text for _, text in article.sections)
+    assert 0.85 * 600 <= article.words <= 1.15 * 600
+
+
+def test_the_single_agent_baseline_is_split_at_its_headings():
+    text = "# Gulls\nGulls are loud.\n# Terns\nTerns dive."
+    article = single_agent(Scripted(lambda r: text), Brief(topic="Birds", target_words=300))
+    assert article.headings == ["Gulls", "Terns"] and article.sections[1] == ("Terns", "Terns dive.")

@@ -1,0 +1,56 @@
+"""Score the agent team against a single agent on the briefs in bench/briefs.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from agents import evaluation, pipeline
+from agents.outline import Brief
+from agents.retrieval import default_embedder
+from webapp import llm
+
+BRIEFS = settings.BASE_DIR / "bench" / "briefs.json"
+
+
+class Command(BaseCommand):
+    help = "Write each brief with the hierarchical pipeline and with one agent, and print their scores."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--briefs", type=Path, default=BRIEFS)
+        parser.add_argument("--limit", type=int, default=0, help="only the first N briefs")
+        parser.add_argument("--no-baseline", action="store_true", help="skip the single-agent baseline")
+
+    def handle(self, *args, briefs: Path, limit: int, no_baseline: bool, **options) -> None:
+        items = json.loads(briefs.read_text())[: limit or None]
+        engine = llm.get_engine()
+        embed = default_embedder().embed
+        systems = [("team", pipeline.write_article)] + ([] if no_baseline else [("single", pipeline.single_agent)])
+        rows, totals = [], {name: [] for name, _ in systems}
+        for item in items:
+            brief = Brief(topic=item["topic"], target_words=item["words"], audience=item.get("audience", ""))
+            for name, write in systems:
+                article = write(engine, brief)
+                scores = {
+                    "words": article.words,
+                    "S_l": evaluation.length_score(article.words, brief.target_words),
+                    "heading_recall": evaluation.heading_soft_recall(article.headings, item["reference"], embed),
+                    "repetition": evaluation.repetition([text for _, text in article.sections]),
+                    "seconds": article.seconds,
+                }
+                totals[name].append(scores)
+                rows.append((item["topic"][:40], brief.target_words, name, article.outline_path, scores))
+                self.stderr.write(f"{name} {item['topic'][:40]}: {scores}")
+        self.stdout.write("| brief | target | system | outline | words | S_l | heading recall | repetition % | "
+                          "seconds |\n|---|---|---|---|---|---|---|---|---|")
+        for topic, target, name, path, s in rows:
+            self.stdout.write(f"| {topic} | {target} | {name} | {path} | {s['words']} | {s['S_l']:.1f} | "
+                              f"{s['heading_recall']:.1f} | {s['repetition']:.1f} | {s['seconds']:.0f} |")
+        for name, scores in totals.items():
+            mean = {key: sum(s[key] for s in scores) / len(scores) for key in scores[0]}
+            self.stdout.write(f"| **overall** | | {name} | | {mean['words']:.0f} | {mean['S_l']:.1f} | "
+                              f"{mean['heading_recall']:.1f} | {mean['repetition']:.1f} | {mean['seconds']:.0f} |")
+        self.stdout.write("\nCitation share is not scored: these briefs have no sources.")
