@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 MAX_DEPTH = 3
 MIN_SECTION_WORDS = 40
 MAX_KEY_POINTS = 6
+MAX_HEADING_WORDS = 14
 
 
 @dataclass
@@ -230,7 +231,8 @@ def _repair_level(sections: list[PlannedSection], brief: Brief, budget: int, dep
     kept: list[PlannedSection] = []
     for section in sections:
         heading = _clean(section.heading, 120)
-        if not _is_text(heading) or heading.lower() in seen:
+        # A whole sentence or paragraph in a list item is text, not a heading.
+        if not _is_text(heading) or heading.lower() in seen or len(heading.split()) > MAX_HEADING_WORDS:
             continue
         seen.add(heading.lower())
         points = [_clean(p, 200) for p in section.key_points]

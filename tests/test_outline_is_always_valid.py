@@ -55,6 +55,12 @@ def test_common_shapes_are_read(text, headings):
     check_outline(outline, BRIEF.target_words)
 
 
+def test_sentences_in_a_list_are_not_taken_for_headings():
+    text = ("1. The importance of sleep cannot be overstated in a world where everyone is busy all the time.\n"
+            "2. Sleep and memory\n3. How much sleep we need")
+    assert [s.heading for s in plan_from(text)] == ["Sleep and memory", "How much sleep we need"]
+
+
 def test_budgets_follow_the_model_where_given_and_sum_to_the_target():
     outline = plan_from('[{"heading": "A", "words": "about 300 words"}, {"heading": "B", "words": 900},'
                         ' {"heading": "C"}]')

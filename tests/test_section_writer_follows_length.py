@@ -22,6 +22,11 @@ def test_fit_drops_an_unfinished_last_sentence():
     assert fit("One full sentence here. And then the model ran out of", 10, cut_off=True) == "One full sentence here."
 
 
+def test_an_echoed_budget_is_cut_out_without_losing_the_paragraph_it_is_in():
+    text = "Sleep matters (125 words) because the body repairs itself at night. It also sorts memories."
+    assert tidy(text, "Why sleep") == "Sleep matters because the body repairs itself at night. It also sorts memories."
+
+
 def test_tidy_drops_echoed_prompt_lines_headings_and_repeated_sentences():
     text = ("The article: Printing\nReaders: everyone\n## Gutenberg\nIntroduction:\nMetal type was new. "
             "It changed books.\n\nMetal type was new. Ink mattered too.")

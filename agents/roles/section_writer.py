@@ -89,12 +89,13 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-ECHOES = re.compile(r"^\s*(#|(the article|readers|tone|language|the outline of the whole article|cover|its goal)\s*:)"
-                    r"|\(\d+ words\)", re.I)
+ECHOES = re.compile(r"^\s*(#|(the article|readers|tone|language|the outline of the whole article|cover|its goal)\s*:)",
+                    re.I)
 
 
 def tidy(text: str, heading: str) -> str:
     """Drop headings, labels and prompt lines the model echoed, and sentences it already wrote."""
+    text = re.sub(r"\s*\(\d+ words\)", "", text)  # an echoed budget, often in the middle of real text
     lines = [line for line in text.strip().splitlines()
              if not ECHOES.search(line) and line.strip().strip("*:").lower() != heading.lower()
              and not (line.strip().endswith(":") and word_count(line) <= 5)]
@@ -135,7 +136,9 @@ def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
         messages=[{"role": "system", "content": shared_prefix(brief, outline_text)},
                   {"role": "user", "content": section_prompt(task)}],
         assistant_prefix=(draft + "\n\n") if draft else "",
-        max_new_tokens=math.ceil(remaining * HIGH * TOKENS_PER_WORD) + 8,
+        # Room to finish the sentence under way: fit() cuts anything past the budget at a sentence
+        # end, but a continuation that stops mid-sentence would lose its only sentence.
+        max_new_tokens=math.ceil(remaining * HIGH * TOKENS_PER_WORD) + 40,
         # Small models like to stop early; the end token only becomes possible near the budget.
         min_new_tokens=math.floor(remaining * LOW * TOKENS_PER_WORD),
         repetition_penalty=1.15,
