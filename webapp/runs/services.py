@@ -131,6 +131,7 @@ def run_approve(*, run: WritingRun) -> WritingRun:
     queued = list(run.tasks.filter(status=TaskStatus.QUEUED).values_list("id", flat=True))
     batches = [queued[i:i + run.batch_size] for i in range(0, len(queued), run.batch_size)]
     transaction.on_commit(lambda: [write_batch.delay(run.id, batch) for batch in batches])
+    transaction.on_commit(_watch)
     if not batches:
         transaction.on_commit(lambda: finish_if_done(run_id=run.id))
     return run
@@ -158,7 +159,15 @@ def section_regenerate(*, section: Section, user, instruction: str = "") -> Writ
                                     base_version=section.version, instruction=instruction[:2000])
     _broadcast_run(run)
     transaction.on_commit(lambda: write_batch.delay(run.id, [task.id]))
+    transaction.on_commit(_watch)
     return run
+
+
+def _watch() -> None:
+    """Make sure a watcher looks for dead writers while this run writes (it stops by itself)."""
+    from webapp.runs.tasks import watch_runs
+
+    watch_runs.apply_async(countdown=settings.WRITER_STALE_S)
 
 
 def _claim(task_ids: list[int]) -> list[AgentTask]:
