@@ -44,6 +44,16 @@ def browser():
         connections.close_all()
 
 
+def _logged_in(page, base_url: str, username: str):
+    from tests.factories import PASSWORD
+
+    page.goto(base_url + "/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    return page
+
+
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -115,15 +125,11 @@ def test_first_visit_from_sign_up_to_export(live_server, browser, transactional_
 
 
 def test_a_viewer_sees_no_edit_controls(live_server, browser, transactional_db):
-    from tests.factories import PASSWORD, make_document, make_project, make_user
+    from tests.factories import make_document, make_project, make_user
 
     owner, viewer = make_user("olga"), make_user("victor")
     document = make_document(make_project(owner, viewers=[viewer]), owner)
-    page = browser.new_page()
-    page.goto(live_server.url + "/accounts/login/")
-    page.get_by_label("Username").fill("victor")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    page = _logged_in(browser.new_page(), live_server.url, "victor")
     page.goto(f"{live_server.url}/documents/{document.id}/")
     page.get_by_role("heading", name="Coastal birds").wait_for()
     assert page.get_by_role("button", name="Edit text", exact=True).count() == 0
@@ -133,18 +139,14 @@ def test_a_viewer_sees_no_edit_controls(live_server, browser, transactional_db):
 
 
 def test_agents_write_a_document_from_its_page(live_server, browser, transactional_db, celery_worker_process):
-    from tests.factories import PASSWORD, make_project, make_user
+    from tests.factories import make_project, make_user
     from webapp.documents import services as documents
 
     owner = make_user("wren")
     project = make_project(owner, name="Agents at work")
     document = documents.document_create(project=project, user=owner, title="Tides", topic="How tides work",
                                          target_words=600)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(live_server.url + "/accounts/login/")
-    page.get_by_label("Username").fill("wren")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    page = _logged_in(browser.new_page(viewport={"width": 1280, "height": 900}), live_server.url, "wren")
     page.goto(f"{live_server.url}/documents/{document.id}/")
     page.get_by_role("button", name="Write with agents").click()
     page.get_by_text("The agents are on it.").wait_for()
