@@ -65,3 +65,18 @@ def test_the_single_agent_baseline_is_split_at_its_headings():
     text = "# Gulls\nGulls are loud.\n# Terns\nTerns dive."
     article = single_agent(Scripted(lambda r: text), Brief(topic="Birds", target_words=300))
     assert article.headings == ["Gulls", "Terns"] and article.sections[1] == ("Terns", "Terns dive.")
+
+
+def test_manage_py_evaluate_prints_the_table_on_the_bundled_model(db, tmp_path, capsys):
+    import json
+
+    from django.core.management import call_command
+
+    briefs = tmp_path / "briefs.json"
+    briefs.write_text(json.dumps([{"topic": "Why we sleep", "words": 200, "reference": ["Sleep", "Dreams"]}]))
+    call_command("evaluate", briefs=briefs, no_baseline=True)
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| Why we sleep"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "team" and int(cells[4]) > 100 and float(cells[5]) >= 50  # words, S_l
+    assert "**overall**" in out
