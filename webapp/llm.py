@@ -10,10 +10,10 @@ import functools
 import os
 from collections.abc import Iterable
 
-import redis
 from django.conf import settings
 
 from agents.llm.types import Engine, GenerationRequest
+from webapp.documents.events import redis_client
 from webapp.registry import services as registry
 
 CANCEL_TTL_S = 24 * 3600
@@ -60,11 +60,6 @@ def with_role_adapters(requests: Iterable[tuple[str, GenerationRequest]]) -> lis
     return out
 
 
-@functools.cache
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-
-
 class RedisCancelFlags:
     """Cancel flags shared by every process: set by the web (a person pressed cancel), read by
     the worker's decode loop once per step with one round trip for the whole batch."""
@@ -72,10 +67,10 @@ class RedisCancelFlags:
     prefix = "scriptorium:cancel:"
 
     def cancel(self, request_id: str) -> None:
-        _redis().set(self.prefix + request_id, 1, ex=CANCEL_TTL_S)
+        redis_client().set(self.prefix + request_id, 1, ex=CANCEL_TTL_S)
 
     def __call__(self, active: list[str]) -> set[str]:
         if not active:
             return set()
-        flags = _redis().mget([self.prefix + rid for rid in active])
+        flags = redis_client().mget([self.prefix + rid for rid in active])
         return {rid for rid, flag in zip(active, flags, strict=True) if flag}

@@ -61,14 +61,15 @@ def project_group(project_id: int) -> str:
 
 
 @functools.cache
-def _redis() -> redis.Redis:
-    # No retries: when Redis is down a save should not wait on it, only skip the broadcast.
+def redis_client() -> redis.Redis:
+    """This process's Redis client: sequence numbers here, cancel flags in webapp/llm.py.
+    No retries: when Redis is down a save should not wait on it, only skip the broadcast."""
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=1,
                                 retry=Retry(NoBackoff(), 0))
 
 
 def _next_seq(stream: str) -> int:
-    return int(_redis().incr(f"scriptorium:seq:{stream}"))
+    return int(redis_client().incr(f"scriptorium:seq:{stream}"))
 
 
 def send_now(group: str, event: dict) -> None:

@@ -65,9 +65,10 @@ def document_detail(request, document_id: int):
     suggestions: dict[int, list] = {}
     for suggestion in document.suggestions.filter(status="open"):
         suggestions.setdefault(suggestion.section_id, []).append(suggestion)
+    parents = {row["section"].parent_id for row in rows}
     for row in rows:
         row["suggestions"] = suggestions.get(row["section"].id, [])
-        row["leaf"] = not any(other["section"].parent_id == row["section"].id for other in rows)
+        row["leaf"] = row["section"].id not in parents
     run = document.runs.prefetch_related("tasks__section").first()
     return render(request, "documents/document_detail.html", {
         "document": document, "project": document.project, "membership": membership, "rows": rows,

@@ -14,7 +14,6 @@ import re
 import time
 from datetime import timedelta
 
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -24,7 +23,7 @@ from agents.outline import Brief, PlannedSection, split_for_writers
 from agents.roles import chief_editor, reviewer, section_writer
 from webapp import llm
 from webapp.documents import services as documents
-from webapp.documents.events import broadcast_on_commit, document_group, send_now
+from webapp.documents.events import broadcast_on_commit, document_group, redis_client, send_now
 from webapp.documents.models import Document, Section, SectionStatus
 from webapp.registry import services as registry
 from webapp.runs.models import AgentTask, RunStatus, Suggestion, SuggestionStatus, TaskStatus, WritingRun
@@ -120,7 +119,9 @@ def run_approve(*, run: WritingRun) -> WritingRun:
     run = WritingRun.objects.select_for_update().get(pk=run.pk)
     if run.status not in (RunStatus.PLANNING, RunStatus.AWAITING_APPROVAL):
         return run
-    leaves = [s for s, _, _ in run.document.section_tree() if not s.children.exists()]
+    tree = [section for section, _, _ in run.document.section_tree()]
+    parents = {section.parent_id for section in tree}
+    leaves = [section for section in tree if section.id not in parents]
     tasks = []
     for section in leaves:
         status = TaskStatus.QUEUED if _writable(section) else TaskStatus.SKIPPED
@@ -177,9 +178,9 @@ def _claim(task_ids: list[int]) -> list[AgentTask]:
     for task_id in task_ids:
         updated = AgentTask.objects.filter(
             Q(status=TaskStatus.QUEUED) | Q(status=TaskStatus.RUNNING, heartbeat_at__lt=stale), pk=task_id,
-        ).update(status=TaskStatus.RUNNING, heartbeat_at=timezone.now(), started_at=timezone.now())
+        ).update(status=TaskStatus.RUNNING, heartbeat_at=timezone.now(), started_at=timezone.now(),
+                 attempts=F("attempts") + 1)
         if updated:
-            AgentTask.objects.filter(pk=task_id).update(attempts=F("attempts") + 1)
             claimed.append(AgentTask.objects.select_related("section", "run__document__project").get(pk=task_id))
     return claimed
 
@@ -192,7 +193,7 @@ def _cancel_key(run: WritingRun) -> str:
 
 def run_cancel(*, run: WritingRun) -> WritingRun:
     """Stop a run: writers stop at their next decode step and keep what they wrote."""
-    redis.Redis.from_url(settings.REDIS_URL).set(_cancel_key(run), 1, ex=24 * 3600)
+    redis_client().set(_cancel_key(run), 1, ex=24 * 3600)
     with transaction.atomic():
         run = WritingRun.objects.select_for_update().get(pk=run.pk)
         if run.status in (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED):
@@ -271,10 +272,8 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
             context_bytes=section_writer.context_bytes(brief, outline, work),
             adapter_version=adapter.name if adapter else "")
     streamer = _Streamer(run, by_key)
-    redis_client = redis.Redis.from_url(settings.REDIS_URL)
-
     def cancelled(active: list[str]) -> set[str]:
-        return set(active) if redis_client.exists(_cancel_key(run)) else set()
+        return set(active) if redis_client().exists(_cancel_key(run)) else set()
 
     try:
         results = section_writer.write_sections(engine, brief, outline, section_tasks, adapter=adapter,
