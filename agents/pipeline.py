@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from agents.llm.types import Engine, GenerationRequest
 from agents.outline import Brief, PlannedSection, split_for_writers
-from agents.roles import chief_editor, section_writer
+from agents.roles import chief_editor, finisher, section_writer
 
 
 @dataclass
@@ -21,12 +21,13 @@ class Article:
     sections: list[tuple[str, str]]  # (heading, text) of the leaves, in reading order
     headings: list[str]  # top-level headings
     outline_path: str = ""
+    lead: str = ""
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
     def text(self) -> str:
-        return "\n\n".join(text for _, text in self.sections)
+        return "\n\n".join([self.lead] * bool(self.lead) + [text for _, text in self.sections])
 
     @property
     def words(self) -> int:
@@ -57,7 +58,7 @@ def leaves_with_neighbours(sections: list[PlannedSection]) -> list[section_write
 
 
 def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_per_writer: int = 600,
-                  sections: list[PlannedSection] | None = None) -> Article:
+                  sections: list[PlannedSection] | None = None, finish_article: bool = True) -> Article:
     started = time.monotonic()
     path = "given"
     if sections is None:
@@ -69,14 +70,17 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
     written: dict[str, section_writer.WrittenSection] = {}
     for start in range(0, len(tasks), batch_size):
         written.update(section_writer.write_sections(engine, brief, outline, tasks[start:start + batch_size]))
-    return Article(title=brief.topic, sections=[(t.heading, written[t.key].text) for t in tasks],
-                   headings=[s.heading for s in sections], outline_path=path,
-                   seconds=time.monotonic() - started)
+    leaves = [(t.heading, written[t.key].text) for t in tasks]
+    finish = finisher.finish(engine, brief, leaves) if finish_article else None
+    return Article(title=finish.title if finish else brief.topic, lead=finish.lead if finish else "",
+                   sections=leaves, headings=[s.heading for s in sections], outline_path=path,
+                   seconds=time.monotonic() - started,
+                   extra={"title_path": finish.title_path, "lead_path": finish.lead_path} if finish else {})
 
 
 def write_sequentially(engine: Engine, brief: Brief, sections: list[PlannedSection]) -> Article:
     """The same sections, one writer after another (for comparison with the parallel batch)."""
-    return write_article(engine, brief, batch_size=1, sections=sections)
+    return write_article(engine, brief, batch_size=1, sections=sections, finish_article=False)
 
 
 def single_agent(engine: Engine, brief: Brief) -> Article:

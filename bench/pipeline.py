@@ -46,7 +46,7 @@ def main() -> None:
     rows = []
     for label, batch_size in (("one writer, section after section", 1), ("team, all 6 sections in parallel", 6)):
         started = time.monotonic()
-        article = write_article(engine, brief, batch_size=batch_size, sections=sections())
+        article = write_article(engine, brief, batch_size=batch_size, sections=sections(), finish_article=False)
         seconds = time.monotonic() - started
         per_section = [len(text.split()) for _, text in article.sections]
         rows.append((label, seconds, article.words, evaluation.length_score(article.words, 1500), per_section))

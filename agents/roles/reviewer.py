@@ -1,16 +1,31 @@
 """The reviewer: reads the whole article and proposes fixes as suggestions, never edits.
 
-This first reviewer finds repetition across sections without a model: a sentence whose word
-4-grams mostly appear in an earlier section is proposed for removal, with the earlier sentence
-named as the reason. (Consistency checks and transitions written by the model are still to come.)"""
+Four checks, cheapest first:
+- talk about the document (no model): "This section explains..." is proposed for removal;
+- repetition (no model): a sentence whose word 4-grams mostly appear in an earlier section is
+  proposed for removal, naming the earlier sentence;
+- consistency (no model): a word the article spells two ways ("e-mail" and "email", "organise"
+  and "organize") is proposed in the spelling it uses most;
+- transitions (the model): for each section after the first, the model reads the end of the
+  section before and the start of this one and writes one sentence linking them, proposed as a
+  new opening. All sections go to the engine as one batch. A 135M model writes plenty of junk,
+  so a sentence is only proposed when it reads like one: a single sentence of 5 to 35 words, no
+  headings, labels or brackets, and not a repeat of what the section already says."""
 
 from __future__ import annotations
 
 import re
+import uuid
+from collections import Counter
 from dataclasses import dataclass
+
+from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
+from agents.roles import answers
 
 ROLE = "reviewer"
 OVERLAP = 0.6  # share of a sentence's 4-grams found earlier that counts as a repetition
+
+SYSTEM = "You are a helpful editor."
 
 
 @dataclass
@@ -50,3 +65,136 @@ def review_repetition(sections: list[tuple[str, str, str]]) -> list[Proposal]:
         for gram, value in seen_here.items():
             earlier.setdefault(gram, value)
     return proposals
+
+
+# --- talk about the document --------------------------------------------------------------
+
+META = re.compile(r"\b(?:this|the|our|my|each|every|next|previous) (?:section|article|outline|essay|paragraph|"
+                  r"editor|draft|version)s?\b|\b\d+ (?:words|paragraphs|sentences)\b|\bI (?:just )?want to\b", re.I)
+
+
+def review_meta(sections: list[tuple[str, str, str]]) -> list[Proposal]:
+    """Sentences about the writing instead of the subject ("This section covers...", "in 200
+    words"), a habit of small models: proposed for removal."""
+    return [Proposal(key, sentence, "", "Talks about the document instead of its subject.", kind="meta")
+            for key, _heading, text in sections for sentence in _sentences(text) if META.search(sentence)]
+
+
+# --- consistency ---------------------------------------------------------------------------
+
+WORD = re.compile(r"\b[A-Za-z]+(?:-[A-Za-z]+)*\b")
+
+
+def _spelling_key(word: str) -> str:
+    """Words that only differ by hyphens or -ise/-ize (-isation/-ization) share a key."""
+    key = word.lower().replace("-", "")
+    return re.sub(r"is(e|es|ed|ing|ation|ations)$", r"iz\1", key)
+
+
+def review_consistency(sections: list[tuple[str, str, str]]) -> list[Proposal]:
+    """Propose one spelling for each word the article spells two ways (the commoner one)."""
+    forms: dict[str, Counter] = {}
+    for _, _, text in sections:
+        for word in WORD.findall(text):
+            if len(word) >= 4:
+                forms.setdefault(_spelling_key(word), Counter())[word.lower()] += 1
+    preferred = {}
+    for key, counter in forms.items():
+        if len(counter) > 1:
+            (best, best_count), (_, second_count) = counter.most_common(2)
+            if best_count > second_count:  # a tie gives no reason to prefer either
+                preferred[key] = best
+    proposals = []
+    for key, _heading, text in sections:
+        for sentence in _sentences(text):
+            fixed, changed = sentence, []
+            for word in set(WORD.findall(sentence)):
+                best = preferred.get(_spelling_key(word))
+                if best and word.lower() != best:
+                    spelled = best.capitalize() if word[0].isupper() else best
+                    fixed = re.sub(rf"\b{re.escape(word)}\b", spelled, fixed)
+                    changed.append(f"“{word}” → “{spelled}”")
+            if changed:
+                proposals.append(Proposal(key, sentence, fixed, "The article spells this another way elsewhere: "
+                                          + ", ".join(sorted(changed)) + ".", kind="consistency"))
+    return proposals
+
+
+# --- transitions (the model) ----------------------------------------------------------------
+
+def transition_request(topic: str, before: tuple[str, str], section: tuple[str, str],
+                       adapter: AdapterSpec | None) -> GenerationRequest:
+    """before and section are (heading, text). Small models answer a plain request best; given
+    labelled blocks of text, they copy the labels."""
+    ending = (_sentences(before[1]) or [""])[-1]
+    user = (f"Write one transition sentence for an article about {topic.strip().rstrip('.')}. The previous part "
+            f"ended with: “{ending}” The next part is about {section[0]}.")
+    return GenerationRequest(id=f"{ROLE}-{uuid.uuid4().hex[:8]}", adapter=adapter, max_new_tokens=48,
+                             repetition_penalty=1.15,
+                             messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
+
+
+def read_transition(answer: str, section_text: str, heading: str) -> str | None:
+    """The model's sentence if it is usable, else None."""
+    sentence = answers.first_sentence(answer)
+    words = sentence.split()
+    if not 5 <= len(words) <= 35 or not re.search(r"[.!?]$", sentence) or not sentence[0].isupper():
+        return None
+    if re.search(r"[#\[\]{}<>|:]|\b(section|heading|sentence|article|paragraph|transition|hope)\b|^I\b",
+                 sentence, re.I):
+        return None  # talks about the document or to the editor instead of about its subject, or markup
+    if sentence.lower().rstrip(".!?") == heading.lower():
+        return None
+    grams = _grams(sentence)
+    known = _grams(section_text)
+    if grams and len(grams & known) >= 0.5 * len(grams):
+        return None  # says what the section says already
+    return sentence
+
+
+def review_transitions(engine: Engine, topic: str, sections: list[tuple[str, str, str]],
+                       adapter: AdapterSpec | None = None, cancel: CancelCheck | None = None,
+                       skip: set[str] | None = None,
+                       on_text=None) -> list[Proposal]:
+    """sections: (key, heading, text) of the leaves in reading order; `skip` holds keys not to touch
+    (pinned text). One batch for the whole article."""
+    skip = skip or set()
+    requests, targets = [], {}
+    for index in range(1, len(sections)):
+        key, heading, text = sections[index]
+        _, before_heading, before_text = sections[index - 1]
+        if key in skip or not _sentences(text) or not _sentences(before_text):
+            continue
+        request = transition_request(topic, (before_heading, before_text), (heading, text), adapter)
+        requests.append(request)
+        targets[request.id] = (key, heading, text, before_heading)
+    answers = {request.id: "" for request in requests}
+    for delta in engine.stream(requests, cancel=cancel):
+        answers[delta.request_id] += delta.text
+        if on_text and delta.text:
+            on_text(delta.text)
+    proposals = []
+    for request_id, answer in answers.items():
+        key, heading, text, before_heading = targets[request_id]
+        sentence = read_transition(answer, text, heading)
+        if sentence:
+            first = _sentences(text)[0]
+            proposals.append(Proposal(key, first, f"{sentence} {first}",
+                                      f"Leads in from “{before_heading}”.", kind="transition"))
+    return proposals
+
+
+def review(engine: Engine | None, topic: str, sections: list[tuple[str, str, str]],
+           adapter: AdapterSpec | None = None, cancel: CancelCheck | None = None,
+           skip: set[str] | None = None, on_text=None) -> list[Proposal]:
+    """Every check; with no engine, only the ones without a model. A span gets one proposal at
+    most (the first check that claims it), so accepting one never makes another stale."""
+    proposals = review_meta(sections) + review_repetition(sections) + review_consistency(sections)
+    if engine is not None:
+        proposals += review_transitions(engine, topic, sections, adapter, cancel, skip, on_text)
+    kept, claimed = [], set()
+    for proposal in proposals:
+        if (proposal.section_key, proposal.original) not in claimed:
+            claimed.add((proposal.section_key, proposal.original))
+            kept.append(proposal)
+    return kept

@@ -93,6 +93,9 @@ ECHOES = re.compile(r"^\s*(#|(the article|readers|tone|language|the outline of t
                     re.I)
 
 
+LABEL = re.compile(r"^(?:\*\*)?[A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}:(?:\*\*)?\s+(?=\S)")
+
+
 def tidy(text: str, heading: str) -> str:
     """Drop headings, labels and prompt lines the model echoed, and sentences it already wrote."""
     text = re.sub(r"\s*\(\d+ words\)", "", text)  # an echoed budget, often in the middle of real text
@@ -104,6 +107,7 @@ def tidy(text: str, heading: str) -> str:
     for paragraph in re.split(r"\n\s*\n", "\n".join(lines)):
         kept = []
         for sentence in re.split(r"(?<=[.!?])\s+", paragraph.strip()):
+            sentence = LABEL.sub("", sentence)  # "Background: Sleep is..." (an echoed outline label)
             normal = re.sub(r"\W+", " ", sentence.lower()).strip()
             if normal and normal in seen:
                 continue

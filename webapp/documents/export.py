@@ -7,9 +7,10 @@ import re
 
 import markdown
 import nh3
+from django.urls import reverse
 from django.utils.html import escape
 
-from webapp.documents.models import Document
+from webapp.documents.models import Document, Section, SourceChunk
 
 # Tags that section text (Markdown) may turn into; anything else is stripped from the HTML.
 ALLOWED_TAGS = {"p", "br", "em", "strong", "code", "pre", "blockquote", "ul", "ol", "li", "a",
@@ -28,22 +29,83 @@ def render_markdown_safe(text: str) -> str:
                      url_schemes={"http", "https", "mailto"})
 
 
+CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+class References:
+    """The sources a document cites. A writer sees its passages as [1], [2], ... (the chunk ids
+    are kept on the section, in that order); the document numbers the passages it cites in the
+    order they are first cited, so [n] means the same passage everywhere in the article. A
+    number a section has no passage for stays as written."""
+
+    def __init__(self, sections: list[Section]):
+        ids = {chunk_id for section in sections for chunk_id in section.citations}
+        self.chunks = {c.pk: c for c in SourceChunk.objects.filter(pk__in=ids).select_related("source")}
+        self.numbers: dict[int, int] = {}
+        self.texts = {section.pk: self._renumber(section) for section in sections}
+
+    def _renumber(self, section: Section) -> str:
+        def number(match: re.Match) -> str:
+            index = int(match.group(1)) - 1
+            chunk_id = section.citations[index] if 0 <= index < len(section.citations) else None
+            if chunk_id not in self.chunks:
+                return match.group(0)
+            return f"[{self.numbers.setdefault(chunk_id, len(self.numbers) + 1)}]"
+
+        return CITATION.sub(number, section.text)
+
+    def listing(self) -> list[tuple[int, SourceChunk]]:
+        return [(number, self.chunks[chunk_id]) for chunk_id, number in self.numbers.items()]
+
+    def linked(self, section: Section) -> str:
+        """The section's Markdown with each citation a link to its passage on the source's page."""
+        by_number = dict(self.listing())
+
+        def link(match: re.Match) -> str:
+            chunk = by_number.get(int(match.group(1)))
+            if chunk is None:
+                return match.group(0)
+            url = reverse("source_detail", args=[chunk.source.project_id, chunk.source_id]) + f"#chunk-{chunk.index}"
+            title = re.sub(r"[\"\[\]()]", "", chunk.source.title)
+            return f"[\\[{match.group(1)}\\]]({url} \"{title}, passage {chunk.index + 1}\")"
+
+        return CITATION.sub(link, self.texts[section.pk])
+
+
+def _source_line(chunk: SourceChunk) -> str:
+    return f"{chunk.source.title}, passage {chunk.index + 1}: “{' '.join(chunk.text.split()[:24])}…”"
+
+
 def document_markdown(document: Document) -> str:
+    tree = list(document.section_tree())
+    references = References([section for section, _, _ in tree])
     parts = [f"# {document.title}\n"]
-    for section, depth, _ in document.section_tree():
+    if document.lead.strip():
+        parts.append(f"*{document.lead.strip()}*\n")
+    for section, depth, _ in tree:
         parts.append(f"{'#' * _heading_level(depth)} {section.heading}\n")
         if section.text.strip():
-            parts.append(section.text.strip() + "\n")
+            parts.append(references.texts[section.pk].strip() + "\n")
+    if references.numbers:
+        parts.append("## Sources\n")
+        parts.append("\n".join(f"{number}. {_source_line(chunk)}" for number, chunk in references.listing()) + "\n")
     return "\n".join(parts)
 
 
 def document_html(document: Document) -> str:
+    tree = list(document.section_tree())
+    references = References([section for section, _, _ in tree])
     body = [f"<h1>{escape(document.title)}</h1>"]
-    for section, depth, _ in document.section_tree():
+    if document.lead.strip():
+        body.append(f"<p class=\"lead\"><em>{escape(document.lead.strip())}</em></p>")
+    for section, depth, _ in tree:
         level = _heading_level(depth)
         body.append(f"<h{level}>{escape(section.heading)}</h{level}>")
         if section.text.strip():
-            body.append(render_markdown_safe(section.text))
+            body.append(render_markdown_safe(references.texts[section.pk]))
+    if references.numbers:
+        body.append("<h2>Sources</h2><ol>" + "".join(f"<li value=\"{number}\">{escape(_source_line(chunk))}</li>"
+                                                     for number, chunk in references.listing()) + "</ol>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{escape(document.title)}</title>"
@@ -69,9 +131,13 @@ def document_docx(document: Document) -> bytes:
     docx = DocxDocument()
     docx.core_properties.title = document.title
     docx.add_heading(document.title, level=0)
-    for section, depth, _ in document.section_tree():
+    if document.lead.strip():
+        docx.add_paragraph().add_run(document.lead.strip()).italic = True
+    tree = list(document.section_tree())
+    references = References([section for section, _, _ in tree])
+    for section, depth, _ in tree:
         docx.add_heading(section.heading, level=min(depth + 1, 9))
-        for block in re.split(r"\n\s*\n", section.text.strip()):
+        for block in re.split(r"\n\s*\n", references.texts[section.pk].strip()):
             if not block.strip():
                 continue
             lines = block.splitlines()
@@ -80,6 +146,10 @@ def document_docx(document: Document) -> bytes:
                     _add_runs(docx.add_paragraph(style="List Bullet"), re.sub(r"^\s*[-*] ", "", line))
             else:
                 _add_runs(docx.add_paragraph(), " ".join(line.strip() for line in lines))
+    if references.numbers:
+        docx.add_heading("Sources", level=1)
+        for number, chunk in references.listing():
+            docx.add_paragraph(f"[{number}] {_source_line(chunk)}")
     buffer = io.BytesIO()
     docx.save(buffer)
     return buffer.getvalue()

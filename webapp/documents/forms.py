@@ -10,11 +10,13 @@ class BriefForm(forms.ModelForm):
     class Meta:
         model = Document
         fields = ("title", "topic", "audience", "tone", "target_words", "language", "notes",
-                  "auto_approve_outline")
+                  "auto_approve_outline", "lead")
         widgets = {
+            "lead": forms.Textarea(attrs={"rows": 3}),
             "topic": forms.Textarea(attrs={"rows": 3}),
             "notes": forms.Textarea(attrs={"rows": 3}),
         }
+        help_texts = {"lead": "The finisher writes one when the article is done; once you edit it, it is yours."}
         labels = {"target_words": "Target length (words)",
                   "auto_approve_outline": "Start writing as soon as the outline is planned"}
 

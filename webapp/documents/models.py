@@ -21,6 +21,9 @@ class Document(models.Model):
     language = models.CharField(max_length=50, default="English")
     notes = models.TextField(blank=True, help_text="Anything else the writers should know.")
     auto_approve_outline = models.BooleanField(default=False)
+    lead = models.TextField(blank=True, help_text="The paragraph under the title that says what the article offers.")
+    lead_by_agent = models.BooleanField(default=True, help_text="The finisher may rewrite the lead until a person "
+                                                                "edits it.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -50,7 +53,8 @@ class Document(models.Model):
         return rows
 
     def word_count(self) -> int:
-        return sum(section.word_count() for section in self.sections.all())
+        """The article's words: the lead and every section."""
+        return len(self.lead.split()) + sum(section.word_count() for section in self.sections.all())
 
 
 class SectionStatus(models.TextChoices):
@@ -75,6 +79,8 @@ class Section(models.Model):
     text = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=SectionStatus.choices, default=SectionStatus.PLANNED)
     pinned = models.BooleanField(default=False, help_text="Agents never overwrite pinned text.")
+    citations = models.JSONField(default=list, blank=True, editable=False,
+                                 help_text="The source chunk ids the writer saw as [1], [2], ...")
     # Incremented on every text change; saves carry the version they started from.
     version = models.PositiveIntegerField(default=1)
     updated_by = models.ForeignKey(

@@ -56,17 +56,20 @@ class SourceRejected(Exception):
 # --- documents -----------------------------------------------------------------------------
 
 BRIEF_FIELDS = ("title", "topic", "audience", "tone", "target_words", "language", "notes",
-                "auto_approve_outline")
+                "auto_approve_outline", "lead")
 
 
 @transaction.atomic
 def document_create(*, project: Project, user, **brief) -> Document:
-    return Document.objects.create(project=project, created_by=user,
+    return Document.objects.create(project=project, created_by=user, lead_by_agent=not brief.get("lead"),
                                    **{k: v for k, v in brief.items() if k in BRIEF_FIELDS})
 
 
 @transaction.atomic
 def document_update_brief(*, document: Document, **brief) -> Document:
+    stored_lead = Document.objects.filter(pk=document.pk).values_list("lead", flat=True).first()
+    if "lead" in brief and brief["lead"].strip() != (stored_lead or "").strip():
+        document.lead_by_agent = False  # a person's lead: the finisher leaves it alone from now on
     for field in BRIEF_FIELDS:
         if field in brief:
             setattr(document, field, brief[field])

@@ -25,6 +25,7 @@ from webapp.documents.forms import (
 from webapp.documents.models import Document, Revision, Section, Source
 from webapp.projects.models import Membership, Role
 from webapp.projects.services import project_for_user
+from webapp.runs.models import ACTIVE
 
 
 def _document(request, document_id: int, role: str = Role.VIEWER) -> tuple[Document, Membership]:
@@ -56,15 +57,17 @@ def document_create(request, project_id: int):
 @login_required
 def document_detail(request, document_id: int):
     document, membership = _document(request, document_id)
+    tree = list(document.section_tree())
+    references = export.References([section for section, _, _ in tree])
     rows = [
         {"section": section, "depth": depth, "number": number, "level": min(depth + 2, 6),
-         "html": export.render_markdown_safe(section.text) if section.text else ""}
-        for section, depth, number in document.section_tree()
+         "html": export.render_markdown_safe(references.linked(section)) if section.text else ""}
+        for section, depth, number in tree
     ]
     planned = sum(row["section"].word_budget for row in rows if row["depth"] == 0)
-    suggestions: dict[int, list] = {}
+    suggestions: dict[int | None, list] = {}
     for suggestion in document.suggestions.filter(status="open"):
-        suggestions.setdefault(suggestion.section_id, []).append(suggestion)
+        suggestions.setdefault(suggestion.section_id, []).append(suggestion)  # None: the title
     parents = {row["section"].parent_id for row in rows}
     for row in rows:
         row["suggestions"] = suggestions.get(row["section"].id, [])
@@ -73,8 +76,9 @@ def document_detail(request, document_id: int):
     return render(request, "documents/document_detail.html", {
         "document": document, "project": document.project, "membership": membership, "rows": rows,
         "can_edit": membership.allows(Role.EDITOR), "planned_words": planned,
-        "words": sum(row["section"].word_count() for row in rows), "run": run,
-        "run_active": run is not None and run.status in ("planning", "awaiting_approval", "writing"),
+        "words": len(document.lead.split()) + sum(row["section"].word_count() for row in rows), "run": run,
+        "run_active": run is not None and run.status in ACTIVE, "title_suggestions": suggestions.get(None, []),
+        "references": references.listing(),
     })
 
 

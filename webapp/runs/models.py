@@ -12,15 +12,22 @@ class RunStatus(models.TextChoices):
     PLANNING = "planning", "Planning"
     AWAITING_APPROVAL = "awaiting_approval", "Waiting for outline approval"
     WRITING = "writing", "Writing"
+    REVIEWING = "reviewing", "Reviewing and finishing"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE = (RunStatus.PLANNING, RunStatus.AWAITING_APPROVAL, RunStatus.WRITING, RunStatus.REVIEWING)
+FINAL = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class WritingRun(models.Model):
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="runs")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PLANNING)
+    kind = models.CharField(max_length=10, default="article",
+                            choices=[("article", "The whole article"), ("section", "One section rewritten")])
     outline_path = models.CharField(max_length=20, blank=True,
                                     help_text="How the outline came about: model, model-repaired, re-asked, "
                                               "fallback, or existing (written by people).")
@@ -48,7 +55,8 @@ class TaskStatus(models.TextChoices):
 
 
 class AgentTask(models.Model):
-    """One agent's job in a run: here, one leaf section for a writer."""
+    """One agent's job in a run: a leaf section for a writer, or the whole article for the
+    reviewer and the finisher (no section)."""
 
     run = models.ForeignKey(WritingRun, on_delete=models.CASCADE, related_name="tasks")
     role = models.CharField(max_length=50)
@@ -61,6 +69,7 @@ class AgentTask(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     words = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveIntegerField(default=0, help_text="Tokens the model generated for this task.")
     context_bytes = models.PositiveIntegerField(default=0)
     adapter_version = models.CharField(max_length=100, blank=True)
     instruction = models.TextField(blank=True, help_text="What a person asked for when regenerating.")
@@ -85,7 +94,8 @@ class Suggestion(models.Model):
     """A change an agent proposes; only a person's accept applies it."""
 
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="suggestions")
-    section = models.ForeignKey(Section, on_delete=models.CASCADE, related_name="suggestions")
+    section = models.ForeignKey(Section, null=True, blank=True, on_delete=models.CASCADE, related_name="suggestions",
+                                help_text="Empty for a change to the whole document (its title).")
     run = models.ForeignKey(WritingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="suggestions")
     role = models.CharField(max_length=50)
     kind = models.CharField(max_length=30)
@@ -102,4 +112,4 @@ class Suggestion(models.Model):
         ordering = ["section__order", "id"]
 
     def __str__(self) -> str:
-        return f"{self.kind} suggestion on {self.section}"
+        return f"{self.kind} suggestion on {self.section or self.document}"

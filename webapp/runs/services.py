@@ -20,7 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.outline import Brief, PlannedSection, split_for_writers
-from agents.roles import chief_editor, reviewer, section_writer
+from agents.roles import chief_editor, finisher, reviewer, section_writer
 from webapp import llm
 from webapp.documents import services as documents
 from webapp.documents.events import broadcast_on_commit, document_group, redis_client, send_now
@@ -155,7 +155,7 @@ def section_regenerate(*, section: Section, user, instruction: str = "") -> Writ
     if AgentTask.objects.filter(section=section, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
         raise RegenerateRefused(f"“{section.heading}” is being written already.")
     run = WritingRun.objects.create(document=section.document, created_by=user, status=RunStatus.WRITING,
-                                    outline_path="existing", batch_size=1)
+                                    kind="section", outline_path="existing", batch_size=1)
     task = AgentTask.objects.create(run=run, role=section_writer.ROLE, section=section,
                                     base_version=section.version, instruction=instruction[:2000])
     _broadcast_run(run)
@@ -210,11 +210,13 @@ class _Streamer:
         self.run, self.tasks = run, tasks
         self.text = {key: task.checkpoint_text for key, task in tasks.items()}
         self.unsent = {key: "" for key in tasks}
+        self.tokens = {key: 0 for key in tasks}
         self.last_sent = {key: 0.0 for key in tasks}
         self.last_saved = time.monotonic()
 
     def __call__(self, key: str, piece: str) -> None:
         self.text[key] += piece
+        self.tokens[key] += 1  # the engine streams one token's text per call
         self.unsent[key] += piece
         now = time.monotonic()
         if now - self.last_sent[key] >= BROADCAST_EVERY_S:
@@ -256,16 +258,17 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
     brief, outline = brief_of(document), outline_text(document)
     engine = llm.get_engine()
     adapter = registry.resolve_adapter(section_writer.ROLE)
-    section_tasks, by_key = [], {}
+    section_tasks, by_key, cited = [], {}, {}
     for task in claimed:
         section = task.section
         previous, following = _neighbours(section)
+        passages = [chunk for chunk, _ in documents.source_passages(
+            project=document.project, query=f"{section.heading}. {section.goal}", k=3)]
         work = section_writer.SectionTask(
             key=str(task.pk), heading=section.heading, words=section.word_budget or 150, goal=section.goal,
             key_points=section.key_point_list(), before=previous, after=following,
-            passages=[chunk.text[:600] for chunk, _ in documents.source_passages(
-                project=document.project, query=f"{section.heading}. {section.goal}", k=3)],
-            instruction=task.instruction)
+            passages=[chunk.text[:600] for chunk in passages], instruction=task.instruction)
+        cited[work.key] = [chunk.pk for chunk in passages]
         section_tasks.append(work)
         by_key[work.key] = task
         AgentTask.objects.filter(pk=task.pk).update(
@@ -294,9 +297,12 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
             documents.section_save_text(section_id=task.section_id, user=None, text=written.text,
                                         expected_version=task.base_version, agent_role=section_writer.ROLE,
                                         model_version=_model_version(model_name, task.adapter_version))
+            # [1], [2], ... in this text are these chunks, in this order.
+            Section.objects.filter(pk=task.section_id).update(citations=cited[key])
         status = TaskStatus.CANCELLED if written.finish == "cancelled" else TaskStatus.DONE
         AgentTask.objects.filter(pk=task.pk).update(status=status, checkpoint_text=written.text,
-                                                    words=written.words, finished_at=timezone.now())
+                                                    words=written.words, tokens=streamer.tokens[key],
+                                                    finished_at=timezone.now())
     finish_if_done(run_id=run.id)
 
 
@@ -317,6 +323,10 @@ def _neighbours(section: Section) -> tuple[str, str]:
 
 
 def finish_if_done(*, run_id: int) -> None:
+    """When the last writer is done: fail or cancel the run, or hand the article to the reviewer
+    and the finisher (one task on the agents queue; people read the article meanwhile)."""
+    from webapp.runs.tasks import review_run
+
     with transaction.atomic():
         run = WritingRun.objects.select_for_update().get(pk=run_id)
         if run.status != RunStatus.WRITING:
@@ -328,18 +338,75 @@ def finish_if_done(*, run_id: int) -> None:
             _set_status(run, RunStatus.FAILED, "; ".join(failed)[:2000])
         elif run.tasks.filter(status=TaskStatus.CANCELLED).exists():
             _set_status(run, RunStatus.CANCELLED)
-        else:
+        elif run.kind == "section":  # one section rewritten: only the checks that need no model
             review_document(document=run.document, run=run)
             _set_status(run, RunStatus.DONE)
+        else:
+            AgentTask.objects.bulk_create([AgentTask(run=run, role=role) for role in (reviewer.ROLE, finisher.ROLE)])
+            _set_status(run, RunStatus.REVIEWING)
+            transaction.on_commit(lambda: review_run.delay(run.id))
+
+
+class _Heartbeat:
+    """A cancel check for the engine that also tells the watcher these tasks are alive."""
+
+    def __init__(self, run: WritingRun, task_ids: list[int]):
+        self.run, self.task_ids, self.last = run, task_ids, time.monotonic()
+
+    def __call__(self, active: list[str]) -> set[str]:
+        if time.monotonic() - self.last >= CHECKPOINT_EVERY_S:
+            AgentTask.objects.filter(pk__in=self.task_ids, status=TaskStatus.RUNNING).update(
+                heartbeat_at=timezone.now())
+            self.last = time.monotonic()
+        return set(active) if redis_client().exists(_cancel_key(self.run)) else set()
+
+
+def run_review(*, run_id: int) -> None:
+    """The reviewer's suggestions and the finisher's title and lead, then the run is done. A
+    reviewer that fails leaves the article as written; the run says so."""
+    run = WritingRun.objects.select_related("document").get(pk=run_id)
+    if run.status != RunStatus.REVIEWING:
+        return
+    claimed = _claim(list(run.tasks.filter(role__in=[reviewer.ROLE, finisher.ROLE]).values_list("id", flat=True)))
+    if not claimed:
+        return
+    heartbeat = _Heartbeat(run, [task.pk for task in claimed])
+    engine, error = llm.get_engine(), ""
+    for task in claimed:
+        tokens = []
+        try:
+            if task.role == reviewer.ROLE:
+                review_document(document=run.document, run=run, engine=engine, cancel=heartbeat,
+                                on_text=tokens.append)
+            else:
+                finish_document(document=run.document, run=run, engine=engine, cancel=heartbeat,
+                                on_text=tokens.append)
+        except Exception as failure:  # noqa: BLE001  (recorded on the task and the run)
+            log.exception("%s failed", task.role)
+            error = f"The {task.role} failed: {failure}"[:2000]
+            AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.FAILED, error=error,
+                                                        tokens=len(tokens), finished_at=timezone.now())
+        else:
+            AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.DONE, tokens=len(tokens),
+                                                        finished_at=timezone.now())
+    with transaction.atomic():
+        run = WritingRun.objects.select_for_update().get(pk=run_id)
+        if run.status == RunStatus.REVIEWING and not run.tasks.filter(status=TaskStatus.RUNNING).exists():
+            _set_status(run, RunStatus.DONE, error)
 
 
 def requeue_stale() -> int:
     """Give sections whose writer stopped checkpointing (a killed worker) to a live worker; they
     resume from their checkpoint. Run by the watch_runs task, which workers start when they start
-    and which repeats while any run is writing."""
-    from webapp.runs.tasks import write_batch
+    and which repeats while any run is writing or reviewing."""
+    from webapp.runs.tasks import review_run, write_batch
 
     stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
+    reviews = set(AgentTask.objects.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale,
+                                           run__status=RunStatus.REVIEWING).values_list("run_id", flat=True))
+    for run_id in reviews:
+        log.info("re-queueing the review of run %d (pid %d)", run_id, os.getpid())
+        review_run.delay(run_id)
     tasks = AgentTask.objects.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale,
                                      run__status=RunStatus.WRITING)
     by_run: dict[int, list[int]] = {}
@@ -348,23 +415,58 @@ def requeue_stale() -> int:
     for run_id, task_ids in by_run.items():
         log.info("re-queueing %d stale section(s) of run %d (pid %d)", len(task_ids), run_id, os.getpid())
         write_batch.delay(run_id, task_ids)
-    return sum(len(ids) for ids in by_run.values())
+    return sum(len(ids) for ids in by_run.values()) + len(reviews)
 
 
 # --- review and suggestions ----------------------------------------------------------------
 
-@transaction.atomic
-def review_document(*, document: Document, run: WritingRun | None = None) -> list[Suggestion]:
-    """The reviewer's proposals, stored as open suggestions (replacing older open ones)."""
-    sections = [(str(s.pk), s.heading, s.text) for s, _, _ in document.section_tree() if s.text.strip()]
-    document.suggestions.filter(status=SuggestionStatus.OPEN, role=reviewer.ROLE).delete()
-    created = [Suggestion(document=document, section_id=int(p.section_key), run=run, role=reviewer.ROLE,
-                          kind=p.kind, original=p.original, replacement=p.replacement, reason=p.reason)
-               for p in reviewer.review_repetition(sections)]
-    Suggestion.objects.bulk_create(created)
-    broadcast_on_commit(document_group(document.id), {
-        "type": "suggestions.changed", "document_id": document.id, "open": len(created)})
+def _leaves(document: Document) -> list[Section]:
+    tree = [section for section, _, _ in document.section_tree()]
+    parents = {section.parent_id for section in tree}
+    return [section for section in tree if section.id not in parents]
+
+
+def review_document(*, document: Document, run: WritingRun | None = None, engine=None, cancel=None,
+                    on_text=None) -> list[Suggestion]:
+    """The reviewer's proposals, stored as open suggestions (replacing older open ones). Pinned
+    sections are left alone. With no engine, only the checks that need no model run."""
+    leaves = [s for s in _leaves(document) if s.text.strip()]
+    sections = [(str(s.pk), s.heading, s.text) for s in leaves]
+    pinned = {str(s.pk) for s in leaves if s.pinned}
+    proposals = reviewer.review(engine, document.topic or document.title, sections,
+                                adapter=registry.resolve_adapter(reviewer.ROLE) if engine else None,
+                                cancel=cancel, skip=pinned, on_text=on_text)
+    with transaction.atomic():
+        document.suggestions.filter(status=SuggestionStatus.OPEN, role=reviewer.ROLE).delete()
+        created = Suggestion.objects.bulk_create(
+            Suggestion(document=document, section_id=int(p.section_key), run=run, role=reviewer.ROLE, kind=p.kind,
+                       original=p.original, replacement=p.replacement, reason=p.reason)
+            for p in proposals if p.section_key not in pinned)
+        broadcast_on_commit(document_group(document.id), {
+            "type": "suggestions.changed", "document_id": document.id, "open": len(created)})
     return created
+
+
+def finish_document(*, document: Document, run: WritingRun | None = None, engine=None, cancel=None,
+                    on_text=None) -> finisher.Finish:
+    """The finisher's lead goes into the document unless a person wrote the lead; its title is a
+    suggestion (people named the document)."""
+    leaves = [(s.heading, s.text) for s in _leaves(document) if s.text.strip()]
+    result = finisher.finish(engine or llm.get_engine(), brief_of(document), leaves,
+                             adapter=registry.resolve_adapter(finisher.ROLE), cancel=cancel, on_text=on_text)
+    with transaction.atomic():
+        document = Document.objects.select_for_update().get(pk=document.pk)
+        if document.lead_by_agent or not document.lead.strip():
+            document.lead, document.lead_by_agent = result.lead, True
+            document.save(update_fields=["lead", "lead_by_agent", "updated_at"])
+        document.suggestions.filter(status=SuggestionStatus.OPEN, role=finisher.ROLE).delete()
+        if result.title_path == "model" and result.title.strip().lower() != document.title.strip().lower():
+            Suggestion.objects.create(document=document, section=None, run=run, role=finisher.ROLE, kind="title",
+                                      original=document.title, replacement=result.title,
+                                      reason="The finisher's title for the finished article.")
+        broadcast_on_commit(document_group(document.id), {
+            "type": "document.finished", "document_id": document.id, "lead": document.lead})
+    return result
 
 
 class SuggestionOutdated(Exception):
@@ -373,9 +475,18 @@ class SuggestionOutdated(Exception):
 
 def suggestion_accept(*, suggestion: Suggestion, user) -> Suggestion:
     """Apply the change to the section's current text, as a revision by the person who accepted."""
-    section = suggestion.section
     if suggestion.status != SuggestionStatus.OPEN:
         return suggestion
+    if suggestion.section is None:  # the title
+        with transaction.atomic():
+            document = Document.objects.select_for_update().get(pk=suggestion.document_id)
+            if document.title != suggestion.original:
+                Suggestion.objects.filter(pk=suggestion.pk).update(status=SuggestionStatus.STALE)
+                raise SuggestionOutdated("The title has changed since this suggestion was made.")
+            document.title = suggestion.replacement[:300]
+            document.save(update_fields=["title", "updated_at"])
+        return _decide(suggestion, user, SuggestionStatus.ACCEPTED)
+    section = suggestion.section
     if suggestion.original not in section.text:
         Suggestion.objects.filter(pk=suggestion.pk).update(status=SuggestionStatus.STALE)
         raise SuggestionOutdated("The text this suggestion refers to has changed since; it no longer applies.")

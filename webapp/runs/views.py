@@ -13,7 +13,7 @@ from webapp.documents.models import Section
 from webapp.documents.views import _document
 from webapp.projects.models import Role
 from webapp.runs import services
-from webapp.runs.models import Suggestion, WritingRun
+from webapp.runs.models import ACTIVE, Suggestion, WritingRun
 
 
 def _back(document_id: int, anchor: str = "runs"):
@@ -33,7 +33,7 @@ def run_list(request, document_id: int):
 @require_POST
 def run_start(request, document_id: int):
     document, _ = _document(request, document_id, Role.EDITOR)
-    if document.runs.filter(status__in=["planning", "awaiting_approval", "writing"]).exists():
+    if document.runs.filter(status__in=ACTIVE).exists():
         messages.error(request, "A run is already under way for this document; cancel it first.")
         return _back(document.id)
     services.run_start(document=document, user=request.user)

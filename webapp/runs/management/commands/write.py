@@ -12,6 +12,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from agents.evaluation import length_score
+from agents.roles.section_writer import HIGH, LOW
 from webapp.celery import app
 from webapp.documents import export
 from webapp.documents import services as documents
@@ -19,9 +21,7 @@ from webapp.documents.models import SourceStatus
 from webapp.projects import services as projects
 from webapp.projects.models import Project
 from webapp.runs import services
-from webapp.runs.models import RunStatus, WritingRun
-
-FINAL = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED)
+from webapp.runs.models import FINAL, RunStatus, SuggestionStatus, WritingRun
 
 
 class Command(BaseCommand):
@@ -50,6 +50,11 @@ class Command(BaseCommand):
                                              audience=audience, target_words=words, auto_approve_outline=True)
         run = services.run_start(document=document, user=user)
         run = self._follow(run, timeout)
+        # Here the person asking is the command line: the finisher's title is taken.
+        for suggestion in document.suggestions.filter(kind="title", status=SuggestionStatus.OPEN):
+            services.suggestion_accept(suggestion=suggestion, user=user)
+        document.refresh_from_db()
+        self._summary(run)
         if json:
             self.stdout.write(_json_record(run))
         else:
@@ -76,13 +81,16 @@ class Command(BaseCommand):
         while time.monotonic() < deadline:
             run.refresh_from_db()
             for task in run.tasks.select_related("section"):
-                if task.section is None:
-                    continue
                 bar = bars.get(task.pk)
                 if bar is None:
-                    bar = bars[task.pk] = tqdm(total=task.section.word_budget, desc=task.section.heading[:30],
-                                               unit="word", file=self.stderr._out, leave=True)
-                written = len((task.checkpoint_text or "").split())
+                    name = task.section.heading if task.section else task.role
+                    bar = bars[task.pk] = tqdm(total=task.section.word_budget if task.section else 1, desc=name[:30],
+                                               unit="word" if task.section else "step", file=self.stderr._out,
+                                               leave=True)
+                if task.section is None:
+                    written = int(task.status == "done")
+                else:
+                    written = len((task.checkpoint_text or "").split())
                 bar.set_postfix_str(task.status)
                 bar.update(max(0, min(written, bar.total) - bar.n))
             if run.status in FINAL:
@@ -96,12 +104,30 @@ class Command(BaseCommand):
         return run
 
 
+    def _summary(self, run: WritingRun) -> None:
+        """Each section's words against its budget, and the article's length score, on stderr."""
+        out = self.stderr
+        within = 0
+        leaves = [t for t in run.tasks.select_related("section") if t.section and t.status == "done"]
+        for task in leaves:
+            budget, words = task.section.word_budget, task.section.word_count()
+            ok = LOW * budget <= words <= HIGH * budget
+            within += ok
+            out.write(f"  {task.section.heading[:50]:<50} {words:>5} / {budget:<5} {'ok' if ok else 'OUTSIDE 15%'}")
+        words, target = run.document.word_count(), run.document.target_words
+        out.write(f"{within} of {len(leaves)} sections within 15% of their budget; article {words} words for "
+                  f"{target} (S_l {length_score(words, target):.1f}); {run.status} in "
+                  f"{(run.finished_at - run.created_at).total_seconds():.0f} s" if run.finished_at else "")
+
+
 def _json_record(run: WritingRun) -> str:
     record = {
         "run": run.pk, "status": run.status, "outline_path": run.outline_path, "problems": run.outline_problems,
-        "error": run.error, "document": run.document_id, "target_words": run.document.target_words,
-        "words": run.document.word_count(),
-        "tasks": [{"section": t.section.heading if t.section else None, "status": t.status, "words": t.words,
+        "error": run.error, "document": run.document_id, "title": run.document.title, "lead": run.document.lead,
+        "target_words": run.document.target_words, "words": run.document.word_count(),
+        "seconds": (run.finished_at - run.created_at).total_seconds() if run.finished_at else None,
+        "tasks": [{"role": t.role, "section": t.section.heading if t.section else None, "status": t.status,
+                   "words": t.words, "tokens": t.tokens,
                    "budget": t.section.word_budget if t.section else None, "attempts": t.attempts,
                    "context_bytes": t.context_bytes, "adapter": t.adapter_version}
                   for t in run.tasks.select_related("section")],
