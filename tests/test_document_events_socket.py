@@ -3,6 +3,8 @@ the real ASGI application and the Redis channel layer."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -71,3 +73,120 @@ def test_a_foreign_origin_is_refused(document, viewer):
 
     headers = [h for h in _headers(viewer) if h[0] != b"origin"] + [(b"origin", b"http://evil.example")]
     assert async_to_sync(scenario)(headers) is False
+
+
+class Mirror:
+    """What a browser keeps of a document: section texts, updated from events, resynchronised
+    from /documents/<id>/state/ when it notices it missed something. This is the protocol the
+    live page follows (issue 5 builds that page)."""
+
+    def __init__(self, client: Client, document_id: int):
+        self.client, self.document_id, self.resyncs = client, document_id, 0
+        self.resync()
+
+    def resync(self) -> None:
+        state = self.client.get(f"/documents/{self.document_id}/state/").json()
+        self.seq, self.texts = state["seq"], {s["id"]: s["text"] for s in state["sections"]}
+        self.versions = {s["id"]: s["version"] for s in state["sections"]}
+        self.resyncs += 1
+
+    def apply(self, event: dict) -> None:
+        if event["seq"] > self.seq + 1:
+            self.resync()  # a gap: events were lost
+        section = event.get("section_id")
+        if event["type"] == "section.delta":
+            # Streamed text is not in the database until the next checkpoint, so deltas are placed
+            # by offset, whatever their number: one already in the text changes nothing.
+            if event["offset"] > len(self.texts[section]):
+                self.resync()
+            text = self.texts[section]
+            if event["offset"] <= len(text) < event["offset"] + len(event["text"]):
+                self.texts[section] = text[:event["offset"]] + event["text"]
+        elif event["seq"] > self.seq and event["type"] == "section.text" \
+                and event["version"] >= self.versions.get(section, 0):
+            self.texts[section], self.versions[section] = event["text"], event["version"]
+        self.seq = max(self.seq, event["seq"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_that_missed_events_resynchronises_from_the_database(document, viewer, editor):
+    gulls, terns = document.sections.get(heading="Gulls"), document.sections.get(heading="Terns")
+    http = Client()
+    http.login(username=viewer.username, password=PASSWORD)
+    mirror = Mirror(http, document.id)
+    headers = _headers(viewer)
+
+    async def receive_one(text: str):
+        communicator = _socket(document, headers)
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from(timeout=5)  # hello
+        await sync_to_async(services.section_save_text)(section_id=gulls.id, user=editor, text=text,
+                                                        expected_version=gulls.version)
+        event = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()  # the socket drops
+        return event
+
+    mirror.apply(async_to_sync(receive_one)("Gulls one."))
+    gulls.refresh_from_db()
+    assert mirror.texts[gulls.id] == "Gulls one." and mirror.resyncs == 1
+    # While the socket is down, others keep writing; the browser hears none of it.
+    services.section_save_text(section_id=terns.id, user=editor, text="Terns, written offline.",
+                               expected_version=terns.version)
+    services.section_save_text(section_id=gulls.id, user=editor, text="Gulls two.", expected_version=gulls.version)
+    gulls.refresh_from_db()
+    # Back online: the next event shows a gap, and the mirror reloads the state.
+    mirror.apply(async_to_sync(receive_one)("Gulls three."))
+    assert mirror.resyncs == 2
+    assert mirror.texts == {s.id: s.text for s in document.sections.all()}
+    assert mirror.texts[terns.id] == "Terns, written offline." and mirror.texts[gulls.id] == "Gulls three."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_written_text(document, editor, viewer):
+    from webapp.runs import services as runs
+    from webapp.runs.models import AgentTask, WritingRun
+
+    section = document.sections.get(heading="Gulls")
+    run = WritingRun.objects.create(document=document, created_by=editor, status="writing")
+    task = AgentTask.objects.create(run=run, role="writer", section=section, status="running",
+                                    base_version=section.version)
+    http = Client()
+    http.login(username=viewer.username, password=PASSWORD)
+    pieces = ["Gulls", " are", " loud", " birds", " of", " the", " shore."]
+    headers = _headers(viewer)
+
+    async def stream():
+        communicator = _socket(document, headers)
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from(timeout=5)
+        streamer = runs._Streamer(run, {"k": task})
+        for index, piece in enumerate(pieces):
+            await sync_to_async(streamer)("k", piece)
+            if index == 3:
+                await sync_to_async(streamer.checkpoint)()  # as it does every second
+            await asyncio.sleep(runs.BROADCAST_EVERY_S)  # each piece its own message
+        await sync_to_async(streamer.flush)()
+        events = []
+        while not await communicator.receive_nothing(timeout=0.3):
+            events.append(await communicator.receive_json_from())
+        await communicator.disconnect()
+        return events
+
+    events = async_to_sync(stream)()
+    assert [e["offset"] for e in events] == [0, 5, 9, 14, 20, 23, 27]
+    full = Mirror(http, document.id)
+    full.seq = events[0]["seq"] - 1
+    full.texts[section.id] = ""
+    for event in events:
+        full.apply(event)
+    assert full.texts[section.id] == "".join(pieces)
+    # A client that lost the first four deltas resyncs (the checkpoint has them) and ends the same.
+    late = Mirror(http, document.id)
+    late.seq = events[0]["seq"] - 1
+    late.texts[section.id] = ""
+    for event in events[4:]:
+        late.apply(event)
+    assert late.resyncs == 2 and late.texts[section.id] == "".join(pieces)
+    for event in events:  # old deltas again (a slow socket): nothing changes
+        late.apply(event)
+    assert late.texts[section.id] == "".join(pieces)

@@ -34,6 +34,7 @@ ROUTES = {
     "source_delete": ("POST", "editor"),
     "document_create": ("GET", "editor"),
     "document_detail": ("GET", "viewer"),
+    "document_state": ("GET", "viewer"),
     "document_brief": ("GET", "editor"),
     "document_delete": ("POST", "owner"),
     "outline_edit": ("GET", "editor"),
@@ -122,7 +123,7 @@ def _url(name: str, w: dict) -> str:
     }.get(name)
     if kwargs is None and name.startswith("section_"):
         kwargs = {"document_id": d, "section_id": w["section"].id}
-    elif kwargs is None and name in ("document_detail", "document_brief", "document_delete",
+    elif kwargs is None and name in ("document_detail", "document_state", "document_brief", "document_delete",
                                      "outline_edit", "history", "revision_compare", "run_list", "run_start"):
         kwargs = {"document_id": d}
     url = reverse(name, kwargs=kwargs)

@@ -35,6 +35,7 @@ urlpatterns = [
     path(P + "sources/<int:source_id>/delete/", documents.source_delete, name="source_delete"),
     path(P + "documents/new/", documents.document_create, name="document_create"),
     path(D, documents.document_detail, name="document_detail"),
+    path(D + "state/", documents.document_state, name="document_state"),
     path(D + "brief/", documents.document_brief, name="document_brief"),
     path(D + "delete/", documents.document_delete, name="document_delete"),
     path(D + "outline/", documents.outline_edit, name="outline_edit"),

@@ -32,6 +32,19 @@ class SectionTextChanged(TypedDict):
     by: str
 
 
+class SectionDelta(TypedDict):
+    """Text a writer just generated for a section. `offset` is where it goes in the section's
+    streamed text (whose saved state /documents/<id>/state/ returns), so a client that resynced
+    places later deltas right, and one that sees offset > its text length knows it missed some."""
+    type: Literal["section.delta"]
+    seq: int
+    document_id: int
+    section_id: int
+    run_id: int
+    offset: int
+    text: str
+
+
 class OutlineChanged(TypedDict):
     type: Literal["outline.changed"]
     seq: int
@@ -49,7 +62,7 @@ class SourceStatusChanged(TypedDict):
     error: str
 
 
-DocumentEvent = SectionTextChanged | OutlineChanged
+DocumentEvent = SectionTextChanged | SectionDelta | OutlineChanged
 
 
 def document_group(document_id: int) -> str:
@@ -70,6 +83,14 @@ def redis_client() -> redis.Redis:
 
 def _next_seq(stream: str) -> int:
     return int(redis_client().incr(f"scriptorium:seq:{stream}"))
+
+
+def current_seq(stream: str) -> int:
+    """The last sequence number sent to `stream` (0 if none, or if Redis cannot be reached)."""
+    try:
+        return int(redis_client().get(f"scriptorium:seq:{stream}") or 0)
+    except redis.RedisError:
+        return 0
 
 
 def send_now(group: str, event: dict) -> None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from agents import retrieval
 from agents.llm.files import ModelFolderError
 from webapp.documents import extract
-from webapp.documents.events import broadcast_on_commit, document_group, project_group
+from webapp.documents.events import broadcast_on_commit, current_seq, document_group, project_group
 from webapp.documents.models import (
     Document,
     Revision,
@@ -75,6 +75,28 @@ def document_update_brief(*, document: Document, **brief) -> Document:
             setattr(document, field, brief[field])
     document.save()
     return document
+
+
+def document_state(*, document: Document) -> dict:
+    """The document as the database has it now, and the last event number sent before it was
+    read (read first: an event after it may already be included, so events are idempotent)."""
+    from webapp.runs.models import WritingRun
+
+    seq = current_seq(document_group(document.pk))
+    document.refresh_from_db()
+    run = WritingRun.objects.filter(document=document).prefetch_related("tasks").first()
+    return {
+        "document_id": document.pk, "seq": seq, "title": document.title, "lead": document.lead,
+        "words": document.word_count(), "target_words": document.target_words,
+        "sections": [{"id": s.pk, "parent_id": s.parent_id, "number": number, "depth": depth, "heading": s.heading,
+                      "text": s.text, "status": s.status, "version": s.version, "word_budget": s.word_budget,
+                      "pinned": s.pinned} for s, depth, number in document.section_tree()],
+        "run": None if run is None else {
+            "id": run.pk, "status": run.status, "error": run.error,
+            "tasks": [{"id": t.pk, "role": t.role, "section_id": t.section_id, "status": t.status, "words": t.words}
+                      for t in run.tasks.all()]},
+        "open_suggestions": document.suggestions.filter(status="open").count(),
+    }
 
 
 @transaction.atomic

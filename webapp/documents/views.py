@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.text import slugify
@@ -80,6 +80,15 @@ def document_detail(request, document_id: int):
         "run_active": run is not None and run.status in ACTIVE, "title_suggestions": suggestions.get(None, []),
         "references": references.listing(),
     })
+
+
+@login_required
+def document_state(request, document_id: int):
+    """Everything a page shows about a document, from the database, with the event sequence
+    number it is current to: a client that missed events (a gap in `seq`, a dropped socket)
+    loads this and applies only the events after `seq`."""
+    document, membership = _document(request, document_id)
+    return JsonResponse(services.document_state(document=document) | {"role": membership.role})
 
 
 @login_required

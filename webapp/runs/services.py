@@ -229,7 +229,8 @@ class _Streamer:
         if self.unsent[key]:
             send_now(document_group(self.run.document_id), {
                 "type": "section.delta", "document_id": self.run.document_id, "section_id": task.section_id,
-                "run_id": self.run.id, "text": self.unsent[key]})
+                "run_id": self.run.id, "offset": len(self.text[key]) - len(self.unsent[key]),
+                "text": self.unsent[key]})
         self.unsent[key], self.last_sent[key] = "", now
 
     def checkpoint(self) -> None:
