@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 MAX_DEPTH = 3
 MIN_SECTION_WORDS = 40
+MIN_TOP_SECTION_WORDS = 100  # fewer, fuller top-level sections: a 500-word article has five at most
+MAX_TOP_SECTIONS = 10
 MAX_KEY_POINTS = 6
 MAX_HEADING_WORDS = 14
 
@@ -226,15 +228,32 @@ def _distribute(total: int, weights: list[int], minimum: int) -> list[int]:
     return result
 
 
+STOPWORDS = frozenset({"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "by", "from", "at",
+                       "as", "is", "are", "be", "its", "it", "this", "that", "how", "why", "what", "when", "where",
+                       "who", "your", "our", "their"})
+
+
+def _content_words(heading: str) -> frozenset[str]:
+    words = re.findall(r"[a-z0-9]+", heading.lower())
+    return frozenset(w.rstrip("s") for w in words if w not in STOPWORDS)
+
+
+def _near_duplicate(heading: str, earlier: list[frozenset[str]]) -> bool:
+    """Mostly the same content words as an earlier heading ("Sleep is a key factor in health" and
+    "Sleep is a key factor in a healthy life"): a small model's way of padding an outline."""
+    words = _content_words(heading)
+    return any(words and len(words & other) >= 0.6 * len(words | other) for other in earlier)
+
+
 def _repair_level(sections: list[PlannedSection], brief: Brief, budget: int, depth: int) -> list[PlannedSection]:
-    seen: set[str] = set()
+    seen: list[frozenset[str]] = []
     kept: list[PlannedSection] = []
     for section in sections:
         heading = _clean(section.heading, 120)
         # A whole sentence or paragraph in a list item is text, not a heading.
-        if not _is_text(heading) or heading.lower() in seen or len(heading.split()) > MAX_HEADING_WORDS:
+        if not _is_text(heading) or _near_duplicate(heading, seen) or len(heading.split()) > MAX_HEADING_WORDS:
             continue
-        seen.add(heading.lower())
+        seen.append(_content_words(heading))
         points = [_clean(p, 200) for p in section.key_points]
         kept.append(PlannedSection(
             heading=heading,
@@ -243,7 +262,10 @@ def _repair_level(sections: list[PlannedSection], brief: Brief, budget: int, dep
             words=section.words,
             children=section.children if depth < MAX_DEPTH else [],
         ))
-    max_sections = max(2, budget // MIN_SECTION_WORDS)
+    if depth == 1:
+        max_sections = max(2, min(MAX_TOP_SECTIONS, budget // MIN_TOP_SECTION_WORDS))
+    else:
+        max_sections = max(2, budget // MIN_SECTION_WORDS)
     kept = kept[:max_sections]
     if not kept:
         return []

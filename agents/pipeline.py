@@ -8,6 +8,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents.llm.types import Engine, GenerationRequest
@@ -58,7 +59,9 @@ def leaves_with_neighbours(sections: list[PlannedSection]) -> list[section_write
 
 
 def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_per_writer: int = 600,
-                  sections: list[PlannedSection] | None = None, finish_article: bool = True) -> Article:
+                  sections: list[PlannedSection] | None = None, finish_article: bool = True,
+                  passages: Callable[[str], list[str]] | None = None) -> Article:
+    """`passages(query)` gives each writer its source passages, cited as [1], [2], ..."""
     started = time.monotonic()
     path = "given"
     if sections is None:
@@ -67,6 +70,8 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
     sections = split_for_writers(sections, max_words_per_writer)
     outline = outline_text(sections)
     tasks = leaves_with_neighbours(sections)
+    for task in tasks if passages else []:
+        task.passages = passages(f"{task.heading}. {task.goal}")
     written: dict[str, section_writer.WrittenSection] = {}
     for start in range(0, len(tasks), batch_size):
         written.update(section_writer.write_sections(engine, brief, outline, tasks[start:start + batch_size]))
@@ -83,15 +88,20 @@ def write_sequentially(engine: Engine, brief: Brief, sections: list[PlannedSecti
     return write_article(engine, brief, batch_size=1, sections=sections, finish_article=False)
 
 
-def single_agent(engine: Engine, brief: Brief) -> Article:
-    """The baseline: one prompt asks for the whole article."""
+def single_agent(engine: Engine, brief: Brief, passages: Callable[..., list[str]] | None = None) -> Article:
+    """The baseline: one prompt asks for the whole article (with the passages nearest the topic)."""
     started = time.monotonic()
     words = brief.target_words
+    sources = ""
+    if passages:
+        found = passages(brief.topic, k=5)
+        sources = "\n\nUse these sources and cite them by number, like [1]:\n" + "\n".join(
+            f"[{i}] {passage}" for i, passage in enumerate(found, start=1))
     request = GenerationRequest(
         id=f"single-{uuid.uuid4().hex[:6]}", repetition_penalty=1.15,
         messages=[{"role": "system", "content": "You are a writer."},
                   {"role": "user", "content": f"{chief_editor.brief_text(brief)}\n\nWrite the whole article now, "
-                                              f"about {words} words, with a heading for each section."}],
+                                              f"about {words} words, with a heading for each section.{sources}"}],
         max_new_tokens=math.ceil(words * section_writer.HIGH * section_writer.TOKENS_PER_WORD),
         min_new_tokens=math.floor(words * section_writer.LOW * section_writer.TOKENS_PER_WORD))
     text = "".join(delta.text for delta in engine.stream([request]))

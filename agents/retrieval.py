@@ -71,3 +71,16 @@ def top_passages(query: torch.Tensor, passages: torch.Tensor, k: int) -> list[tu
     scores = passages @ query
     best = torch.topk(scores, min(k, passages.shape[0]))
     return [(int(i), float(s)) for s, i in zip(best.values, best.indices, strict=True)]
+
+
+class PassageIndex:
+    """Passages in memory, for the pipeline outside the web app (`manage.py evaluate`); the app
+    keeps its chunks' vectors in the database instead."""
+
+    def __init__(self, passages: list[str], embedder: Embedder | None = None):
+        self.passages, self.embedder = passages, embedder or default_embedder()
+        self.matrix = self.embedder.embed(passages)
+
+    def __call__(self, query: str, k: int = 3) -> list[str]:
+        vector = self.embedder.embed([query])[0]
+        return [self.passages[i][:600] for i, _ in top_passages(vector, self.matrix, k)]

@@ -129,3 +129,15 @@ def test_fuzz_any_model_output_becomes_a_valid_outline(sections, target, mangle)
 @given(text=st.text(max_size=400))
 def test_fuzz_arbitrary_text_never_raises(text):
     check_outline(plan_from(text), BRIEF.target_words)
+
+
+def test_near_duplicate_headings_are_dropped_and_a_short_article_gets_few_sections():
+    headings = ["Sleep is essential for health", "Sleep is a key factor in a healthy lifestyle",
+                "Sleep is a key factor in maintaining a healthy lifestyle", "Dreams", "Sleep and memory",
+                "How much sleep we need", "Better sleep habits", "Naps", "Sleep around the world"]
+    sections = repair_outline([PlannedSection(h) for h in headings], Brief(topic="Sleep", target_words=500))
+    names = [s.heading for s in sections]
+    assert "Sleep is a key factor in maintaining a healthy lifestyle" not in names
+    assert names == ["Sleep is essential for health", "Sleep is a key factor in a healthy lifestyle", "Dreams",
+                     "Sleep and memory", "How much sleep we need"]  # 500 words: five sections at most
+    check_outline(sections, 500)

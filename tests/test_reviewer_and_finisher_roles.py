@@ -68,7 +68,8 @@ def test_pinned_sections_get_no_transition_and_each_span_gets_one_proposal():
 def test_read_transition_rejects_what_is_not_a_linking_sentence():
     for answer in ("Terns.", "I hope this helps you understand terns better.", "# Terns", "",
                    "Terns dive for small fish and they fly south in autumn.",  # repeats the section
-                   "The next section is about terns and their long journeys."):
+                   "The next section is about terns and their long journeys.",
+                   "The previous part was about the importance of lists in blog posts. 1."):
         assert reviewer.read_transition(answer, SECTIONS[2][2], "Terns") is None, answer
 
 
@@ -82,6 +83,7 @@ def test_the_finisher_reads_a_title_and_a_lead_out_of_chatter():
     result = finisher.finish(engine, brief, [(h, t) for _, h, t in SECTIONS])
     assert result.title == "Wings Over the Shore: A Walker's Guide" and result.title_path == "model"
     assert result.lead.startswith("Walkers meet gulls") and result.lead_path == "model"
+    assert "This guide" in result.lead
     assert 0.6 * finisher.lead_words(1000) <= len(result.lead.split()) <= 2 * finisher.lead_words(1000)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.outline import MAX_HEADING_WORDS, Brief
-from agents.roles import answers, section_writer
+from agents.roles import answers, reviewer, section_writer
 
 ROLE = "finisher"
 
@@ -84,8 +84,8 @@ def read_lead(answer: str, words: int) -> str | None:
     for sentence in answers.sentences(" ".join(section_writer.tidy(answers.unwrap(answer), "").split())):
         if kept and section_writer.word_count(" ".join(kept + [sentence])) > 1.3 * words:
             break
-        if re.search(r"[.!?][\"')\]]*$", sentence):
-            kept.append(sentence)
+        if re.search(r"[.!?][\"')\]]*$", sentence) and not reviewer.META.search(sentence):
+            kept.append(sentence.strip("\"“”"))
     text = " ".join(kept)
     if not 0.6 * words <= section_writer.word_count(text) <= 2 * words \
             or re.search(r"[#\[\]{}<>|:]|\b(introduction|lead|words)\b", text, re.I):

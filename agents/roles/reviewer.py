@@ -140,8 +140,8 @@ def read_transition(answer: str, section_text: str, heading: str) -> str | None:
     words = sentence.split()
     if not 5 <= len(words) <= 35 or not re.search(r"[.!?]$", sentence) or not sentence[0].isupper():
         return None
-    if re.search(r"[#\[\]{}<>|:]|\b(section|heading|sentence|article|paragraph|transition|hope)\b|^I\b",
-                 sentence, re.I):
+    if re.search(r"[#\[\]{}<>|:]|\b(section|heading|sentence|article|paragraph|transition|hope)\b|^I\b"
+                 r"|\b(previous|next) part\b|\d\.$", sentence, re.I) or META.search(sentence):
         return None  # talks about the document or to the editor instead of about its subject, or markup
     if sentence.lower().rstrip(".!?") == heading.lower():
         return None
