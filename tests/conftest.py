@@ -128,6 +128,55 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_
         process.kill()
 
 
+class WebServer:
+    """`uvicorn webapp.asgi:application` in its own process, against the test database: what a
+    browser talks to when a test needs WebSockets (Django's live_server speaks only HTTP)."""
+
+    def __init__(self, env: dict, log: Path):
+        self.env, self.log, self.port = env, log, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> WebServer:
+        import urllib.request
+
+        with open(self.log, "a") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--log-level", "warning"],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the web server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                return urllib.request.urlopen(f"{self.url}/accounts/login/", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=60)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture
+def web_server(transactional_db, redis_server, tmp_path):
+    """A real ASGI server (HTTP and WebSockets) on a free port; `.stop()` and `.start()` restart it."""
+    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), REDIS_URL=redis_server,
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT),
+               ALLOWED_HOSTS="127.0.0.1,localhost", DJANGO_ALLOW_ASYNC_UNSAFE="")
+    server = WebServer(env, tmp_path / "web.log").start()
+    yield server
+    server.stop()
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (right now)."""
     import socket

@@ -52,6 +52,7 @@ ROUTES = {
     "run_approve": ("POST", "editor"),
     "run_cancel": ("POST", "editor"),
     "section_regenerate": ("POST", "editor"),
+    "section_take_over": ("POST", "editor"),
     "suggestion_accept": ("POST", "editor"),
     "suggestion_reject": ("POST", "editor"),
 }

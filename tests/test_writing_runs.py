@@ -239,3 +239,32 @@ def test_a_review_left_by_a_dead_worker_is_taken_up_by_another(people, celery_wo
     assert set(run.tasks.values_list("status", "attempts")) == {(TaskStatus.DONE, 2)}
     document.refresh_from_db()
     assert document.lead
+
+
+def test_a_person_takes_over_a_section_an_agent_is_writing(people, celery_worker_process):
+    from webapp.documents import crdt
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls", "Terns"))
+    document.sections.filter(heading="Gulls").update(word_budget=5000)  # still writing when taken over
+    document.sections.filter(heading="Terns").update(word_budget=80)
+    document.auto_approve_outline = True
+    document.save()
+    run = services.run_start(document=document, user=owner, batch_size=2)
+    gulls = document.sections.get(heading="Gulls")
+
+    def writing() -> bool:
+        return str(gulls.key) in crdt.writers(crdt.load(document.id)) and \
+            len(run.tasks.get(section=gulls).checkpoint_text.split()) > 10
+
+    wait_for(writing, timeout=60)
+    services.section_take_over(section=gulls, user=owner)
+    assert str(gulls.key) not in crdt.writers(crdt.load(document.id))  # unlocked at once
+    run = _run_finished(run)
+    assert run.status == RunStatus.DONE, run.error  # the rest of the run went on
+    taken = run.tasks.get(section=gulls)
+    assert taken.status == TaskStatus.SKIPPED and taken.error == f"Taken over by {owner.username}."
+    assert run.tasks.get(section__heading="Terns").status == TaskStatus.DONE
+    assert crdt.section_texts(crdt.load(document.id), [gulls.key])[str(gulls.key)]  # the text so far stays
+    with pytest.raises(services.TakeOverRefused):
+        services.section_take_over(section=gulls, user=owner)

@@ -202,3 +202,32 @@ class SourceChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} #{self.index}"
+
+
+class CrdtState(models.Model):
+    """The document's shared (Yjs) state, compacted: one update holding everything up to
+    `last_update_id`. Newer updates are in CrdtUpdate until the next compaction."""
+
+    document = models.OneToOneField(Document, primary_key=True, on_delete=models.CASCADE, related_name="crdt")
+    state = models.BinaryField()
+    last_update_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Shared state of {self.document_id}"
+
+
+class CrdtUpdate(models.Model):
+    """One change to the shared state, as received (a person's edit) or made (an agent's text)."""
+
+    id = models.BigAutoField(primary_key=True)
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="crdt_updates")
+    update = models.BinaryField()
+    origin = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Update {self.pk} of {self.document_id} by {self.origin or '?'}"

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from agents import retrieval
 from agents.llm.files import ModelFolderError
-from webapp.documents import extract
+from webapp.documents import crdt, extract
 from webapp.documents.events import broadcast_on_commit, current_seq, document_group, project_group
 from webapp.documents.models import (
     Document,
@@ -255,17 +255,21 @@ def _record_text(section: Section, user, kind: str, summary: str, *, agent_role:
 
 def section_save_text(*, section_id: int, user, text: str, expected_version: int,
                       agent_role: str = "", model_version: str = "",
-                      restored_from: Revision | None = None) -> Section:
+                      restored_from: Revision | None = None, from_crdt: bool = False) -> Section:
     """Save a section's text if nobody saved it since `expected_version`.
 
     Whoever saves (person or agent) gets a revision. On a conflict the caller's text is kept as
     a conflict revision, committed even though the save is refused, and SectionConflict is
-    raised so the caller can show both texts."""
+    raised so the caller can show both texts. The shared (CRDT) text follows, unless the text
+    comes from it (`from_crdt`: a person typed it in the live editor)."""
     text = text.replace("\r\n", "\n")
     with transaction.atomic():
         section = Section.objects.select_for_update().get(pk=section_id)
         if section.version == expected_version:
             _apply_text(section, user, text, agent_role, model_version, restored_from)
+            if not from_crdt:
+                crdt.Peer(section.document_id, agent_role or (user.username if user else "")).replace(
+                    section.key, section.text)
             return section
     lost = Revision.objects.create(
         document_id=section.document_id, section=section, section_key=section.key,

@@ -78,8 +78,17 @@ def document_detail(request, document_id: int):
         "can_edit": membership.allows(Role.EDITOR), "planned_words": planned,
         "words": len(document.lead.split()) + sum(row["section"].word_count() for row in rows), "run": run,
         "run_active": run is not None and run.status in ACTIVE, "title_suggestions": suggestions.get(None, []),
-        "references": references.listing(),
+        "references": references.listing(), "live_user": {"name": request.user.username,
+                                                          "color": _colour(request.user.username)},
     })
+
+
+COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#00897b", "#5e35b1", "#d81b60", "#6d4c41")
+
+
+def _colour(name: str) -> str:
+    """A person's colour for cursors and presence: the same on every page and for every viewer."""
+    return COLOURS[sum(name.encode()) % len(COLOURS)]
 
 
 @login_required

@@ -44,6 +44,20 @@ class WritingRun(models.Model):
     def __str__(self) -> str:
         return f"Run {self.pk} of {self.document}"
 
+    @property
+    def elapsed_s(self) -> float:
+        from django.utils import timezone
+
+        return ((self.finished_at or timezone.now()) - self.created_at).total_seconds()
+
+    @property
+    def tokens(self) -> int:
+        return sum(task.tokens for task in self.tasks.all())
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
 
 class TaskStatus(models.TextChoices):
     QUEUED = "queued", "Queued"

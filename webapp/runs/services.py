@@ -7,7 +7,6 @@ the whole run; here a batch given to another worker finishes the run as soon as 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -22,6 +21,7 @@ from django.utils import timezone
 from agents.outline import Brief, PlannedSection, split_for_writers
 from agents.roles import chief_editor, finisher, reviewer, section_writer
 from webapp import llm
+from webapp.documents import crdt
 from webapp.documents import services as documents
 from webapp.documents.events import broadcast_on_commit, document_group, redis_client, send_now
 from webapp.documents.models import Document, Section, SectionStatus
@@ -191,6 +191,28 @@ def _cancel_key(run: WritingRun) -> str:
     return f"scriptorium:cancel-run:{run.pk}:{run.created_at.timestamp()}"
 
 
+def _task_cancel_key(task: AgentTask) -> str:
+    return f"scriptorium:cancel-task:{task.pk}:{task.run.created_at.timestamp()}"
+
+
+class TakeOverRefused(Exception):
+    pass
+
+
+def section_take_over(*, section: Section, user) -> AgentTask:
+    """A person takes over a section an agent is writing: the writer stops at its next step, the
+    text so far stays, the section unlocks at once, and the rest of the run goes on."""
+    task = AgentTask.objects.filter(section=section, role=section_writer.ROLE,
+                                    status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).select_related("run").first()
+    if task is None:
+        raise TakeOverRefused(f"No agent is writing “{section.heading}”.")
+    redis_client().set(_task_cancel_key(task), user.username, ex=24 * 3600)
+    AgentTask.objects.filter(pk=task.pk, status=TaskStatus.QUEUED).update(
+        status=TaskStatus.SKIPPED, error=f"Taken over by {user.username}.")
+    crdt.Peer(section.document_id, user.username).set_writer(section.key, None)
+    return task
+
+
 def run_cancel(*, run: WritingRun) -> WritingRun:
     """Stop a run: writers stop at their next decode step and keep what they wrote."""
     redis_client().set(_cancel_key(run), 1, ex=24 * 3600)
@@ -204,11 +226,18 @@ def run_cancel(*, run: WritingRun) -> WritingRun:
 
 
 class _Streamer:
-    """Collects streamed text per section: broadcasts coalesced deltas, checkpoints every second."""
+    """Collects streamed text per section: broadcasts coalesced deltas, checkpoints every second,
+    and writes the text into the shared document as a peer (people's editors show it as it comes,
+    and lock the section while the agent writes)."""
 
     def __init__(self, run: WritingRun, tasks: dict[str, AgentTask]):
         self.run, self.tasks = run, tasks
         self.text = {key: task.checkpoint_text for key, task in tasks.items()}
+        self.peer = crdt.Peer(run.document_id, section_writer.ROLE)
+        for key, task in tasks.items():
+            self.peer.set_writer(task.section.key, {"name": "Section writer", "role": section_writer.ROLE,
+                                                    "run": run.pk, "color": "#8e24aa"})
+            self.peer.replace(task.section.key, self.text[key])  # a rewrite starts from its checkpoint
         self.unsent = {key: "" for key in tasks}
         self.tokens = {key: 0 for key in tasks}
         self.last_sent = {key: 0.0 for key in tasks}
@@ -227,6 +256,7 @@ class _Streamer:
     def _send(self, key: str, now: float) -> None:
         task = self.tasks[key]
         if self.unsent[key]:
+            self.peer.append(task.section.key, self.unsent[key])
             send_now(document_group(self.run.document_id), {
                 "type": "section.delta", "document_id": self.run.document_id, "section_id": task.section_id,
                 "run_id": self.run.id, "offset": len(self.text[key]) - len(self.unsent[key]),
@@ -246,6 +276,11 @@ class _Streamer:
     def flush(self) -> None:
         for key in self.tasks:
             self._send(key, time.monotonic())
+
+    def release(self) -> None:
+        """The agent is done with its sections (finished, cancelled or failed): people may type."""
+        for task in self.tasks.values():
+            self.peer.set_writer(task.section.key, None)
 
 
 def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
@@ -276,8 +311,15 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
             context_bytes=section_writer.context_bytes(brief, outline, work),
             adapter_version=adapter.name if adapter else "")
     streamer = _Streamer(run, by_key)
+    task_keys = {key: _task_cancel_key(task) for key, task in by_key.items()}
+
     def cancelled(active: list[str]) -> set[str]:
-        return set(active) if redis_client().exists(_cancel_key(run)) else set()
+        """The whole run cancelled, or single sections taken over by people (one round trip)."""
+        keys = [request_id.split("-")[1] for request_id in active]  # "writer-<task key>-<nonce>"
+        flags = redis_client().mget([_cancel_key(run)] + [task_keys[key] for key in keys])
+        if flags[0]:
+            return set(active)
+        return {request_id for request_id, flag in zip(active, flags[1:], strict=True) if flag}
 
     try:
         results = section_writer.write_sections(engine, brief, outline, section_tasks, adapter=adapter,
@@ -285,25 +327,37 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
                                                 drafts={k: t.checkpoint_text for k, t in by_key.items()})
     except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
         log.exception("writing failed")
+        streamer.release()
         AgentTask.objects.filter(pk__in=[t.pk for t in claimed]).update(
             status=TaskStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now())
         finish_if_done(run_id=run.id)
         return
     streamer.flush()
     model_name = getattr(engine, "base_model_name", "") or type(engine).__name__
+    taken = redis_client().mget(list(task_keys.values()))
+    taken_over = {key for key, flag in zip(task_keys, taken, strict=True) if flag}
     for key, written in results.items():
         task = by_key[key]
+        if key in taken_over:  # the person's now: their editor already holds the text so far
+            AgentTask.objects.filter(pk=task.pk).update(
+                status=TaskStatus.SKIPPED, words=written.words, tokens=streamer.tokens[key], finished_at=timezone.now(),
+                error=f"Taken over by {taken[list(task_keys).index(key)].decode()}.")
+            continue
         # If a person edited the section meanwhile, theirs stays and ours is kept as a conflict revision.
-        with contextlib.suppress(documents.SectionConflict):
+        try:
             documents.section_save_text(section_id=task.section_id, user=None, text=written.text,
                                         expected_version=task.base_version, agent_role=section_writer.ROLE,
                                         model_version=_model_version(model_name, task.adapter_version))
+        except documents.SectionConflict as conflict:
+            streamer.peer.replace(task.section.key, conflict.section.text)
+        else:
             # [1], [2], ... in this text are these chunks, in this order.
             Section.objects.filter(pk=task.section_id).update(citations=cited[key])
         status = TaskStatus.CANCELLED if written.finish == "cancelled" else TaskStatus.DONE
         AgentTask.objects.filter(pk=task.pk).update(status=status, checkpoint_text=written.text,
                                                     words=written.words, tokens=streamer.tokens[key],
                                                     finished_at=timezone.now())
+    streamer.release()
     finish_if_done(run_id=run.id)
 
 

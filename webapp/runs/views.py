@@ -78,6 +78,20 @@ def section_regenerate(request, document_id: int, section_id: int):
     return _back(document.id, f"section-{section.id}")
 
 
+@login_required
+@require_POST
+def section_take_over(request, document_id: int, section_id: int):
+    document, _ = _document(request, document_id, Role.EDITOR)
+    section = get_object_or_404(Section, pk=section_id, document=document)
+    try:
+        services.section_take_over(section=section, user=request.user)
+    except services.TakeOverRefused as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"“{section.heading}” is yours: the writer stopped and its text so far is kept.")
+    return _back(document.id, f"section-{section.id}")
+
+
 def _suggestion(request, document_id: int, suggestion_id: int) -> Suggestion:
     document, _ = _document(request, document_id, Role.EDITOR)
     return get_object_or_404(Suggestion.objects.select_related("section"), pk=suggestion_id, document=document)

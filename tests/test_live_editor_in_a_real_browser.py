@@ -1,0 +1,153 @@
+"""The live editor in Debian's Chromium against a real ASGI server (uvicorn) and a real Celery
+worker: two people type into different sections at once and both end with the same text; a
+writing run one of them starts streams into both pages; a viewer's typing changes nothing for
+anyone; a reload shows everything. Screenshots go to artifacts/."""
+
+from __future__ import annotations
+
+import time
+from itertools import zip_longest
+
+import pytest
+
+from tests.test_pages_in_a_real_browser import CHROMIUM, _shot, browser  # noqa: F401
+from webapp.documents import crdt
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason="no chromium")]
+
+
+def _editor(page, heading: str):
+    return page.locator(f'.live-section[data-heading="{heading}"] .cm-content')
+
+
+def _text(page, heading: str) -> str:
+    return page.evaluate("""(heading) => {
+        const el = document.querySelector(`.live-section[data-heading="${heading}"]`);
+        return window.scriptorium.ydoc.getText(`section:${el.dataset.sectionKey}`).toString();
+    }""", heading)
+
+
+def _until(check, seconds: float = 20, what: str = "") -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what() if callable(what) else what}"
+        time.sleep(0.2)
+
+
+def _off_the_event_loop(function, *args):
+    """Run `function` in another thread: Playwright's event loop runs in this one, and the channel
+    layer's synchronous wrapper refuses to run where an event loop is running."""
+    import threading
+
+    thread = threading.Thread(target=function, args=args)
+    thread.start()
+    thread.join()
+
+
+def _open(browser, server, user, document_id: int):  # noqa: F811
+    """A page of `user` (signed in through a session made here: the server process checks
+    passwords with the real hasher, the tests hash them the fast way)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": server.url}])
+    page = context.new_page()
+    page.goto(f"{server.url}/documents/{document_id}/")
+    page.locator("#live-document.live").wait_for(timeout=20_000)
+    return page
+
+
+def test_two_people_and_an_agent_write_one_document_live(web_server, browser, document, owner, editor, viewer,  # noqa: F811
+                                                          celery_worker_process):
+    from webapp.documents import services as documents
+
+    document.auto_approve_outline = True
+    document.save()
+    documents.section_add(document=document, user=owner, heading="Puffins", word_budget=120)  # the agent's
+    alice = _open(browser, web_server, owner, document.id)
+    bob = _open(browser, web_server, editor, document.id)
+    vera = _open(browser, web_server, viewer, document.id)
+    for page in (alice, bob):
+        _until(lambda page=page: page.locator(".presence-chip").count() == 3, what="three people present")
+
+    # Both type at the same time, each into their own section.
+    _editor(alice, "Gulls").click()
+    _editor(bob, "Terns").click()
+    for a, b in zip_longest("Gulls are loud.", "Terns dive well.", fillvalue=""):
+        alice.keyboard.type(a)
+        bob.keyboard.type(b)
+    expected = {"Gulls": "Gulls are loud.", "Terns": "Terns dive well."}
+    for page in (alice, bob, vera):
+        _until(lambda page=page: {h: _text(page, h) for h in expected} == expected,
+               what=lambda page=page: f"the same text everywhere, not {[_text(page, h) for h in expected]}")
+    assert alice.locator(".cm-ySelectionInfo").count() >= 1  # Bob's cursor, with his name
+
+    # The same concurrent edits through two pycrdt peers (one over a socket like a browser, one
+    # on the server like an agent) and a browser: everyone converges on one text.
+    from django.test import Client
+
+    from tests.test_shared_document_crdt import SocketPeer
+
+    session = Client()
+    session.force_login(editor)
+    socket_peer = SocketPeer(web_server, document.id, session.cookies["sessionid"].value)
+    server_peer = crdt.Peer(document.id, "test")
+    intro = document.sections.get(heading="Introduction").key
+    _editor(alice, "Introduction").click()
+    for word in ("one ", "two ", "three "):
+        alice.keyboard.type(word)
+        socket_peer.type(intro, "[socket]")
+        _off_the_event_loop(server_peer.append, intro, "[server]")
+    socket_peer.drain()
+
+    def converged() -> bool:
+        socket_peer.drain(quiet=0.1)
+        texts = {_text(alice, "Introduction"), _text(bob, "Introduction"),
+                 str(socket_peer.doc.get(crdt.section_name(intro), type=crdt.Text)),
+                 crdt.section_texts(crdt.load(document.id), [intro])[str(intro)]}
+        return len(texts) == 1
+
+    _until(converged, what="the peers and the browsers converging")
+    merged = _text(bob, "Introduction")
+    assert merged.count("[socket]") == merged.count("[server]") == 3 and "one" in merged and "three" in merged
+    socket_peer.socket.close()
+
+    # A viewer's editor is read-only, and edits forced into their copy never reach anyone.
+    _editor(vera, "Gulls").click()
+    vera.keyboard.type("VERA")
+    vera.evaluate("""() => {
+        const el = document.querySelector('.live-section[data-heading="Gulls"]');
+        window.scriptorium.ydoc.getText(`section:${el.dataset.sectionKey}`).insert(0, "FORCED ");
+    }""")
+    time.sleep(1.5)
+    assert _text(alice, "Gulls") == _text(bob, "Gulls") == "Gulls are loud."
+    gulls = document.sections.get(heading="Gulls")
+    assert crdt.section_texts(crdt.load(document.id), [gulls.key])[str(gulls.key)] == "Gulls are loud."
+
+    # Alice starts the agents: Puffins (the one section nobody wrote) streams into both pages
+    # while Bob keeps typing.
+    alice.get_by_role("button", name="Write with agents").click()
+    alice.locator("#live-document.live").wait_for(timeout=20_000)
+    _until(lambda: len(_text(bob, "Puffins")) > 20, seconds=90, what="the writer's text in Bob's page")
+    _shot(bob, "07-live-agents-writing")
+    _editor(bob, "Terns").click()
+    bob.keyboard.press("End")
+    bob.keyboard.type(" Bob was here.")
+    _until(lambda: document.runs.get().status in ("done", "failed", "cancelled"), seconds=120, what="the run")
+    assert document.runs.get().status == "done"
+    _until(lambda: _text(alice, "Puffins") == _text(bob, "Puffins") == document.sections.get(heading="Puffins").text,
+           what=lambda: f"the final text everywhere: {[_text(alice, 'Puffins'), _text(bob, 'Puffins')]} vs "
+                        f"{document.sections.get(heading='Puffins').text!r}")
+    assert bob.locator(".being-written").count() == 0  # the writer let go
+
+    # A reload shows everything, from the database and the shared state.
+    time.sleep(2.5)  # Bob paused: his text is saved
+    for page in (alice, bob):
+        page.reload()
+        page.locator("#live-document.live").wait_for(timeout=20_000)
+    assert _text(alice, "Terns") == "Terns dive well. Bob was here." == document.sections.get(heading="Terns").text
+    assert _text(bob, "Gulls") == "Gulls are loud."
+    _shot(alice, "08-live-after-reload")

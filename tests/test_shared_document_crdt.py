@@ -1,0 +1,230 @@
+"""The shared document over the y-websocket protocol, with pycrdt peers standing in for browsers:
+concurrent edits converge, they are stored and reach the Section rows when people pause, viewers'
+edits are dropped by the server, agents write into it as peers, and a server that is restarted
+(a new process, the same database) loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from pycrdt import Doc, Text, create_sync_message, create_update_message, handle_sync_message
+
+from tests.test_document_events_socket import _headers
+from webapp.asgi import application
+from webapp.documents import consumers, crdt
+from webapp.documents import services as documents
+
+
+class BrowserPeer:
+    """What Yjs does in a browser, with pycrdt: sync on connect, send local updates, apply others'."""
+
+    def __init__(self, document, headers):
+        self.doc = Doc()
+        self.socket = WebsocketCommunicator(application, f"/ws/documents/{document.id}/crdt", headers=headers)
+
+    async def connect(self) -> None:
+        connected, code = await self.socket.connect()
+        assert connected, code
+        step1 = await self.socket.receive_from(timeout=5)  # the server's state vector
+        await self.socket.send_to(bytes_data=handle_sync_message(step1[1:], self.doc))
+        await self.socket.send_to(bytes_data=create_sync_message(self.doc))
+        await self.drain()
+
+    def text(self, key) -> Text:
+        return self.doc.get(crdt.section_name(key), type=Text)
+
+    async def type(self, key, index: int, words: str) -> None:
+        before = self.doc.get_state()
+        self.text(key).insert(index, words)
+        await self.socket.send_to(bytes_data=create_update_message(self.doc.get_update(before)))
+
+    async def drain(self, quiet: float = 0.3) -> None:
+        while not await self.socket.receive_nothing(timeout=quiet):
+            message = await self.socket.receive_from()
+            if message[0] == 0:  # sync: a step 2 or an update
+                handle_sync_message(message[1:], self.doc)
+
+
+@pytest.fixture
+def quick_pause(monkeypatch):
+    monkeypatch.setattr(consumers, "PAUSE_S", 0.2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_edits_converge_are_stored_and_saved_when_people_pause(document, owner, editor, viewer,
+                                                                           quick_pause):
+    gulls, terns = document.sections.get(heading="Gulls"), document.sections.get(heading="Terns")
+    documents.section_save_text(section_id=gulls.id, user=owner, text="Gulls are loud.",
+                                expected_version=gulls.version)
+    owner_headers, editor_headers, viewer_headers = _headers(owner), _headers(editor), _headers(viewer)
+
+    async def scenario():
+        a, b, v = BrowserPeer(document, owner_headers), BrowserPeer(document, editor_headers), \
+            BrowserPeer(document, viewer_headers)
+        for peer in (a, b, v):
+            await peer.connect()
+        assert str(b.text(gulls.key)) == "Gulls are loud."  # from the database on first load
+        # Both type at once, in different sections and in the same one.
+        await asyncio.gather(a.type(gulls.key, 0, "Herring "), b.type(terns.key, 0, "Terns dive."),
+                             b.type(gulls.key, len("Gulls are loud."), " Very."))
+        await v.type(terns.key, 0, "VIEWER WAS HERE ")  # dropped by the server
+        await asyncio.sleep(0.5)
+        for peer in (a, b, v):
+            await peer.drain()
+        texts = [(str(p.text(gulls.key)), str(p.text(terns.key))) for p in (a, b)]
+        viewer_sees = str(v.text(gulls.key))
+        for peer in (a, b, v):
+            await peer.socket.disconnect()
+        return texts, viewer_sees
+
+    texts, viewer_sees = async_to_sync(scenario)()
+    assert texts[0] == texts[1] == ("Herring Gulls are loud. Very.", "Terns dive.")
+    assert viewer_sees == "Herring Gulls are loud. Very."  # viewers receive updates
+    stored = crdt.load(document.id)
+    assert crdt.section_texts(stored, [gulls.key, terns.key]) == {str(gulls.key): texts[0][0],
+                                                                   str(terns.key): "Terns dive."}
+    # The pause saved both sections into their rows, with revisions by the people who typed.
+    gulls.refresh_from_db()
+    terns.refresh_from_db()
+    assert (gulls.text, terns.text) == texts[0]
+    assert terns.revisions.order_by("-id").first().author in (owner, editor)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_form_save_and_an_agent_s_text_reach_open_editors(document, owner, editor):
+    gulls = document.sections.get(heading="Gulls")
+    headers = _headers(editor)
+
+    async def scenario():
+        peer = BrowserPeer(document, headers)
+        await peer.connect()
+        await sync_to_async(documents.section_save_text)(section_id=gulls.id, user=owner,
+                                                         text="Saved from the form.", expected_version=gulls.version)
+
+        def agent_writes():
+            agent = crdt.Peer(document.id, "writer")
+            agent.set_writer(gulls.key, {"name": "Section writer"})
+            for piece in (" Then", " an agent", " wrote."):
+                agent.append(gulls.key, piece)
+            return crdt.writers(agent.doc)
+
+        locked = await sync_to_async(agent_writes)()
+        await asyncio.sleep(0.3)
+        await peer.drain()
+        seen = str(peer.text(gulls.key)), crdt.writers(peer.doc)
+        await peer.socket.disconnect()
+        return locked, seen
+
+    locked, (text, writers) = async_to_sync(scenario)()
+    assert text == "Saved from the form. Then an agent wrote."
+    assert str(gulls.key) in locked and str(gulls.key) in writers  # editors lock the section
+
+
+@pytest.mark.django_db(transaction=True)
+def test_non_members_cannot_open_the_shared_document(document, outsider):
+    headers = _headers(outsider)
+
+    async def scenario():
+        socket = WebsocketCommunicator(application, f"/ws/documents/{document.id}/crdt", headers=headers)
+        connected, code = await socket.connect()
+        await socket.disconnect()
+        return connected, code
+
+    assert async_to_sync(scenario)() == (False, 4404)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compaction_keeps_the_text(document, owner):
+    gulls = document.sections.get(heading="Gulls")
+    peer = crdt.Peer(document.id, "test")
+    for word in ["Gulls"] + [" squawk"] * 30:
+        peer.append(gulls.key, word)
+    before = crdt.section_texts(crdt.load(document.id), [gulls.key])
+    crdt.compact(document.id)
+    assert document.crdt_updates.count() == 0
+    assert crdt.section_texts(crdt.load(document.id), [gulls.key]) == before
+
+
+class SocketPeer:
+    """A pycrdt peer over a real WebSocket to a real server process (a browser without a page)."""
+
+    def __init__(self, server, document_id: int, session: str, doc: Doc | None = None):
+        from websockets.sync.client import connect
+
+        self.doc = doc or Doc()
+        url = server.url.replace("http", "ws") + f"/ws/documents/{document_id}/crdt"
+        self.socket = connect(url, additional_headers={"Cookie": f"sessionid={session}", "Origin": server.url})
+        step1 = self.socket.recv(timeout=10)
+        self.socket.send(handle_sync_message(step1[1:], self.doc))  # what the server lacks (offline edits)
+        self.socket.send(create_sync_message(self.doc))
+        self.drain()
+
+    def drain(self, quiet: float = 0.5) -> None:
+        while True:
+            try:
+                message = self.socket.recv(timeout=quiet)
+            except TimeoutError:
+                return
+            if message[0] == 0:
+                handle_sync_message(message[1:], self.doc)
+
+    def type(self, key, words: str) -> None:
+        before = self.doc.get_state()
+        text = self.doc.get(crdt.section_name(key), type=Text)
+        text.insert(len(text), words)
+        update = self.doc.get_update(before)
+        if self.socket is not None:
+            self.socket.send(create_update_message(update))
+
+
+def test_a_web_server_killed_mid_edit_loses_nothing(web_server, document, owner):
+    import signal
+
+    from django.test import Client
+
+    from tests.conftest import wait_for
+    from tests.factories import PASSWORD
+
+    gulls = document.sections.get(heading="Gulls")
+    client = Client()
+    client.login(username=owner.username, password=PASSWORD)
+    session = client.cookies["sessionid"].value
+
+    peer = SocketPeer(web_server, document.id, session)
+    peer.type(gulls.key, "Gulls nest on cliffs.")
+    peer.drain()
+    web_server.process.send_signal(signal.SIGKILL)  # no goodbye, no save on disconnect
+    web_server.process.wait()
+    peer.socket = None
+    peer.type(gulls.key, " Written while the server was down.")  # an offline edit
+    web_server.start()
+    peer = SocketPeer(web_server, document.id, session, doc=peer.doc)  # reconnect: sync both ways
+    peer.type(gulls.key, " And after.")
+    peer.drain()
+    peer.socket.close()
+
+    whole = "Gulls nest on cliffs. Written while the server was down. And after."
+    assert crdt.section_texts(crdt.load(document.id), [gulls.key]) == {str(gulls.key): whole}
+
+    def saved() -> bool:
+        gulls.refresh_from_db()
+        return gulls.text == whole
+
+    wait_for(saved, timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replacing_text_with_characters_beyond_ascii_changes_only_what_differs(document):
+    """pycrdt counts positions in UTF-8 bytes: a replace computed in characters once cut text in
+    the wrong place (and panicked) after an emoji or a "≤"."""
+    gulls = document.sections.get(heading="Gulls")
+    peer = crdt.Peer(document.id, "test")
+    for old, new in (("a😀b≤c tail", "a😀b≤c"), ("Gulls ≤ terns. ological ABC", "Gulls ≤ terns."),
+                     ("naïve café", "naïve crème café"), ("😀😀", "")):
+        peer.replace(gulls.key, old)
+        peer.replace(gulls.key, new)
+        assert peer.text(gulls.key) == new
+        assert crdt.section_texts(crdt.load(document.id), [gulls.key])[str(gulls.key)] == new

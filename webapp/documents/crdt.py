@@ -1,0 +1,188 @@
+"""The shared document that people and agents write into at the same time.
+
+A Yjs document (pycrdt on the server, Yjs in browsers) holds one Text per section, named
+"section:<section key>", and a Map "writers" saying which sections an agent is writing (people's
+editors are read-only there). Every change is an update: browsers send theirs through
+DocumentCrdtConsumer, agents and forms make theirs with `Peer` here; each is stored in
+CrdtUpdate and sent to the document's "crdt-<id>" channel-layer group, whose consumers pass it on
+to their browsers. Updates commute, so the order in which peers receive them does not matter.
+
+The Section rows stay the place the rest of the app reads text from: the consumer copies the
+shared text into them when a person pauses typing (`materialise`), and every other text change
+(a form, an accepted suggestion, a restore, an agent's final text) goes through
+`documents.services.section_save_text`, which also changes the shared text (`Peer.replace`)."""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from pycrdt import Doc, Map, Text, merge_updates
+
+__all__ = ["Peer", "Text", "broadcast", "compact", "group", "load", "materialise", "section_name", "section_texts",
+           "store", "writers"]
+
+from webapp.documents.models import CrdtState, CrdtUpdate, Document, Section
+
+log = logging.getLogger(__name__)
+
+EMPTY_UPDATE = b"\x00\x00"
+COMPACT_EVERY = 200  # updates kept one by one before they are merged into the state
+WRITERS = "writers"
+
+
+def group(document_id: int) -> str:
+    return f"crdt-{document_id}"
+
+
+def section_name(key) -> str:
+    return f"section:{key}"
+
+
+def _ensure_state(document_id: int) -> None:
+    """The first load builds the shared state from the Section rows, exactly once (two peers
+    building it separately would each insert the same text: it would appear twice)."""
+    if CrdtState.objects.filter(pk=document_id).exists():
+        return
+    with transaction.atomic():
+        Document.objects.select_for_update().get(pk=document_id)
+        if CrdtState.objects.filter(pk=document_id).exists():
+            return
+        doc = Doc()
+        for key, text in Section.objects.filter(document_id=document_id).values_list("key", "text"):
+            if text:
+                doc.get(section_name(key), type=Text).insert(0, text)
+        CrdtState.objects.create(document_id=document_id, state=doc.get_update())
+
+
+def load(document_id: int) -> Doc:
+    """The document as stored: the compacted state and every update after it."""
+    _ensure_state(document_id)
+    state = CrdtState.objects.get(pk=document_id)
+    doc = Doc()
+    doc.apply_update(bytes(state.state))
+    for update in CrdtUpdate.objects.filter(document_id=document_id, id__gt=state.last_update_id) \
+            .values_list("update", flat=True):
+        doc.apply_update(bytes(update))
+    return doc
+
+
+def store(document_id: int, update: bytes, origin: str) -> None:
+    row = CrdtUpdate.objects.create(document_id=document_id, update=update, origin=origin[:150])
+    if row.id % COMPACT_EVERY == 0:
+        compact(document_id)
+
+
+@transaction.atomic
+def compact(document_id: int) -> None:
+    """Merge the stored updates into the state (loading stays fast however long people type)."""
+    state = CrdtState.objects.select_for_update().get(pk=document_id)
+    rows = list(CrdtUpdate.objects.filter(document_id=document_id, id__gt=state.last_update_id)
+                .values_list("id", "update"))
+    if not rows:
+        return
+    state.state = merge_updates(bytes(state.state), *(bytes(update) for _, update in rows))
+    state.last_update_id = rows[-1][0]
+    state.save(update_fields=["state", "last_update_id", "updated_at"])
+    CrdtUpdate.objects.filter(document_id=document_id, id__lte=state.last_update_id).delete()
+
+
+def broadcast(document_id: int, update: bytes, sender: str = "") -> None:
+    """To every consumer of the document (they apply it and pass it to their browser)."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(group(document_id), {
+            "type": "crdt.update", "update": update, "sender": sender})
+    except Exception as error:  # noqa: BLE001  (stored already: browsers get it when they sync)
+        log.warning("could not broadcast a CRDT update of document %s (%s)", document_id, error)
+
+
+def section_texts(doc: Doc, keys) -> dict[str, str]:
+    return {str(key): str(doc.get(section_name(key), type=Text)) for key in keys}
+
+
+def writers(doc: Doc) -> dict[str, dict]:
+    return dict(doc.get(WRITERS, type=Map))
+
+
+class Peer:
+    """A server-side writer of the shared document (an agent, a form): loads the document once,
+    and stores and broadcasts each change it makes."""
+
+    def __init__(self, document_id: int, origin: str):
+        self.document_id, self.origin = document_id, origin
+        self.doc = load(document_id)
+
+    def _text(self, key) -> Text:
+        return self.doc.get(section_name(key), type=Text)
+
+    def _commit(self, before: bytes) -> None:
+        update = self.doc.get_update(before)
+        if update != EMPTY_UPDATE:
+            store(self.document_id, update, self.origin)
+            transaction.on_commit(lambda: broadcast(self.document_id, update))
+
+    def text(self, key) -> str:
+        return str(self._text(key))
+
+    def append(self, key, piece: str) -> None:
+        before = self.doc.get_state()
+        text = self._text(key)
+        text.insert(len(text), piece)
+        self._commit(before)
+
+    def replace(self, key, new: str) -> None:
+        """Make the section's text `new`, changing only the part that differs (so a cursor or
+        an edit elsewhere in the text is not disturbed)."""
+        text = self._text(key)
+        old = str(text)
+        if old == new:
+            return
+        start = 0
+        while start < min(len(old), len(new)) and old[start] == new[start]:
+            start += 1
+        end = 0
+        while end < min(len(old), len(new)) - start and old[-1 - end] == new[-1 - end]:
+            end += 1
+        # pycrdt counts positions in UTF-8 bytes, not in characters.
+        byte_start = len(old[:start].encode())
+        byte_end = len(old[:len(old) - end].encode())
+        before = self.doc.get_state()
+        with self.doc.transaction(origin=self.origin):
+            if byte_end > byte_start:
+                del text[byte_start:byte_end]
+            if len(new) - end > start:
+                text.insert(byte_start, new[start:len(new) - end])
+        self._commit(before)
+
+    def set_writer(self, key, writer: dict | None) -> None:
+        """Mark a section as being written by an agent (people's editors lock it), or free it."""
+        before = self.doc.get_state()
+        writers_map = self.doc.get(WRITERS, type=Map)
+        if writer is None:
+            if str(key) not in writers_map:
+                return
+            del writers_map[str(key)]
+        else:
+            writers_map[str(key)] = writer
+        self._commit(before)
+
+
+def materialise(document_id: int, user) -> list[int]:
+    """Copy the shared text of every section whose text differs into its Section row, as a
+    revision by `user` (a person paused typing). Returns the ids of the sections saved."""
+    from webapp.documents import services
+
+    doc = load(document_id)
+    saved = []
+    for section in Section.objects.filter(document_id=document_id):
+        text = str(doc.get(section_name(section.key), type=Text))
+        if text != section.text and str(section.key) not in writers(doc):
+            try:
+                services.section_save_text(section_id=section.pk, user=user, text=text,
+                                           expected_version=section.version, from_crdt=True)
+            except services.SectionConflict:
+                continue  # saved by someone else meanwhile; the next pause tries again
+            saved.append(section.pk)
+    return saved
