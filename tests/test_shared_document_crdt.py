@@ -228,3 +228,23 @@ def test_replacing_text_with_characters_beyond_ascii_changes_only_what_differs(d
         peer.replace(gulls.key, new)
         assert peer.text(gulls.key) == new
         assert crdt.section_texts(crdt.load(document.id), [gulls.key])[str(gulls.key)] == new
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outline_restore_brings_the_shared_text_back_too(document, owner):
+    """A section recreated by an outline restore got its old text in its row but not in the
+    shared document, so the next pause saved the newer shared text over the restored one."""
+    gulls = document.sections.get(heading="Gulls")
+    documents.section_save_text(section_id=gulls.id, user=owner, text="First words.", expected_version=gulls.version)
+    documents.section_move(section=document.sections.get(heading="Terns"), user=owner, direction="up")
+    snapshot = document.revisions.filter(outline__isnull=False).order_by("-id").first()
+    gulls.refresh_from_db()
+    documents.section_save_text(section_id=gulls.id, user=owner, text="Later words.", expected_version=gulls.version)
+    documents.section_delete(section=document.sections.get(heading="Gulls"), user=owner)
+
+    documents.revision_restore(revision=snapshot, user=owner)
+
+    restored = document.sections.get(heading="Gulls")
+    assert restored.text == "First words."
+    assert crdt.section_texts(crdt.load(document.id), [restored.key]) == {str(restored.key): "First words."}
+    assert crdt.materialise(document.id, owner) == []  # nothing differs, nothing is saved over it

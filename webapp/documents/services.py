@@ -373,10 +373,12 @@ def _restore_outline(document: Document, nodes: list[dict]) -> None:
     existing = {str(s.key): s for s in Section.objects.select_for_update().filter(document=document)}
     wanted = {node["key"] for node in nodes}
     by_key: dict[str, Section] = {}
+    recreated = []
     for node in nodes:  # reading order: parents come before their children
         section = existing.get(node["key"])
         if section is None:  # deleted since: recreate it with the text it had then
             section = Section(document=document, key=node["key"], text=node["text"])
+            recreated.append(section)
         section.parent = by_key.get(node["parent_key"]) if node["parent_key"] else None
         section.order = node["order"]
         section.heading, section.goal = node["heading"], node["goal"]
@@ -388,6 +390,10 @@ def _restore_outline(document: Document, nodes: list[dict]) -> None:
     for key, section in existing.items():
         if key not in wanted:
             Section.objects.filter(pk=section.pk).delete()
+    if recreated:  # the shared text follows, or the next pause would save it over the restored text
+        peer = crdt.Peer(document.pk, "restore")
+        for section in recreated:
+            peer.replace(section.key, section.text)
 
 
 # --- sources -------------------------------------------------------------------------------

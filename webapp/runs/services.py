@@ -222,7 +222,18 @@ def run_cancel(*, run: WritingRun) -> WritingRun:
             return run
         run.tasks.filter(status=TaskStatus.QUEUED).update(status=TaskStatus.CANCELLED)
         _set_status(run, RunStatus.CANCELLED)
+        _release_sections(run)
     return run
+
+
+def _release_sections(run: WritingRun) -> None:
+    """Unlock the run's sections in people's editors (a dead worker cannot do it itself)."""
+    keys = list(run.tasks.filter(role=section_writer.ROLE, section__isnull=False)
+                .values_list("section__key", flat=True))
+    if keys:
+        peer = crdt.Peer(run.document_id, section_writer.ROLE)
+        for key in keys:
+            peer.set_writer(key, None)
 
 
 class _Streamer:
@@ -391,6 +402,7 @@ def finish_if_done(*, run_id: int) -> None:
         failed = list(run.tasks.filter(status=TaskStatus.FAILED).values_list("error", flat=True))
         if failed:
             _set_status(run, RunStatus.FAILED, "; ".join(failed)[:2000])
+            _release_sections(run)
         elif run.tasks.filter(status=TaskStatus.CANCELLED).exists():
             _set_status(run, RunStatus.CANCELLED)
         elif run.kind == "section":  # one section rewritten: only the checks that need no model
