@@ -101,3 +101,10 @@ def test_reviewer_and_finisher_on_the_tiny_model_through_the_real_backend(tiny_m
     assert all(p.original in dict((k, t) for k, _, t in SECTIONS)[p.section_key] for p in proposals)
     result = finisher.finish(engine, Brief(topic="Coastal birds", target_words=600), [(h, t) for _, h, t in SECTIONS])
     assert result.title and result.lead and result.title_path in ("model", "fallback")
+
+
+def test_a_lead_keeps_this_article_but_not_sentences_about_the_writing():
+    answer = ("Gulls are loud birds of every coast in Britain. This opening sentence sets the stage for an "
+              "informative article. This article shows where to find them.")
+    assert finisher.read_lead(answer, 20) == ("Gulls are loud birds of every coast in Britain. This article shows "
+                                              "where to find them.")

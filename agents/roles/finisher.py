@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.outline import MAX_HEADING_WORDS, Brief
-from agents.roles import answers, reviewer, section_writer
+from agents.roles import answers, section_writer
 
 ROLE = "finisher"
 
@@ -78,13 +78,18 @@ def fallback_title(topic: str) -> str:
     return title[0].upper() + title[1:]
 
 
+# A sentence about the writing ("This opening sentence sets the stage...") rather than the subject;
+# "this article" is fine in a lead.
+LEAD_META = re.compile(r"\b(sentences?|paragraphs?|sections?|lead|introduction|words|outline|essay)\b", re.I)
+
+
 def read_lead(answer: str, words: int) -> str | None:
     """Whole sentences up to 1.3x the budget (one sentence at least); None if unusable."""
     kept: list[str] = []
     for sentence in answers.sentences(" ".join(section_writer.tidy(answers.unwrap(answer), "").split())):
         if kept and section_writer.word_count(" ".join(kept + [sentence])) > 1.3 * words:
             break
-        if re.search(r"[.!?][\"')\]]*$", sentence) and not reviewer.META.search(sentence):
+        if re.search(r"[.!?][\"')\]]*$", sentence) and not LEAD_META.search(sentence):
             kept.append(sentence.strip("\"“”"))
     text = " ".join(kept)
     if not 0.6 * words <= section_writer.word_count(text) <= 2 * words \

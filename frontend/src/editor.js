@@ -76,11 +76,14 @@ function start(root) {
       editor.el.classList.toggle("being-written", Boolean(writer));
     }
   }
-  writers.observe(refreshLocks);
+  writers.observe(() => { refreshLocks(); renderPresence(); });
 
   provider.on("sync", (synced) => {
     if (!synced) return;
-    root.classList.add("live");  // the editors now hold the whole text: hide the page-load copy
+    if (!root.classList.contains("live")) {  // the editors now hold the whole text: fold the page-load copy
+      root.querySelectorAll("details.formatted").forEach((details) => { details.open = false; });
+    }
+    root.classList.add("live");
     refreshLocks();
     for (const { el, ytext } of editors.values()) updateCount(el, ytext);
   });
@@ -102,6 +105,9 @@ function start(root) {
       if (me || !byName.has(state.user.name)) byName.set(state.user.name, { ...state.user, me });
     });
     const people = [...byName.values()];
+    const agents = new Map();  // agents are on the page too, while they write
+    writers.forEach((writer) => agents.set(writer.name || "Agent", writer.color || "#8e24aa"));
+    agents.forEach((color, name) => people.push({ name: `${name} (agent)`, color, me: false }));
     presence.replaceChildren(...people.map((person) => {
       const chip = document.createElement("span");
       chip.className = "presence-chip";
