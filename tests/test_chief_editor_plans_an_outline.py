@@ -10,21 +10,9 @@ from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import Delta
 from agents.outline import Brief, check_outline
 from agents.roles.chief_editor import plan_outline
+from tests.fakes import ScriptedEngine
 
 BRIEF = Brief(topic="Coastal birds for walkers", target_words=1500, audience="walkers")
-
-
-class ScriptedEngine:
-    """Answers each request with the next scripted text (for fast orchestration tests only)."""
-
-    def __init__(self, *answers: str):
-        self.answers = list(answers)
-        self.requests = []
-
-    def stream(self, requests, cancel=None):
-        for request in requests:
-            self.requests.append(request)
-            yield Delta(request.id, self.answers.pop(0), finished=True, finish_reason="stop")
 
 
 GOOD = json.dumps([{"heading": "Gulls", "goal": "g", "key_points": ["a"], "words": 750},

@@ -52,8 +52,8 @@ def test_run_serves_the_demo_login_and_stops_cleanly_on_ctrl_c(tmp_path):
                 with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
                     if response.status == 200:
                         break
-            except (urllib.error.URLError, ConnectionError):
-                pass
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # not up yet, or busy starting (health asks the workers, which may be slow to answer)
             time.sleep(1)
 
         password = re.search(r"Log in as demo / (\S+)", log_path.read_text()).group(1)

@@ -5,28 +5,15 @@ and the real backend never raises."""
 from __future__ import annotations
 
 from agents.llm.transformers_backend import TransformersEngine
-from agents.llm.types import Delta
 from agents.outline import Brief
 from agents.roles import finisher, reviewer
+from tests.fakes import ScriptedEngine
 
 SECTIONS = [
     ("1", "Why birds", "Seabirds gather on cliffs in spring. Their colonies are loud."),
     ("2", "Gulls", "Gulls eat almost anything. They follow fishing boats for scraps."),
     ("3", "Terns", "Terns dive for small fish. They fly south in autumn."),
 ]
-
-
-class ScriptedEngine:
-    """Answers each request with the next scripted text (for fast checks of the parsing only)."""
-
-    def __init__(self, *answers: str):
-        self.answers = list(answers)
-        self.requests = []
-
-    def stream(self, requests, cancel=None):
-        for request in requests:
-            self.requests.append(request)
-            yield Delta(request.id, self.answers.pop(0), finished=True, finish_reason="stop")
 
 
 def test_sentences_about_the_document_are_proposed_for_removal():

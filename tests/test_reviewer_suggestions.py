@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.roles.reviewer import review_repetition
+from tests.fakes import ScriptedEngine
 from webapp.documents import services as documents
 from webapp.runs import services
 from webapp.runs.models import SuggestionStatus
@@ -65,26 +66,13 @@ def test_a_suggestion_on_text_that_changed_is_not_applied(document, owner, edito
     assert document.sections.get(heading="Gulls").text == "Completely rewritten by a person."
 
 
-class _Scripted:
-    """Answers the finisher's title and lead requests in turn (the parsing is tested elsewhere)."""
-
-    def __init__(self, *answers):
-        self.answers = list(answers)
-
-    def stream(self, requests, cancel=None):
-        from agents.llm.types import Delta
-
-        for request in requests:
-            yield Delta(request.id, self.answers.pop(0), finished=True, finish_reason="stop")
-
-
 LEAD = ("Gulls and terns share our coasts all year. This article shows walkers how to tell them apart and where "
         "to find them, with notes on their habits and their voices.")
 
 
 def test_the_finisher_writes_the_lead_and_proposes_a_title_people_decide_on(client, document, owner, editor):
     _write(document, owner, {"Gulls": "Gulls are loud.", "Terns": "Terns dive."})
-    services.finish_document(document=document, engine=_Scripted("Wings Over the Shore", LEAD))
+    services.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
     document.refresh_from_db()
     assert document.lead == LEAD and document.lead_by_agent
     title = document.suggestions.get(kind="title")
@@ -98,7 +86,7 @@ def test_the_finisher_writes_the_lead_and_proposes_a_title_people_decide_on(clie
     document.refresh_from_db()
     assert document.title == "Wings Over the Shore"
 
-    services.finish_document(document=document, engine=_Scripted("Seabirds at Dawn", LEAD))
+    services.finish_document(document=document, engine=ScriptedEngine("Seabirds at Dawn", LEAD))
     services.suggestion_reject(suggestion=document.suggestions.get(status=SuggestionStatus.OPEN), user=editor)
     document.refresh_from_db()
     assert document.title == "Wings Over the Shore"
@@ -108,13 +96,13 @@ def test_a_lead_a_person_edited_is_never_rewritten(document, owner):
     documents.document_update_brief(document=document, lead="My own lead, thank you.")
     document.refresh_from_db()
     assert not document.lead_by_agent
-    services.finish_document(document=document, engine=_Scripted("Wings Over the Shore", LEAD))
+    services.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
     document.refresh_from_db()
     assert document.lead == "My own lead, thank you."
 
 
 def test_a_title_suggestion_is_stale_once_people_rename_the_document(document, owner, editor):
-    services.finish_document(document=document, engine=_Scripted("Wings Over the Shore", LEAD))
+    services.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
     documents.document_update_brief(document=document, title="Renamed by hand")
     with pytest.raises(services.SuggestionOutdated):
         services.suggestion_accept(suggestion=document.suggestions.get(kind="title"), user=editor)

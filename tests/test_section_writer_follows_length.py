@@ -4,9 +4,10 @@ when long; on scripted answers for the mechanics and on the bundled model for th
 from __future__ import annotations
 
 from agents.llm.transformers_backend import TransformersEngine
-from agents.llm.types import Delta, GenerationRequest
+from agents.llm.types import GenerationRequest
 from agents.outline import Brief
 from agents.roles.section_writer import SectionTask, fit, tidy, word_count, write_sections
+from tests.fakes import ScriptedEngine
 
 BRIEF = Brief(topic="How the printing press changed Europe", target_words=370, audience="curious readers")
 OUTLINE = "1. Before the press (120 words)\n2. Gutenberg's workshop (250 words)"
@@ -31,17 +32,6 @@ def test_tidy_drops_echoed_prompt_lines_headings_and_repeated_sentences():
     text = ("The article: Printing\nReaders: everyone\n## Gutenberg\nIntroduction:\nMetal type was new. "
             "It changed books.\n\nMetal type was new. Ink mattered too.")
     assert tidy(text, "Gutenberg") == "Metal type was new. It changed books.\n\nInk mattered too."
-
-
-class ScriptedEngine:
-    def __init__(self, *answers):
-        self.answers = list(answers)
-        self.batches: list[list[GenerationRequest]] = []
-
-    def stream(self, requests, cancel=None):
-        self.batches.append(list(requests))
-        for request in requests:
-            yield Delta(request.id, self.answers.pop(0), finished=True, finish_reason="stop")
 
 
 def test_a_short_section_is_continued_from_its_draft():
