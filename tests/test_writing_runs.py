@@ -265,6 +265,8 @@ def test_a_person_takes_over_a_section_an_agent_is_writing(people, celery_worker
     taken = run.tasks.get(section=gulls)
     assert taken.status == TaskStatus.SKIPPED and taken.error == f"Taken over by {owner.username}."
     assert run.tasks.get(section__heading="Terns").status == TaskStatus.DONE
-    assert crdt.section_texts(crdt.load(document.id), [gulls.key])[str(gulls.key)]  # the text so far stays
+    shared = crdt.section_texts(crdt.load(document.id), [gulls.key])[str(gulls.key)]
+    gulls.refresh_from_db()
+    assert shared and gulls.text == shared and gulls.status == SectionStatus.EDITED  # the text so far stays
     with pytest.raises(services.TakeOverRefused):
         services.section_take_over(section=gulls, user=owner)

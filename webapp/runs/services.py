@@ -345,14 +345,16 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
         return
     streamer.flush()
     model_name = getattr(engine, "base_model_name", "") or type(engine).__name__
-    taken = redis_client().mget(list(task_keys.values()))
-    taken_over = {key for key, flag in zip(task_keys, taken, strict=True) if flag}
+    flags = redis_client().mget(list(task_keys.values()))
+    taken_by = {key: flag.decode() for key, flag in zip(task_keys, flags, strict=True) if flag}
     for key, written in results.items():
         task = by_key[key]
-        if key in taken_over:  # the person's now: their editor already holds the text so far
+        if key in taken_by:  # the person's now: their editor holds the text so far, as streamed
+            Section.objects.filter(pk=task.section_id, status=SectionStatus.WRITING).update(
+                text=streamer.text[key], status=SectionStatus.EDITED)
             AgentTask.objects.filter(pk=task.pk).update(
-                status=TaskStatus.SKIPPED, words=written.words, tokens=streamer.tokens[key], finished_at=timezone.now(),
-                error=f"Taken over by {taken[list(task_keys).index(key)].decode()}.")
+                status=TaskStatus.SKIPPED, words=written.words, tokens=streamer.tokens[key],
+                finished_at=timezone.now(), error=f"Taken over by {taken_by[key]}.")
             continue
         # If a person edited the section meanwhile, theirs stays and ours is kept as a conflict revision.
         try:
