@@ -89,11 +89,10 @@ def compact(document_id: int) -> None:
     CrdtUpdate.objects.filter(document_id=document_id, id__lte=state.last_update_id).delete()
 
 
-def broadcast(document_id: int, update: bytes, sender: str = "") -> None:
+def broadcast(document_id: int, update: bytes) -> None:
     """To every consumer of the document (they apply it and pass it to their browser)."""
     try:
-        async_to_sync(get_channel_layer().group_send)(group(document_id), {
-            "type": "crdt.update", "update": update, "sender": sender})
+        async_to_sync(get_channel_layer().group_send)(group(document_id), {"type": "crdt.update", "update": update})
     except Exception as error:  # noqa: BLE001  (stored already: browsers get it when they sync)
         log.warning("could not broadcast a CRDT update of document %s (%s)", document_id, error)
 
