@@ -79,6 +79,11 @@ def test_a_run_writes_every_leaf_section_and_keeps_human_text(people, celery_wor
     assert document.sections.get(heading="Puffins").text == ""
     assert all(task.context_bytes > 200 and task.tokens > 0
                for task in run.tasks.filter(status=TaskStatus.DONE, role="writer"))
+    prompt = run.tasks.get(section__heading="Gulls").prompt  # kept for training data (issue 6)
+    assert [m["role"] for m in prompt] == ["system", "user"]
+    assert prompt[1]["content"].startswith('Write the section "Gulls"')
+    assert len((prompt[0]["content"] + prompt[1]["content"]).encode()) == run.tasks.get(
+        section__heading="Gulls").context_bytes
 
 
 def test_a_run_plans_then_waits_for_approval(people, celery_worker_process):

@@ -77,6 +77,12 @@ def section_prompt(task: SectionTask) -> str:
     return "\n".join(lines)
 
 
+def messages(brief: Brief, outline_text: str, task: SectionTask) -> list[dict[str, str]]:
+    """The chat the writer is given (a continuation round adds its draft as the answer's start)."""
+    return [{"role": "system", "content": shared_prefix(brief, outline_text)},
+            {"role": "user", "content": section_prompt(task)}]
+
+
 def context_bytes(brief: Brief, outline_text: str, task: SectionTask) -> int:
     """What this writer receives, in bytes: the compact context the pipeline reports per agent."""
     return len((shared_prefix(brief, outline_text) + section_prompt(task)).encode())
@@ -137,8 +143,7 @@ def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
     remaining = max(20, task.words - word_count(draft))
     return GenerationRequest(
         id=f"{ROLE}-{task.key}-{uuid.uuid4().hex[:6]}", adapter=adapter,
-        messages=[{"role": "system", "content": shared_prefix(brief, outline_text)},
-                  {"role": "user", "content": section_prompt(task)}],
+        messages=messages(brief, outline_text, task),
         assistant_prefix=(draft + "\n\n") if draft else "",
         # Room to finish the sentence under way: fit() cuts anything past the budget at a sentence
         # end, but a continuation that stops mid-sentence would lose its only sentence.

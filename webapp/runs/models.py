@@ -85,6 +85,9 @@ class AgentTask(models.Model):
     words = models.PositiveIntegerField(default=0)
     tokens = models.PositiveIntegerField(default=0, help_text="Tokens the model generated for this task.")
     context_bytes = models.PositiveIntegerField(default=0)
+    prompt = models.JSONField(default=list, blank=True,
+                              help_text="The messages the agent was given (training data pairs them with the text "
+                                        "people kept).")
     adapter_version = models.CharField(max_length=100, blank=True)
     instruction = models.TextField(blank=True, help_text="What a person asked for when regenerating.")
     error = models.TextField(blank=True)

@@ -320,7 +320,7 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
         by_key[work.key] = task
         AgentTask.objects.filter(pk=task.pk).update(
             context_bytes=section_writer.context_bytes(brief, outline, work),
-            adapter_version=adapter.name if adapter else "")
+            prompt=section_writer.messages(brief, outline, work), adapter_version=adapter.name if adapter else "")
     streamer = _Streamer(run, by_key)
     task_keys = {key: _task_cancel_key(task) for key, task in by_key.items()}
 
