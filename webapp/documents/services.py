@@ -255,21 +255,23 @@ def _record_text(section: Section, user, kind: str, summary: str, *, agent_role:
 
 def section_save_text(*, section_id: int, user, text: str, expected_version: int,
                       agent_role: str = "", model_version: str = "",
-                      restored_from: Revision | None = None, from_crdt: bool = False) -> Section:
+                      restored_from: Revision | None = None, from_crdt: bool = False,
+                      peer: crdt.Peer | None = None) -> Section:
     """Save a section's text if nobody saved it since `expected_version`.
 
     Whoever saves (person or agent) gets a revision. On a conflict the caller's text is kept as
     a conflict revision, committed even though the save is refused, and SectionConflict is
     raised so the caller can show both texts. The shared (CRDT) text follows, unless the text
-    comes from it (`from_crdt`: a person typed it in the live editor)."""
+    comes from it (`from_crdt`: a person typed it in the live editor). A caller that already
+    holds the shared document passes its `peer`, so it is not loaded again for every save."""
     text = text.replace("\r\n", "\n")
     with transaction.atomic():
         section = Section.objects.select_for_update().get(pk=section_id)
         if section.version == expected_version:
             _apply_text(section, user, text, agent_role, model_version, restored_from)
             if not from_crdt:
-                crdt.Peer(section.document_id, agent_role or (user.username if user else "")).replace(
-                    section.key, section.text)
+                peer = peer or crdt.Peer(section.document_id, agent_role or (user.username if user else ""))
+                peer.replace(section.key, section.text)
             return section
     lost = Revision.objects.create(
         document_id=section.document_id, section=section, section_key=section.key,

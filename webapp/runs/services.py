@@ -360,9 +360,11 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
         try:
             documents.section_save_text(section_id=task.section_id, user=None, text=written.text,
                                         expected_version=task.base_version, agent_role=section_writer.ROLE,
-                                        model_version=_model_version(model_name, task.adapter_version))
+                                        model_version=_model_version(model_name, task.adapter_version),
+                                        peer=streamer.peer)  # holds the text it streamed: no reload
         except documents.SectionConflict as conflict:
-            streamer.peer.replace(task.section.key, conflict.section.text)
+            # A person saved a form meanwhile: a fresh copy of the shared text includes their change.
+            crdt.Peer(run.document_id, section_writer.ROLE).replace(task.section.key, conflict.section.text)
         else:
             # [1], [2], ... in this text are these chunks, in this order.
             Section.objects.filter(pk=task.section_id).update(citations=cited[key])
