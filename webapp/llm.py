@@ -19,9 +19,13 @@ from webapp.registry import services as registry
 CANCEL_TTL_S = 24 * 3600
 
 
-def model_folder() -> tuple[str, str]:
-    """(name, folder) of the base model this process serves: SCRIPTORIUM_MODEL, else the active
-    base model in the registry, else the bundled SmolLM2 (converted on first use)."""
+def model_folder(role: str = "") -> tuple[str, str]:
+    """(name, folder) of the model that serves `role`: the model the registry assigns to that
+    role, else SCRIPTORIUM_MODEL, else the active base model in the registry, else the bundled
+    SmolLM2 (converted on first use)."""
+    assigned = registry.model_for_role(role) if role else None
+    if assigned is not None:
+        return assigned.name, assigned.path
     if settings.SCRIPTORIUM_MODEL:
         return os.path.basename(os.path.normpath(settings.SCRIPTORIUM_MODEL)), settings.SCRIPTORIUM_MODEL
     active = registry.active_base_model()
@@ -32,20 +36,35 @@ def model_folder() -> tuple[str, str]:
     return BUNDLED_NAME, str(bundled_model_dir(settings.DATA_DIR / "models"))
 
 
-@functools.cache
-def get_engine() -> Engine:
+def get_engine(role: str = "") -> Engine:
+    """The engine for `role` (the default model's when no role is given). A role the registry
+    assigns another model to (say a distilled student) gets an engine of its own, kept for the
+    life of the process like the default one."""
     if settings.SCRIPTORIUM_LLM_BACKEND == "openai":
-        from agents.llm.openai_backend import OpenAIEngine
+        return _openai_engine()
+    return _engine(*model_folder(role))
 
-        return OpenAIEngine(settings.OPENAI_BASE_URL, settings.OPENAI_MODEL, api_key=settings.OPENAI_API_KEY)
+
+@functools.cache
+def _openai_engine() -> Engine:
+    from agents.llm.openai_backend import OpenAIEngine
+
+    return OpenAIEngine(settings.OPENAI_BASE_URL, settings.OPENAI_MODEL, api_key=settings.OPENAI_API_KEY)
+
+
+@functools.cache
+def _engine(name: str, folder: str) -> Engine:
     import torch
 
     from agents.llm.transformers_backend import TransformersEngine
 
     device = settings.SCRIPTORIUM_LLM_DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
-    name, folder = model_folder()
+    draft = settings.SCRIPTORIUM_DRAFT_MODEL
+    if draft and os.path.realpath(draft) == os.path.realpath(folder):
+        draft = ""  # the student serving a role of its own needs no draft of itself
     return TransformersEngine(folder, dtype=settings.SCRIPTORIUM_LLM_DTYPE, device=device,
-                              int8=settings.SCRIPTORIUM_LLM_INT8, base_model_name=name)
+                              int8=settings.SCRIPTORIUM_LLM_INT8, base_model_name=name, draft_model_path=draft,
+                              draft_tokens=settings.SCRIPTORIUM_DRAFT_TOKENS)
 
 
 def with_role_adapters(requests: Iterable[tuple[str, GenerationRequest]]) -> list[GenerationRequest]:

@@ -208,6 +208,10 @@ SCRIPTORIUM_MODEL = env_str("SCRIPTORIUM_MODEL")  # a local model folder; else t
 SCRIPTORIUM_LLM_DTYPE = env_str("SCRIPTORIUM_LLM_DTYPE", "auto")  # auto, float32, bfloat16, float16
 SCRIPTORIUM_LLM_INT8 = env_bool("SCRIPTORIUM_LLM_INT8", False)
 SCRIPTORIUM_LLM_DEVICE = env_str("SCRIPTORIUM_LLM_DEVICE")  # default: cuda when present, else cpu
+# A distilled student (same tokenizer) that drafts tokens for the served model to verify: greedy
+# single requests then decode faster with exactly the same output (speculative decoding).
+SCRIPTORIUM_DRAFT_MODEL = env_str("SCRIPTORIUM_DRAFT_MODEL")
+SCRIPTORIUM_DRAFT_TOKENS = env_int("SCRIPTORIUM_DRAFT_TOKENS", 4)
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "http://127.0.0.1:8001/v1")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "smollm2-135m-instruct")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

@@ -11,7 +11,7 @@ class ModelFolderError(Exception):
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+                "pytorch_model.bin.index.json", "model_int8.pt")
 
 
 def folder_sha256(path: str | Path) -> str:

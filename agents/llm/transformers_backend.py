@@ -21,6 +21,7 @@ import torch
 
 from agents.llm.files import ModelFolderError, check_adapter_folder, check_model_folder
 from agents.llm.multi_lora import MultiLora
+from agents.llm.quantization import is_int8_folder, load_int8, quantize_int8
 from agents.llm.types import AdapterSpec, CancelCheck, Delta, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,15 @@ class _Running:
     read_offset: int = 0
     first_token_s: float | None = None
     seen: set[int] = field(default_factory=set)  # token ids the repetition penalty applies to
+    proposed: int = 0  # speculative decoding: draft tokens proposed, and accepted
+    accepted: int = 0
 
 
 class TransformersEngine:
     def __init__(self, model_path: str | Path, *, dtype: str = "auto", device: str = "cpu",
                  int8: bool = False, base_model_name: str = "", max_adapters: int = 8,
-                 share_prefix: bool = True, min_shared_prefix: int = 16):
+                 share_prefix: bool = True, min_shared_prefix: int = 16, draft_model_path: str | Path = "",
+                 draft_tokens: int = 4):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = check_model_folder(model_path)
@@ -83,15 +87,20 @@ class TransformersEngine:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as error:
             raise ModelFolderError(f"{folder}: the tokenizer could not be loaded ({error})") from error
+        if is_int8_folder(folder):  # already quantized by training/quantize.py
+            self.int8, self.dtype = True, torch.float32
+        if self.int8 and not device.startswith("cpu"):
+            raise ValueError("int8 dynamic quantization runs on CPU only")
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
-        except (OSError, ValueError) as error:
+            if is_int8_folder(folder):
+                model = load_int8(folder)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
+        except (OSError, ValueError, RuntimeError) as error:
             raise ModelFolderError(f"{folder}: could not be loaded ({error})") from error
         model.to(device).eval()
-        if int8:
-            if not device.startswith("cpu"):
-                raise ValueError("int8 dynamic quantization runs on CPU only")
-            model = _quantize_int8(model)
+        if int8 and not is_int8_folder(folder):
+            model = quantize_int8(model)
         self.model = model
         self.lora = MultiLora(self.model)
         self._adapters: OrderedDict[str, AdapterSpec] = OrderedDict()
@@ -102,6 +111,21 @@ class TransformersEngine:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = next(iter(self.eos_ids), 0)
+        self.draft, self.draft_tokens = None, draft_tokens
+        if draft_model_path:
+            self.draft = self._load_draft(draft_model_path)
+
+    def _load_draft(self, path: str | Path):
+        """A smaller model with the same tokenizer (a distilled student) that proposes tokens for
+        this one to verify: see _decode_speculative."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = check_model_folder(path)
+        if AutoTokenizer.from_pretrained(folder).get_vocab() != self.tokenizer.get_vocab():
+            raise ModelFolderError(f"{folder}: the draft model's tokenizer differs from {self.model_path}'s")
+        draft = load_int8(folder) if is_int8_folder(folder) else AutoModelForCausalLM.from_pretrained(
+            folder, dtype=self.dtype)
+        return draft.to(self.device).eval()
 
     # --- adapters ------------------------------------------------------------------------
 
@@ -202,7 +226,10 @@ class TransformersEngine:
         prompts = [ids for _, ids in runnable]
         adapters = [r.adapter.name if r.adapter else None for r, _ in runnable]
         try:
-            yield from self._decode_batch(states, prompts, adapters, cancel)
+            if self.draft is not None and len(states) == 1 and states[0].request.temperature <= 0:
+                yield from self._decode_speculative(states[0], prompts[0], adapters[0], cancel)
+            else:
+                yield from self._decode_batch(states, prompts, adapters, cancel)
         finally:
             self.lora.clear()
 
@@ -244,11 +271,7 @@ class TransformersEngine:
                 if state.request.id in cancelled:
                     yield self._finish(state, "cancelled")
                     continue
-                row_logits = logits[row]
-                if len(state.tokens) < state.request.min_new_tokens and self.eos_ids:
-                    row_logits = row_logits.clone()
-                    row_logits[list(self.eos_ids)] = float("-inf")
-                token = _choose(row_logits, state)
+                token = self._pick(logits[row], state)
                 delta = self._advance(state, token)
                 if delta is not None:
                     yield delta
@@ -269,6 +292,69 @@ class TransformersEngine:
                 input_ids=torch.tensor(next_tokens, device=device).unsqueeze(1),
                 attention_mask=attention, position_ids=last_position.unsqueeze(1), past_key_values=cache,
             )
+
+    def _pick(self, logits: torch.Tensor, state: _Running) -> int:
+        if len(state.tokens) < state.request.min_new_tokens and self.eos_ids:
+            logits = logits.clone()
+            logits[list(self.eos_ids)] = float("-inf")
+        return _choose(logits, state)
+
+    def _decode_speculative(self, state: _Running, prompt: list[int], adapter: str | None,
+                            cancel: CancelCheck | None) -> Iterator[Delta]:
+        """Greedy decoding of one request, sped up by the draft model: the draft proposes
+        `draft_tokens` tokens one by one (cheap), this model checks them all in one forward pass
+        and keeps the longest run that matches its own greedy choices, plus its own next token.
+        The text is exactly what this model alone would write; only the number of its forward
+        passes drops, by the share of proposals it accepts."""
+        from transformers import DynamicCache
+
+        device, k = self.device, self.draft_tokens
+        target, draft = DynamicCache(config=self.model.config), DynamicCache(config=self.draft.config)
+        self.lora.prepare([adapter])
+        sequence = list(prompt)  # the prompt and every token kept so far
+        if len(prompt) > 1:  # this model's cache holds all of `sequence` but its last token
+            self._forward(input_ids=torch.tensor([prompt[:-1]], device=device), past_key_values=target)
+        drafted = 0  # how many leading tokens of `sequence` the draft's cache holds
+        while True:
+            if cancel and cancel([state.request.id]):
+                yield self._finish(state, "cancelled")
+                return
+            # 1. The draft proposes k tokens, greedy and with the request's repetition penalty.
+            guess = _Running(state.request, 0, None, state.started, tokens=list(state.tokens), seen=set(state.seen))
+            proposals, feed = [], sequence[drafted:]
+            for _ in range(k):
+                draft_logits = self.draft(input_ids=torch.tensor([feed], device=device), past_key_values=draft,
+                                          use_cache=True, logits_to_keep=1).logits[0, -1]
+                token = self._pick(draft_logits, guess)
+                guess.tokens.append(token)
+                if state.request.repetition_penalty != 1.0:
+                    guess.seen.add(token)
+                proposals.append(token)
+                feed = [token]
+            # 2. This model scores its last token and every proposal in one pass: scores[0]
+            # follows the last kept token, scores[i] follows proposals[i - 1].
+            scores = self.model(input_ids=torch.tensor([sequence[-1:] + proposals], device=device),
+                                past_key_values=target, use_cache=True, logits_to_keep=k + 1).logits[0]
+            before, kept = len(sequence), 0
+            state.proposed += k
+            for position in range(k + 1):
+                token = self._pick(scores[position], state)
+                delta = self._advance(state, token)
+                if delta is not None:
+                    yield delta
+                    if delta.finished:
+                        return
+                sequence.append(token)
+                if position == k or token != proposals[position]:
+                    break
+                kept += 1
+                state.accepted += 1
+            # 3. Forget the rejected proposals. This model keeps the accepted ones (its own last
+            # choice is fed next round); the draft, which saw all but its last proposal, keeps
+            # the prefix that matches.
+            _crop(target, len(sequence) - 1)
+            drafted = before + min(kept, k - 1)
+            _crop(draft, drafted)
 
     def _advance(self, state: _Running, token: int) -> Delta | None:
         """Take one new token; return the delta to yield, if any."""
@@ -304,8 +390,16 @@ class TransformersEngine:
         timings = {"elapsed_s": round(elapsed, 4)}
         if state.first_token_s is not None:
             timings["first_token_s"] = round(state.first_token_s, 4)
+        if state.proposed:
+            timings["draft_acceptance"] = round(state.accepted / state.proposed, 4)
         return Delta(state.request.id, piece, finished=True, finish_reason=reason,
                      prompt_tokens=state.prompt_tokens, completion_tokens=len(state.tokens), timings=timings)
+
+
+def _crop(cache, length: int) -> None:
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
 
 
 def _generator(request: GenerationRequest) -> torch.Generator | None:
@@ -332,20 +426,3 @@ def _choose(logits: torch.Tensor, state: _Running) -> int:
         ordered[outside] = 0
         probs = torch.zeros_like(probs).scatter(0, order, ordered)
     return int(torch.multinomial(probs, 1, generator=state.generator))
-
-
-def _quantize_int8(model):
-    """int8 dynamic quantization for CPU serving: Linear weights in int8 with one scale per output
-    channel, activations quantized on the fly. The MLP output projections (down_proj) stay in
-    float: their inputs carry outliers, and quantizing them tripled the perplexity of
-    SmolLM2-135M (36 -> 115) where leaving them out costs 36 -> 41 (bench/engine.py)."""
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    layers = {name: per_channel_dynamic_qconfig for name, module in model.model.named_modules()
-              if isinstance(module, torch.nn.Linear) and not name.endswith("down_proj")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch marks torch.ao.quantization deprecated; it still works
-        model.model = quantize_dynamic(model.model, layers, dtype=torch.qint8)
-    return model

@@ -58,6 +58,10 @@ def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: di
 @transaction.atomic
 def adapter_activate(*, adapter: AdapterVersion) -> AdapterVersion:
     """Make this the version its role uses; the one it replaces is retired (and can come back)."""
+    assigned = model_for_role(adapter.role)
+    if assigned is not None and assigned.pk != adapter.base_model_id:
+        raise RegistryError(f"{adapter.role!r} is served by {assigned.name}, but {adapter.name} was trained on "
+                            f"{adapter.base_model.name}.")
     AdapterVersion.objects.select_for_update().filter(role=adapter.role, status=VersionStatus.ACTIVE).exclude(
         pk=adapter.pk).update(status=VersionStatus.RETIRED)
     adapter.status, adapter.activated_at = VersionStatus.ACTIVE, timezone.now()
@@ -94,3 +98,32 @@ def resolve_adapter(role: str) -> AdapterSpec | None:
 
 def active_base_model() -> BaseModel | None:
     return BaseModel.objects.filter(status=VersionStatus.ACTIVE).first()
+
+
+def model_for_role(role: str) -> BaseModel | None:
+    """The model assigned to serve this role instead of the active base model, if any."""
+    for model in BaseModel.objects.exclude(roles="").exclude(status=VersionStatus.RETIRED):
+        if role in model.role_list():
+            return model
+    return None
+
+
+def check_role_assignment(model: BaseModel) -> None:
+    """A role is served by one model at most, and never by one its active adapter was not trained on."""
+    from django.core.exceptions import ValidationError
+
+    for role in model.role_list():
+        other = BaseModel.objects.exclude(pk=model.pk).filter(roles__contains=role).first()
+        if other is not None and role in other.role_list():
+            raise ValidationError({"roles": f"{role!r} is already served by {other.name}."})
+        adapter = AdapterVersion.objects.filter(role=role, status=VersionStatus.ACTIVE).first()
+        if adapter is not None and adapter.base_model_id != model.pk:
+            raise ValidationError({"roles": f"{role!r} uses {adapter.name}, trained on {adapter.base_model.name}; "
+                                            f"deactivate it (or train one on {model.name}) first."})
+
+
+def base_model_assign_roles(*, model: BaseModel, roles: list[str]) -> BaseModel:
+    model.roles = ", ".join(roles)
+    model.full_clean()
+    model.save(update_fields=["roles"])
+    return model

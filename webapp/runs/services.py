@@ -91,7 +91,7 @@ def run_plan(*, run_id: int) -> WritingRun:
     if document.sections.exists():
         run.outline_path = "existing"
     else:
-        result = chief_editor.plan_outline(llm.get_engine(), brief_of(document),
+        result = chief_editor.plan_outline(llm.get_engine(chief_editor.ROLE), brief_of(document),
                                            registry.resolve_adapter(chief_editor.ROLE))
         sections = split_for_writers(result.sections, settings.SECTION_MAX_WORDS)
         with transaction.atomic():
@@ -303,7 +303,7 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
         return
     document = run.document
     brief, outline = brief_of(document), outline_text(document)
-    engine = llm.get_engine()
+    engine = llm.get_engine(section_writer.ROLE)
     adapter = registry.resolve_adapter(section_writer.ROLE)
     section_tasks, by_key, cited = [], {}, {}
     for task in claimed:
@@ -442,16 +442,13 @@ def run_review(*, run_id: int) -> None:
     if not claimed:
         return
     heartbeat = _Heartbeat(run, [task.pk for task in claimed])
-    engine, error = llm.get_engine(), ""
+    error = ""
     for task in claimed:
         tokens = []
         try:
-            if task.role == reviewer.ROLE:
-                review_document(document=run.document, run=run, engine=engine, cancel=heartbeat,
-                                on_text=tokens.append)
-            else:
-                finish_document(document=run.document, run=run, engine=engine, cancel=heartbeat,
-                                on_text=tokens.append)
+            act = review_document if task.role == reviewer.ROLE else finish_document
+            act(document=run.document, run=run, engine=llm.get_engine(task.role), cancel=heartbeat,
+                on_text=tokens.append)
         except Exception as failure:  # noqa: BLE001  (recorded on the task and the run)
             log.exception("%s failed", task.role)
             error = f"The {task.role} failed: {failure}"[:2000]
@@ -523,7 +520,7 @@ def finish_document(*, document: Document, run: WritingRun | None = None, engine
     """The finisher's lead goes into the document unless a person wrote the lead; its title is a
     suggestion (people named the document)."""
     leaves = [(s.heading, s.text) for s in _leaves(document) if s.text.strip()]
-    result = finisher.finish(engine or llm.get_engine(), brief_of(document), leaves,
+    result = finisher.finish(engine or llm.get_engine(finisher.ROLE), brief_of(document), leaves,
                              adapter=registry.resolve_adapter(finisher.ROLE), cancel=cancel, on_text=on_text)
     with transaction.atomic():
         document = Document.objects.select_for_update().get(pk=document.pk)

@@ -1,0 +1,246 @@
+"""Training data exported from the product, and training jobs run by a real `training` worker:
+a LoRA adapter trained from exported sections, registered, activated and used by the engine for
+the role's next request; cancelled, empty and mismatched jobs end clearly, registering nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from agents.outline import Brief
+from agents.roles import section_writer
+from tests.conftest import wait_for
+from tests.factories import make_document, make_project
+from webapp.registry import services as registry
+from webapp.registry import training
+from webapp.registry.models import AdapterVersion, BaseModel, JobKind, JobStatus, TrainingJob
+from webapp.runs import training_data
+from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
+
+HARBOUR = (Path(__file__).resolve().parent.parent / "bench" / "heldout.txt").read_text().split(". ")
+
+
+def writer_task(section, agent_text: str, *, final: str | None = None, status=TaskStatus.DONE, when=None):
+    """A finished writer task as a run leaves it: its prompt, its text, and the section as people left it."""
+    run = WritingRun.objects.create(document=section.document, status=RunStatus.DONE)
+    brief = Brief(topic=section.document.topic, target_words=900, audience="walkers")
+    work = section_writer.SectionTask(key="1", heading=section.heading, words=80, goal=section.goal, key_points=[])
+    task = AgentTask.objects.create(run=run, role=section_writer.ROLE, section=section, status=status,
+                                    checkpoint_text=agent_text, finished_at=when or timezone.now(),
+                                    prompt=section_writer.messages(brief, "1. " + section.heading, work))
+    section.text = agent_text if final is None else final
+    section.save(update_fields=["text"])
+    return task
+
+
+def export(*args) -> None:
+    call_command("export_training_data", "--role", "writer", *map(str, args))
+
+
+def sentences(start: int, count: int = 2) -> str:
+    return ". ".join(HARBOUR[start:start + count]).strip() + "."
+
+
+@pytest.fixture
+def accepted_work(owner):
+    """Two documents in one project, one in another: accepted, lightly edited, rewritten,
+    regenerated and emptied sections."""
+    project = make_project(owner)
+    first = make_document(project, owner, sections=("Morning", "Gulls", "Terns", "Waders"))
+    second = make_document(project, owner, sections=("Dunes", "Rock pools"))
+    elsewhere = make_document(make_project(owner, name="Elsewhere"), owner, sections=("Cliffs",))
+    morning, gulls, terns, waders = first.sections.order_by("order")
+    dunes, pools = second.sections.order_by("order")
+    tasks = {
+        "kept": writer_task(morning, sentences(0)),
+        "edited": writer_task(gulls, sentences(2, 3), final=sentences(2, 3).replace("A walker", "A patient walker")),
+        "rewritten": writer_task(terns, sentences(5), final="People wrote this paragraph about terns themselves."),
+        "emptied": writer_task(waders, sentences(7), final=""),
+        "regenerated": writer_task(dunes, sentences(9), when=timezone.now() - dt.timedelta(days=3)),
+        "second_try": writer_task(dunes, sentences(11)),
+        "pools": writer_task(pools, sentences(13)),
+        "elsewhere": writer_task(elsewhere.sections.get(), sentences(15)),
+    }
+    writer_task(pools, "half a sente", final=sentences(13), status=TaskStatus.CANCELLED)  # never exported
+    return project, tasks
+
+
+def test_export_labels_every_pair_and_holds_out_whole_documents(accepted_work, tmp_path):
+    project, tasks = accepted_work
+    export("--out", tmp_path, "--heldout", 0.5, "--project", project.pk)
+    train = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    heldout = [json.loads(line) for line in (tmp_path / "heldout.jsonl").read_text().splitlines()]
+    records = {r["task"]: r for r in train + heldout}
+    label = {name: records[task.pk]["label"] for name, task in tasks.items() if task.pk in records}
+    assert label == {"kept": "accepted", "edited": "accepted", "rewritten": "rewritten", "emptied": "rejected",
+                     "regenerated": "rejected", "second_try": "accepted", "pools": "accepted"}
+    assert tasks["elsewhere"].pk not in records  # another project
+    edited = records[tasks["edited"].pk]
+    assert "A patient walker" in edited["completion"] and 0.6 <= edited["similarity"] < 1
+    assert records[tasks["rewritten"].pk]["completion"].startswith("People wrote")
+    assert records[tasks["regenerated"].pk]["reason"] == "regenerated later"
+    assert records[tasks["regenerated"].pk]["completion"] == sentences(9)  # the agent's text, marked rejected
+    prompt = records[tasks["kept"].pk]["prompt"]
+    assert prompt == AgentTask.objects.get(pk=tasks["kept"].pk).prompt and prompt[0]["role"] == "system"
+    assert {r["document"] for r in train}.isdisjoint({r["document"] for r in heldout})
+    assert train and heldout
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["labels"] == {"accepted": 4, "rewritten": 1, "rejected": 2}
+    assert manifest["role"] == "writer" and manifest["filters"]["project"] == project.pk
+
+
+def test_export_filters_by_date_and_rejects_bad_options(accepted_work, tmp_path):
+    today = timezone.now().date()
+    export("--out", tmp_path / "old", "--heldout", 0, "--until", today - dt.timedelta(days=1))
+    old = (tmp_path / "old" / "train.jsonl").read_text().splitlines()
+    assert len(old) == 1 and json.loads(old[0])["label"] == "rejected"
+    export("--out", tmp_path / "recent", "--heldout", 0, "--since", today)
+    assert len((tmp_path / "recent" / "train.jsonl").read_text().splitlines()) == 7
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("export_training_data", "--role", "reviewer", "--out", str(tmp_path / "x"))
+    with pytest.raises(CommandError, match="not a date"):
+        export("--out", tmp_path / "x", "--since", "last week")
+    with pytest.raises(CommandError, match="no single project"):
+        export("--out", tmp_path / "x", "--project", "nope")
+    with pytest.raises(training_data.ExportError, match="below 1"):
+        training_data.split([], 1.0)
+
+
+def test_job_options_are_checked_before_anything_is_queued(db, tiny_model_dir):
+    model = registry.base_model_register(name="tiny", path=str(tiny_model_dir))
+    job = TrainingJob(kind=JobKind.LORA, role="writer", base_model=model, options={"stepz": 3})
+    with pytest.raises(ValidationError, match="not an option of lora"):
+        job.full_clean()
+    job.options = {"steps": "many"}
+    with pytest.raises(ValidationError, match="must be a int"):
+        job.full_clean()
+    job.options, job.role = {"steps": 3, "lr": 1}, "reviewer"
+    with pytest.raises(ValidationError, match="LoRA jobs train a role"):
+        job.full_clean()
+    job.role = "writer"
+    job.full_clean()
+
+
+def test_a_stale_job_is_failed_and_names_its_checkpoint(db, tiny_model_dir, tmp_path):
+    model = registry.base_model_register(name="tiny", path=str(tiny_model_dir))
+    (tmp_path / "checkpoint").mkdir()
+    job = TrainingJob.objects.create(kind=JobKind.LORA, role="writer", base_model=model, status=JobStatus.RUNNING,
+                                     output_dir=str(tmp_path), heartbeat_at=timezone.now() - dt.timedelta(minutes=5))
+    fresh = TrainingJob.objects.create(kind=JobKind.LORA, role="writer", base_model=model, status=JobStatus.RUNNING,
+                                       heartbeat_at=timezone.now())
+    assert training.reap_stale() == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.checkpoint == str(tmp_path / "checkpoint")
+    assert "stopped (killed or lost)" in job.error and str(tmp_path / "checkpoint") in job.error
+    fresh.refresh_from_db()
+    assert fresh.status == JobStatus.RUNNING
+
+
+def test_a_role_can_be_served_by_another_model(db, tiny_model_dir, tiny_adapters, settings):
+    from webapp import llm
+
+    settings.SCRIPTORIUM_MODEL = str(tiny_model_dir)
+    settings.SCRIPTORIUM_LLM_DTYPE = "float32"
+    student = registry.base_model_register(name="student", path=str(tiny_model_dir))
+    registry.base_model_assign_roles(model=student, roles=["reviewer"])
+    assert llm.model_folder("reviewer") == ("student", student.path)
+    assert llm.model_folder("writer")[1] == str(tiny_model_dir)
+    assert llm.get_engine("reviewer").base_model_name == "student"
+    assert llm.get_engine("writer").base_model_name == tiny_model_dir.name
+    # A role whose active adapter was trained on another model cannot be handed to the student.
+    base = registry.base_model_register(name=tiny_model_dir.name, path=str(tiny_model_dir))
+    registry.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
+    with pytest.raises(ValidationError, match="deactivate it"):
+        registry.base_model_assign_roles(model=student, roles=["reviewer", "writer"])
+    adapter = registry.adapter_register(role="reviewer", path=str(tiny_adapters["writer"]), base_model=base)
+    with pytest.raises(registry.RegistryError, match="is served by student"):
+        registry.adapter_activate(adapter=adapter)
+
+
+# --- jobs on a real worker -------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_base(transactional_db, tiny_model_dir):
+    # Named like the folder, which is what the worker's engine calls the model it serves.
+    return registry.base_model_register(name=tiny_model_dir.name, path=str(tiny_model_dir))
+
+
+def run_job(base, **fields) -> TrainingJob:
+    job = TrainingJob(kind=JobKind.LORA, role="writer", base_model=base, heldout=0.5, **fields)
+    training.job_start(job)
+    return job
+
+
+def wait_job(job: TrainingJob, statuses, timeout: float = 240) -> TrainingJob:
+    wait_for(lambda: TrainingJob.objects.get(pk=job.pk).status in statuses, timeout=timeout)
+    job.refresh_from_db()
+    return job
+
+
+def generate(role: str) -> dict:
+    from webapp.registry.tasks import generate as generate_task
+
+    messages = [{"role": "user", "content": "Write about the harbour at dawn."}]
+    return generate_task.delay(role, messages, max_new_tokens=12).get(timeout=120)
+
+
+@pytest.mark.slow
+def test_lora_job_trains_registers_and_the_engine_uses_it_once_active(celery_worker_process, tiny_base, owner):
+    project = make_project(owner)
+    for start, headings in ((0, ("Morning", "Gulls", "Terns")), (6, ("Dunes", "Pools"))):
+        document = make_document(project, owner, sections=headings)
+        for index, section in enumerate(document.sections.order_by("order")):
+            writer_task(section, sentences(start + 2 * index))
+    before = generate("writer")
+    assert before["adapter"] is None
+    job = run_job(tiny_base, options={"steps": 4, "batch_size": 2, "micro_batch": 1, "lr": 0.005, "rank": 8})
+    job = wait_job(job, {JobStatus.DONE, JobStatus.FAILED})
+    assert job.status == JobStatus.DONE, job.error
+    assert job.step == job.total_steps == 4 and len(job.losses) == 4
+    assert job.metrics["eval_loss_after"] < job.metrics["eval_loss_before"]
+    adapter = job.adapter
+    assert adapter.status == "staged" and adapter.role == "writer" and adapter.version == 1
+    assert adapter.metrics["perplexity_after"] == job.metrics["perplexity_after"]
+    assert job.metrics["train_pairs"] + job.metrics["heldout_pairs"] == 5
+    assert "exported" in (Path(job.output_dir) / "log.txt").read_text()
+    assert generate("writer")["adapter"] is None  # staged: nothing changes yet
+    registry.adapter_activate(adapter=adapter)
+    after = generate("writer")
+    assert after["adapter"] == "writer@1"
+    assert after["text"] != before["text"]
+    assert generate("reviewer")["adapter"] is None  # other roles are untouched
+
+
+@pytest.mark.slow
+def test_cancelled_empty_and_mismatched_jobs_register_nothing(celery_worker_process, tiny_base, owner):
+    empty = wait_job(run_job(tiny_base, options={"steps": 2}), {JobStatus.FAILED, JobStatus.DONE})
+    assert empty.status == JobStatus.FAILED and "only 0 training example(s)" in empty.error
+
+    project = make_project(owner)
+    for headings in (("Morning", "Gulls", "Terns"), ("Dunes", "Pools")):
+        for index, section in enumerate(make_document(project, owner, sections=headings).sections.all()):
+            writer_task(section, sentences(2 * index))
+    long = run_job(tiny_base, options={"steps": 5000, "batch_size": 2, "micro_batch": 1, "save_every": 1000})
+    wait_for(lambda: TrainingJob.objects.get(pk=long.pk).step >= 2, timeout=180)
+    assert training.job_cancel(long)
+    long = wait_job(long, {JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.DONE})
+    assert long.status == JobStatus.CANCELLED, long.error
+    assert long.checkpoint and (Path(long.checkpoint) / "adapter_model.safetensors").is_file()
+    saved = json.loads((Path(long.checkpoint) / "trainer.json").read_text())
+    assert 2 <= saved["step"] < 5000
+    assert not training.job_cancel(long)  # it has ended
+
+    # The registered checksum no longer matches the folder the adapter was trained on.
+    BaseModel.objects.filter(pk=tiny_base.pk).update(sha256="0" * 64)
+    mismatch = wait_job(run_job(BaseModel.objects.get(pk=tiny_base.pk), options={"steps": 1, "batch_size": 2}),
+                        {JobStatus.FAILED, JobStatus.DONE})
+    assert mismatch.status == JobStatus.FAILED and "was not registered" in mismatch.error
+    assert "checksum differs" in mismatch.error
+    assert AdapterVersion.objects.count() == 0

@@ -1,0 +1,511 @@
+"""What every recipe shares: distributed set-up from torchrun's environment, the training data,
+the training loop, evaluation, checkpoints and the files a recipe leaves behind.
+
+One process or many, the maths is the same: each optimizer step sees one global batch, split
+over the ranks and then into micro-batches; every micro-batch's summed token loss is divided by
+the number of target tokens in the whole global batch (known on every rank, since every rank
+reads the whole dataset), so the gradient DDP averages is exactly the one-process gradient.
+Gradients are synchronised only on the last micro-step of a step (`no_sync` before it).
+
+Files in the output folder (rank 0 writes them):
+- metrics.jsonl: one line per step ({"step", "total_steps", "loss", "lr"}) and per evaluation;
+- checkpoint/: the newest checkpoint (trainable weights, optimizer, step), replaced atomically;
+- result.json: written last, {"status": "done" | "cancelled" | "failed", "metrics", "output"}.
+
+A recipe stops cleanly on SIGTERM or SIGINT (torchrun forwards both): every rank finishes the
+step it is in, rank 0 saves a checkpoint, and the process exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+
+log = logging.getLogger("training")
+
+EXIT_CANCELLED = 3
+IGNORE = -100
+
+
+class DatasetError(ValueError):
+    """Training data that cannot be used; the message says what is wrong and where."""
+
+
+class Cancelled(Exception):
+    """SIGTERM or SIGINT arrived; the recipe saves a checkpoint and stops."""
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Sum numbers over every rank (a no-op in one process)."""
+        if not self.enabled:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch_dist.barrier()
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is visible")
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def distributed(device: str = "auto") -> Iterator[Dist]:
+    """One process, or one of torchrun's: the process group (nccl on GPUs, gloo on CPUs) is set
+    up from RANK, WORLD_SIZE and LOCAL_RANK and always torn down, whatever happens inside."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    where = pick_device(device, local_rank)
+    if world_size > 1:
+        backend = "nccl" if where.type == "cuda" else "gloo"
+        torch_dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=dt.timedelta(minutes=30))
+    setup_logging(rank)
+    try:
+        yield Dist(rank, world_size, local_rank, where)
+    finally:
+        if world_size > 1 and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def setup_logging(rank: int) -> None:
+    """Rank 0 logs progress; the other ranks only warnings and errors, so logs are read once."""
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stdout,
+                        format=f"%(asctime)s [rank {rank}] %(message)s", datefmt="%H:%M:%S", force=True)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; checked (and agreed on by every rank) between optimizer steps."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._set)
+
+    def _set(self, signum, frame) -> None:
+        self.raised = True
+
+    def check(self, dist: Dist) -> None:
+        if dist.all_sum([float(self.raised)])[0] > 0:
+            raise Cancelled()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- arguments and files -----------------------------------------------------------------------
+
+
+def base_arguments(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created; reused by --resume)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (one GPU per process under torchrun)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-length", type=int, default=1024, help="tokens per example at most")
+    parser.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step, over all ranks")
+    parser.add_argument("--micro-batch", type=int, default=2, help="examples per forward pass on one rank")
+    parser.add_argument("--steps", type=int, default=0, help="optimizer steps (default: --epochs over the data)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
+    parser.add_argument("--save-every", type=int, default=50, help="steps between checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--max-memory", default="",
+                        help="model parallel: place the model over every visible GPU with this much memory "
+                             "each (e.g. 20GiB); not combined with torchrun")
+    return parser
+
+
+class Output:
+    """The output folder; only rank 0 writes to it."""
+
+    def __init__(self, folder: Path, dist: Dist):
+        self.folder, self.dist = folder, dist
+        if dist.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "result.json").unlink(missing_ok=True)
+        dist.barrier()
+
+    def metric(self, **values) -> None:
+        if self.dist.is_main:
+            values.setdefault("time", round(time.time(), 3))
+            with open(self.folder / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(values) + "\n")
+
+    def result(self, status: str, metrics: dict, output: str = "", **extra) -> None:
+        if self.dist.is_main:
+            payload = {"status": status, "metrics": metrics, "output": output, **extra}
+            _write_json_atomic(self.folder / "result.json", payload)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "checkpoint"
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def read_pairs(path: Path, role: str, labels: tuple[str, ...] = ("accepted",), split: str = "train") -> list[dict]:
+    """Pairs exported by `manage.py export_training_data`: a folder (its train.jsonl or
+    heldout.jsonl) or one .jsonl file. Pairs of another role are an error, not skipped; pairs
+    with other labels are left out and counted in the log."""
+    file = path / f"{split}.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise DatasetError(f"{file}: no such file (export one with `manage.py export_training_data`)")
+    kept, left_out = [], {}
+    with open(file, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                prompt, completion = record["prompt"], record["completion"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise DatasetError(f"{file}:{number}: not a training pair ({error})") from None
+            if record.get("role", role) != role:
+                raise DatasetError(f"{file}:{number}: this pair is for the role {record.get('role')!r}, not {role!r}")
+            if not isinstance(prompt, list) or not all(isinstance(m, dict) and "content" in m for m in prompt):
+                raise DatasetError(f"{file}:{number}: prompt must be a list of chat messages")
+            label = record.get("label", "accepted")
+            if label not in labels or not str(completion).strip():
+                left_out[label] = left_out.get(label, 0) + 1
+                continue
+            kept.append(record)
+    if left_out:
+        log.info("%s: left out %s", file.name, ", ".join(f"{n} {label}" for label, n in sorted(left_out.items())))
+    return kept
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where the model is not trained to predict (the prompt)
+
+    @property
+    def targets(self) -> int:
+        return sum(1 for t in self.labels[1:] if t != IGNORE)
+
+
+def encode_pair(tokenizer, record: dict, max_length: int) -> Example:
+    """The chat prompt exactly as the engine formats it, then the completion and the end token;
+    only the completion is a target. Too long: the prompt loses its start, the completion its end."""
+    prompt = tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    answer_ids = tokenizer(record["completion"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    answer_ids = answer_ids[: max_length // 2] if len(prompt_ids) + len(answer_ids) > max_length else answer_ids
+    prompt_ids = prompt_ids[-(max_length - len(answer_ids)):]
+    return Example(prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids)
+
+
+def encode_text(tokenizer, text: str, max_length: int) -> list[Example]:
+    """Plain text in windows of max_length tokens, every token a target."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return [Example(ids[i:i + max_length], ids[i:i + max_length]) for i in range(0, len(ids), max_length)
+            if len(ids[i:i + max_length]) > 1]
+
+
+def pair_examples(tokenizer, records: list[dict], max_length: int) -> list[Example]:
+    return [encode_pair(tokenizer, r, max_length) for r in records]
+
+
+def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n], labels[row, :n], mask[row, :n] = (torch.tensor(example.input_ids),
+                                                         torch.tensor(example.labels), 1)
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def step_batches(count: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """The example indices of one optimizer step: epochs of a seeded shuffle, read in order, so
+    that step k is the same on every rank and after a resume."""
+    per_epoch = max(1, count // batch_size)
+    epoch, position = divmod(step, per_epoch)
+    order = list(range(count))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    start = position * batch_size
+    chosen = order[start:start + batch_size]
+    while len(chosen) < batch_size:  # fewer examples than a batch (or a ragged end): wrap around
+        chosen += order[:batch_size - len(chosen)]
+    return chosen
+
+
+def total_steps(args, count: int) -> int:
+    if args.steps:
+        return args.steps
+    return max(1, math.ceil(args.epochs * count / args.batch_size))
+
+
+def check_batching(args, dist: Dist, count: int, minimum: int = 2) -> None:
+    if count < minimum:
+        raise DatasetError(f"only {count} training example(s); at least {minimum} are needed")
+    if args.batch_size % dist.world_size:
+        raise DatasetError(f"--batch-size {args.batch_size} does not split over {dist.world_size} processes")
+    if (args.batch_size // dist.world_size) % args.micro_batch:
+        raise DatasetError(f"--micro-batch {args.micro_batch} does not divide the "
+                           f"{args.batch_size // dist.world_size} examples each process gets per step")
+
+
+# --- losses ------------------------------------------------------------------------------------
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the targets, and how many targets there were."""
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+    return loss, int((shift_labels != IGNORE).sum())
+
+
+def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return token_losses(logits, batch["labels"])[0]
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[Example], dist: Dist, pad_id: int, micro_batch: int = 4) -> dict[str, float]:
+    """Mean token loss and perplexity over `examples` (split over the ranks, summed back)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    mine = examples[dist.rank::dist.world_size]
+    for start in range(0, len(mine), micro_batch):
+        batch = collate(mine[start:start + micro_batch], pad_id, dist.device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss, n = token_losses(logits, batch["labels"])
+        total, count = total + float(loss), count + n
+    total, count = dist.all_sum([total, float(count)])
+    model.train(was_training)
+    if count == 0:
+        return {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}
+    loss = total / count
+    return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50)), 4), "tokens": int(count)}
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    losses: list[float] | None = None
+
+
+def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, output: Output, *,
+          pad_id: int, loss_fn: LossFn = lm_loss, save: Callable[[Path], None], load: Callable[[Path], None],
+          stop: StopFlag) -> TrainState:
+    """Run the optimizer steps. `model` is the plain model; it is wrapped in DDP here when there
+    are several processes. `save(folder)` / `load(folder)` write and read the trainable weights
+    (an adapter, or the whole model) for checkpoints."""
+    steps = total_steps(args, len(examples))
+    check_batching(args, dist, len(examples))
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.0)
+    state = TrainState(0, [])
+    if args.resume and (output.checkpoint / "trainer.json").is_file():
+        load(output.checkpoint)
+        optimizer.load_state_dict(torch.load(output.checkpoint / "optimizer.pt", map_location=dist.device))
+        saved = read_json(output.checkpoint / "trainer.json")
+        state = TrainState(saved["step"], saved["losses"])
+        log.info("resumed from step %d", state.step)
+    wrapped = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    model.train()
+    per_rank = args.batch_size // dist.world_size
+    micro_steps = per_rank // args.micro_batch
+    try:
+        while state.step < steps:
+            stop.check(dist)
+            lr = args.lr * min(1.0, (state.step + 1) / args.warmup) if args.warmup else args.lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            chosen = [examples[i] for i in step_batches(len(examples), args.batch_size, args.seed, state.step)]
+            targets = sum(e.targets for e in chosen)  # the whole global batch's, the same on every rank
+            mine = chosen[dist.rank * per_rank:(dist.rank + 1) * per_rank]
+            summed = 0.0
+            for micro in range(micro_steps):
+                batch = collate(mine[micro * args.micro_batch:(micro + 1) * args.micro_batch], pad_id, dist.device)
+                sync = micro == micro_steps - 1 or not dist.enabled
+                with contextlib.nullcontext() if sync else wrapped.no_sync():
+                    loss = loss_fn(wrapped, batch)
+                    # DDP averages gradients over ranks: scale so the result is the global mean.
+                    (loss * dist.world_size / max(targets, 1)).backward()
+                summed += float(loss.detach())
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = dist.all_sum([summed])[0] / max(targets, 1)
+            state.step += 1
+            state.losses.append(round(step_loss, 6))
+            output.metric(step=state.step, total_steps=steps, loss=round(step_loss, 6), lr=lr)
+            log.info("step %d/%d loss %.4f", state.step, steps, step_loss)
+            if args.save_every and state.step % args.save_every == 0 and state.step < steps:
+                checkpoint(state, optimizer, output, dist, save)
+    except Cancelled:
+        checkpoint(state, optimizer, output, dist, save)
+        raise
+    checkpoint(state, optimizer, output, dist, save)
+    return state
+
+
+def checkpoint(state: TrainState, optimizer, output: Output, dist: Dist, save: Callable[[Path], None]) -> None:
+    """Rank 0 writes the checkpoint beside the old one and swaps it in: a kill at any moment
+    leaves the previous or the new checkpoint whole, never a half-written one."""
+    if dist.is_main:
+        tmp = output.folder / "checkpoint.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _write_json_atomic(tmp / "trainer.json", {"step": state.step, "losses": state.losses})
+        old = output.folder / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if output.checkpoint.exists():
+            output.checkpoint.rename(old)
+        tmp.rename(output.checkpoint)
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("checkpoint at step %d: %s", state.step, output.checkpoint)
+    dist.barrier()
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def load_model(path: str | Path, dist: Dist, *, max_memory: str = "", dtype: torch.dtype = torch.float32):
+    """A causal LM on this process's device, or, with max_memory, spread over every visible GPU
+    (model parallel: consecutive layers on consecutive GPUs, each GPU filled up to max_memory)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if max_memory:
+        if dist.enabled:
+            raise SystemExit("--max-memory (model parallel) runs in one process; do not start it with torchrun")
+        if not torch.cuda.is_available():
+            raise SystemExit("--max-memory needs GPUs")
+        limits = {i: max_memory for i in range(torch.cuda.device_count())}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map="auto", max_memory=limits)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dist.device)
+    return model, tokenizer
+
+
+def pad_id_of(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def run_recipe(body: Callable[[Dist, Output, StopFlag], dict], args) -> int:
+    """Run a recipe body and turn the way it ends into result.json and an exit status."""
+    stop = StopFlag()
+    with distributed(args.device) as dist:
+        output = Output(args.out, dist)
+        try:
+            result = body(dist, output, stop)
+        except Cancelled:
+            output.result("cancelled", {}, checkpoint=str(output.checkpoint))
+            log.warning("cancelled; checkpoint in %s", output.checkpoint)
+            return EXIT_CANCELLED
+        except DatasetError as error:
+            output.result("failed", {}, error=str(error))
+            log.error("%s", error)
+            return 2
+        except Exception as error:
+            output.result("failed", {}, error=f"{type(error).__name__}: {error}")
+            raise
+        output.result("done", **result)
+        return 0
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("tokenizer"))
+
+
+@torch.inference_mode()
+def speed(model, tokenizer, text: str, prompt_tokens: int = 256, new_tokens: int = 64, repeats: int = 3) -> dict:
+    """Prefill latency of a prompt_tokens prompt and greedy decode speed (one sequence, KV
+    cache), the best of `repeats` runs after a warm-up."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :prompt_tokens].to(device)
+    best_prefill, best_decode = float("inf"), float("inf")
+    for attempt in range(repeats + 1):
+        cache = DynamicCache(config=model.config)
+        started = time.perf_counter()
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        prefilled = time.perf_counter()
+        for _ in range(new_tokens):
+            token = logits.argmax(-1, keepdim=True)
+            logits = model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1]
+        done = time.perf_counter()
+        if attempt:  # the first run warms up
+            best_prefill, best_decode = min(best_prefill, prefilled - started), min(best_decode, done - prefilled)
+    return {"prefill_s": round(best_prefill, 4), "decode_tokens_per_s": round(new_tokens / best_decode, 2)}

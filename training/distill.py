@@ -1,0 +1,179 @@
+"""Distil a smaller student from the serving model: fewer layers, initialised from the teacher's.
+
+    python -m training.distill --teacher MODEL_DIR --out runs/student --layers 15 \
+        --data EXPORT_DIR --briefs bench/briefs.json --eval-text bench/heldout.txt
+
+The student keeps the teacher's embeddings, final norm and head, and every k-th layer (the first
+and last always), so it starts close to the teacher. It learns from two kinds of text: the
+exported pairs (what people accepted) and what the teacher writes for our briefs, with
+
+    L = alpha * L_hard + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+
+per target token, where L_hard is the cross-entropy against the text itself. The output folder's
+model/ is an ordinary model folder: register it as a base model, give it to a role, or use it as
+the draft model for speculative decoding of the teacher (SCRIPTORIUM_DRAFT_MODEL).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from training import common
+
+log = logging.getLogger("training")
+
+
+def arguments():
+    parser = common.base_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--teacher", type=Path, required=True, help="the model folder to distil")
+    parser.add_argument("--layers", type=int, default=0, help="student layers (default: half the teacher's)")
+    parser.add_argument("--data", type=Path, help="a folder from export_training_data (its accepted pairs)")
+    parser.add_argument("--role", default="writer", help="the role of the exported pairs")
+    parser.add_argument("--briefs", type=Path, help="a JSON list of briefs the teacher writes sections for")
+    parser.add_argument("--text", type=Path, action="append", default=[], help="more plain-text files to learn from")
+    parser.add_argument("--generate-tokens", type=int, default=192, help="tokens the teacher writes per prompt")
+    parser.add_argument("--eval-text", type=Path, required=True, help="held-out plain text for perplexity")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the hard (text) loss")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.set_defaults(lr=1e-4)
+    return parser
+
+
+def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """Evenly spaced teacher layers, the first and the last included."""
+    if not 1 <= student_layers <= teacher_layers:
+        raise common.DatasetError(f"--layers must be between 1 and the teacher's {teacher_layers}")
+    if student_layers == 1:
+        return [teacher_layers - 1]
+    return sorted({round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)})
+
+
+def make_student(teacher, layers: list[int]):
+    """A copy of the teacher with only `layers` (renumbered, so the KV cache indexes line up)."""
+    student = copy.deepcopy(teacher)
+    student.model.layers = torch.nn.ModuleList([student.model.layers[i] for i in layers])
+    for index, layer in enumerate(student.model.layers):
+        layer.self_attn.layer_idx = index
+    student.config.num_hidden_layers = len(layers)
+    if getattr(student.config, "layer_types", None):
+        student.config.layer_types = [student.config.layer_types[i] for i in layers]
+    return student
+
+
+def brief_prompts(path: Path) -> list[list[dict[str, str]]]:
+    """One writer-style chat per section heading of each brief (or one per brief without headings)."""
+    try:
+        briefs = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise common.DatasetError(f"{path}: not a JSON list of briefs ({error})") from None
+    prompts = []
+    for brief in briefs:
+        topic, audience = brief.get("topic", ""), brief.get("audience", "general readers")
+        for heading in brief.get("reference") or [topic]:
+            prompts.append([
+                {"role": "system", "content": f"You are writing an article about {topic} for {audience}."},
+                {"role": "user", "content": f"Write the section \"{heading}\" in plain prose, about 150 words."}])
+    return prompts
+
+
+@torch.no_grad()
+def teacher_texts(teacher, tokenizer, prompts, tokens: int, dist: common.Dist) -> list[dict]:
+    """What the teacher writes for each prompt (greedy, so every rank writes the same)."""
+    records = []
+    for messages in prompts:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)["input_ids"].to(dist.device)
+        out = teacher.generate(ids, max_new_tokens=tokens, do_sample=False, repetition_penalty=1.2,
+                               pad_token_id=common.pad_id_of(tokenizer))
+        records.append({"prompt": messages, "completion": tokenizer.decode(out[0, ids.shape[1]:],
+                                                                           skip_special_tokens=True)})
+    return records
+
+
+def distil_loss(teacher, alpha: float, temperature: float):
+    def loss_fn(student, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        with torch.no_grad():
+            teacher_logits = teacher(input_ids=batch["input_ids"],
+                                     attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        mask = labels != common.IGNORE
+        hard = F.cross_entropy(logits[mask], labels[mask], reduction="sum")
+        soft_student = F.log_softmax(logits[mask] / temperature, dim=-1)
+        soft_teacher = F.log_softmax(teacher_logits[mask] / temperature, dim=-1)
+        kl = F.kl_div(soft_student, soft_teacher, log_target=True, reduction="sum")  # KL(teacher || student)
+        return alpha * hard + (1 - alpha) * temperature ** 2 * kl
+    return loss_fn
+
+
+def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) -> dict:
+    common.seed_everything(args.seed)
+    teacher, tokenizer = common.load_model(args.teacher, dist)
+    teacher.eval().requires_grad_(False)
+    pad_id = common.pad_id_of(tokenizer)
+    layers = kept_layers(teacher.config.num_hidden_layers, args.layers or max(1, teacher.config.num_hidden_layers // 2))
+    records = common.read_pairs(args.data, args.role, ("accepted",)) if args.data else []
+    if args.briefs:
+        generated = teacher_texts(teacher, tokenizer, brief_prompts(args.briefs), args.generate_tokens, dist)
+        log.info("the teacher wrote %d texts for %s", len(generated), args.briefs)
+        if dist.is_main:
+            with open(output.folder / "teacher_texts.jsonl", "w") as handle:
+                handle.writelines(json.dumps(r) + "\n" for r in generated)
+        records += generated
+    examples = common.pair_examples(tokenizer, records, args.max_length)
+    for path in args.text:
+        examples += common.encode_text(tokenizer, path.read_text(), args.max_length)
+    if not examples:
+        raise common.DatasetError("nothing to learn from: give --data, --briefs or --text")
+    heldout = common.encode_text(tokenizer, args.eval_text.read_text(), args.max_length)
+
+    student = make_student(teacher, layers)
+    student.requires_grad_(True)
+    teacher_eval = common.evaluate(teacher, heldout, dist, pad_id)
+    before = common.evaluate(student, heldout, dist, pad_id)
+    output.metric(event="eval", when="before", teacher=teacher_eval, **before)
+    log.info("student of %d/%d layers %s; held-out perplexity teacher %.2f, student %.2f",
+             len(layers), teacher.config.num_hidden_layers, layers, teacher_eval["perplexity"], before["perplexity"])
+
+    def save(folder: Path) -> None:
+        student.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    def load(folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        student.load_state_dict(load_file(folder / "model.safetensors", device=str(dist.device)), strict=False)
+
+    state = common.train(student, examples, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop,
+                         loss_fn=distil_loss(teacher, args.alpha, args.temperature))
+    after = common.evaluate(student, heldout, dist, pad_id)
+    output.metric(event="eval", when="after", **after)
+    log.info("held-out perplexity after distillation: %.2f (teacher %.2f)", after["perplexity"],
+             teacher_eval["perplexity"])
+    metrics = {"teacher_perplexity": teacher_eval["perplexity"], "perplexity_before": before["perplexity"],
+               "perplexity_after": after["perplexity"],
+               "perplexity_ratio": round(after["perplexity"] / teacher_eval["perplexity"], 4),
+               "layers": layers, "teacher_layers": teacher.config.num_hidden_layers,
+               "parameters": sum(p.numel() for p in student.parameters()),
+               "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
+               "examples": len(examples), "steps": state.step, "alpha": args.alpha, "temperature": args.temperature}
+    folder = output.folder / "model"
+    if dist.is_main:
+        save(folder)
+    dist.barrier()
+    return {"metrics": metrics, "output": str(folder), "kind": "model"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
+    return common.run_recipe(lambda dist, output, stop: body(args, dist, output, stop), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Train a LoRA adapter for one agent role from exported pairs (peft), on the serving base model.
+
+    python -m training.lora --base MODEL_DIR --data EXPORT_DIR --role writer --out runs/writer-1
+    torchrun --nproc_per_node 4 -m training.lora ...   # data parallel, one GPU per process
+
+The adapter is trained on the pairs labelled "accepted" (add others with --labels) and scored on
+the held-out pairs before and after: loss and perplexity of the text people kept. The output
+folder's adapter/ is what the registry registers; adapter/scriptorium.json records the role, the
+base model's checksum and the metrics, so an adapter is never registered on another base model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from agents.llm.files import folder_sha256
+from training import common
+
+log = logging.getLogger("training")
+
+META = "scriptorium.json"
+
+
+def arguments():
+    parser = common.base_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, required=True, help="the base model folder the engine serves")
+    parser.add_argument("--data", type=Path, required=True, help="a folder from export_training_data")
+    parser.add_argument("--role", required=True)
+    parser.add_argument("--labels", default="accepted", help="comma-separated labels to train on (accepted)")
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--alpha", type=float, default=32)
+    parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj", help="Linear layers that get LoRA")
+    parser.set_defaults(lr=2e-4)
+    return parser
+
+
+def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) -> dict:
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    labels = tuple(label.strip() for label in args.labels.split(",") if label.strip())
+    train_pairs = common.read_pairs(args.data, args.role, labels, "train")
+    heldout_pairs = common.read_pairs(args.data, args.role, labels, "heldout")
+    common.check_batching(args, dist, len(train_pairs))
+    if not heldout_pairs:
+        raise common.DatasetError(f"{args.data}: no held-out pairs to evaluate on "
+                                  "(export with --heldout above 0 and more than one document)")
+    base_sha = folder_sha256(args.base)
+    if args.resume and (output.checkpoint / META).is_file():
+        trained_on = common.read_json(output.checkpoint / META)["base_sha256"]
+        if trained_on != base_sha:
+            raise common.DatasetError(f"the checkpoint in {output.checkpoint} was trained on another base model "
+                                      f"({trained_on[:12]}…, this one is {base_sha[:12]}…)")
+    common.seed_everything(args.seed)
+    model, tokenizer = common.load_model(args.base, dist, max_memory=args.max_memory)
+    pad_id = common.pad_id_of(tokenizer)
+    train = common.pair_examples(tokenizer, train_pairs, args.max_length)
+    heldout = common.pair_examples(tokenizer, heldout_pairs, args.max_length)
+    log.info("%d training and %d held-out pairs for %s", len(train), len(heldout), args.role)
+
+    before = common.evaluate(model, heldout, dist, pad_id)
+    output.metric(event="eval", when="before", **before)
+    log.info("held-out before: loss %.4f, perplexity %.2f", before["loss"], before["perplexity"])
+    config = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                        target_modules=[t.strip() for t in args.targets.split(",")])
+    model = get_peft_model(model, config)
+    meta = {"role": args.role, "base_model": str(args.base.resolve()), "base_sha256": base_sha}
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        (folder / META).write_text(json.dumps(meta, indent=2) + "\n")
+
+    def load(folder: Path) -> None:
+        set_peft_model_state_dict(model, load_peft_weights(str(folder), device=str(dist.device)))
+
+    state = common.train(model, train, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop)
+    after = common.evaluate(model, heldout, dist, pad_id)
+    output.metric(event="eval", when="after", **after)
+    log.info("held-out after: loss %.4f, perplexity %.2f", after["loss"], after["perplexity"])
+    metrics = {"eval_loss_before": before["loss"], "perplexity_before": before["perplexity"],
+               "eval_loss_after": after["loss"], "perplexity_after": after["perplexity"],
+               "train_pairs": len(train), "heldout_pairs": len(heldout), "steps": state.step,
+               "final_train_loss": state.losses[-1] if state.losses else None}
+    adapter = output.folder / "adapter"
+    if dist.is_main:
+        meta["metrics"] = metrics
+        save(adapter)
+    dist.barrier()
+    return {"metrics": metrics, "output": str(adapter), "kind": "adapter", "role": args.role,
+            "base_sha256": base_sha}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
+    return common.run_recipe(lambda dist, output, stop: body(args, dist, output, stop), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

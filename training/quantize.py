@@ -1,0 +1,75 @@
+"""int8 weights for CPU serving, with size, speed and perplexity before and after.
+
+    python -m training.quantize --model MODEL_DIR --out runs/int8 --eval-text bench/heldout.txt
+
+torch's dynamic quantization (agents/llm/quantization.py): Linear weights in int8 per output
+channel, activations quantized on the fly, MLP down-projections kept in float (their outliers
+cost too much perplexity). The output folder's model/ loads directly in the engine (CPU only).
+It takes no training, so it runs in one process; under torchrun only rank 0 works.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from agents.llm.quantization import SKIPPED, load_int8, quantize_int8, save_int8
+from training import common
+
+log = logging.getLogger("training")
+
+
+def arguments():
+    parser = common.base_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a float model folder")
+    parser.add_argument("--eval-text", type=Path, required=True, help="held-out plain text for perplexity and speed")
+    parser.add_argument("--quantize-down-proj", action="store_true",
+                        help="quantize the MLP down-projections too (smaller, much worse perplexity)")
+    parser.set_defaults(max_length=512, device="cpu")
+    return parser
+
+
+def measure(model, tokenizer, examples, text: str, dist: common.Dist) -> dict:
+    result = common.evaluate(model, examples, common.Dist(device=torch.device("cpu")), common.pad_id_of(tokenizer))
+    return {"perplexity": result["perplexity"], **common.speed(model, tokenizer, text)}
+
+
+def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) -> dict:
+    if dist.device.type != "cpu":
+        raise common.DatasetError("int8 dynamic quantization is for CPU serving: run with --device cpu")
+    folder = output.folder / "model"
+    if not dist.is_main:
+        return {"metrics": {}, "output": str(folder), "kind": "model"}
+    model, tokenizer = common.load_model(args.model, common.Dist(device=torch.device("cpu")))
+    model.eval()
+    text = args.eval_text.read_text()
+    examples = common.encode_text(tokenizer, text, args.max_length)
+    if not examples:
+        raise common.DatasetError(f"{args.eval_text}: too little text to measure on")
+    before = {"bytes": common.folder_bytes(args.model), **measure(model, tokenizer, examples, text, dist)}
+    log.info("float: %s", before)
+    skip = () if args.quantize_down_proj else SKIPPED
+    save_int8(quantize_int8(model, skip), tokenizer, folder, skip)
+    quantized = load_int8(folder)  # measured as it will be served: loaded back from the folder
+    after = {"bytes": common.folder_bytes(folder), **measure(quantized, tokenizer, examples, text, dist)}
+    log.info("int8: %s", after)
+    metrics = {f"{key}_{when}": value for when, values in (("before", before), ("after", after))
+               for key, value in values.items()}
+    metrics.update(size_ratio=round(after["bytes"] / before["bytes"], 4),
+                   perplexity_ratio=round(after["perplexity"] / before["perplexity"], 4),
+                   decode_speedup=round(after["decode_tokens_per_s"] / before["decode_tokens_per_s"], 3),
+                   float_layers=list(skip))
+    for when in ("before", "after"):
+        output.metric(event="eval", when=when, **{k: v for k, v in metrics.items() if k.endswith(when)})
+    return {"metrics": metrics, "output": str(folder), "kind": "model"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
+    return common.run_recipe(lambda dist, output, stop: body(args, dist, output, stop), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
