@@ -189,3 +189,11 @@ def test_adapters_are_applied_exactly_as_peft_applies_them(tiny_model_dir, tiny_
     with torch.inference_mode():
         generated = reference.generate(input_ids=torch.tensor([ids]), max_new_tokens=10, do_sample=False)
     assert ours == engine.tokenizer.decode(generated[0, len(ids):], skip_special_tokens=True)
+
+
+def test_an_int8_engine_keeps_its_output_head_tied_to_the_embeddings(tiny_model_dir):
+    """Quantizing a copy of the decoder used to untie the head: a second float copy of the
+    largest matrix in memory (and in an int8 folder on disk)."""
+    engine = TransformersEngine(tiny_model_dir, int8=True)
+    model = engine.model
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()

