@@ -16,7 +16,7 @@ from django.utils import timezone
 from agents.outline import Brief
 from agents.roles import section_writer
 from tests.conftest import wait_for
-from tests.factories import make_document, make_project
+from tests.factories import PASSWORD, make_document, make_project, make_user
 from webapp.registry import services as registry
 from webapp.registry import training
 from webapp.registry.models import AdapterVersion, BaseModel, JobKind, JobStatus, TrainingJob
@@ -244,3 +244,40 @@ def test_cancelled_empty_and_mismatched_jobs_register_nothing(celery_worker_proc
     assert mismatch.status == JobStatus.FAILED and "was not registered" in mismatch.error
     assert "checksum differs" in mismatch.error
     assert AdapterVersion.objects.count() == 0
+
+
+def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client, db, tiny_model_dir, tmp_path,
+                                                                          django_capture_on_commit_callbacks,
+                                                                          monkeypatch):
+    from django.urls import reverse
+
+
+    make_user("root", is_staff=True, is_superuser=True)
+    client.login(username="root", password=PASSWORD)
+    model = registry.base_model_register(name="tiny", path=str(tiny_model_dir))
+    queued = []
+    monkeypatch.setattr("webapp.registry.tasks.run_job.delay", queued.append)
+    form = {"kind": "lora", "role": "writer", "base_model": model.pk, "options": '{"stepz": 1}', "heldout": 0.2,
+            "processes": 1}
+    response = client.post(reverse("admin:registry_trainingjob_add"), form)
+    assert response.status_code == 200 and "not an option of lora" in response.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:registry_trainingjob_add"), {**form, "options": '{"steps": 3}'})
+    assert response.status_code == 302
+    job = TrainingJob.objects.get()
+    assert queued == [job.pk] and job.status == JobStatus.QUEUED and job.created_by.username == "root"
+
+    (tmp_path / "log.txt").write_text("step 1 <script>alert(1)</script>\n")
+    TrainingJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, step=2, total_steps=3,
+                                                 losses=[3.5, 3.1], output_dir=str(tmp_path),
+                                                 heartbeat_at=timezone.now())
+    page = client.get(reverse("admin:registry_trainingjob_change", args=[job.pk])).content.decode()
+    assert '<progress max="3" value="2">' in page and "<polyline points=" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert 'http-equiv="refresh"' in page  # it follows the job until it ends
+    assert "training.lora" in page  # the command line, to run it by hand
+    listing = client.get(reverse("admin:registry_trainingjob_changelist")).content.decode()
+    assert "2/3" in listing
+    client.post(reverse("admin:registry_trainingjob_changelist"),
+                {"action": "cancel", "_selected_action": [job.pk]})
+    assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.CANCELLING
