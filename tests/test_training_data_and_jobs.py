@@ -281,3 +281,21 @@ def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client
     client.post(reverse("admin:registry_trainingjob_changelist"),
                 {"action": "cancel", "_selected_action": [job.pk]})
     assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.CANCELLING
+
+
+@pytest.mark.slow
+def test_distill_prune_and_quantize_jobs_register_staged_models(celery_worker_process, tiny_base):
+    options = {JobKind.DISTILL: {"steps": 2, "batch_size": 2, "micro_batch": 1, "generate_tokens": 8,
+                                 "max_length": 64},
+               JobKind.PRUNE: {"drop_layers": 1, "mlp_keep": 0.5},
+               JobKind.QUANTIZE: {}}
+    for kind, chosen in options.items():
+        job = TrainingJob(kind=kind, base_model=tiny_base, options=chosen)
+        training.job_start(job)
+        job = wait_job(job, {JobStatus.DONE, JobStatus.FAILED})
+        assert job.status == JobStatus.DONE, job.error
+        model = job.produced_model
+        assert model.status == "staged" and model.metrics == job.metrics and model.name.endswith(f"-{kind}-{job.pk}")
+        assert Path(model.path).is_dir() and model.sha256
+    student = TrainingJob.objects.get(kind=JobKind.DISTILL).produced_model
+    assert len(student.metrics["layers"]) == 1 and student.metrics["teacher_layers"] == 2

@@ -144,7 +144,7 @@ def recipe_argv(job: TrainingJob, out: Path) -> list[str]:
                 "--text", str(HEAL_TEXT)]
     else:
         args = ["--model", model, "--eval-text", str(EVAL_TEXT)]
-    args += ["--out", str(out / "run"), "--resume"] + _flags(job.options)
+    args += ["--out", str(out / "run")] + _flags(job.options)
     if job.processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(job.processes)]
     else:
@@ -180,8 +180,9 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
     job = _claim(job_id)
     if job is None:
         return
-    out = Path(settings.DATA_DIR) / "training" / f"job-{job.pk}"
-    out.mkdir(parents=True, exist_ok=True)
+    # Named by id and start time: a database that was reset reuses ids, never these folders.
+    out = Path(settings.DATA_DIR) / "training" / f"job-{job.pk}-{job.started_at:%Y%m%d-%H%M%S-%f}"
+    out.mkdir(parents=True)
     TrainingJob.objects.filter(pk=job.pk).update(output_dir=str(out))
     try:
         if job.kind in (JobKind.LORA, JobKind.DISTILL):
