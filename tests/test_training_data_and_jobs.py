@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -129,15 +130,15 @@ def test_job_options_are_checked_before_anything_is_queued(db, tiny_model_dir):
 
 def test_a_stale_job_is_failed_and_names_its_checkpoint(db, tiny_model_dir, tmp_path):
     model = registry.base_model_register(name="tiny", path=str(tiny_model_dir))
-    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
     job = TrainingJob.objects.create(kind=JobKind.LORA, role="writer", base_model=model, status=JobStatus.RUNNING,
                                      output_dir=str(tmp_path), heartbeat_at=timezone.now() - dt.timedelta(minutes=5))
     fresh = TrainingJob.objects.create(kind=JobKind.LORA, role="writer", base_model=model, status=JobStatus.RUNNING,
                                        heartbeat_at=timezone.now())
     assert training.reap_stale() == 1
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and job.checkpoint == str(tmp_path / "checkpoint")
-    assert "stopped (killed or lost)" in job.error and str(tmp_path / "checkpoint") in job.error
+    assert job.status == JobStatus.FAILED and job.checkpoint == str(tmp_path / "run" / "checkpoint")
+    assert "stopped (killed or lost)" in job.error and job.checkpoint in job.error
     fresh.refresh_from_db()
     assert fresh.status == JobStatus.RUNNING
 
@@ -299,3 +300,55 @@ def test_distill_prune_and_quantize_jobs_register_staged_models(celery_worker_pr
         assert Path(model.path).is_dir() and model.sha256
     student = TrainingJob.objects.get(kind=JobKind.DISTILL).produced_model
     assert len(student.metrics["layers"]) == 1 and student.metrics["teacher_layers"] == 2
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_is_killed_checkpoints_and_ends_failed(tiny_base, owner, tmp_path, monkeypatch):
+    """SIGKILL the training worker mid-job: the recipe (its child) gets SIGTERM, checkpoints and
+    stops rather than running on unwatched; the job is failed once its heartbeat is stale,
+    naming that checkpoint; nothing is registered."""
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    from django.conf import settings
+
+    from tests.conftest import ROOT, _database_url_for_subprocess
+    from webapp.registry.tasks import run_job as run_job_task
+
+    project = make_project(owner)
+    for headings in (("Morning", "Gulls", "Terns"), ("Dunes", "Pools")):
+        for index, section in enumerate(make_document(project, owner, sections=headings).sections.all()):
+            writer_task(section, sentences(2 * index))
+    queue = f"training-{uuid.uuid4().hex[:6]}"  # our own queue: the session's worker never sees the job
+    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR),
+               PYTHONUNBUFFERED="1")
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "--pool",
+                                   "solo", "-n", f"{queue}@%h"], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        job = TrainingJob(kind=JobKind.LORA, role="writer", base_model=tiny_base, heldout=0.5,
+                          options={"steps": 5000, "batch_size": 2, "micro_batch": 1, "save_every": 1000})
+        job.full_clean()
+        job.save()
+        run_job_task.apply_async((job.pk,), queue=queue)
+        wait_for(lambda: TrainingJob.objects.get(pk=job.pk).step >= 2, timeout=180)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    job.refresh_from_db()
+    run_dir = Path(job.output_dir) / "run"
+    wait_for(lambda: (run_dir / "result.json").is_file(), timeout=60)
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "cancelled"
+    saved = json.loads((run_dir / "checkpoint" / "trainer.json").read_text())
+    assert 2 <= saved["step"] < 5000
+    assert job.status == JobStatus.RUNNING  # nobody is left to say otherwise, until the heartbeat is stale
+    monkeypatch.setattr(training, "STALE_AFTER", dt.timedelta(seconds=1))
+    wait_for(lambda: training.reap_stale() == 1, timeout=30)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.checkpoint == str(run_dir / "checkpoint")
+    assert AdapterVersion.objects.count() == 0

@@ -60,7 +60,10 @@ def load_int8(folder: str | Path):
     config = AutoConfig.from_pretrained(folder)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     quantize_int8(model, skip)
-    model.load_state_dict(torch.load(folder / INT8_WEIGHTS, weights_only=False), strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about its own TypedStorage inside packed int8 weights
+        state = torch.load(folder / INT8_WEIGHTS, weights_only=False)
+    model.load_state_dict(state, strict=True)
     with contextlib.suppress(OSError):
         model.generation_config = GenerationConfig.from_pretrained(folder)
     return model.eval()

@@ -101,8 +101,8 @@ def reap_stale() -> int:
     cutoff = timezone.now() - STALE_AFTER
     for job in TrainingJob.objects.filter(status__in=[JobStatus.RUNNING, JobStatus.CANCELLING],
                                           heartbeat_at__lt=cutoff):
-        checkpoint = Path(job.output_dir) / "checkpoint"
-        found = checkpoint.is_dir()
+        checkpoint = Path(job.output_dir) / "run" / "checkpoint"
+        found = bool(job.output_dir) and checkpoint.is_dir()
         count += TrainingJob.objects.filter(pk=job.pk, heartbeat_at=job.heartbeat_at).update(
             status=JobStatus.FAILED, finished_at=timezone.now(), checkpoint=str(checkpoint) if found else "",
             error="The worker running this job stopped (killed or lost). "
