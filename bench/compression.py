@@ -39,9 +39,9 @@ OUT = ROOT / "var" / "bench"
 HELDOUT = ROOT / "bench" / "heldout.txt"
 
 
-def recipe(name: str, *args) -> Path:
-    """Run a recipe (unless its output exists) and return its model folder."""
-    out = OUT / name
+def recipe(name: str, folder: str, *args) -> Path:
+    """Run training.<name> into var/bench/<folder> (unless it is there already); its model folder."""
+    out = OUT / folder
     if (out / "result.json").is_file() and json.loads((out / "result.json").read_text())["status"] == "done":
         return Path(json.loads((out / "result.json").read_text())["output"])
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(THREADS))
@@ -65,11 +65,12 @@ def measure(label: str, folder: Path) -> dict:
     examples = common.encode_text(tokenizer, text, 512)
     ppl = common.evaluate(model, examples, common.Dist(), common.pad_id_of(tokenizer))["perplexity"]
     speed = common.speed(model, tokenizer, text, prompt_tokens=256, new_tokens=64, repeats=3)
-    return {"label": label, "parameters": sum(p.numel() for p in model.parameters()) or _int8_parameters(model),
+    return {"label": label, "parameters": sum(p.numel() for p in model.parameters()) + _int8_parameters(model),
             "mb": common.folder_bytes(folder) / 1e6, "perplexity": ppl, **speed}
 
 
 def _int8_parameters(model) -> int:
+    """Weights of dynamically quantized Linear layers, which model.parameters() does not list."""
     total = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
@@ -82,6 +83,7 @@ def compression_table(rows: list[dict]) -> list[str]:
     teacher = rows[0]
     out = ["| model | parameters (M) | size on disk MB | decode tok/s | prefill 256 tokens s | perplexity "
            "| decode vs teacher | perplexity ratio |", "|---|---|---|---|---|---|---|---|"]
+    print("\n".join(out), flush=True)
     for r in rows:
         params = r["parameters"] / 1e6
         out.append(f"| {r['label']} | {params:.1f} | {r['mb']:.0f} | {r['decode_tokens_per_s']:.1f} | "
@@ -124,7 +126,7 @@ def speculative_table(teacher: Path, drafts: dict[str, Path], new_tokens: int, k
     out = [f"| draft | tokens proposed per round | seconds for {len(requests)} requests | speed-up | "
            "draft acceptance | outputs identical |", "|---|---|---|---|---|---|",
            f"| none (teacher alone) | - | {alone_s:.1f} | 1.00x | - | - |"]
-    print(out[-1], flush=True)
+    print("\n".join(out), flush=True)
     for name, folder in drafts.items():
         for k in ks:
             engine = TransformersEngine(teacher, dtype="float32", draft_model_path=folder, draft_tokens=k)
@@ -151,13 +153,13 @@ def main() -> None:
           f"torch {torch.__version__}, float32 unless int8, greedy\n", flush=True)
     briefs = ROOT / "bench" / "distill_briefs.json"
     student = args.student or recipe(
-        "student", "--teacher", teacher, "--layers", 15, "--briefs", briefs, "--generate-tokens", 160,
+        "distill", "student", "--teacher", teacher, "--layers", 15, "--briefs", briefs, "--generate-tokens", 160,
         "--text", ROOT / "bench" / "sources" / "sleep" / "sleep-facts.md", "--eval-text", HELDOUT,
         "--steps", args.distill_steps, "--batch-size", 8, "--micro-batch", 4, "--lr", 2e-4, "--alpha", 0.3,
         "--max-length", 256)
-    pruned = recipe("pruned", "--model", teacher, "--drop-layers", 6, "--mlp-keep", 0.75, "--calibration",
+    pruned = recipe("prune", "pruned", "--model", teacher, "--drop-layers", 6, "--mlp-keep", 0.75, "--calibration",
                     ROOT / "bench" / "sources" / "sleep" / "sleep-facts.md", "--eval-text", HELDOUT)
-    int8 = recipe("int8", "--model", teacher, "--eval-text", HELDOUT)
+    int8 = recipe("quantize", "int8", "--model", teacher, "--eval-text", HELDOUT)
     rows = [measure("teacher: SmolLM2-135M, 30 layers", teacher),
             measure("distilled student, 15 layers", student),
             measure("pruned: 6 layers and 25% of MLP channels removed, no healing", pruned),

@@ -494,7 +494,7 @@ def speed(model, tokenizer, text: str, prompt_tokens: int = 256, new_tokens: int
     cache), the best of `repeats` runs after a warm-up."""
     from transformers import DynamicCache
 
-    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    device = next(model.parameters()).device
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :prompt_tokens].to(device)
     best_prefill, best_decode = float("inf"), float("inf")
     for attempt in range(repeats + 1):
