@@ -352,3 +352,18 @@ def test_a_job_whose_worker_is_killed_checkpoints_and_ends_failed(tiny_base, own
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and job.checkpoint == str(run_dir / "checkpoint")
     assert AdapterVersion.objects.count() == 0
+
+
+def test_a_recipe_killed_by_a_cancel_before_it_could_checkpoint_is_cancelled_not_failed(db, tiny_model_dir,
+                                                                                        tmp_path):
+    model = registry.base_model_register(name="tiny", path=str(tiny_model_dir))
+    job = TrainingJob.objects.create(kind=JobKind.LORA, role="writer", base_model=model,
+                                     status=JobStatus.CANCELLING, output_dir=str(tmp_path))
+    training._finish(job, tmp_path, -15, cancelled=True)  # SIGTERM before its handlers were installed
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.checkpoint == ""
+    other = TrainingJob.objects.create(kind=JobKind.LORA, role="writer", base_model=model,
+                                       status=JobStatus.RUNNING, output_dir=str(tmp_path))
+    training._finish(other, tmp_path, -9)
+    other.refresh_from_db()
+    assert other.status == JobStatus.FAILED and "exited with status -9" in other.error

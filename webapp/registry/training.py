@@ -209,7 +209,7 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
             break
         TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
         time.sleep(poll_s)
-    _finish(job, out, code)
+    _finish(job, out, code, cancelled=signalled)
 
 
 def _read_progress(job: TrainingJob, metrics_file: Path, seen: int) -> int:
@@ -226,7 +226,7 @@ def _read_progress(job: TrainingJob, metrics_file: Path, seen: int) -> int:
     return len(lines)
 
 
-def _finish(job: TrainingJob, out: Path, code: int) -> None:
+def _finish(job: TrainingJob, out: Path, code: int, cancelled: bool = False) -> None:
     result_file = out / "run" / "result.json"
     result = json.loads(result_file.read_text()) if result_file.is_file() else {}
     checkpoint = out / "run" / "checkpoint"
@@ -238,7 +238,8 @@ def _finish(job: TrainingJob, out: Path, code: int) -> None:
             _end(job, JobStatus.FAILED, metrics=result.get("metrics", {}), checkpoint=checkpoint_path,
                  error=f"The recipe finished, but its output was not registered: {error}")
         return
-    if result.get("status") == "cancelled" or code == 3:
+    # Cancelled before the recipe had set up its signal handlers, it dies of SIGTERM: still cancelled.
+    if result.get("status") == "cancelled" or code == 3 or cancelled:
         _end(job, JobStatus.CANCELLED, checkpoint=checkpoint_path,
              error="Cancelled" + (f"; the checkpoint is {checkpoint_path}" if checkpoint_path else "") + ".")
         return
