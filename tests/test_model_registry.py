@@ -121,3 +121,17 @@ def test_admin_actions_activate_and_roll_back(client, registered):
     client.post(url, {"action": "roll_back", "_selected_action": [v2.pk]})
     assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE) == v1
     assert client.get(url).status_code == 200
+
+
+def test_an_adapter_trained_on_another_base_model_is_not_registered(db, tiny_model_dir, tiny_adapters, tmp_path):
+    """training/lora.py records the base model's checksum beside the adapter; registering it
+    on a base model with another checksum fails (by hand as by a training job)."""
+    import json
+
+    services.base_model_register(name="tiny", path=str(tiny_model_dir))
+    folder = tmp_path / "adapter"
+    shutil.copytree(tiny_adapters["writer"], folder)
+    (folder / "scriptorium.json").write_text(json.dumps({"role": "writer", "base_sha256": "f" * 64}))
+    with pytest.raises(CommandError, match="checksum differs from tiny's registered one"):
+        call_command("register_adapter", "writer", str(folder), "--base", "tiny")
+    assert not AdapterVersion.objects.exists()

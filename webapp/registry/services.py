@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from django.db import transaction
@@ -46,6 +47,10 @@ def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: di
         folder = check_adapter_folder(path)
     except ModelFolderError as error:
         raise RegistryError(str(error)) from error
+    trained_on = _trained_on(folder)
+    if trained_on and base_model.sha256 and trained_on != base_model.sha256:
+        raise RegistryError(f"{folder}: the adapter was trained on a model whose checksum differs from "
+                            f"{base_model.name}'s registered one ({trained_on[:12]}… vs {base_model.sha256[:12]}…)")
     latest = AdapterVersion.objects.select_for_update().filter(role=role).aggregate(m=Max("version"))["m"]
     adapter = AdapterVersion.objects.create(
         role=role, version=(latest or 0) + 1, base_model=base_model, path=str(Path(folder).resolve()),
@@ -53,6 +58,15 @@ def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: di
     if activate:
         adapter_activate(adapter=adapter)
     return adapter
+
+
+def _trained_on(folder: Path) -> str:
+    """The base model checksum that training/lora.py records beside an adapter, if any."""
+    meta = Path(folder) / "scriptorium.json"
+    try:
+        return json.loads(meta.read_text()).get("base_sha256", "") if meta.is_file() else ""
+    except (OSError, ValueError):
+        return ""
 
 
 @transaction.atomic
