@@ -19,13 +19,9 @@ from webapp.registry import services as registry
 CANCEL_TTL_S = 24 * 3600
 
 
-def model_folder(role: str = "") -> tuple[str, str]:
-    """(name, folder) of the model that serves `role`: the model the registry assigns to that
-    role, else SCRIPTORIUM_MODEL, else the active base model in the registry, else the bundled
-    SmolLM2 (converted on first use)."""
-    assigned = registry.model_for_role(role) if role else None
-    if assigned is not None:
-        return assigned.name, assigned.path
+def model_folder() -> tuple[str, str]:
+    """(name, folder) of the base model this process serves: SCRIPTORIUM_MODEL, else the active
+    base model in the registry, else the bundled SmolLM2 (converted on first use)."""
     if settings.SCRIPTORIUM_MODEL:
         return os.path.basename(os.path.normpath(settings.SCRIPTORIUM_MODEL)), settings.SCRIPTORIUM_MODEL
     active = registry.active_base_model()
@@ -36,13 +32,21 @@ def model_folder(role: str = "") -> tuple[str, str]:
     return BUNDLED_NAME, str(bundled_model_dir(settings.DATA_DIR / "models"))
 
 
+# Read once per process: a newly activated base model is loaded when workers restart, so a
+# worker never holds the old and the new one at once.
+_default_model = functools.cache(model_folder)
+
+
 def get_engine(role: str = "") -> Engine:
-    """The engine for `role` (the default model's when no role is given). A role the registry
-    assigns another model to (say a distilled student) gets an engine of its own, kept for the
-    life of the process like the default one."""
+    """The engine for `role`: the one the registry assigns to that role (say a distilled student
+    for the reviewer, read on every call), else the default model's. Each is created on first use
+    and kept for the life of the process."""
     if settings.SCRIPTORIUM_LLM_BACKEND == "openai":
         return _openai_engine()
-    return _engine(*model_folder(role))
+    assigned = registry.model_for_role(role) if role else None
+    if assigned is not None:
+        return _engine(assigned.name, assigned.path)
+    return _engine(*_default_model())
 
 
 @functools.cache
