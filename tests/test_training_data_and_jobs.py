@@ -284,11 +284,9 @@ def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client
 
 
 @pytest.mark.slow
-def test_distill_prune_and_quantize_jobs_register_staged_models(celery_worker_process, tiny_base):
-    options = {JobKind.DISTILL: {"steps": 2, "batch_size": 2, "micro_batch": 1, "generate_tokens": 8,
-                                 "max_length": 64},
-               JobKind.PRUNE: {"drop_layers": 1, "mlp_keep": 0.5},
-               JobKind.QUANTIZE: {}}
+def test_prune_and_quantize_jobs_register_staged_models(celery_worker_process, tiny_base):
+    """(Distillation jobs take the same path; its recipe has its own test.)"""
+    options = {JobKind.PRUNE: {"drop_layers": 1, "mlp_keep": 0.5}, JobKind.QUANTIZE: {}}
     for kind, chosen in options.items():
         job = TrainingJob(kind=kind, base_model=tiny_base, options=chosen)
         training.job_start(job)
@@ -297,8 +295,8 @@ def test_distill_prune_and_quantize_jobs_register_staged_models(celery_worker_pr
         model = job.produced_model
         assert model.status == "staged" and model.metrics == job.metrics and model.name.endswith(f"-{kind}-{job.pk}")
         assert Path(model.path).is_dir() and model.sha256
-    student = TrainingJob.objects.get(kind=JobKind.DISTILL).produced_model
-    assert len(student.metrics["layers"]) == 1 and student.metrics["teacher_layers"] == 2
+    pruned = TrainingJob.objects.get(kind=JobKind.PRUNE).produced_model
+    assert pruned.metrics["layers"] == 1 and pruned.metrics["parameters_after"] < pruned.metrics["parameters_before"]
 
 
 @pytest.mark.slow

@@ -141,21 +141,23 @@ def test_two_processes_under_torchrun_follow_the_one_process_loss_curve(tiny_mod
 
 
 def test_a_dataset_for_another_role_or_too_small_fails_clearly(tiny_model_dir, tmp_path):
-    base = ["--base", tiny_model_dir, "--role", "writer", "--steps", 2, "--batch-size", 2, "--micro-batch", 1]
-    other = recipe("lora", *base, "--data", write_pairs(tmp_path / "reviewer", role="reviewer"),
-                   "--out", tmp_path / "a")
-    assert other.returncode == 2
+    from training import lora
+
+    def run(data: Path, out: str) -> int:  # in this process: the checks happen before any training
+        return lora.main([str(a) for a in ("--base", tiny_model_dir, "--role", "writer", "--steps", 2,
+                                           "--batch-size", 2, "--micro-batch", 1, "--data", data,
+                                           "--out", tmp_path / out)])
+
+    assert run(write_pairs(tmp_path / "reviewer", role="reviewer"), "a") == 2
     assert "is for the role 'reviewer', not 'writer'" in result_of(tmp_path / "a")["error"]
-    tiny = recipe("lora", *base, "--data", write_pairs(tmp_path / "tiny", train=1), "--out", tmp_path / "b")
-    assert tiny.returncode == 2
+    assert run(write_pairs(tmp_path / "tiny", train=1), "b") == 2
     assert "only 1 training example(s); at least 2 are needed" in result_of(tmp_path / "b")["error"]
     (tmp_path / "empty").mkdir()
-    empty = recipe("lora", *base, "--data", tmp_path / "empty", "--out", tmp_path / "c")
-    assert empty.returncode == 2 and "no such file" in result_of(tmp_path / "c")["error"]
-    no_heldout = recipe("lora", *base, "--data", write_pairs(tmp_path / "all-train", heldout=0),
-                        "--out", tmp_path / "d")
-    assert no_heldout.returncode == 2 and "no held-out pairs" in result_of(tmp_path / "d")["error"]
+    assert run(tmp_path / "empty", "c") == 2 and "no such file" in result_of(tmp_path / "c")["error"]
+    assert run(write_pairs(tmp_path / "all-train", heldout=0), "d") == 2
+    assert "no held-out pairs" in result_of(tmp_path / "d")["error"]
     assert not (tmp_path / "d" / "adapter").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the recipe put the handlers back
 
 
 def test_sigterm_checkpoints_and_resume_finishes_the_run(tiny_model_dir, tmp_path):

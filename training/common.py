@@ -123,8 +123,12 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.raised = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._set)
+        self.previous = {sig: signal.signal(sig, self._set) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self) -> None:
+        """Put back the handlers there were (a recipe run in-process leaves its caller as it was)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _set(self, signum, frame) -> None:
         self.raised = True
@@ -462,7 +466,9 @@ def pad_id_of(tokenizer) -> int:
 def run_recipe(body: Callable[[Dist, Output, StopFlag], dict], args) -> int:
     """Run a recipe body and turn the way it ends into result.json and an exit status."""
     stop = StopFlag()
-    with distributed(args.device) as dist:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(stop.restore)
+        dist = cleanup.enter_context(distributed(args.device))
         output = Output(args.out, dist)
         try:
             result = body(dist, output, stop)
