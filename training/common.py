@@ -463,6 +463,36 @@ def pad_id_of(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+def model_files(model, tokenizer, device: torch.device) -> tuple[Callable[[Path], None], Callable[[Path], None]]:
+    """save(folder) / load(folder) for a whole model: a model folder any loader reads."""
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    def load(folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        # strict=False: a tied output head is stored once, as the embeddings.
+        model.load_state_dict(load_file(folder / "model.safetensors", device=str(device)), strict=False)
+
+    return save, load
+
+
+def save_output(output: Output, dist: Dist, save: Callable[[Path], None], name: str) -> Path:
+    """The recipe's final output folder, written by rank 0 while the others wait."""
+    folder = output.folder / name
+    if dist.is_main:
+        save(folder)
+    dist.barrier()
+    return folder
+
+
+def main(arguments: Callable[[], argparse.ArgumentParser], body, argv: list[str] | None = None) -> int:
+    """A recipe's command line: parse, run body(args, dist, output, stop), report how it ended."""
+    args = arguments().parse_args(argv)
+    return run_recipe(lambda dist, output, stop: body(args, dist, output, stop), args)
+
+
 def run_recipe(body: Callable[[Dist, Output, StopFlag], dict], args) -> int:
     """Run a recipe body and turn the way it ends into result.json and an exit status."""
     stop = StopFlag()

@@ -153,14 +153,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     log.info("student of %d/%d layers %s; held-out perplexity teacher %.2f, student %.2f",
              len(layers), teacher.config.num_hidden_layers, layers, teacher_eval["perplexity"], before["perplexity"])
 
-    def save(folder: Path) -> None:
-        student.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    def load(folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        student.load_state_dict(load_file(folder / "model.safetensors", device=str(dist.device)), strict=False)
+    save, load = common.model_files(student, tokenizer, dist.device)
 
     state = common.train(student, examples, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop,
                          loss_fn=distil_loss(teacher, args.alpha, args.temperature))
@@ -175,16 +168,12 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
                "parameters": sum(p.numel() for p in student.parameters()),
                "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
                "examples": len(examples), "steps": state.step, "alpha": args.alpha, "temperature": args.temperature}
-    folder = output.folder / "model"
-    if dist.is_main:
-        save(folder)
-    dist.barrier()
+    folder = common.save_output(output, dist, save, "model")
     return {"metrics": metrics, "output": str(folder), "kind": "model"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments().parse_args(argv)
-    return common.run_recipe(lambda dist, output, stop: body(args, dist, output, stop), args)
+    return common.main(arguments, body, argv)
 
 
 if __name__ == "__main__":

@@ -83,18 +83,14 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
                "eval_loss_after": after["loss"], "perplexity_after": after["perplexity"],
                "train_pairs": len(train), "heldout_pairs": len(heldout), "steps": state.step,
                "final_train_loss": state.losses[-1] if state.losses else None}
-    adapter = output.folder / "adapter"
-    if dist.is_main:
-        meta["metrics"] = metrics
-        save(adapter)
-    dist.barrier()
+    meta["metrics"] = metrics
+    adapter = common.save_output(output, dist, save, "adapter")
     return {"metrics": metrics, "output": str(adapter), "kind": "adapter", "role": args.role,
             "base_sha256": base_sha}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments().parse_args(argv)
-    return common.run_recipe(lambda dist, output, stop: body(args, dist, output, stop), args)
+    return common.main(arguments, body, argv)
 
 
 if __name__ == "__main__":

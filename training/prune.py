@@ -136,14 +136,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     output.metric(event="eval", when="pruned", **pruned)
     log.info("perplexity %.2f -> %.2f after pruning", before["perplexity"], pruned["perplexity"])
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    def load(folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(folder / "model.safetensors", device=str(dist.device)), strict=False)
+    save, load = common.model_files(model, tokenizer, dist.device)
 
     after, steps = pruned, 0
     if args.heal_steps:
@@ -161,16 +154,12 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
                "parameters_before": parameters_before, "parameters_after": sum(p.numel() for p in model.parameters()),
                "dropped_layers": dropped, "layers": model.config.num_hidden_layers,
                "intermediate_size": model.config.intermediate_size, "heal_steps": steps}
-    folder = output.folder / "model"
-    if dist.is_main:
-        save(folder)
-    dist.barrier()
+    folder = common.save_output(output, dist, save, "model")
     return {"metrics": metrics, "output": str(folder), "kind": "model"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments().parse_args(argv)
-    return common.run_recipe(lambda dist, output, stop: body(args, dist, output, stop), args)
+    return common.main(arguments, body, argv)
 
 
 if __name__ == "__main__":

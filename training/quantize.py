@@ -67,8 +67,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments().parse_args(argv)
-    return common.run_recipe(lambda dist, output, stop: body(args, dist, output, stop), args)
+    return common.main(arguments, body, argv)
 
 
 if __name__ == "__main__":
