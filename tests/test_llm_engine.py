@@ -1,5 +1,5 @@
 """The transformers engine: batched decoding with per-request adapters, stop strings, limits,
-cancellation and prefix reuse, on a tiny model built from the bundled tokenizer; and one real
+on a tiny model built from the bundled tokenizer; and one real
 generation from the bundled model itself."""
 
 from __future__ import annotations
@@ -69,14 +69,6 @@ def test_each_request_in_a_mixed_adapter_batch_matches_running_it_alone(tiny_mod
     assert len(set(outputs.values())) == 3
 
 
-def test_prefix_reuse_gives_the_same_output_as_recomputing(tiny_model_dir):
-    batch = [_request(f"r{i}", q, max_new_tokens=10) for i, q in enumerate(["Gulls?", "Terns, please.", "Gannets"])]
-    reuse = TransformersEngine(tiny_model_dir, dtype="float32", share_prefix=True)
-    recompute = TransformersEngine(tiny_model_dir, dtype="float32", share_prefix=False)
-    assert reuse._shared_prefix([reuse.prompt_ids(r) for r in batch]) > 50
-    assert _collect(reuse, batch)[0] == _collect(recompute, batch)[0]
-
-
 def test_limits_are_per_request_and_short_ones_finish_first(engine):
     batch = [_request("short", "Gulls", max_new_tokens=3), _request("long", "Gulls", max_new_tokens=15)]
     order = []
@@ -104,20 +96,6 @@ def test_sampling_is_repeatable_for_a_seed(engine):
 
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
-
-
-def test_cancellation_stops_a_running_request_within_one_step(engine):
-    steps = {"n": 0}
-
-    def cancel(active):
-        steps["n"] += 1
-        return {"doomed"} if steps["n"] > 3 else set()
-
-    texts, ends = _collect(engine, [_request("doomed", "Gulls", max_new_tokens=50),
-                                    _request("kept", "Gulls", max_new_tokens=8)], cancel=cancel)
-    assert ends["doomed"].finish_reason == "cancelled"
-    assert ends["doomed"].completion_tokens == 3  # three steps ran before the cancel was seen
-    assert ends["kept"].finish_reason == "length" and ends["kept"].completion_tokens == 8
 
 
 def test_a_corrupt_adapter_fails_only_its_requests(tiny_model_dir, tiny_adapters, tmp_path):

@@ -37,6 +37,14 @@ class GenerationRequest:
     assistant_prefix: str = ""
     repetition_penalty: float = 1.0
     min_new_tokens: int = 0  # the end token is not allowed before this many tokens
+    # Scheduling on a shared serving core: higher priority is admitted first (INTERACTIVE for a
+    # person waiting on one answer, BULK for section writing); rows are shared fairly between
+    # groups (a writing run, an HTTP client).
+    priority: int = 0
+    group: str = ""
+
+
+BULK, INTERACTIVE = 0, 1
 
 
 @dataclass

@@ -1,0 +1,140 @@
+"""What happens to one request between logits and text: the token it picks (greedy or seeded
+sampling, repetition penalty, min tokens), incremental detokenisation, stop strings, limits, and
+the deltas it yields. Per request, so a row behaves the same in any batch."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from agents.llm.types import Delta, GenerationRequest
+
+
+def check_sampling(request: GenerationRequest) -> None:
+    """Settings that would poison a batch (NaN, infinities, negatives) are refused up front."""
+    if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be a whole number of at least 1")
+    for name, low in (("temperature", 0.0), ("top_p", 0.0), ("repetition_penalty", 0.0)):
+        value = getattr(request, name)
+        if not isinstance(value, int | float) or not math.isfinite(value) or value < low:
+            raise ValueError(f"{name} must be a finite number of at least {low:g}")
+    if request.top_p == 0 or request.repetition_penalty == 0:
+        raise ValueError("top_p and repetition_penalty must be above 0")
+    if request.min_new_tokens < 0:
+        raise ValueError("min_new_tokens must not be negative")
+
+
+@dataclass(eq=False)
+class RequestState:
+    """Decoding state of one request."""
+
+    request: GenerationRequest
+    prompt_tokens: int
+    generator: torch.Generator | None
+    started: float
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    sent: int = 0  # characters of `text` already yielded
+    prefix_offset: int = 0
+    read_offset: int = 0
+    first_token_s: float | None = None
+    seen: set[int] = field(default_factory=set)  # token ids the repetition penalty applies to
+    proposed: int = 0  # speculative decoding: draft tokens proposed, and accepted
+    accepted: int = 0
+
+
+def new_state(request: GenerationRequest, prompt_tokens: int, tokenizer, started: float | None = None) -> RequestState:
+    generator = None
+    if request.temperature > 0:
+        generator = torch.Generator()
+        generator.manual_seed(request.seed)
+    state = RequestState(request, prompt_tokens, generator, started if started is not None else time.monotonic())
+    if request.repetition_penalty != 1.0 and request.assistant_prefix:
+        # The draft being continued counts as "already said".
+        state.seen.update(tokenizer(request.assistant_prefix, add_special_tokens=False).input_ids)
+    return state
+
+
+class Sampler:
+    """Turns a row's logits into its next token and its text, for one model's tokenizer."""
+
+    def __init__(self, tokenizer, eos_ids: set[int]):
+        self.tokenizer, self.eos_ids = tokenizer, eos_ids
+        self._eos = sorted(eos_ids)
+
+    def pick(self, logits: torch.Tensor, state: RequestState) -> int:
+        if len(state.tokens) < state.request.min_new_tokens and self._eos:
+            logits = logits.clone()
+            logits[self._eos] = float("-inf")
+        return choose(logits, state)
+
+    def _new_text(self, state: RequestState) -> str:
+        """Incremental detokenisation: only text that can no longer change (no half characters)."""
+        decode = self.tokenizer.decode
+        before = decode(state.tokens[state.prefix_offset:state.read_offset], skip_special_tokens=True)
+        after = decode(state.tokens[state.prefix_offset:], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            state.prefix_offset, state.read_offset = state.read_offset, len(state.tokens)
+            return after[len(before):]
+        return ""
+
+    def advance(self, state: RequestState, token: int) -> Delta | None:
+        """Take one new token; return the delta to yield, if any."""
+        request = state.request
+        if state.first_token_s is None:
+            state.first_token_s = time.monotonic() - state.started
+        if token in self.eos_ids:
+            return self.finish(state, "stop")
+        state.tokens.append(token)
+        if request.repetition_penalty != 1.0:
+            state.seen.add(token)
+        state.text += self._new_text(state)
+        if request.stop:
+            window = state.text[max(0, state.sent - max(map(len, request.stop))):]
+            hits = [window.find(stop) for stop in request.stop if stop in window]
+            if hits:
+                state.text = state.text[:len(state.text) - len(window) + min(hits)]
+                return self.finish(state, "stop")
+        if len(state.tokens) >= request.max_new_tokens:
+            return self.finish(state, "length")
+        # Hold back a tail that might be the start of a stop string.
+        hold = max((n for stop in request.stop for n in range(len(stop) - 1, 0, -1)
+                    if state.text.endswith(stop[:n])), default=0)
+        ready = len(state.text) - hold
+        if ready <= state.sent:
+            return None
+        piece, state.sent = state.text[state.sent:ready], ready
+        return Delta(request.id, piece, prompt_tokens=state.prompt_tokens, completion_tokens=len(state.tokens))
+
+    @staticmethod
+    def finish(state: RequestState, reason: str, error: str = "") -> Delta:
+        piece, state.sent = state.text[state.sent:], len(state.text)
+        elapsed = time.monotonic() - state.started
+        timings = {"elapsed_s": round(elapsed, 4)}
+        if state.first_token_s is not None:
+            timings["first_token_s"] = round(state.first_token_s, 4)
+        if state.proposed:
+            timings["draft_acceptance"] = round(state.accepted / state.proposed, 4)
+        return Delta(state.request.id, piece, finished=True, finish_reason=reason, error=error,
+                     prompt_tokens=state.prompt_tokens, completion_tokens=len(state.tokens), timings=timings)
+
+
+def choose(logits: torch.Tensor, state: RequestState) -> int:
+    request = state.request
+    if state.seen:
+        seen = torch.tensor(sorted(state.seen), device=logits.device)
+        scores = logits[seen]
+        logits = logits.clone()
+        logits[seen] = torch.where(scores > 0, scores / request.repetition_penalty, scores * request.repetition_penalty)
+    if state.generator is None:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float().cpu() / request.temperature, dim=-1)
+    if request.top_p < 1.0:
+        ordered, order = torch.sort(probs, descending=True)
+        outside = ordered.cumsum(-1) - ordered > request.top_p
+        ordered[outside] = 0
+        probs = torch.zeros_like(probs).scatter(0, order, ordered)
+    return int(torch.multinomial(probs, 1, generator=state.generator))

@@ -1,0 +1,92 @@
+"""Who runs next: the waiting requests of the serving core, by priority, then round-robin across
+groups (a group is a writing run, or an HTTP client), so that no run takes every row while
+another waits. The core asks `pick()` for the next candidate and `victim()` for a running row it
+may preempt to make room for it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Protocol
+
+
+class Queued(Protocol):
+    priority: int
+    group: str
+    admitted_at: int  # the core's admission counter: later admitted, first preempted
+
+
+class WaitingRequests:
+    def __init__(self) -> None:
+        # priority -> group -> requests in arrival order; groups rotate after each pick
+        self._queues: dict[int, OrderedDict[str, deque]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, item: Queued, front: bool = False) -> None:
+        groups = self._queues.setdefault(item.priority, OrderedDict())
+        queue = groups.setdefault(item.group, deque())
+        queue.appendleft(item) if front else queue.append(item)
+        self._count += 1
+
+    def remove(self, item: Queued) -> bool:
+        groups = self._queues.get(item.priority, {})
+        queue = groups.get(item.group)
+        if queue is None or item not in queue:
+            return False
+        queue.remove(item)
+        if not queue:
+            del groups[item.group]
+        self._count -= 1
+        return True
+
+    def __iter__(self):
+        for priority in sorted(self._queues, reverse=True):
+            for queue in self._queues[priority].values():
+                yield from queue
+
+    def groups(self) -> set[str]:
+        return {group for groups in self._queues.values() for group in groups}
+
+    def pick(self, rows_of: dict[str, int], fair_share: int) -> Queued | None:
+        """The next request to admit: the highest priority first; within it, the first group in
+        rotation that holds fewer than its fair share of rows, else the first group at all."""
+        for priority in sorted(self._queues, reverse=True):
+            groups = self._queues[priority]
+            if not groups:
+                continue
+            under = [g for g in groups if rows_of.get(g, 0) < fair_share]
+            group = under[0] if under else next(iter(groups))
+            return groups[group][0]
+        return None
+
+    def take(self, item: Queued) -> None:
+        """`item` (from pick) is admitted: drop it and send its group to the back of the rotation."""
+        groups = self._queues[item.priority]
+        queue = groups[item.group]
+        queue.popleft()
+        del groups[item.group]
+        if queue:
+            groups[item.group] = queue
+        self._count -= 1
+
+    def position(self, item: Queued) -> int:
+        """How many requests are ahead of this one (0: it is next)."""
+        ahead = 0
+        for other in self:
+            if other is item:
+                return ahead
+            ahead += 1
+        return ahead
+
+
+def victim(candidate: Queued, running: list[Queued], rows_of: dict[str, int], fair_share: int) -> Queued | None:
+    """A running row that may give its place to `candidate`: one of lower priority, else one of a
+    group holding more than its fair share while the candidate's group holds less. The most
+    recently admitted such row goes first (it has the least work to redo)."""
+    lower = [r for r in running if r.priority < candidate.priority]
+    if not lower and rows_of.get(candidate.group, 0) < fair_share:
+        lower = [r for r in running if r.priority == candidate.priority and r.group != candidate.group
+                 and rows_of.get(r.group, 0) > fair_share]
+    return max(lower, key=lambda r: r.admitted_at, default=None)

@@ -1,0 +1,570 @@
+"""The serving core: one thread that owns the model and steps one batch continuously, fed by every
+task, run, user and HTTP client of the process.
+
+`submit(request)` may be called from any thread and returns a queue of deltas. New requests are
+admitted when a row and enough KV memory are free (priority first, then round-robin across
+groups, preempting a row of a group over its fair share or of lower priority when needed), are
+prefilled in chunks between decode steps (a long prompt delays running rows by one chunk at a
+time), join the decoding rows, and leave the moment they finish or are cancelled. A prompt's
+keys/values are kept in a prefix cache, so the next request that starts the same way (the same
+document's brief and outline) computes only what differs.
+
+A preempted row keeps its text; when it is admitted again, its prompt and the tokens it already
+wrote are prefilled (mostly from the prefix cache) and it goes on where it stopped, with the
+same output it would have had. The model call stays dumb: this file decides which rows run,
+kv_cache.py holds their memory, sampling.py turns logits into text per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from agents.llm.files import ModelFolderError
+from agents.llm.kv_cache import PrefixCache, SlotKVCache
+from agents.llm.sampling import RequestState, Sampler, check_sampling, new_state
+from agents.llm.scheduler import WaitingRequests, victim
+from agents.llm.types import CancelCheck, Delta, GenerationRequest
+
+if TYPE_CHECKING:
+    from agents.llm.transformers_backend import TransformersEngine
+
+log = logging.getLogger(__name__)
+
+TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request inside the core: its place in the queue or its row, and its decoding state."""
+
+    state: RequestState
+    ids: list[int]  # the prompt's token ids
+    out: queue.Queue
+    reserve: int  # KV positions it may need, prompt included
+    submitted: float
+    admitted_at: int = -1
+    length: int = 0  # positions of this row held in the KV buffer
+    pending: int | None = None  # the last sampled token, not yet fed to the model
+    draft_cache: object | None = None  # speculative decoding: the draft model's cache, and
+    drafted: int = 0  # how many leading tokens of the sequence it holds
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.state.request
+
+    @property
+    def priority(self) -> int:
+        return self.request.priority
+
+    @property
+    def group(self) -> str:
+        return self.request.group
+
+    @property
+    def adapter(self) -> str | None:
+        return self.request.adapter.name if self.request.adapter else None
+
+    def feed(self) -> list[int]:
+        """What the KV buffer must hold before decoding: the prompt, and on a resumed row all its
+        tokens but the pending one."""
+        return self.ids + self.state.tokens[:-1] if self.state.tokens else self.ids
+
+
+@dataclass
+class CoreStats:
+    requests: int = 0
+    finished: Counter = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_tokens: int = 0
+    preemptions: int = 0
+    steps: int = 0
+    ttft_count: int = 0
+    ttft_sum: float = 0.0
+    ttft_buckets: list[int] = field(default_factory=lambda: [0] * len(TTFT_BUCKETS))
+    recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # (time, tokens) of decode steps
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft_count += 1
+        self.ttft_sum += seconds
+        for i, bound in enumerate(TTFT_BUCKETS):
+            if seconds <= bound:
+                self.ttft_buckets[i] += 1
+
+    def tokens_per_s(self, window_s: float = 10.0) -> float:
+        now = time.monotonic()
+        recent = [(t, n) for t, n in list(self.recent) if now - t <= window_s]
+        if len(recent) < 2:
+            return 0.0
+        return sum(n for _, n in recent[1:]) / max(1e-6, recent[-1][0] - recent[0][0])
+
+
+class _Cancel:
+    def __init__(self, request_id: str):
+        self.request_id = request_id
+
+
+class ServingCore:
+    def __init__(self, engine: TransformersEngine, *, max_rows: int = 16, kv_budget_tokens: int = 32768,
+                 prefill_chunk: int = 256, prefix_cache_tokens: int = 8192, cancel_poll_s: float = 0.1,
+                 idle_exit_s: float = 30.0):
+        self.engine = engine
+        self.sampler = Sampler(engine.tokenizer, engine.eos_ids)
+        config = engine.model.config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
+        self.max_rows, self.kv_budget, self.prefill_chunk = max_rows, kv_budget_tokens, prefill_chunk
+        self.cancel_poll_s = cancel_poll_s
+        self.spare = engine.draft_tokens + 1 if engine.draft is not None else 0  # speculative look-ahead
+        self.kv = SlotKVCache(config.num_hidden_layers, getattr(config, "num_key_value_heads", heads), head_dim,
+                              engine.dtype, engine.device)
+        self.prefixes = PrefixCache(prefix_cache_tokens)
+        self.waiting = WaitingRequests()
+        self.rows: list[Sequence] = []  # row i lives in KV slot i; rows[:decoding] decode, the rest prefill
+        self.decoding = 0
+        self.stats = CoreStats()
+        self._admissions = 0
+        self._inbox: queue.Queue = queue.Queue()
+        self._cancels: set[str] = set()
+        self._prepared: tuple | None = None
+        self._closed = False
+        self._lock = threading.Lock()  # guards the rows and queue that other threads read
+        # The thread starts on the first request and ends after idle_exit_s without work, so an
+        # engine nobody uses any more can be garbage collected with its model.
+        self.idle_exit_s = idle_exit_s
+        self._thread: threading.Thread | None = None
+
+    # --- the face other threads use -------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, out: queue.Queue | None = None) -> queue.Queue:
+        """Queue a request; its deltas arrive on the returned queue, the last with finished=True."""
+        out = out if out is not None else queue.Queue()
+        started = time.monotonic()
+        try:  # anything wrong with one request fails that request alone
+            check_sampling(request)
+            ids = self.engine.prompt_ids(request)
+            room = self.max_positions - len(ids)
+            if room < 1:
+                raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {self.max_positions}")
+            if request.max_new_tokens > room:  # stop at the end of the context, as "length"
+                request = dataclasses.replace(request, max_new_tokens=room)
+            reserve = len(ids) + request.max_new_tokens + self.spare
+            if reserve > self.kv_budget:
+                raise ValueError(f"the request needs {reserve} KV positions (prompt and max_new_tokens); "
+                                 f"this server's KV budget is {self.kv_budget}")
+            state = new_state(request, len(ids), self.engine.tokenizer, started)
+        except Exception as error:  # noqa: BLE001  (a chat template may raise anything on odd input)
+            out.put(Delta(request.id, finished=True, finish_reason="error", error=str(error) or type(error).__name__))
+            return out
+        if self._closed:
+            out.put(Sampler.finish(state, "cancelled", "the server is shutting down"))
+            return out
+        self._inbox.put(Sequence(state, ids, out, reserve, started))
+        self._ensure_thread()
+        return out
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="serving-core", daemon=True)
+                self._thread.start()
+
+    def cancel(self, request_id: str) -> None:
+        """Stop a request at the next step (or drop it from the queue); it ends "cancelled"."""
+        self._inbox.put(_Cancel(request_id))
+
+    def stream(self, requests: Iterable[GenerationRequest], cancel: CancelCheck | None = None) -> Iterator[Delta]:
+        """The Engine interface: submit every request, yield their deltas as they come. `cancel` is
+        asked from this (the caller's) thread, never from the core's, at most every cancel_poll_s."""
+        out: queue.Queue = queue.Queue()
+        running = []
+        for request in requests:
+            self.submit(request, out)
+            running.append(request.id)
+        active, last_poll = set(running), 0.0
+        try:
+            while active:
+                try:
+                    delta = out.get(timeout=max(0.01, self.cancel_poll_s))
+                except queue.Empty:
+                    delta = None
+                if delta is not None:
+                    if delta.finished:
+                        active.discard(delta.request_id)
+                    yield delta
+                now = time.monotonic()
+                if cancel is not None and active and now - last_poll >= self.cancel_poll_s:
+                    last_poll = now
+                    for request_id in cancel([r for r in running if r in active]):
+                        self.cancel(request_id)
+        finally:
+            for request_id in active:  # the consumer stopped listening: free the rows
+                self.cancel(request_id)
+
+    def position(self, request_id: str) -> int | None:
+        """Requests admitted before this one will be (0: next), or None when it is running or unknown."""
+        with self._lock:
+            for ahead, sequence in enumerate(self.waiting):
+                if sequence.request.id == request_id:
+                    return ahead
+        return None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel everything queued and running, and stop the thread."""
+        self._closed = True
+        self._inbox.put(None)
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def metrics(self) -> dict[str, float]:
+        with self._lock:
+            stats = self.stats
+            used = sum(s.length for s in self.rows)
+            values = {
+                "queue_length": len(self.waiting), "rows_running": len(self.rows),
+                "rows_prefilling": len(self.rows) - self.decoding, "rows_max": self.max_rows,
+                "kv_tokens_used": used, "kv_tokens_reserved": sum(s.reserve for s in self.rows),
+                "kv_tokens_budget": self.kv_budget, "kv_bytes_allocated": self.kv.bytes,
+                "requests_total": stats.requests, "prompt_tokens_total": stats.prompt_tokens,
+                "prefill_tokens_total": stats.prefill_tokens, "generated_tokens_total": stats.generated_tokens,
+                "preemptions_total": stats.preemptions, "decode_steps_total": stats.steps,
+                "tokens_per_s": round(stats.tokens_per_s(), 2),
+                "time_to_first_token_seconds_sum": round(stats.ttft_sum, 4),
+                "time_to_first_token_seconds_count": stats.ttft_count,
+                "prefix_cache_tokens": self.prefixes.tokens, "prefix_cache_hits_total": self.prefixes.hits,
+                "prefix_cache_hit_tokens_total": self.prefixes.hit_tokens,
+            }
+            for bound, count in zip(TTFT_BUCKETS, stats.ttft_buckets, strict=True):
+                values[f"time_to_first_token_seconds_bucket_le_{bound:g}"] = count
+            for reason, count in stats.finished.items():
+                values[f"requests_finished_total_{reason}"] = count
+        return values
+
+    # --- the core's thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        with torch.inference_mode():
+            while True:
+                try:
+                    if not self._take_inbox():
+                        return
+                    with self._lock:
+                        self._apply_cancels()
+                        self._admit()
+                    self._step()
+                except Exception as error:  # noqa: BLE001  (report to every request, keep serving)
+                    log.exception("serving step failed")
+                    self._fail_everything(str(error))
+
+    def _take_inbox(self) -> bool:
+        """Move what arrived into the queue; wait when there is nothing to do. False: the thread
+        ends (closed, or idle for idle_exit_s)."""
+        idle = not self.rows and not len(self.waiting)
+        if idle:
+            self.kv.release()
+            self.engine.lora.clear()
+            self._prepared = None
+        while True:
+            try:
+                item = self._inbox.get(block=idle, timeout=self.idle_exit_s if idle else None)
+            except queue.Empty:
+                if not idle:
+                    return True
+                with self._lock:
+                    if self._inbox.empty():  # nothing arrived since: end; submit() starts a new one
+                        self._thread = None
+                        return False
+                continue
+            idle = False
+            if item is None:
+                self._fail_everything("the server is shutting down", reason="cancelled")
+                return False
+            with self._lock:
+                if isinstance(item, _Cancel):
+                    self._cancels.add(item.request_id)
+                else:
+                    self.stats.requests += 1
+                    self.waiting.add(item)
+
+    def _step(self) -> None:
+        if self.decoding < len(self.rows):
+            self._prefill_chunk()
+        if self.decoding:
+            first = self.rows[0]
+            if (self.engine.draft is not None and len(self.rows) == 1 and not len(self.waiting)
+                    and first.request.temperature <= 0):
+                self._speculate(first)
+            else:
+                self._decode()
+
+    def _fail_everything(self, error: str, reason: str = "error") -> None:
+        with self._lock:
+            for sequence in list(self.rows) + list(self.waiting):
+                self._send(sequence, Sampler.finish(sequence.state, reason, error))
+            self.rows, self.decoding, self.waiting = [], 0, WaitingRequests()
+            self._prepared = None
+
+    def _send(self, sequence: Sequence, delta: Delta | None) -> None:
+        if delta is None:
+            return
+        if delta.finished:
+            self.stats.finished[delta.finish_reason or "stop"] += 1
+        sequence.out.put(delta)
+
+    # --- admission --------------------------------------------------------------------------
+
+    def _apply_cancels(self) -> None:
+        if not self._cancels:
+            return
+        for sequence in list(self.rows):
+            if sequence.request.id in self._cancels:
+                self._send(sequence, Sampler.finish(sequence.state, "cancelled"))
+                self._remove(sequence)
+        for sequence in list(self.waiting):
+            if sequence.request.id in self._cancels:
+                self.waiting.remove(sequence)
+                self._send(sequence, Sampler.finish(sequence.state, "cancelled"))
+        self._cancels.clear()
+
+    def _fair_share(self) -> int:
+        groups = {s.group for s in self.rows} | self.waiting.groups()
+        return max(1, self.max_rows // max(1, len(groups)))
+
+    def _fits(self, sequence: Sequence) -> bool:
+        if len(self.rows) >= self.max_rows:
+            return False
+        longest = max([s.reserve for s in self.rows] + [sequence.reserve])
+        return (len(self.rows) + 1) * longest <= self.kv_budget
+
+    def _admit(self) -> None:
+        while len(self.waiting):
+            fair = self._fair_share()
+            rows_of = Counter(s.group for s in self.rows)
+            candidate = self.waiting.pick(rows_of, fair)
+            if candidate is None:
+                return
+            if not self._fits(candidate):
+                preempted = victim(candidate, self.rows, rows_of, fair)
+                if preempted is None:
+                    return
+                self._preempt(preempted)
+                continue
+            self.waiting.take(candidate)
+            if self._load_adapter(candidate):
+                self._place(candidate)
+
+    def _load_adapter(self, sequence: Sequence) -> bool:
+        spec = sequence.request.adapter
+        if spec is None:
+            return True
+        in_use = {s.adapter for s in self.rows if s.adapter} | {spec.name}
+        try:
+            self.engine._ensure_adapter(spec, in_use)
+        except (ModelFolderError, ValueError) as error:
+            # A bad adapter fails the requests that use it; everything else runs on.
+            self._send(sequence, Delta(sequence.request.id, finished=True, finish_reason="error", error=str(error)))
+            return False
+        self._prepared = None  # the wrapped layers may have changed
+        return True
+
+    def _place(self, sequence: Sequence) -> None:
+        rows = len(self.rows) + 1
+        longest = max(s.reserve for s in self.rows + [sequence])
+        # Grow in steps (a reallocation copies the buffer), never past the budget.
+        target_rows = min(self.max_rows, max(rows, 2 * self.kv.rows, 4), max(rows, self.kv_budget // longest))
+        self.kv.reserve(target_rows, longest)
+        slot = len(self.rows)
+        self.rows.append(sequence)
+        self._admissions += 1
+        sequence.admitted_at = self._admissions
+        sequence.length, sequence.pending = 0, None
+        feed = sequence.feed()
+        reused, entry = self.prefixes.lookup(sequence.adapter, feed)
+        if entry is not None:
+            self.kv.write(slot, entry.keys, entry.values, reused)
+            sequence.length = reused
+
+    def _preempt(self, sequence: Sequence) -> None:
+        """Give a row's place to a more entitled request; it comes back later where it stopped."""
+        self.stats.preemptions += 1
+        if sequence.length >= len(sequence.ids):  # keep its prompt for the way back
+            self._remember_prompt(sequence, self.rows.index(sequence))
+        self._remove(sequence)
+        self.waiting.add(sequence, front=True)
+
+    def _remove(self, sequence: Sequence) -> None:
+        """Free a row's slot, keeping rows dense: decoding rows first, then prefilling ones."""
+        slot = self.rows.index(sequence)
+        hole = slot
+        if slot < self.decoding:
+            last = self.decoding - 1
+            if last != slot:
+                self.kv.move(last, slot, self.rows[last].length)
+                self.rows[slot] = self.rows[last]
+            hole = last
+            self.decoding -= 1
+        end = len(self.rows) - 1
+        if end != hole:
+            self.kv.move(end, hole, self.rows[end].length)
+            self.rows[hole] = self.rows[end]
+        self.rows.pop()
+        self._prepared = None
+
+    # --- the model ----------------------------------------------------------------------------
+
+    def _prepare_adapters(self, adapters: tuple[str | None, ...]) -> None:
+        if adapters != self._prepared:
+            self.engine.lora.prepare(list(adapters))
+            self._prepared = adapters
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int = 1):
+        return self.engine.model(input_ids=input_ids, position_ids=positions, attention_mask=mask,
+                                 past_key_values=self.kv, use_cache=True, logits_to_keep=keep).logits
+
+    def _prefill_chunk(self) -> None:
+        """One chunk of the most urgent prefilling row; a row whose prompt is done starts decoding."""
+        device = self.engine.device
+        slot = min(range(self.decoding, len(self.rows)),
+                   key=lambda i: (-self.rows[i].priority, self.rows[i].admitted_at))
+        sequence = self.rows[slot]
+        feed = sequence.feed()
+        chunk = feed[sequence.length:sequence.length + self.prefill_chunk]
+        start = sequence.length
+        self._prepare_adapters((sequence.adapter,))
+        mask = self.kv.plan_prefill(slot, start, len(chunk))
+        logits = self._forward(torch.tensor([chunk], device=device),
+                               torch.arange(start, start + len(chunk), device=device)[None], mask)[0, -1]
+        sequence.length += len(chunk)
+        self.stats.prefill_tokens += len(chunk)
+        if sequence.length < len(feed):
+            return
+        self._remember_prompt(sequence, slot)
+        if sequence.state.tokens:  # a preempted row: its next token was chosen before
+            sequence.pending = sequence.state.tokens[-1]
+        else:
+            self.stats.prompt_tokens += len(sequence.ids)
+            token = self.sampler.pick(logits, sequence.state)
+            delta = self.sampler.advance(sequence.state, token)
+            self.stats.first_token(time.monotonic() - sequence.submitted)
+            self._send(sequence, delta)
+            if delta is not None and delta.finished:
+                with self._lock:
+                    self._remove(sequence)
+                return
+            sequence.pending = token
+        with self._lock:  # it joins the decoding rows: move it to the first prefilling slot
+            target = self.decoding
+            if target != slot:
+                other = self.rows[target]
+                self.kv.swap(slot, target, sequence.length, other.length)
+                self.rows[slot], self.rows[target] = other, sequence
+            self.decoding += 1
+            self._prepared = None
+
+    def _remember_prompt(self, sequence: Sequence, slot: int) -> None:
+        if not self.prefixes.max_tokens or self.prefixes.contains(sequence.adapter, sequence.ids):
+            return
+        keys, values = self.kv.read(slot, len(sequence.ids))
+        self.prefixes.store(sequence.adapter, sequence.ids, keys, values)
+
+    def _decode(self) -> None:
+        device = self.engine.device
+        rows = self.rows[:self.decoding]
+        self._prepare_adapters(tuple(s.adapter for s in rows))
+        lengths = torch.tensor([s.length for s in rows], device=device)
+        mask = self.kv.plan_decode(lengths)
+        tokens = torch.tensor([[s.pending] for s in rows], device=device)
+        logits = self._forward(tokens, lengths[:, None], mask)[:, -1]
+        self.stats.steps += 1
+        self.stats.generated_tokens += len(rows)
+        self.stats.recent.append((time.monotonic(), len(rows)))
+        done = []
+        for row, sequence in enumerate(rows):
+            sequence.length += 1
+            token = self.sampler.pick(logits[row], sequence.state)
+            delta = self.sampler.advance(sequence.state, token)
+            self._send(sequence, delta)
+            if delta is not None and delta.finished:
+                done.append(sequence)
+            else:
+                sequence.pending = token
+        if done:
+            with self._lock:
+                for sequence in done:
+                    self._remove(sequence)
+
+    def _speculate(self, sequence: Sequence) -> None:
+        """Greedy decoding of a lone request, sped up by the draft model: the draft proposes
+        `draft_tokens` tokens one by one (cheap), this model checks them all in one forward pass
+        and keeps the longest run that matches its own greedy choices, plus its own next token.
+        The text is exactly what this model alone would write; only the number of its forward
+        passes drops, by the share of proposals it accepts."""
+        from transformers import DynamicCache
+
+        engine, device, k = self.engine, self.engine.device, self.engine.draft_tokens
+        state = sequence.state
+        sequence_ids = sequence.ids + state.tokens  # the KV buffer holds all but the last (pending)
+        if sequence.draft_cache is None:
+            sequence.draft_cache, sequence.drafted = DynamicCache(config=engine.draft.config), 0
+        # 1. The draft proposes k tokens, greedy and with the request's repetition penalty.
+        guess = RequestState(state.request, 0, None, state.started, tokens=list(state.tokens), seen=set(state.seen))
+        proposals, feed = [], sequence_ids[sequence.drafted:]
+        for _ in range(k):
+            draft_logits = engine.draft(input_ids=torch.tensor([feed], device=device),
+                                        past_key_values=sequence.draft_cache, use_cache=True,
+                                        logits_to_keep=1).logits[0, -1]
+            token = self.sampler.pick(draft_logits, guess)
+            guess.tokens.append(token)
+            if state.request.repetition_penalty != 1.0:
+                guess.seen.add(token)
+            proposals.append(token)
+            feed = [token]
+        # 2. This model scores its pending token and every proposal in one pass: scores[0]
+        # follows the pending token, scores[i] follows proposals[i - 1].
+        self._prepare_adapters((sequence.adapter,))
+        start = sequence.length
+        mask = self.kv.plan_prefill(0, start, k + 1)
+        scores = self._forward(torch.tensor([[sequence.pending] + proposals], device=device),
+                               torch.arange(start, start + k + 1, device=device)[None], mask, keep=k + 1)[0]
+        before, kept = len(sequence_ids), 0
+        self.stats.steps += 1
+        for position in range(k + 1):
+            token = self.sampler.pick(scores[position], state)
+            delta = self.sampler.advance(state, token)
+            self.stats.generated_tokens += 1
+            self._send(sequence, delta)
+            if delta is not None and delta.finished:
+                with self._lock:
+                    self._remove(sequence)
+                return
+            sequence_ids.append(token)
+            if position == k:
+                break
+            state.proposed += 1
+            if token != proposals[position]:
+                break
+            kept += 1
+            state.accepted += 1
+        self.stats.recent.append((time.monotonic(), kept + 1))
+        # 3. Forget the rejected proposals: the buffer keeps the pending token and the accepted
+        # ones (positions past a row's length are never attended); the draft, which saw all but its
+        # last proposal, keeps the prefix that matches.
+        sequence.length = start + 1 + kept
+        sequence.pending = sequence_ids[-1]
+        sequence.drafted = before + min(kept, k - 1)
+        extra = sequence.draft_cache.get_seq_length() - sequence.drafted
+        if extra > 0:
+            sequence.draft_cache.crop(-extra)
