@@ -105,7 +105,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "agents,default,training",
-             "--pool", "solo", "-n", name, "--loglevel", "INFO"],
+             "--pool", "threads", "--concurrency", "4", "-n", name, "--loglevel", "INFO"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     from webapp.celery import app

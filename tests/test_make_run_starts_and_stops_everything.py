@@ -106,5 +106,8 @@ def test_one_agents_worker_per_gpu_each_seeing_its_own_device():
     assert agents_workers(0) == [("agents", {})]
     assert agents_workers(2) == [("agents-gpu0", {"CUDA_VISIBLE_DEVICES": "0"}),
                                  ("agents-gpu1", {"CUDA_VISIBLE_DEVICES": "1"})]
-    args = worker_args("agents", 1, "agents-gpu1")
-    assert args[args.index("-n") + 1] == "agents-gpu1@%h" and "solo" in args
+    args = worker_args("agents", 8, "agents-gpu1")
+    # One process (one model, one serving core) per GPU; its tasks run as threads feeding that core.
+    assert args[args.index("-n") + 1] == "agents-gpu1@%h"
+    assert args[args.index("--pool") + 1] == "threads" and args[args.index("--concurrency") + 1] == "8"
+    assert "solo" in worker_args("training", 1)

@@ -58,6 +58,9 @@ def _requests():
         GenerationRequest(id="a", messages=messages + [{"role": "user", "content": "Gulls"}], max_new_tokens=12),
         GenerationRequest(id="b", messages=messages + [{"role": "user", "content": "Terns"}], max_new_tokens=7,
                           adapter=AdapterSpec("writer@1", "")),
+        # What the section writer relies on: a draft to continue, a repetition penalty, min tokens.
+        GenerationRequest(id="c", messages=messages + [{"role": "user", "content": "Puffins"}], max_new_tokens=9,
+                          assistant_prefix="Puffins nest in burrows", repetition_penalty=1.3, min_new_tokens=9),
     ]
 
 
@@ -79,6 +82,8 @@ def test_the_openai_backend_streams_what_the_engine_writes(server, tiny_model_di
     assert remote_texts == local_texts
     assert remote_ends["a"].finish_reason == "length" and remote_ends["a"].completion_tokens == 12
     assert remote_ends["b"].completion_tokens == 7 and remote_ends["b"].prompt_tokens > 5
+    plain = _collect(local, [GenerationRequest(id="c", messages=local_requests[2].messages, max_new_tokens=9)])[0]
+    assert remote_texts["c"] != plain["c"]  # the extras reached the server and changed the text
 
 
 def test_models_non_streaming_and_errors(server):
@@ -103,6 +108,15 @@ def test_models_non_streaming_and_errors(server):
     assert status == 400 and "unknown adapter" in body["error"]["message"]
     status, body = post({"model": "tiny", "messages": "Hi"})
     assert status == 400
+    hi = [{"role": "user", "content": "Hi"}]
+    for bad in ([], None, "x", {"messages": hi, "stop": 5}, {"messages": hi, "max_tokens": 1e400},
+                {"messages": hi, "temperature": "hot"}, {"messages": hi, "max_tokens": True},
+                {"messages": hi + [{"role": "user", "content": "more"}], "continue_final_message": True}):
+        status, body = post(bad)
+        assert status == 400 and body["error"]["type"] == "invalid_request_error", bad
+    metrics = urllib.request.urlopen(server.removesuffix("/v1") + "/metrics").read().decode()
+    assert 'scriptorium_llm_requests_finished_total{model="tiny",reason="length"}' in metrics
+    assert "scriptorium_llm_kv_tokens_budget" in metrics and "time_to_first_token_seconds_bucket" in metrics
 
 
 def test_an_unreachable_server_fails_each_request_with_a_clear_error():

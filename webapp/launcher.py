@@ -109,8 +109,14 @@ def _manage(*args: str, env: dict[str, str]) -> None:
 
 
 def worker_args(queue: str, concurrency: int, name: str = "") -> list[str]:
-    # The agents and training queues hold one model per process: a solo pool keeps it that way.
-    pool = ["--pool", "solo"] if queue in (AGENTS_QUEUE, "training") else ["--concurrency", str(concurrency)]
+    # An agents worker holds one model and one serving core; its tasks run as threads that all
+    # feed that core (continuous batching across runs). Training holds a model per job: solo.
+    if queue == AGENTS_QUEUE:
+        pool = ["--pool", "threads", "--concurrency", str(concurrency)]
+    elif queue == "training":
+        pool = ["--pool", "solo"]
+    else:
+        pool = ["--concurrency", str(concurrency)]
     return [PYTHON, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-n", f"{name or queue}@%h",
             "--loglevel", "INFO", *pool]
 
@@ -156,8 +162,9 @@ def run() -> int:
             PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
             "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
         ], env)))
+        agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
         for name, extra_env in agents_workers(gpu_count()):
-            processes.append((f"worker {name}", _spawn(f"worker {name}", worker_args(AGENTS_QUEUE, 1, name),
+            processes.append((f"worker {name}", _spawn(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name),
                                                        {**env, **extra_env})))
         for queue, concurrency in (("default", 2), ("training", 1)):
             processes.append((f"worker {queue}", _spawn(f"worker {queue}", worker_args(queue, concurrency), env)))

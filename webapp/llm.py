@@ -6,13 +6,15 @@ one `agents` worker per GPU with CUDA_VISIBLE_DEVICES, so each process sees one 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 
-from agents.llm.types import Engine, GenerationRequest
+from agents.llm.types import CancelCheck, Delta, Engine, GenerationRequest
 from webapp.documents.events import redis_client
 from webapp.registry import services as registry
 
@@ -56,8 +58,25 @@ def _openai_engine() -> Engine:
     return OpenAIEngine(settings.OPENAI_BASE_URL, settings.OPENAI_MODEL, api_key=settings.OPENAI_API_KEY)
 
 
-@functools.cache
+_creating = threading.Lock()  # the worker's task threads may ask for the engine at once
+
+
 def _engine(name: str, folder: str) -> Engine:
+    with _creating:
+        return _load_engine(name, folder)
+
+
+def loaded_engines() -> list[Engine]:
+    """Engines this process has created (for metrics); creates none."""
+    return list(_ENGINES.values())
+
+
+_ENGINES: dict[tuple[str, str], Engine] = {}
+
+
+def _load_engine(name: str, folder: str) -> Engine:
+    if (name, folder) in _ENGINES:
+        return _ENGINES[(name, folder)]
     import torch
 
     from agents.llm.transformers_backend import TransformersEngine
@@ -66,9 +85,33 @@ def _engine(name: str, folder: str) -> Engine:
     draft = settings.SCRIPTORIUM_DRAFT_MODEL
     if draft and os.path.realpath(draft) == os.path.realpath(folder):
         draft = ""  # the student serving a role of its own needs no draft of itself
-    return TransformersEngine(folder, dtype=settings.SCRIPTORIUM_LLM_DTYPE, device=device,
-                              int8=settings.SCRIPTORIUM_LLM_INT8, base_model_name=name, draft_model_path=draft,
-                              draft_tokens=settings.SCRIPTORIUM_DRAFT_TOKENS)
+    engine = TransformersEngine(
+        folder, dtype=settings.SCRIPTORIUM_LLM_DTYPE, device=device, int8=settings.SCRIPTORIUM_LLM_INT8,
+        base_model_name=name, draft_model_path=draft, draft_tokens=settings.SCRIPTORIUM_DRAFT_TOKENS,
+        max_rows=settings.SCRIPTORIUM_MAX_ROWS, kv_budget_tokens=settings.SCRIPTORIUM_KV_BUDGET_TOKENS,
+        prefill_chunk=settings.SCRIPTORIUM_PREFILL_CHUNK, prefix_cache_tokens=settings.SCRIPTORIUM_PREFIX_CACHE_TOKENS)
+    _ENGINES[(name, folder)] = engine
+    return engine
+
+
+class Scheduled:
+    """An engine whose requests all carry one group and priority: a run's writers share rows
+    fairly with other runs; a rewrite, an outline or a title goes before bulk writing."""
+
+    def __init__(self, engine: Engine, group: str, priority: int):
+        self.engine, self.group, self.priority = engine, group, priority
+
+    def stream(self, requests: Iterable[GenerationRequest], cancel: CancelCheck | None = None) -> Iterator[Delta]:
+        return self.engine.stream([dataclasses.replace(r, group=self.group, priority=self.priority)
+                                   for r in requests], cancel)
+
+    def __getattr__(self, name: str):  # base_model_name and the like
+        return getattr(self.engine, name)
+
+
+def for_run(role: str, run_id: int, priority: int) -> Engine:
+    """The engine for `role`, its requests scheduled as part of run `run_id`."""
+    return Scheduled(get_engine(role), f"run-{run_id}", priority)
 
 
 def with_role_adapters(requests: Iterable[tuple[str, GenerationRequest]]) -> list[GenerationRequest]:

@@ -212,6 +212,14 @@ SCRIPTORIUM_LLM_DEVICE = env_str("SCRIPTORIUM_LLM_DEVICE")  # default: cuda when
 # single requests then decode faster with exactly the same output (speculative decoding).
 SCRIPTORIUM_DRAFT_MODEL = env_str("SCRIPTORIUM_DRAFT_MODEL")
 SCRIPTORIUM_DRAFT_TOKENS = env_int("SCRIPTORIUM_DRAFT_TOKENS", 4)
+# The serving core of each agents worker (and of serve_llm): rows decoded together, KV memory in
+# tokens (rows x longest request must fit), prefill chunk, and prompt prefixes kept for reuse.
+SCRIPTORIUM_MAX_ROWS = env_int("SCRIPTORIUM_MAX_ROWS", 16)
+SCRIPTORIUM_KV_BUDGET_TOKENS = env_int("SCRIPTORIUM_KV_BUDGET_TOKENS", 32768)
+SCRIPTORIUM_PREFILL_CHUNK = env_int("SCRIPTORIUM_PREFILL_CHUNK", 256)
+SCRIPTORIUM_PREFIX_CACHE_TOKENS = env_int("SCRIPTORIUM_PREFIX_CACHE_TOKENS", 8192)
+# Tasks an agents worker runs at once (threads), all feeding its one serving core.
+SCRIPTORIUM_AGENTS_CONCURRENCY = env_int("SCRIPTORIUM_AGENTS_CONCURRENCY", 8)
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "http://127.0.0.1:8001/v1")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "smollm2-135m-instruct")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

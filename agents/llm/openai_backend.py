@@ -1,9 +1,13 @@
 """An engine that forwards requests to any OpenAI-compatible /v1/chat/completions server with
 streaming (vLLM, llama.cpp's server, Ollama, or our own `manage.py serve_llm`).
 
-Each request is one streaming HTTP call on its own thread; deltas from all of them come back
-through one queue in the order they arrive. A request with an adapter asks for the model
-"<model>:<adapter name>", which is how our own server names adapters."""
+Each request is one streaming HTTP call (httpx) on its own thread; deltas from all of them come
+back through one queue in the order they arrive. A request with an adapter asks for the model
+"<model>:<adapter name>", which is how our own server names adapters. What our roles rely on is
+sent, never dropped: `repetition_penalty` and `min_tokens` as the extra parameters vLLM accepts,
+an assistant prefix as a final assistant message with `continue_final_message`. A server that
+refuses one of them answers 4xx, and the request ends with that error.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ import json
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator
+
+import httpx
 
 from agents.llm.types import CancelCheck, Delta, GenerationRequest
 
@@ -45,33 +49,45 @@ class OpenAIEngine:
                 for rid in cancel(sorted(running)):
                     stops[rid].set()  # the thread closes its connection and reports "cancelled"
 
-    def _payload(self, request: GenerationRequest) -> bytes:
+    def payload(self, request: GenerationRequest) -> dict:
         messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]
         model = f"{self.model}:{request.adapter.name}" if request.adapter else self.model
-        body = {"model": model, "messages": messages, "max_tokens": request.max_new_tokens,
+        body = {"model": model, "messages": list(messages), "max_tokens": request.max_new_tokens,
                 "temperature": request.temperature, "top_p": request.top_p, "seed": request.seed,
                 "stream": True, "stream_options": {"include_usage": True}}
         if request.stop:
             body["stop"] = list(request.stop)
-        return json.dumps(body).encode()
+        if request.repetition_penalty != 1.0:
+            body["repetition_penalty"] = request.repetition_penalty
+        if request.min_new_tokens:
+            body["min_tokens"] = request.min_new_tokens
+        if request.assistant_prefix:
+            body["messages"].append({"role": "assistant", "content": request.assistant_prefix})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        if request.priority:
+            body["priority"] = "interactive"
+        return body
 
     def _run(self, request: GenerationRequest, out: queue.Queue[Delta], stop: threading.Event) -> None:
         started = time.monotonic()
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        http_request = urllib.request.Request(f"{self.base_url}/chat/completions", data=self._payload(request),
-                                              headers=headers, method="POST")
         tokens = {"prompt": 0, "completion": 0}
         first: float | None = None
         reason: str | None = None
         try:
-            with urllib.request.urlopen(http_request, timeout=self.timeout_s) as response:
-                for raw in response:
+            timeout = httpx.Timeout(self.timeout_s, connect=10.0)
+            with httpx.stream("POST", f"{self.base_url}/chat/completions", json=self.payload(request),
+                              headers=headers, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    detail = response.read().decode("utf-8", "replace")[:500]
+                    raise RuntimeError(f"HTTP {response.status_code}: {_message(detail)}")
+                for line in response.iter_lines():
                     if stop.is_set():
                         reason = "cancelled"
                         break
-                    line = raw.decode("utf-8").strip()
+                    line = line.strip()
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -90,12 +106,7 @@ class OpenAIEngine:
                             out.put(Delta(request.id, text, prompt_tokens=tokens["prompt"],
                                           completion_tokens=tokens["completion"]))
                         reason = choice.get("finish_reason") or reason
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode("utf-8", "replace")[:500]
-            out.put(Delta(request.id, finished=True, finish_reason="error",
-                          error=f"{self.base_url}: HTTP {error.code}: {detail}"))
-            return
-        except (OSError, ValueError, RuntimeError) as error:
+        except (httpx.HTTPError, OSError, ValueError, RuntimeError) as error:
             out.put(Delta(request.id, finished=True, finish_reason="error", error=f"{self.base_url}: {error}"))
             return
         timings = {"elapsed_s": round(time.monotonic() - started, 4)}
@@ -103,3 +114,11 @@ class OpenAIEngine:
             timings["first_token_s"] = round(first, 4)
         out.put(Delta(request.id, finished=True, finish_reason=reason or "stop", prompt_tokens=tokens["prompt"],
                       completion_tokens=tokens["completion"], timings=timings))
+
+
+def _message(body: str) -> str:
+    """The message of an OpenAI-shaped error body, else the body itself."""
+    try:
+        return json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return body

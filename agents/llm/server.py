@@ -1,24 +1,28 @@
-"""An OpenAI-compatible HTTP server over our own engine, so one GPU machine can serve many CPU
-workers: POST /v1/chat/completions (streaming or not) and GET /v1/models.
+"""An OpenAI-compatible HTTP server over our serving core, so one GPU machine can serve many CPU
+workers: POST /v1/chat/completions (streaming or not), GET /v1/models and GET /metrics.
 
 `model` names the base model, or `base:adapter` for a LoRA adapter ("writer" for the version the
-role uses now, "writer@3" for a given version). Requests that arrive together are decoded in one
-batch: a batcher thread gathers whatever is waiting, runs it, and starts again. A plain ASGI app:
-run it with uvicorn (`manage.py serve_llm` does).
+role uses now, "writer@3" for a given version). Every request joins the core's running batch at
+the next step (continuous batching), grouped per client (`user`, else the address) so clients
+share rows fairly. Besides OpenAI's fields it accepts what vLLM accepts for our roles:
+`repetition_penalty`, `min_tokens`, and `continue_final_message` (the last message is the
+assistant's answer so far, to be continued). A plain ASGI app: `manage.py serve_llm` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
-import queue
-import threading
+import math
 import time
 import uuid
 from collections.abc import Callable
 
-from agents.llm.types import AdapterSpec, Delta, Engine, GenerationRequest
+from agents.llm.metrics import prometheus_text
+from agents.llm.serving import ServingCore
+from agents.llm.types import BULK, INTERACTIVE, AdapterSpec, Delta, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -29,61 +33,56 @@ class BadRequest(Exception):
     pass
 
 
-class Batcher:
-    """Feeds the engine batches of whatever requests are waiting, from one thread."""
+def _number(data: dict, name: str, default: float, low: float, high: float = math.inf) -> float:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise BadRequest(f"{name} must be a number from {low:g} to {high:g}")
+    return float(value)
 
-    def __init__(self, engine: Engine, max_batch: int = 32, gather_s: float = 0.01):
-        self.engine, self.max_batch, self.gather_s = engine, max_batch, gather_s
-        self.waiting: queue.Queue[tuple[GenerationRequest, queue.Queue[Delta]]] = queue.Queue()
-        self.cancelled: set[str] = set()
-        self.thread = threading.Thread(target=self._run, name="llm-batcher", daemon=True)
-        self.thread.start()
 
-    def submit(self, request: GenerationRequest) -> queue.Queue[Delta]:
-        out: queue.Queue[Delta] = queue.Queue()
-        self.waiting.put((request, out))
-        return out
-
-    def _run(self) -> None:
-        while True:
-            batch = [self.waiting.get()]
-            deadline = time.monotonic() + self.gather_s
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self.waiting.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            outs = {request.id: out for request, out in batch}
-            try:
-                for delta in self.engine.stream([r for r, _ in batch], cancel=self._cancelled):
-                    outs[delta.request_id].put(delta)
-            except Exception as error:  # noqa: BLE001  (report to every waiting client, keep serving)
-                log.exception("batch failed")
-                for rid, out in outs.items():
-                    out.put(Delta(rid, finished=True, finish_reason="error", error=str(error)))
-
-    def _cancelled(self, active: list[str]) -> set[str]:
-        return self.cancelled.intersection(active)
+def _whole(data: dict, names: tuple[str, ...], default: int, low: int, high: int) -> int:
+    for name in names:
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+        return value
+    return default
 
 
 class OpenAICompatibleApp:
-    def __init__(self, engine: Engine, base_model: str, resolve_adapter: AdapterResolver,
-                 list_adapters: Callable[[], list[str]] = list):
+    def __init__(self, core: ServingCore, base_model: str, resolve_adapter: AdapterResolver,
+                 list_adapters: Callable[[], list[str]] = list, api_key: str = ""):
+        self.core = core
         self.base_model = base_model
         self.resolve_adapter = resolve_adapter
         self.list_adapters = list_adapters
-        self.batcher = Batcher(engine)
+        self.api_key = api_key
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # run with lifespan="off": nothing to set up per server
             return
         path, method = scope["path"].rstrip("/"), scope["method"]
+        if self.api_key and not self._authorised(scope):
+            await _json(send, 401, _error("a valid API key is required (Authorization: Bearer ...)",
+                                          "invalid_request_error"))
+            return
         try:
             # The resolvers may query a database: keep them off the event loop.
             if path == "/v1/models" and method == "GET":
                 await _json(send, 200, await asyncio.to_thread(self._models))
+            elif path == "/metrics" and method == "GET":
+                body = prometheus_text(self.core.metrics(), {"model": self.base_model}).encode()
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-type", b"text/plain; version=0.0.4"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
             elif path == "/v1/chat/completions" and method == "POST":
-                await self._chat(await _body(receive), send, receive)
+                client = (scope.get("client") or ("local", 0))[0]
+                await self._chat(await _body(receive), send, receive, client)
             else:
                 await _json(send, 404, _error(f"no route for {method} {path}", "not_found"))
         except BadRequest as error:
@@ -93,38 +92,70 @@ class OpenAICompatibleApp:
         names = [self.base_model] + [f"{self.base_model}:{a}" for a in self.list_adapters()]
         return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "scriptorium"} for n in names]}
 
-    def _request(self, body: bytes) -> tuple[GenerationRequest, str, bool]:
+    def _authorised(self, scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"authorization", b"").decode("latin-1")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode())
+
+    def _request(self, body: bytes, client: str) -> tuple[GenerationRequest, str, bool]:
         try:
             data = json.loads(body or b"{}")
         except ValueError as error:
             raise BadRequest(f"the body is not JSON ({error})") from None
-        model = str(data.get("model") or self.base_model)
+        if not isinstance(data, dict):
+            raise BadRequest("the body must be a JSON object")
+        model = data.get("model") or self.base_model
+        if not isinstance(model, str):
+            raise BadRequest("model must be a string")
         base, _, adapter_name = model.partition(":")
         if base != self.base_model:
             raise BadRequest(f"unknown model {base!r}; this server serves {self.base_model!r}")
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-            raise BadRequest("messages must be a non-empty list of {role, content} objects")
+                isinstance(m, dict) and isinstance(m.get("content"), str)
+                and isinstance(m.get("role", "user"), str) for m in messages):
+            raise BadRequest("messages must be a non-empty list of {role, content} objects with text content")
+        messages = [{"role": m.get("role", "user"), "content": m["content"]} for m in messages]
+        prefix = ""
+        if data.get("continue_final_message"):
+            if messages[-1]["role"] != "assistant":
+                raise BadRequest("continue_final_message needs the last message to be the assistant's")
+            prefix = messages.pop()["content"]
+            if not messages:
+                raise BadRequest("continue_final_message needs a message before the assistant's")
         stop = data.get("stop") or ()
-        stop = (stop,) if isinstance(stop, str) else tuple(stop)
-        try:
-            adapter = self.resolve_adapter(adapter_name) if adapter_name else None
-            request = GenerationRequest(
-                id=f"chatcmpl-{uuid.uuid4().hex[:20]}",
-                messages=[{"role": str(m.get("role", "user")), "content": m["content"]} for m in messages],
-                adapter=adapter, max_new_tokens=int(data.get("max_tokens") or data.get("max_completion_tokens") or 256),
-                temperature=float(data.get("temperature", 0.0) or 0.0), top_p=float(data.get("top_p", 1.0) or 1.0),
-                seed=int(data.get("seed") or 0), stop=stop)
-        except (KeyError, LookupError) as error:
-            raise BadRequest(f"unknown adapter {adapter_name!r} ({error})") from None
-        except (TypeError, ValueError) as error:
-            raise BadRequest(f"bad parameter: {error}") from None
-        return request, model, bool(data.get("stream"))
+        stop = (stop,) if isinstance(stop, str) else stop
+        if not isinstance(stop, list | tuple) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 16:
+            raise BadRequest("stop must be a string or a list of up to 16 non-empty strings")
+        priority = data.get("priority", "bulk")
+        if priority not in ("bulk", "interactive"):
+            raise BadRequest('priority must be "bulk" or "interactive"')
+        user = data.get("user")
+        if user is not None and not isinstance(user, str):
+            raise BadRequest("user must be a string")
+        max_tokens = _whole(data, ("max_completion_tokens", "max_tokens"), 256, 1, self.core.max_positions)
+        request = GenerationRequest(
+            id=f"chatcmpl-{uuid.uuid4().hex[:20]}", messages=messages, assistant_prefix=prefix,
+            max_new_tokens=max_tokens, temperature=_number(data, "temperature", 0.0, 0.0, 2.0),
+            top_p=_number(data, "top_p", 1.0, 1e-9, 1.0), seed=_whole(data, ("seed",), 0, -2**63, 2**63 - 1),
+            stop=tuple(stop), repetition_penalty=_number(data, "repetition_penalty", 1.0, 1e-3, 10.0),
+            min_new_tokens=_whole(data, ("min_tokens",), 0, 0, max_tokens),
+            priority=INTERACTIVE if priority == "interactive" else BULK, group=f"client-{user or client}")
+        if adapter_name:
+            try:
+                request.adapter = self.resolve_adapter(adapter_name)
+            except (LookupError, ValueError) as error:
+                raise BadRequest(f"unknown adapter {adapter_name!r} ({error})") from None
+            except Exception as error:  # noqa: BLE001  (a resolver's database errors: the model id is unusable)
+                raise BadRequest(f"unknown adapter {adapter_name!r} ({type(error).__name__})") from None
+        stream = data.get("stream", False)
+        if not isinstance(stream, bool):
+            raise BadRequest("stream must be true or false")
+        return request, model, stream
 
-    async def _chat(self, body: bytes, send, receive) -> None:
-        request, model, streaming = await asyncio.to_thread(self._request, body)
-        out = self.batcher.submit(request)
+    async def _chat(self, body: bytes, send, receive, client: str) -> None:
+        request, model, streaming = await asyncio.to_thread(self._request, body, client)
+        out = self.core.submit(request)
         created = int(time.time())
         if not streaming:
             text, last = [], None
@@ -156,7 +187,7 @@ class OpenAICompatibleApp:
                 getter = asyncio.ensure_future(asyncio.to_thread(out.get))
                 done, _ = await asyncio.wait({getter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
                 if disconnected in done:
-                    self.batcher.cancelled.add(request.id)  # stops decoding it at the next step
+                    self.core.cancel(request.id)  # stops decoding it at the next step
                     getter.cancel()
                     return
                 delta = getter.result()

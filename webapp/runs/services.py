@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from agents.llm.types import BULK, INTERACTIVE
 from agents.outline import Brief, PlannedSection, split_for_writers
 from agents.roles import chief_editor, finisher, reviewer, section_writer
 from webapp import llm
@@ -91,7 +92,7 @@ def run_plan(*, run_id: int) -> WritingRun:
     if document.sections.exists():
         run.outline_path = "existing"
     else:
-        result = chief_editor.plan_outline(llm.get_engine(chief_editor.ROLE), brief_of(document),
+        result = chief_editor.plan_outline(llm.for_run(chief_editor.ROLE, run.pk, INTERACTIVE), brief_of(document),
                                            registry.resolve_adapter(chief_editor.ROLE))
         sections = split_for_writers(result.sections, settings.SECTION_MAX_WORDS)
         with transaction.atomic():
@@ -303,7 +304,8 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
         return
     document = run.document
     brief, outline = brief_of(document), outline_text(document)
-    engine = llm.get_engine(section_writer.ROLE)
+    # A person waits on a one-section rewrite: it goes before the bulk writing of whole runs.
+    engine = llm.for_run(section_writer.ROLE, run.pk, INTERACTIVE if run.kind == "section" else BULK)
     adapter = registry.resolve_adapter(section_writer.ROLE)
     section_tasks, by_key, cited = [], {}, {}
     for task in claimed:
@@ -447,7 +449,8 @@ def run_review(*, run_id: int) -> None:
         tokens = []
         try:
             act = review_document if task.role == reviewer.ROLE else finish_document
-            act(document=run.document, run=run, engine=llm.get_engine(task.role), cancel=heartbeat,
+            act(document=run.document, run=run, cancel=heartbeat,
+                engine=llm.for_run(task.role, run.pk, BULK if task.role == reviewer.ROLE else INTERACTIVE),
                 on_text=tokens.append)
         except Exception as failure:  # noqa: BLE001  (recorded on the task and the run)
             log.exception("%s failed", task.role)

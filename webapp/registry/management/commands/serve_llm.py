@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+import ipaddress
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
 from agents.llm.server import OpenAICompatibleApp
 from agents.llm.types import AdapterSpec
@@ -33,11 +37,27 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8001)
+        parser.add_argument("--api-key", default=os.environ.get("SCRIPTORIUM_LLM_API_KEY", ""),
+                            help="bearer token clients must send (default: $SCRIPTORIUM_LLM_API_KEY); "
+                                 "required when listening beyond loopback")
 
-    def handle(self, *args, host: str, port: int, **options) -> None:
+    def handle(self, *args, host: str, port: int, api_key: str, **options) -> None:
         import uvicorn
 
+        if settings.SCRIPTORIUM_LLM_BACKEND != "transformers":
+            raise CommandError("serve_llm serves a local model: unset SCRIPTORIUM_LLM_BACKEND=openai")
+        if not api_key and not _loopback(host):
+            raise CommandError(f"listening on {host} needs --api-key (or SCRIPTORIUM_LLM_API_KEY)")
         name, _ = llm.model_folder()
-        app = OpenAICompatibleApp(llm.get_engine(), name, resolve, list_adapters)
+        app = OpenAICompatibleApp(llm.get_engine().core, name, resolve, list_adapters, api_key=api_key)
         self.stdout.write(f"Serving {name} at http://{host}:{port}/v1 (model ids: {name}, {name}:<role>[@version])")
         uvicorn.run(app, host=host, port=port, lifespan="off", log_level="info")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,61 @@
+"""The serving core's numbers in Prometheus' text format (what /metrics answers)."""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "scriptorium_llm_"
+HELP = {
+    "queue_length": "Requests waiting for a row",
+    "rows_running": "Rows in the batch (decoding or prefilling)",
+    "rows_prefilling": "Rows whose prompt is still being computed",
+    "rows_max": "Most rows decoded together",
+    "kv_tokens_used": "KV positions holding keys and values now",
+    "kv_tokens_reserved": "KV positions reserved by running requests",
+    "kv_tokens_budget": "KV positions the core may reserve",
+    "kv_bytes_allocated": "Bytes of the KV buffers",
+    "tokens_per_s": "Generated tokens per second over the last 10 s",
+    "preemptions_total": "Rows given up to a more entitled request (resumed later)",
+    "time_to_first_token_seconds": "Seconds from submission to the first token",
+    "requests_finished_total": "Finished requests by reason",
+}
+COUNTERS = re.compile(r".*_total$")
+
+
+def prometheus_text(metrics: dict[str, float], labels: dict[str, str] | None = None) -> str:
+    base = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted((labels or {}).items()))
+    lines, declared = [], set()
+
+    def declare(name: str, kind: str) -> None:
+        if name not in declared:
+            declared.add(name)
+            lines.append(f"# HELP {PREFIX}{name} {HELP.get(name, name.replace('_', ' '))}")
+            lines.append(f"# TYPE {PREFIX}{name} {kind}")
+
+    def sample(name: str, value: float, extra: str = "") -> None:
+        label = ",".join(part for part in (base, extra) if part)
+        lines.append(f"{PREFIX}{name}{{{label}}} {value}" if label else f"{PREFIX}{name} {value}")
+
+    histogram = "time_to_first_token_seconds"
+    for key, value in metrics.items():
+        if key.startswith(histogram):
+            continue
+        if key.startswith("requests_finished_total_"):
+            declare("requests_finished_total", "counter")
+            sample("requests_finished_total", value, f'reason="{key.rsplit("_", 1)[-1]}"')
+            continue
+        declare(key, "counter" if COUNTERS.match(key) else "gauge")
+        sample(key, value)
+    if f"{histogram}_count" in metrics:
+        declare(histogram, "histogram")
+        for key, value in metrics.items():
+            if key.startswith(f"{histogram}_bucket_le_"):
+                sample(f"{histogram}_bucket", value, f'le="{key.rsplit("_", 1)[-1]}"')
+        sample(f"{histogram}_bucket", metrics[f"{histogram}_count"], 'le="+Inf"')
+        sample(f"{histogram}_sum", metrics[f"{histogram}_sum"])
+        sample(f"{histogram}_count", metrics[f"{histogram}_count"])
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
