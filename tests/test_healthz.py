@@ -40,3 +40,21 @@ def test_down_when_the_database_is_unreachable(db, client, monkeypatch):
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["database"] == {"ok": False, "error": "connection refused"}
+
+
+@pytest.mark.slow
+def test_agents_workers_report_their_serving_core(transactional_db, client, celery_worker_process):
+    from tests.conftest import wait_for
+    from webapp.registry.tasks import generate
+
+    generate.delay("writer", [{"role": "user", "content": "Gannets?"}], 4).get(timeout=120)  # the engine exists
+
+    def serving():  # published every 2 s by the worker
+        queue = client.get("/healthz").json()["queues"]["agents"]
+        cores = next(iter(queue.get("serving", {}).values()), {})
+        return next((numbers for numbers in cores.values() if numbers["requests_total"]), None)
+
+    numbers = wait_for(serving, timeout=15)
+    assert numbers["generated_tokens_total"] >= 4
+    assert {"queue_length", "rows_running", "kv_tokens_used", "kv_tokens_budget", "tokens_per_s",
+            "time_to_first_token_seconds_count", "preemptions_total"} <= set(numbers)

@@ -275,3 +275,56 @@ def test_a_person_takes_over_a_section_an_agent_is_writing(people, celery_worker
     assert shared and gulls.text == shared and gulls.status == SectionStatus.EDITED  # the text so far stays
     with pytest.raises(services.TakeOverRefused):
         services.section_take_over(section=gulls, user=owner)
+
+
+def test_two_runs_started_together_on_one_worker_both_stream_before_either_finishes(people, celery_worker_process):
+    """One agents worker, one serving core: the second run's writers join the first run's batch
+    instead of queueing behind it (with a solo pool, run B waited for all of run A)."""
+    owner, project = people
+    documents_ = []
+    for name in ("A", "B"):
+        document = make_document(project, owner, sections=tuple(f"{name} section {i}" for i in range(3)))
+        document.auto_approve_outline = True
+        document.save()
+        document.sections.update(word_budget=450)
+        documents_.append(document)
+    runs = [services.run_start(document=d, user=owner) for d in documents_]
+    first_text: dict[int, float] = {}
+    first_done: dict[int, float] = {}
+    deadline = time.monotonic() + 240
+    while len(first_done) < 2 and time.monotonic() < deadline:
+        now = time.monotonic()
+        for run in runs:
+            writers = run.tasks.filter(role="writer")
+            if run.pk not in first_text and writers.exclude(checkpoint_text="").exists():
+                first_text[run.pk] = now
+            if run.pk not in first_done and writers.filter(status__in=[TaskStatus.DONE, TaskStatus.FAILED]).exists():
+                first_done[run.pk] = now
+        time.sleep(0.05)
+    assert len(first_text) == 2 and len(first_done) == 2, (first_text, first_done)
+    assert max(first_text.values()) < min(first_done.values()), (first_text, first_done)
+    for run in runs:
+        run = _run_finished(run, timeout=240)
+        assert run.status == RunStatus.DONE, run.error
+        # Nobody waits on the panel any more.
+        assert all(value is None for value in run.tasks.values_list("waiting_ahead", flat=True))
+
+
+def test_the_run_panel_says_how_many_requests_are_ahead(people, client):
+    from webapp.runs.models import AgentTask
+
+    owner, project = people
+    earlier = make_document(project, owner, sections=("Gulls", "Terns"))
+    document = make_document(project, owner, sections=("Puffins", "Gannets"))
+    other = WritingRun.objects.create(document=earlier, created_by=owner, status=RunStatus.WRITING)
+    for section in earlier.sections.all():
+        AgentTask.objects.create(run=other, role="writer", section=section)  # queued before ours
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    puffins, gannets = document.sections.order_by("order")
+    waiting = AgentTask.objects.create(run=run, role="writer", section=puffins, status=TaskStatus.RUNNING,
+                                       waiting_ahead=3)  # its worker's core reported 3 ahead
+    queued = AgentTask.objects.create(run=run, role="writer", section=gannets)
+    assert run.waiting_ahead() == {waiting.pk: 3, queued.pk: 1 + 2}
+    client.force_login(owner)
+    page = client.get(f"/documents/{document.pk}/").content.decode()
+    assert "3 requests ahead" in page

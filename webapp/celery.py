@@ -6,9 +6,16 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("scriptorium")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@celeryd_after_setup.connect
+def _remember_worker_name(sender: str, **kwargs) -> None:
+    # The engine's metrics are published under this name (webapp/llm.py), which /healthz matches.
+    os.environ["SCRIPTORIUM_WORKER_NAME"] = sender

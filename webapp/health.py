@@ -11,6 +11,8 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from webapp import llm
+
 
 def _check_database() -> dict:
     try:
@@ -49,6 +51,13 @@ def _check_queues() -> dict:
             if queue["name"] in queues:
                 queues[queue["name"]]["workers"].append(worker)
                 queues[queue["name"]]["ok"] = True
+    try:  # each agents worker's serving core: queue, rows, KV use, tokens/s, time to first token
+        serving = llm.published_metrics()
+    except Exception:  # noqa: BLE001  (the numbers are extra; the check above already ran)
+        serving = {}
+    if serving:
+        for queue in queues.values():
+            queue["serving"] = {w: serving[w] for w in queue["workers"] if w in serving}
     return queues
 
 

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import logging
 import os
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 
+from agents.llm.metrics import prometheus_text
 from agents.llm.types import CancelCheck, Delta, Engine, GenerationRequest
 from webapp.documents.events import redis_client
 from webapp.registry import services as registry
 
+log = logging.getLogger(__name__)
+
 CANCEL_TTL_S = 24 * 3600
+METRICS_KEY = "scriptorium:serving:"
+METRICS_EVERY_S = 2.0
 
 
 def model_folder() -> tuple[str, str]:
@@ -91,7 +100,63 @@ def _load_engine(name: str, folder: str) -> Engine:
         max_rows=settings.SCRIPTORIUM_MAX_ROWS, kv_budget_tokens=settings.SCRIPTORIUM_KV_BUDGET_TOKENS,
         prefill_chunk=settings.SCRIPTORIUM_PREFILL_CHUNK, prefix_cache_tokens=settings.SCRIPTORIUM_PREFIX_CACHE_TOKENS)
     _ENGINES[(name, folder)] = engine
+    if len(_ENGINES) == 1:
+        _start_metrics()
     return engine
+
+
+def serving_metrics() -> dict[str, dict[str, float]]:
+    """This process's serving cores' numbers, by model name."""
+    return {getattr(engine, "base_model_name", key[0]): engine.core.metrics()
+            for key, engine in list(_ENGINES.items()) if hasattr(engine, "core")}
+
+
+def _start_metrics() -> None:
+    """Publish the cores' numbers to Redis every few seconds (for /healthz), and serve them as
+    Prometheus text on SCRIPTORIUM_WORKER_METRICS_PORT when that is set."""
+    worker = os.environ.get("SCRIPTORIUM_WORKER_NAME") or f"{os.uname().nodename}:{os.getpid()}"
+
+    def publish() -> None:
+        while True:
+            try:
+                redis_client().set(METRICS_KEY + worker, json.dumps(serving_metrics()), ex=int(4 * METRICS_EVERY_S))
+            except Exception:  # noqa: BLE001  (Redis down: /healthz says so; serving goes on)
+                log.debug("could not publish serving metrics", exc_info=True)
+            time.sleep(METRICS_EVERY_S)
+
+    threading.Thread(target=publish, name="serving-metrics", daemon=True).start()
+    port = int(os.environ.get("SCRIPTORIUM_WORKER_METRICS_PORT") or 0)
+    if port:
+        server = ThreadingHTTPServer((os.environ.get("SCRIPTORIUM_WORKER_METRICS_HOST", "127.0.0.1"), port),
+                                     _MetricsHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+        if self.path.rstrip("/") != "/metrics":
+            self.send_error(404)
+            return
+        worker = os.environ.get("SCRIPTORIUM_WORKER_NAME", "")
+        body = "".join(prometheus_text(values, {"model": model, "worker": worker})
+                       for model, values in serving_metrics().items()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+def published_metrics() -> dict[str, dict]:
+    """What every worker published lately: worker name -> model -> numbers."""
+    client = redis_client()
+    keys = list(client.scan_iter(METRICS_KEY + "*", count=100))
+    values = client.mget(keys) if keys else []
+    return {key.decode()[len(METRICS_KEY):]: json.loads(value) for key, value in zip(keys, values, strict=True)
+            if value}
 
 
 class Scheduled:

@@ -73,6 +73,10 @@ def document_detail(request, document_id: int):
         row["suggestions"] = suggestions.get(row["section"].id, [])
         row["leaf"] = row["section"].id not in parents
     run = document.runs.prefetch_related("tasks__section").first()
+    if run is not None:
+        waiting = run.waiting_ahead()
+        for task in run.tasks.all():  # the prefetched objects the panel shows
+            task.ahead = waiting.get(task.pk)
     return render(request, "documents/document_detail.html", {
         "document": document, "project": document.project, "membership": membership, "rows": rows,
         "can_edit": membership.allows(Role.EDITOR), "planned_words": planned,

@@ -41,6 +41,20 @@ class WritingRun(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
 
+    def waiting_ahead(self) -> dict[int, int]:
+        """For each of this run's tasks that waits: how many requests go before it. A queued task
+        waits behind every queued task created before it and every request waiting in a model's
+        queue; a running one, behind what its worker's serving core reported."""
+        tasks = list(self.tasks.all())
+        ahead = {task.pk: task.waiting_ahead for task in tasks
+                 if task.status == TaskStatus.RUNNING and task.waiting_ahead is not None}
+        queued = [task.pk for task in tasks if task.status == TaskStatus.QUEUED]
+        if queued:
+            in_cores = AgentTask.objects.filter(status=TaskStatus.RUNNING, waiting_ahead__isnull=False).count()
+            for pk in queued:
+                ahead[pk] = in_cores + AgentTask.objects.filter(status=TaskStatus.QUEUED, pk__lt=pk).count()
+        return ahead
+
     def __str__(self) -> str:
         return f"Run {self.pk} of {self.document}"
 
@@ -89,6 +103,8 @@ class AgentTask(models.Model):
                               help_text="The messages the agent was given (training data pairs them with the text "
                                         "people kept).")
     adapter_version = models.CharField(max_length=100, blank=True)
+    waiting_ahead = models.PositiveIntegerField(
+        null=True, blank=True, help_text="While its request waits for the model: how many requests are ahead of it.")
     instruction = models.TextField(blank=True, help_text="What a person asked for when regenerating.")
     error = models.TextField(blank=True)
 

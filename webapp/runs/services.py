@@ -326,8 +326,11 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
     streamer = _Streamer(run, by_key)
     task_keys = {key: _task_cancel_key(task) for key, task in by_key.items()}
 
+    queue_watch = _QueueWatch(engine, by_key)
+
     def cancelled(active: list[str]) -> set[str]:
         """The whole run cancelled, or single sections taken over by people (one round trip)."""
+        queue_watch(active)
         keys = [request_id.split("-")[1] for request_id in active]  # "writer-<task key>-<nonce>"
         flags = redis_client().mget([_cancel_key(run)] + [task_keys[key] for key in keys])
         if flags[0]:
@@ -376,6 +379,26 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
                                                     finished_at=timezone.now())
     streamer.release()
     finish_if_done(run_id=run.id)
+
+
+class _QueueWatch:
+    """Keeps each waiting writer's place in the serving core's queue on its task (about once a
+    second), so the page can say "3 requests ahead" instead of a bare "Queued"."""
+
+    def __init__(self, engine, tasks: dict[str, AgentTask]):
+        self.core = getattr(engine, "core", None)
+        self.tasks, self.last, self.shown = tasks, 0.0, {}
+
+    def __call__(self, active: list[str]) -> None:
+        if self.core is None or time.monotonic() - self.last < CHECKPOINT_EVERY_S:
+            return
+        self.last = time.monotonic()
+        for request_id in active:
+            key = request_id.split("-")[1]
+            ahead = self.core.position(request_id)
+            if self.shown.get(key, None) != ahead:
+                self.shown[key] = ahead
+                AgentTask.objects.filter(pk=self.tasks[key].pk).update(waiting_ahead=ahead)
 
 
 def _model_version(model_name: str, adapter_version: str) -> str:
