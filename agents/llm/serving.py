@@ -456,6 +456,7 @@ class ServingCore:
             sequence.pending = sequence.state.tokens[-1]
         else:
             self.stats.prompt_tokens += len(sequence.ids)
+            self.stats.generated_tokens += 1
             token = self.sampler.pick(logits, sequence.state)
             delta = self.sampler.advance(sequence.state, token)
             self.stats.first_token(time.monotonic() - sequence.submitted)
