@@ -55,6 +55,7 @@ class Sequence:
     admitted_at: int = -1
     length: int = 0  # positions of this row held in the KV buffer
     pending: int | None = None  # the last sampled token, not yet fed to the model
+    looked_up: bool = False  # the prefix cache was asked for this row's prompt
     draft_cache: object | None = None  # speculative decoding: the draft model's cache, and
     drafted: int = 0  # how many leading tokens of the sequence it holds
 
@@ -390,12 +391,7 @@ class ServingCore:
         self.rows.append(sequence)
         self._admissions += 1
         sequence.admitted_at = self._admissions
-        sequence.length, sequence.pending = 0, None
-        feed = sequence.feed()
-        reused, entry = self.prefixes.lookup(sequence.adapter, feed)
-        if entry is not None:
-            self.kv.write(slot, entry.keys, entry.values, reused)
-            sequence.length = reused
+        sequence.length, sequence.pending, sequence.looked_up = 0, None, False
 
     def _preempt(self, sequence: Sequence) -> None:
         """Give a row's place to a more entitled request; it comes back later where it stopped."""
@@ -441,6 +437,14 @@ class ServingCore:
                    key=lambda i: (-self.rows[i].priority, self.rows[i].admitted_at))
         sequence = self.rows[slot]
         feed = sequence.feed()
+        if not sequence.looked_up:
+            # Looked up when its prefill starts, not when admitted: requests that arrive together
+            # are prefilled one after another, so the second reuses what the first computed.
+            sequence.looked_up = True
+            reused, entry = self.prefixes.lookup(sequence.adapter, feed)
+            if entry is not None:
+                self.kv.write(slot, entry.keys, entry.values, reused)
+                sequence.length = reused
         chunk = feed[sequence.length:sequence.length + self.prefill_chunk]
         start = sequence.length
         self._prepare_adapters((sequence.adapter,))
