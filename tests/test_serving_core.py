@@ -228,3 +228,17 @@ def test_a_request_longer_than_the_context_stops_at_its_end(tiny_model_dir):
         assert end.completion_tokens == engine.core.max_positions - prompt_tokens
     finally:
         engine.close()
+
+
+def test_prepacked_weights_write_what_plain_weights_write(tiny_model_dir, tiny_adapters):
+    writer = AdapterSpec("writer@1", str(tiny_adapters["writer"]))
+    requests = [_request("base", "gulls", tokens=20), _request("lora", "terns", tokens=20, adapter=writer)]
+    texts = {}
+    for packed in (True, False):
+        engine = TransformersEngine(tiny_model_dir, dtype="float32", pack_weights=packed)
+        try:
+            assert engine.packed == packed
+            texts[packed] = [_drain(out)[0] for out in [engine.core.submit(r) for r in requests]]
+        finally:
+            engine.close()
+    assert texts[True] == texts[False]

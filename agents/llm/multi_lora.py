@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from agents.llm.files import ModelFolderError
+from agents.llm.packing import PackedLinear
 
 
 @dataclass
@@ -28,7 +29,7 @@ class LoraWeights:
 
 
 class MultiLoraLinear(nn.Module):
-    def __init__(self, base: nn.Linear):
+    def __init__(self, base: nn.Linear | PackedLinear):
         super().__init__()
         self.base = base
         self.adapters: dict[str, LoraWeights] = {}
@@ -80,7 +81,7 @@ class MultiLora:
             target = modules.get(module_name)
             if isinstance(target, MultiLoraLinear):
                 target = target.base
-            if not isinstance(target, nn.Linear) or set(pair) != {"A", "B"}:
+            if not isinstance(target, nn.Linear | PackedLinear) or set(pair) != {"A", "B"}:
                 raise ModelFolderError(f"{path}: {module_name} is not a Linear layer of this model")
             a, b = pair["A"], pair["B"]
             rank = a.shape[0]
@@ -90,7 +91,7 @@ class MultiLora:
             alpha = config.alpha_pattern.get(module_name.split(".")[-1], config.lora_alpha)
             rank_for_scale = config.rank_pattern.get(module_name.split(".")[-1], config.r)
             scaling = alpha / (rank_for_scale ** 0.5 if config.use_rslora else rank_for_scale)
-            device = target.weight.device
+            device = target.device if isinstance(target, PackedLinear) else target.weight.device
             loaded[module_name] = LoraWeights(a.float().to(device), (b * scaling).float().to(device))
         if not loaded:
             raise ModelFolderError(f"{path}: the adapter has no LoRA weights")

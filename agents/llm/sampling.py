@@ -42,6 +42,7 @@ class RequestState:
     read_offset: int = 0
     first_token_s: float | None = None
     seen: set[int] = field(default_factory=set)  # token ids the repetition penalty applies to
+    seen_ids: torch.Tensor | None = None  # the same ids as a tensor, rebuilt only when `seen` grows
     proposed: int = 0  # speculative decoding: draft tokens proposed, and accepted
     accepted: int = 0
 
@@ -125,7 +126,9 @@ class Sampler:
 def choose(logits: torch.Tensor, state: RequestState) -> int:
     request = state.request
     if state.seen:
-        seen = torch.tensor(sorted(state.seen), device=logits.device)
+        if state.seen_ids is None or state.seen_ids.numel() != len(state.seen):
+            state.seen_ids = torch.tensor(sorted(state.seen), device=logits.device)
+        seen = state.seen_ids
         scores = logits[seen]
         logits = logits.clone()
         logits[seen] = torch.where(scores > 0, scores / request.repetition_penalty, scores * request.repetition_penalty)

@@ -18,6 +18,7 @@ import torch
 
 from agents.llm.files import ModelFolderError, check_adapter_folder, check_model_folder
 from agents.llm.multi_lora import MultiLora
+from agents.llm.packing import pack_linears, packing_available
 from agents.llm.quantization import is_int8_folder, load_int8, quantize_int8
 from agents.llm.serving import ServingCore
 from agents.llm.types import AdapterSpec, CancelCheck, Delta, GenerationRequest
@@ -49,7 +50,7 @@ class TransformersEngine:
                  int8: bool = False, base_model_name: str = "", max_adapters: int = 8,
                  draft_model_path: str | Path = "", draft_tokens: int = 4, max_rows: int = 16,
                  kv_budget_tokens: int = 32768, prefill_chunk: int = 256, prefix_cache_tokens: int = 8192,
-                 cancel_poll_s: float = 0.1):
+                 cancel_poll_s: float = 0.1, pack_weights: bool = True):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = check_model_folder(model_path)
@@ -79,6 +80,10 @@ class TransformersEngine:
         model.to(device).eval()
         if int8 and not is_int8_folder(folder):
             model = quantize_int8(model)
+        # Not for int8: that option is about memory, and packing copies the output head.
+        self.packed = pack_weights and not self.int8 and packing_available(device)
+        if self.packed:
+            pack_linears(model, rows_hint=max_rows)
         self.model = model
         self.lora = MultiLora(self.model)
         self._adapters: OrderedDict[str, AdapterSpec] = OrderedDict()
@@ -106,7 +111,10 @@ class TransformersEngine:
             raise ModelFolderError(f"{folder}: the draft model's tokenizer differs from {self.model_path}'s")
         draft = load_int8(folder) if is_int8_folder(folder) else AutoModelForCausalLM.from_pretrained(
             folder, dtype=self.dtype)
-        return draft.to(self.device).eval()
+        draft = draft.to(self.device).eval()
+        if self.packed:
+            pack_linears(draft)
+        return draft
 
     # --- adapters ------------------------------------------------------------------------
 
