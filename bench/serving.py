@@ -88,7 +88,7 @@ def arm_runs(model: Path, spacing_s: float, words: list[int]) -> list[str]:
         outcome: list[dict] = []
         threads = []
         for i, topic in enumerate(TOPICS):
-            thread = threading.Thread(target=lambda t=topic: outcome.append(write_run(served, t, words)))
+            thread = threading.Thread(target=lambda t=topic, o=outcome, e=served: o.append(write_run(e, t, words)))
             thread.start()
             threads.append(thread)
             if i < len(TOPICS) - 1:
@@ -103,7 +103,8 @@ def arm_runs(model: Path, spacing_s: float, words: list[int]) -> list[str]:
     rows = ["| arm | run | first token s | wall s | tokens | words |", "|---|---|---|---|---|---|"]
     for label, (outcome, _) in results.items():
         for r in outcome:
-            rows.append(f"| {label} | {r['topic']} | {r['first']:.1f} | {r['wall']:.1f} | {r['tokens']} | {r['words']} |")
+            rows.append(f"| {label} | {r['topic']} | {r['first']:.1f} | {r['wall']:.1f} | {r['tokens']} "
+                        f"| {r['words']} |")
     before, after = results["static batches (before)"][1], results["serving core"][1]
     worst_first = max(r["first"] for r in results["serving core"][0])
     rows += ["", "| arm | aggregate tokens/s | vs before | worst first token s |", "|---|---|---|---|",

@@ -164,8 +164,8 @@ def run() -> int:
         ], env)))
         agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
         for name, extra_env in agents_workers(gpu_count()):
-            processes.append((f"worker {name}", _spawn(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name),
-                                                       {**env, **extra_env})))
+            args = worker_args(AGENTS_QUEUE, agents_concurrency, name)
+            processes.append((f"worker {name}", _spawn(f"worker {name}", args, {**env, **extra_env})))
         for queue, concurrency in (("default", 2), ("training", 1)):
             processes.append((f"worker {queue}", _spawn(f"worker {queue}", worker_args(queue, concurrency), env)))
         _log(f"Scriptorium is up at http://{host}:{port}/ (Ctrl-C stops everything)")

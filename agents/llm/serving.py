@@ -387,7 +387,6 @@ class ServingCore:
         # Grow in steps (a reallocation copies the buffer), never past the budget.
         target_rows = min(self.max_rows, max(rows, 2 * self.kv.rows, 4), max(rows, self.kv_budget // longest))
         self.kv.reserve(target_rows, longest)
-        slot = len(self.rows)
         self.rows.append(sequence)
         self._admissions += 1
         sequence.admitted_at = self._admissions

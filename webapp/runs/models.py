@@ -41,6 +41,9 @@ class WritingRun(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
 
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.document}"
+
     def waiting_ahead(self) -> dict[int, int]:
         """For each of this run's tasks that waits: how many requests go before it. A queued task
         waits behind every queued task created before it and every request waiting in a model's
@@ -54,9 +57,6 @@ class WritingRun(models.Model):
             for pk in queued:
                 ahead[pk] = in_cores + AgentTask.objects.filter(status=TaskStatus.QUEUED, pk__lt=pk).count()
         return ahead
-
-    def __str__(self) -> str:
-        return f"Run {self.pk} of {self.document}"
 
     @property
     def elapsed_s(self) -> float:
