@@ -4,7 +4,7 @@ against llama.cpp on the same cores. All arms in one run; ratios printed side by
     .venv/bin/python bench/serving.py [--llamacpp DIR] [--quick]    # about 9 minutes on 2 cores
     .venv/bin/python bench/serving.py --device cuda                   # the GPU arm only
 
-1. Four runs of 6 sections (300 to 600 words) started 10 s apart on one worker: each run's time
+1. Four runs of 6 sections (300 to 400 words) started 10 s apart on one worker: each run's time
    from approval to its first streamed token, its wall time, and aggregate tokens/s; the core
    (every run's writers in one continuous batch) vs static batches (one run's batch at a time,
    as a solo worker ran them). The section writer is the real one (continuation rounds and all).
@@ -224,7 +224,7 @@ def main() -> None:
         print("\n".join(arm_gpu(model, args.device)))
         return
     started = time.monotonic()
-    words = [150, 200, 150, 200, 150, 200] if args.quick else [300, 350, 400, 450, 500, 600]
+    words = [150, 200, 150, 200, 150, 200] if args.quick else [300, 300, 350, 350, 400, 400]
     long_tokens = 300 if args.quick else 900
     print(f"{platform.machine()}, {THREADS} torch threads, torch {torch.__version__}, "
           f"{'bf16' if cpu_has_fast_bf16() else 'float32'} (auto), bundled SmolLM2-135M-Instruct\n", flush=True)

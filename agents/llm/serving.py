@@ -56,6 +56,7 @@ class Sequence:
     length: int = 0  # positions of this row held in the KV buffer
     pending: int | None = None  # the last sampled token, not yet fed to the model
     looked_up: bool = False  # the prefix cache was asked for this row's prompt
+    swapped: tuple | None = None  # (keys, values) of a preempted row, kept in host memory
     draft_cache: object | None = None  # speculative decoding: the draft model's cache, and
     drafted: int = 0  # how many leading tokens of the sequence it holds
 
@@ -116,7 +117,7 @@ class _Cancel:
 
 
 class ServingCore:
-    def __init__(self, engine: TransformersEngine, *, max_rows: int = 16, kv_budget_tokens: int = 32768,
+    def __init__(self, engine: TransformersEngine, *, max_rows: int = 32, kv_budget_tokens: int = 65536,
                  prefill_chunk: int = 256, prefix_cache_tokens: int = 8192, cancel_poll_s: float = 0.1,
                  idle_exit_s: float = 30.0):
         self.engine = engine
@@ -393,10 +394,13 @@ class ServingCore:
         sequence.length, sequence.pending, sequence.looked_up = 0, None, False
 
     def _preempt(self, sequence: Sequence) -> None:
-        """Give a row's place to a more entitled request; it comes back later where it stopped."""
+        """Give a row's place to a more entitled request. Its keys and values are copied to host
+        memory (a copy of one row, far cheaper than computing them again), and it comes back
+        later exactly where it stopped."""
         self.stats.preemptions += 1
-        if sequence.length >= len(sequence.ids):  # keep its prompt for the way back
-            self._remember_prompt(sequence, self.rows.index(sequence))
+        if sequence.length:
+            keys, values = self.kv.read(self.rows.index(sequence), sequence.length)
+            sequence.swapped = (keys.cpu(), values.cpu())
         self._remove(sequence)
         self.waiting.add(sequence, front=True)
 
@@ -436,6 +440,16 @@ class ServingCore:
                    key=lambda i: (-self.rows[i].priority, self.rows[i].admitted_at))
         sequence = self.rows[slot]
         feed = sequence.feed()
+        if sequence.swapped is not None:  # a preempted row coming back
+            keys, values = sequence.swapped
+            sequence.swapped, sequence.looked_up = None, True
+            sequence.length = keys.shape[2]
+            self.kv.write(slot, keys.to(self.kv.device), values.to(self.kv.device), sequence.length)
+            if sequence.length == len(feed):
+                if sequence.state.tokens:
+                    self._start_decoding(sequence, slot, None)
+                    return
+                sequence.length -= 1  # its first token is still to pick: recompute the last position
         if not sequence.looked_up:
             # Looked up when its prefill starts, not when admitted: requests that arrive together
             # are prefilled one after another, so the second reuses what the first computed.
@@ -454,6 +468,11 @@ class ServingCore:
         self.stats.prefill_tokens += len(chunk)
         if sequence.length < len(feed):
             return
+        self._start_decoding(sequence, slot, logits)
+
+    def _start_decoding(self, sequence: Sequence, slot: int, logits: torch.Tensor | None) -> None:
+        """The row's prompt is in the KV buffer: pick its first token (unless a preempted row
+        picked it before) and move it among the decoding rows."""
         self._remember_prompt(sequence, slot)
         if sequence.state.tokens:  # a preempted row: its next token was chosen before
             sequence.pending = sequence.state.tokens[-1]

@@ -48,8 +48,8 @@ def pick_dtype(name: str, device: str) -> torch.dtype:
 class TransformersEngine:
     def __init__(self, model_path: str | Path, *, dtype: str = "auto", device: str = "cpu",
                  int8: bool = False, base_model_name: str = "", max_adapters: int = 8,
-                 draft_model_path: str | Path = "", draft_tokens: int = 4, max_rows: int = 16,
-                 kv_budget_tokens: int = 32768, prefill_chunk: int = 256, prefix_cache_tokens: int = 8192,
+                 draft_model_path: str | Path = "", draft_tokens: int = 4, max_rows: int = 32,
+                 kv_budget_tokens: int = 65536, prefill_chunk: int = 256, prefix_cache_tokens: int = 8192,
                  cancel_poll_s: float = 0.1, pack_weights: bool = True):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
