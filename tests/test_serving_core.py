@@ -98,6 +98,7 @@ def test_a_full_kv_budget_queues_requests_and_admits_them_as_room_frees(tiny_mod
             peak_rows = max(peak_rows, metrics["rows_running"])
             peak_waiting = max(peak_waiting, metrics["queue_length"])
             assert metrics["kv_tokens_reserved"] <= metrics["kv_tokens_budget"]
+            assert metrics["kv_bytes_allocated"] <= metrics["kv_tokens_budget"] * small.core.kv.bytes_per_token()
             time.sleep(0.001)
         texts = [_drain(out)[0] for out in outs]
         assert peak_rows <= 2 and peak_waiting >= 1

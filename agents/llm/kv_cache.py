@@ -52,9 +52,14 @@ class SlotKVCache:
     def bytes_per_token(self) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * torch.tensor([], dtype=self.dtype).element_size()
 
-    def reserve(self, rows: int, positions: int) -> None:
-        """Grow (never shrink) to at least `rows` slots of `positions` each, keeping the contents."""
-        rows, capacity = max(rows, self.rows), max(round_up(positions, self.capacity_step), self.capacity)
+    def reserve(self, rows: int, positions: int, budget: int | None = None) -> None:
+        """Grow (never shrink) to at least `rows` slots of `positions` each, keeping the contents;
+        slots are rounded up to whole steps, but rows x positions never past `budget`."""
+        rows = max(rows, self.rows)
+        capacity = round_up(positions, self.capacity_step)
+        if budget is not None:
+            capacity = max(positions, min(capacity, budget // rows))
+        capacity = max(capacity, self.capacity)
         if rows == self.rows and capacity == self.capacity:
             return
         shape = (rows, self.kv_heads, capacity, self.head_dim)

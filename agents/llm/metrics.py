@@ -1,8 +1,12 @@
-"""The serving core's numbers in Prometheus' text format (what /metrics answers)."""
+"""The serving core's numbers: what it counts as it runs, and the same in Prometheus' text format
+(what /metrics answers)."""
 
 from __future__ import annotations
 
 import re
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 PREFIX = "scriptorium_llm_"
 HELP = {
@@ -20,6 +24,36 @@ HELP = {
     "requests_finished_total": "Finished requests by reason",
 }
 COUNTERS = re.compile(r".*_total$")
+TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class CoreStats:
+    requests: int = 0
+    finished: Counter = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_tokens: int = 0
+    preemptions: int = 0
+    steps: int = 0
+    ttft_count: int = 0
+    ttft_sum: float = 0.0
+    ttft_buckets: list[int] = field(default_factory=lambda: [0] * len(TTFT_BUCKETS))
+    recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # (time, tokens) of decode steps
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft_count += 1
+        self.ttft_sum += seconds
+        for i, bound in enumerate(TTFT_BUCKETS):
+            if seconds <= bound:
+                self.ttft_buckets[i] += 1
+
+    def tokens_per_s(self, window_s: float = 10.0) -> float:
+        now = time.monotonic()
+        recent = [(t, n) for t, n in list(self.recent) if now - t <= window_s]
+        if len(recent) < 2:
+            return 0.0
+        return sum(n for _, n in recent[1:]) / max(1e-6, recent[-1][0] - recent[0][0])
 
 
 def prometheus_text(metrics: dict[str, float], labels: dict[str, str] | None = None) -> str:

@@ -22,15 +22,18 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from agents.llm import speculative
 from agents.llm.files import ModelFolderError
 from agents.llm.kv_cache import PrefixCache, SlotKVCache
+from agents.llm.metrics import TTFT_BUCKETS, CoreStats
+from agents.llm.runner import ModelRunner
 from agents.llm.sampling import RequestState, Sampler, check_sampling, new_state
 from agents.llm.scheduler import WaitingRequests, victim
 from agents.llm.types import CancelCheck, Delta, GenerationRequest
@@ -39,9 +42,6 @@ if TYPE_CHECKING:
     from agents.llm.transformers_backend import TransformersEngine
 
 log = logging.getLogger(__name__)
-
-TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-
 
 @dataclass(eq=False)
 class Sequence:
@@ -57,8 +57,7 @@ class Sequence:
     pending: int | None = None  # the last sampled token, not yet fed to the model
     looked_up: bool = False  # the prefix cache was asked for this row's prompt
     swapped: tuple | None = None  # (keys, values) of a preempted row, kept in host memory
-    draft_cache: object | None = None  # speculative decoding: the draft model's cache, and
-    drafted: int = 0  # how many leading tokens of the sequence it holds
+    draft: speculative.DraftState | None = None  # speculative decoding: the draft model's cache
 
     @property
     def request(self) -> GenerationRequest:
@@ -82,35 +81,6 @@ class Sequence:
         return self.ids + self.state.tokens[:-1] if self.state.tokens else self.ids
 
 
-@dataclass
-class CoreStats:
-    requests: int = 0
-    finished: Counter = field(default_factory=Counter)
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    prefill_tokens: int = 0
-    preemptions: int = 0
-    steps: int = 0
-    ttft_count: int = 0
-    ttft_sum: float = 0.0
-    ttft_buckets: list[int] = field(default_factory=lambda: [0] * len(TTFT_BUCKETS))
-    recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # (time, tokens) of decode steps
-
-    def first_token(self, seconds: float) -> None:
-        self.ttft_count += 1
-        self.ttft_sum += seconds
-        for i, bound in enumerate(TTFT_BUCKETS):
-            if seconds <= bound:
-                self.ttft_buckets[i] += 1
-
-    def tokens_per_s(self, window_s: float = 10.0) -> float:
-        now = time.monotonic()
-        recent = [(t, n) for t, n in list(self.recent) if now - t <= window_s]
-        if len(recent) < 2:
-            return 0.0
-        return sum(n for _, n in recent[1:]) / max(1e-6, recent[-1][0] - recent[0][0])
-
-
 class _Cancel:
     def __init__(self, request_id: str):
         self.request_id = request_id
@@ -131,6 +101,7 @@ class ServingCore:
         self.spare = engine.draft_tokens + 1 if engine.draft is not None else 0  # speculative look-ahead
         self.kv = SlotKVCache(config.num_hidden_layers, getattr(config, "num_key_value_heads", heads), head_dim,
                               engine.dtype, engine.device)
+        self.runner = ModelRunner(engine, self.kv)
         self.prefixes = PrefixCache(prefix_cache_tokens)
         self.waiting = WaitingRequests()
         self.rows: list[Sequence] = []  # row i lives in KV slot i; rows[:decoding] decode, the rest prefill
@@ -139,7 +110,6 @@ class ServingCore:
         self._admissions = 0
         self._inbox: queue.Queue = queue.Queue()
         self._cancels: set[str] = set()
-        self._prepared: tuple | None = None
         self._closed = False
         self._lock = threading.Lock()  # guards the rows and queue that other threads read
         # The thread starts on the first request and ends after idle_exit_s without work, so an
@@ -278,7 +248,7 @@ class ServingCore:
         if idle:
             self.kv.release()
             self.engine.lora.clear()
-            self._prepared = None
+            self.runner.invalidate()
         while True:
             try:
                 item = self._inbox.get(block=idle, timeout=self.idle_exit_s if idle else None)
@@ -317,7 +287,7 @@ class ServingCore:
             for sequence in list(self.rows) + list(self.waiting):
                 self._send(sequence, Sampler.finish(sequence.state, reason, error))
             self.rows, self.decoding, self.waiting = [], 0, WaitingRequests()
-            self._prepared = None
+            self.runner.invalidate()
 
     def _send(self, sequence: Sequence, delta: Delta | None) -> None:
         if delta is None:
@@ -379,15 +349,17 @@ class ServingCore:
             # A bad adapter fails the requests that use it; everything else runs on.
             self._send(sequence, Delta(sequence.request.id, finished=True, finish_reason="error", error=str(error)))
             return False
-        self._prepared = None  # the wrapped layers may have changed
+        self.runner.invalidate()  # the wrapped layers may have changed
         return True
 
     def _place(self, sequence: Sequence) -> None:
         rows = len(self.rows) + 1
         longest = max(s.reserve for s in self.rows + [sequence])
-        # Grow in steps (a reallocation copies the buffer), never past the budget.
-        target_rows = min(self.max_rows, max(rows, 2 * self.kv.rows, 4), max(rows, self.kv_budget // longest))
-        self.kv.reserve(target_rows, longest)
+        # Grow by doubling (a reallocation copies the buffer), never past the rows or the budget.
+        target_rows = self.kv.rows
+        if rows > self.kv.rows:
+            target_rows = min(self.max_rows, max(rows, 2 * self.kv.rows, 4), max(rows, self.kv_budget // longest))
+        self.kv.reserve(target_rows, longest, self.kv_budget)
         self.rows.append(sequence)
         self._admissions += 1
         sequence.admitted_at = self._admissions
@@ -420,22 +392,12 @@ class ServingCore:
             self.kv.move(end, hole, self.rows[end].length)
             self.rows[hole] = self.rows[end]
         self.rows.pop()
-        self._prepared = None
+        self.runner.invalidate()
 
     # --- the model ----------------------------------------------------------------------------
 
-    def _prepare_adapters(self, adapters: tuple[str | None, ...]) -> None:
-        if adapters != self._prepared:
-            self.engine.lora.prepare(list(adapters))
-            self._prepared = adapters
-
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int = 1):
-        return self.engine.model(input_ids=input_ids, position_ids=positions, attention_mask=mask,
-                                 past_key_values=self.kv, use_cache=True, logits_to_keep=keep).logits
-
     def _prefill_chunk(self) -> None:
         """One chunk of the most urgent prefilling row; a row whose prompt is done starts decoding."""
-        device = self.engine.device
         slot = min(range(self.decoding, len(self.rows)),
                    key=lambda i: (-self.rows[i].priority, self.rows[i].admitted_at))
         sequence = self.rows[slot]
@@ -459,11 +421,7 @@ class ServingCore:
                 self.kv.write(slot, entry.keys, entry.values, reused)
                 sequence.length = reused
         chunk = feed[sequence.length:sequence.length + self.prefill_chunk]
-        start = sequence.length
-        self._prepare_adapters((sequence.adapter,))
-        mask = self.kv.plan_prefill(slot, start, len(chunk))
-        logits = self._forward(torch.tensor([chunk], device=device),
-                               torch.arange(start, start + len(chunk), device=device)[None], mask)[0, -1]
+        logits = self.runner.prefill(slot, sequence.adapter, chunk, sequence.length)
         sequence.length += len(chunk)
         self.stats.prefill_tokens += len(chunk)
         if sequence.length < len(feed):
@@ -495,7 +453,7 @@ class ServingCore:
                 self.kv.swap(slot, target, sequence.length, other.length)
                 self.rows[slot], self.rows[target] = other, sequence
             self.decoding += 1
-            self._prepared = None
+            self.runner.invalidate()
 
     def _remember_prompt(self, sequence: Sequence, slot: int) -> None:
         if not self.prefixes.max_tokens or self.prefixes.contains(sequence.adapter, sequence.ids):
@@ -504,13 +462,9 @@ class ServingCore:
         self.prefixes.store(sequence.adapter, sequence.ids, keys, values)
 
     def _decode(self) -> None:
-        device = self.engine.device
         rows = self.rows[:self.decoding]
-        self._prepare_adapters(tuple(s.adapter for s in rows))
-        lengths = torch.tensor([s.length for s in rows], device=device)
-        mask = self.kv.plan_decode(lengths)
-        tokens = torch.tensor([[s.pending] for s in rows], device=device)
-        logits = self._forward(tokens, lengths[:, None], mask)[:, -1]
+        logits = self.runner.decode(tuple(s.adapter for s in rows), [s.pending for s in rows],
+                                    [s.length for s in rows])
         self.stats.steps += 1
         self.stats.generated_tokens += len(rows)
         self.stats.recent.append((time.monotonic(), len(rows)))
@@ -530,38 +484,17 @@ class ServingCore:
                     self._remove(sequence)
 
     def _speculate(self, sequence: Sequence) -> None:
-        """Greedy decoding of a lone request, sped up by the draft model: the draft proposes
-        `draft_tokens` tokens one by one (cheap), this model checks them all in one forward pass
-        and keeps the longest run that matches its own greedy choices, plus its own next token.
-        The text is exactly what this model alone would write; only the number of its forward
-        passes drops, by the share of proposals it accepts."""
-        from transformers import DynamicCache
-
+        """One verification pass over the draft's proposals for a lone greedy row (speculative.py)."""
         engine, device, k = self.engine, self.engine.device, self.engine.draft_tokens
         state = sequence.state
         sequence_ids = sequence.ids + state.tokens  # the KV buffer holds all but the last (pending)
-        if sequence.draft_cache is None:
-            sequence.draft_cache, sequence.drafted = DynamicCache(config=engine.draft.config), 0
-        # 1. The draft proposes k tokens, greedy and with the request's repetition penalty.
-        guess = RequestState(state.request, 0, None, state.started, tokens=list(state.tokens), seen=set(state.seen))
-        proposals, feed = [], sequence_ids[sequence.drafted:]
-        for _ in range(k):
-            draft_logits = engine.draft(input_ids=torch.tensor([feed], device=device),
-                                        past_key_values=sequence.draft_cache, use_cache=True,
-                                        logits_to_keep=1).logits[0, -1]
-            token = self.sampler.pick(draft_logits, guess)
-            guess.tokens.append(token)
-            if state.request.repetition_penalty != 1.0:
-                guess.seen.add(token)
-            proposals.append(token)
-            feed = [token]
-        # 2. This model scores its pending token and every proposal in one pass: scores[0]
-        # follows the pending token, scores[i] follows proposals[i - 1].
-        self._prepare_adapters((sequence.adapter,))
+        if sequence.draft is None:
+            sequence.draft = speculative.new_draft_state(engine.draft)
+        proposals = speculative.propose(engine.draft, self.sampler, state, sequence_ids, sequence.draft, k, device)
+        # This model scores its pending token and every proposal in one pass: scores[0] follows
+        # the pending token, scores[i] follows proposals[i - 1].
         start = sequence.length
-        mask = self.kv.plan_prefill(0, start, k + 1)
-        scores = self._forward(torch.tensor([[sequence.pending] + proposals], device=device),
-                               torch.arange(start, start + k + 1, device=device)[None], mask, keep=k + 1)[0]
+        scores = self.runner.verify(0, sequence.adapter, [sequence.pending] + proposals, start)
         before, kept = len(sequence_ids), 0
         self.stats.steps += 1
         for position in range(k + 1):
@@ -582,12 +515,8 @@ class ServingCore:
             kept += 1
             state.accepted += 1
         self.stats.recent.append((time.monotonic(), kept + 1))
-        # 3. Forget the rejected proposals: the buffer keeps the pending token and the accepted
-        # ones (positions past a row's length are never attended); the draft, which saw all but its
-        # last proposal, keeps the prefix that matches.
+        # The buffer keeps the pending token and the accepted proposals (positions past a row's
+        # length are never attended); the draft forgets what was rejected.
         sequence.length = start + 1 + kept
         sequence.pending = sequence_ids[-1]
-        sequence.drafted = before + min(kept, k - 1)
-        extra = sequence.draft_cache.get_seq_length() - sequence.drafted
-        if extra > 0:
-            sequence.draft_cache.crop(-extra)
+        speculative.forget_rejected(sequence.draft, before, kept, k)
