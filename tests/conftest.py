@@ -100,7 +100,8 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis_server,
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT),
-               SCRIPTORIUM_MODEL=str(tiny_model_dir), SCRIPTORIUM_LLM_DTYPE="float32", SCRIPTORIUM_LLM_DEVICE="cpu")
+               SCRIPTORIUM_MODEL=str(tiny_model_dir), SCRIPTORIUM_LLM_DTYPE="float32", SCRIPTORIUM_LLM_DEVICE="cpu",
+               SCRIPTORIUM_WORKER_METRICS_PORT=str(free_port()))
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -120,6 +121,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_
     else:
         process.kill()
         raise RuntimeError(f"the worker did not answer a ping:\n{log.read_text()[-3000:]}")
+    process.args_env = env  # what the tests may need to reach it (its metrics port)
     yield process
     process.terminate()
     try:

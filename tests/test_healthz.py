@@ -56,5 +56,12 @@ def test_agents_workers_report_their_serving_core(transactional_db, client, cele
 
     numbers = wait_for(serving, timeout=15)
     assert numbers["generated_tokens_total"] >= 4
+    # The same numbers as Prometheus text on the worker's own port.
+    import urllib.request
+
+    port = celery_worker_process.args_env["SCRIPTORIUM_WORKER_METRICS_PORT"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "# TYPE scriptorium_llm_rows_running gauge" in text
+    assert 'scriptorium_llm_generated_tokens_total{model="' in text and 'worker="test-' in text
     assert {"queue_length", "rows_running", "kv_tokens_used", "kv_tokens_budget", "tokens_per_s",
             "time_to_first_token_seconds_count", "preemptions_total"} <= set(numbers)
