@@ -248,3 +248,26 @@ def test_an_outline_restore_brings_the_shared_text_back_too(document, owner):
     assert restored.text == "First words."
     assert crdt.section_texts(crdt.load(document.id), [restored.key]) == {str(restored.key): "First words."}
     assert crdt.materialise(document.id, owner) == []  # nothing differs, nothing is saved over it
+
+
+def test_a_writer_batch_streams_all_its_sections_as_one_stored_update_per_tick(document, owner):
+    """One stored update per flush for every section a batch writes (one per section made the
+    task thread spend its time committing, so it fell behind the serving core)."""
+    from webapp.documents.models import CrdtUpdate
+    from webapp.runs.models import AgentTask, RunStatus, WritingRun
+    from webapp.runs.services import _Streamer
+
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    sections = list(document.sections.order_by("order"))[:3]
+    tasks = {str(i): AgentTask.objects.create(run=run, role="writer", section=s) for i, s in enumerate(sections)}
+    streamer = _Streamer(run, tasks)
+    stored = CrdtUpdate.objects.filter(document=document).count()
+    streamer("0", "Gulls wheel")  # the first piece goes out at once
+    streamer("1", "Terns dive")  # the rest wait for the next tick ...
+    streamer("2", "Puffins nest")
+    streamer("0", " overhead.")
+    streamer.flush()  # ... and leave together
+    assert CrdtUpdate.objects.filter(document=document).count() == stored + 2
+    doc = crdt.load(document.pk)
+    texts = [str(doc.get(crdt.section_name(s.key), type=crdt.Text)) for s in sections]
+    assert texts == ["Gulls wheel overhead.", "Terns dive", "Puffins nest"]

@@ -126,9 +126,16 @@ class Peer:
         return str(self._text(key))
 
     def append(self, key, piece: str) -> None:
+        self.append_many({key: piece})
+
+    def append_many(self, pieces: dict) -> None:
+        """Append to several sections as one update: one stored row and one broadcast, however
+        many sections a writer batch streams into."""
         before = self.doc.get_state()
-        text = self._text(key)
-        text.insert(len(text), piece)
+        with self.doc.transaction(origin=self.origin):
+            for key, piece in pieces.items():
+                text = self._text(key)
+                text.insert(len(text), piece)
         self._commit(before)
 
     def replace(self, key, new: str) -> None:

@@ -252,7 +252,7 @@ class _Streamer:
             self.peer.replace(task.section.key, self.text[key])  # a rewrite starts from its checkpoint
         self.unsent = {key: "" for key in tasks}
         self.tokens = {key: 0 for key in tasks}
-        self.last_sent = {key: 0.0 for key in tasks}
+        self.last_sent = 0.0
         self.last_saved = time.monotonic()
 
     def __call__(self, key: str, piece: str) -> None:
@@ -260,20 +260,25 @@ class _Streamer:
         self.tokens[key] += 1  # the engine streams one token's text per call
         self.unsent[key] += piece
         now = time.monotonic()
-        if now - self.last_sent[key] >= BROADCAST_EVERY_S:
-            self._send(key, now)
+        if now - self.last_sent >= BROADCAST_EVERY_S:
+            self._send(now)
         if now - self.last_saved >= CHECKPOINT_EVERY_S:
             self.checkpoint()
 
-    def _send(self, key: str, now: float) -> None:
-        task = self.tasks[key]
-        if self.unsent[key]:
-            self.peer.append(task.section.key, self.unsent[key])
+    def _send(self, now: float) -> None:
+        """Every section's new text: one shared-document update for all of them (one stored row:
+        with one per section, the task thread spent most of its time committing them and fell
+        behind the serving core), then a delta event per section."""
+        pending = {key: piece for key, piece in self.unsent.items() if piece}
+        if pending:
+            self.peer.append_many({self.tasks[key].section.key: piece for key, piece in pending.items()})
+        for key, piece in pending.items():
+            task = self.tasks[key]
             send_now(document_group(self.run.document_id), {
                 "type": "section.delta", "document_id": self.run.document_id, "section_id": task.section_id,
-                "run_id": self.run.id, "offset": len(self.text[key]) - len(self.unsent[key]),
-                "text": self.unsent[key]})
-        self.unsent[key], self.last_sent[key] = "", now
+                "run_id": self.run.id, "offset": len(self.text[key]) - len(piece), "text": piece})
+        self.unsent = {key: "" for key in self.unsent}
+        self.last_sent = now
 
     def checkpoint(self) -> None:
         now = timezone.now()
@@ -286,8 +291,7 @@ class _Streamer:
         self.last_saved = time.monotonic()
 
     def flush(self) -> None:
-        for key in self.tasks:
-            self._send(key, time.monotonic())
+        self._send(time.monotonic())
 
     def release(self) -> None:
         """The agent is done with its sections (finished, cancelled or failed): people may type."""
