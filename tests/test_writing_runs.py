@@ -328,3 +328,42 @@ def test_the_run_panel_says_how_many_requests_are_ahead(people, client):
     client.force_login(owner)
     page = client.get(f"/documents/{document.pk}/").content.decode()
     assert "3 requests ahead" in page
+
+
+def test_writers_waiting_for_a_row_stay_alive_and_are_not_given_to_another_worker(
+        transactional_db, settings, monkeypatch, tiny_model_dir):
+    """Their requests wait in the serving core (no text, no checkpoint) longer than
+    WRITER_STALE_S: the watcher must not hand their sections to a second writer."""
+    import threading
+
+    from agents.llm.transformers_backend import TransformersEngine
+    from agents.llm.types import INTERACTIVE, GenerationRequest
+    from webapp import llm
+    from webapp.runs.models import AgentTask
+
+    settings.WRITER_STALE_S = 1
+    engine = TransformersEngine(tiny_model_dir, dtype="float32", max_rows=1)
+    monkeypatch.setattr(llm, "get_engine", lambda role="": engine)
+    # Interactive work of another run holds the only row, with more queued behind it.
+    blockers = [engine.core.submit(GenerationRequest(id=f"other-{i}", prompt="Gulls", max_new_tokens=2000,
+                                                     group="run-elsewhere", priority=INTERACTIVE)) for i in range(4)]
+    assert not blockers[0].get(timeout=30).finished
+    owner = make_user("wanda")
+    document = make_document(make_project(owner, name="Waiting"), owner, sections=("Gulls",))
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    task = AgentTask.objects.create(run=run, role="writer", section=document.sections.get())
+    writer = threading.Thread(target=services.run_write_batch, kwargs={"run_id": run.pk, "task_ids": [task.pk]})
+    writer.start()
+    try:
+        time.sleep(3 * settings.WRITER_STALE_S)
+        task.refresh_from_db()
+        assert task.status == TaskStatus.RUNNING and task.waiting_ahead is not None  # still waiting
+        assert all(out.empty() for out in blockers[2:])  # and really behind the others
+        assert services.requeue_stale() == 0
+    finally:
+        for i in range(4):
+            engine.core.cancel(f"other-{i}")
+        writer.join(timeout=120)
+        engine.close()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.DONE and task.waiting_ahead is None and task.words > 0

@@ -386,17 +386,23 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
 
 
 class _QueueWatch:
-    """Keeps each waiting writer's place in the serving core's queue on its task (about once a
-    second), so the page can say "3 requests ahead" instead of a bare "Queued"."""
+    """Once a second, from the task's thread: tells the watcher the writers are alive even while
+    their requests wait for a row of the serving core (no text, so no checkpoint: without this,
+    a wait past WRITER_STALE_S had the section given to a second writer), and keeps each waiting
+    writer's place in the core's queue on its task, so the page can say "3 requests ahead"."""
 
     def __init__(self, engine, tasks: dict[str, AgentTask]):
         self.core = getattr(engine, "core", None)
-        self.tasks, self.last, self.shown = tasks, 0.0, {}
+        self.tasks, self.last, self.shown = tasks, time.monotonic(), {}
 
     def __call__(self, active: list[str]) -> None:
-        if self.core is None or time.monotonic() - self.last < CHECKPOINT_EVERY_S:
+        if time.monotonic() - self.last < CHECKPOINT_EVERY_S:
             return
         self.last = time.monotonic()
+        AgentTask.objects.filter(pk__in=[task.pk for task in self.tasks.values()], status=TaskStatus.RUNNING).update(
+            heartbeat_at=timezone.now())
+        if self.core is None:
+            return
         for request_id in active:
             key = request_id.split("-")[1]
             ahead = self.core.position(request_id)
