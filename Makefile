@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 JS := static/build/editor.js
 
-.PHONY: install run test lint clean assets
+.PHONY: install run test test-fast lint clean assets
 
 $(STAMP): requirements.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: $(STAMP) $(JS)
 
 test: $(STAMP) $(JS)
 	$(PY) -m webapp.launcher test $(PYTEST_ARGS)
+
+# Unit and service tests on tiny models: no worker or server processes, no browser, no bundled model.
+test-fast: $(STAMP) $(JS)
+	$(PY) -m webapp.launcher test -m "not slow and not browser and not bundled and not gpu" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

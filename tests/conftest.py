@@ -18,14 +18,20 @@ from tests.factories import make_document, make_project, make_user
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Tests that start processes (a Celery worker, a web server) are `slow`, whatever their file says,
+# so `make test-fast` (-m "not slow") leaves them out.
+PROCESS_FIXTURES = {"celery_worker_process", "web_server", "server"}  # server: serve_llm's process
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    if not torch.cuda.is_available():
-        skip = pytest.mark.skip(reason="needs a CUDA GPU")
-        for item in items:
-            if "gpu" in item.keywords:
-                item.add_marker(skip)
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import Delta
 from agents.outline import Brief, check_outline
@@ -59,6 +61,7 @@ def test_the_tiny_model_through_the_real_backend_always_yields_a_valid_outline(t
     assert result.path in ("model", "model-repaired", "re-asked", "fallback") and result.answers
 
 
+@pytest.mark.bundled
 def test_the_bundled_model_plans_a_valid_outline(settings):
     from agents.llm.bundled import bundled_model_dir
 

@@ -67,6 +67,7 @@ def test_the_single_agent_baseline_is_split_at_its_headings():
     assert article.headings == ["Gulls", "Terns"] and article.sections[1] == ("Terns", "Terns dive.")
 
 
+@pytest.mark.bundled
 def test_manage_py_evaluate_prints_the_table_on_the_bundled_model(db, tmp_path, capsys):
     import json
 

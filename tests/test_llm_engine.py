@@ -35,6 +35,7 @@ def engine(tiny_model_dir):
     return TransformersEngine(tiny_model_dir, dtype="float32")
 
 
+@pytest.mark.bundled
 def test_the_bundled_model_loads_from_the_installed_package_and_writes(settings):
     from agents.llm.bundled import bundled_model_dir
 

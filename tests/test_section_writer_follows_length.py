@@ -3,6 +3,8 @@ when long; on scripted answers for the mechanics and on the bundled model for th
 
 from __future__ import annotations
 
+import pytest
+
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import GenerationRequest
 from agents.outline import Brief
@@ -52,6 +54,7 @@ def test_streamed_text_reaches_the_callback():
     assert seen and seen[0][0] == "a"
 
 
+@pytest.mark.bundled
 def test_min_new_tokens_keeps_the_bundled_model_from_stopping_early(settings):
     from agents.llm.bundled import bundled_model_dir
 
@@ -62,6 +65,7 @@ def test_min_new_tokens_keeps_the_bundled_model_from_stopping_early(settings):
     assert free.completion_tokens < 40 <= held.completion_tokens
 
 
+@pytest.mark.bundled
 def test_the_bundled_model_writes_each_section_within_15_percent(settings):
     from agents.llm.bundled import bundled_model_dir
 

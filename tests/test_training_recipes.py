@@ -120,6 +120,7 @@ def test_quantize_recipe_writes_an_int8_folder_the_engine_serves(tiny_model_dir,
     assert deltas[-1].finished and deltas[-1].completion_tokens == 5
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_follow_the_one_process_loss_curve(tiny_model_dir, tmp_path):
     data = write_pairs(tmp_path / "data")
     common = ["--base", tiny_model_dir, "--data", data, "--role", "writer", "--steps", 5, "--batch-size", 4,
@@ -160,6 +161,7 @@ def test_a_dataset_for_another_role_or_too_small_fails_clearly(tiny_model_dir, t
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the recipe put the handlers back
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_finishes_the_run(tiny_model_dir, tmp_path):
     data, out = write_pairs(tmp_path / "data"), tmp_path / "lora"
     args = ["--base", tiny_model_dir, "--data", data, "--role", "writer", "--out", out, "--batch-size", 2,

@@ -101,6 +101,7 @@ def test_a_run_plans_then_waits_for_approval(people, celery_worker_process):
     assert all(task.status == TaskStatus.DONE for task in run.tasks.all())
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, tmp_path):
     """SIGKILL the worker while a section streams; a new worker resumes from the checkpoint."""
     from celery import current_app
