@@ -9,10 +9,11 @@ time), join the decoding rows, and leave the moment they finish or are cancelled
 keys/values are kept in a prefix cache, so the next request that starts the same way (the same
 document's brief and outline) computes only what differs.
 
-A preempted row keeps its text; when it is admitted again, its prompt and the tokens it already
-wrote are prefilled (mostly from the prefix cache) and it goes on where it stopped, with the
-same output it would have had. The model call stays dumb: this file decides which rows run,
-kv_cache.py holds their memory, sampling.py turns logits into text per request.
+A preempted row's keys and values wait in host memory; when it is admitted again they are
+copied back and it goes on where it stopped, with the same output it would have had. The model
+call stays dumb: this file decides which rows run (scheduler.py picks who is next), kv_cache.py
+holds their memory, runner.py builds each forward pass, sampling.py turns logits into text per
+request.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from agents.llm.transformers_backend import TransformersEngine
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(eq=False)
 class Sequence:
