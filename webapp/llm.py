@@ -67,20 +67,13 @@ def _openai_engine() -> Engine:
     return OpenAIEngine(settings.OPENAI_BASE_URL, settings.OPENAI_MODEL, api_key=settings.OPENAI_API_KEY)
 
 
+_ENGINES: dict[tuple[str, str], Engine] = {}  # (name, folder) -> the engine, created once
 _creating = threading.Lock()  # the worker's task threads may ask for the engine at once
 
 
 def _engine(name: str, folder: str) -> Engine:
     with _creating:
         return _load_engine(name, folder)
-
-
-def loaded_engines() -> list[Engine]:
-    """Engines this process has created (for metrics); creates none."""
-    return list(_ENGINES.values())
-
-
-_ENGINES: dict[tuple[str, str], Engine] = {}
 
 
 def _load_engine(name: str, folder: str) -> Engine:
