@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 
 import httpx
 
-from agents.llm.types import CancelCheck, Delta, GenerationRequest
+from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay
 
 
 class OpenAIEngine:
@@ -35,19 +35,8 @@ class OpenAIEngine:
         stops = {r.id: threading.Event() for r in batch}
         for request in batch:
             threading.Thread(target=self._run, args=(request, out, stops[request.id]), daemon=True).start()
-        running = {r.id for r in batch}
-        while running:
-            try:
-                delta = out.get(timeout=0.05)
-            except queue.Empty:
-                delta = None
-            if delta is not None:
-                if delta.finished:
-                    running.discard(delta.request_id)
-                yield delta
-            if cancel and running:
-                for rid in cancel(sorted(running)):
-                    stops[rid].set()  # the thread closes its connection and reports "cancelled"
+        # A cancelled request's thread closes its connection and reports "cancelled".
+        yield from relay(out, [r.id for r in batch], cancel, lambda request_id: stops[request_id].set(), 0.05)
 
     def payload(self, request: GenerationRequest) -> dict:
         messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]

@@ -37,7 +37,7 @@ from agents.llm.metrics import TTFT_BUCKETS, CoreStats
 from agents.llm.runner import ModelRunner
 from agents.llm.sampling import RequestState, Sampler, check_sampling, new_state
 from agents.llm.scheduler import WaitingRequests, victim
-from agents.llm.types import CancelCheck, Delta, GenerationRequest
+from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay
 
 if TYPE_CHECKING:
     from agents.llm.transformers_backend import TransformersEngine
@@ -166,25 +166,7 @@ class ServingCore:
         for request in requests:
             self.submit(request, out)
             running.append(request.id)
-        active, last_poll = set(running), 0.0
-        try:
-            while active:
-                try:
-                    delta = out.get(timeout=max(0.01, self.cancel_poll_s))
-                except queue.Empty:
-                    delta = None
-                if delta is not None:
-                    if delta.finished:
-                        active.discard(delta.request_id)
-                    yield delta
-                now = time.monotonic()
-                if cancel is not None and active and now - last_poll >= self.cancel_poll_s:
-                    last_poll = now
-                    for request_id in cancel([r for r in running if r in active]):
-                        self.cancel(request_id)
-        finally:
-            for request_id in active:  # the consumer stopped listening: free the rows
-                self.cancel(request_id)
+        yield from relay(out, running, cancel, self.cancel, self.cancel_poll_s)
 
     def position(self, request_id: str) -> int | None:
         """Requests admitted before this one will be (0: next), or None when it is running or unknown."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -69,3 +71,29 @@ CancelCheck = Callable[[list[str]], set[str]]
 class Engine(Protocol):
     def stream(self, requests: Iterable[GenerationRequest],
                cancel: CancelCheck | None = None) -> Iterator[Delta]: ...
+
+
+def relay(out: queue.Queue, request_ids: list[str], cancel: CancelCheck | None, stop: Callable[[str], None],
+          poll_s: float = 0.1) -> Iterator[Delta]:
+    """Yield the deltas that arrive on `out` until every request has finished. `cancel` is asked
+    from this (the consumer's) thread at most every `poll_s`, and `stop` is called for each id it
+    names; if the consumer stops listening, whatever still runs is stopped too."""
+    active, last_poll = set(request_ids), 0.0
+    try:
+        while active:
+            try:
+                delta = out.get(timeout=max(0.01, poll_s))
+            except queue.Empty:
+                delta = None
+            if delta is not None:
+                if delta.finished:
+                    active.discard(delta.request_id)
+                yield delta
+            now = time.monotonic()
+            if cancel is not None and active and now - last_poll >= poll_s:
+                last_poll = now
+                for request_id in cancel([r for r in request_ids if r in active]):
+                    stop(request_id)
+    finally:
+        for request_id in active:
+            stop(request_id)
