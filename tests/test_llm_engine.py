@@ -11,18 +11,10 @@ import pytest
 from agents.llm.files import ModelFolderError, folder_sha256
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import AdapterSpec, GenerationRequest
+from tests.streams import collect as _collect
 
 BRIEF = ("You are a section writer for an article about coastal birds for walkers. "
          "Outline: 1 Gulls, 2 Terns, 3 Puffins, 4 Gannets. Keep to the plan. ") * 3
-
-
-def _collect(engine, requests, cancel=None):
-    texts, ends = {}, {}
-    for delta in engine.stream(requests, cancel=cancel):
-        texts[delta.request_id] = texts.get(delta.request_id, "") + delta.text
-        if delta.finished:
-            ends[delta.request_id] = delta
-    return texts, ends
 
 
 def _request(rid, question, **extra):

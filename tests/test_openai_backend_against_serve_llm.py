@@ -19,10 +19,10 @@ from agents.llm.openai_backend import OpenAIEngine
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import AdapterSpec, GenerationRequest
 from tests.conftest import _database_url_for_subprocess, free_port
+from tests.streams import collect as _collect
 from webapp.registry import services
 
 ROOT = Path(__file__).resolve().parent.parent
-
 
 
 @pytest.fixture
@@ -62,15 +62,6 @@ def _requests():
         GenerationRequest(id="c", messages=messages + [{"role": "user", "content": "Puffins"}], max_new_tokens=9,
                           assistant_prefix="Puffins nest in burrows", repetition_penalty=1.3, min_new_tokens=9),
     ]
-
-
-def _collect(engine, requests):
-    texts, ends = {}, {}
-    for delta in engine.stream(requests):
-        texts[delta.request_id] = texts.get(delta.request_id, "") + delta.text
-        if delta.finished:
-            ends[delta.request_id] = delta
-    return texts, ends
 
 
 def test_the_openai_backend_streams_what_the_engine_writes(server, tiny_model_dir, tiny_adapters):

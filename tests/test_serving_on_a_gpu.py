@@ -7,15 +7,7 @@ import pytest
 
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import GenerationRequest
-
-
-def _text(engine, requests):
-    texts, ends = {}, {}
-    for delta in engine.stream(requests):
-        texts[delta.request_id] = texts.get(delta.request_id, "") + delta.text
-        if delta.finished:
-            ends[delta.request_id] = delta
-    return texts, ends
+from tests.streams import collect as _text
 
 
 @pytest.mark.gpu

@@ -194,8 +194,3 @@ class PrefixCache:
 
     def contains(self, adapter: str | None, ids: list[int]) -> bool:
         return (adapter, tuple(ids)) in self.entries
-
-    def forget_adapter(self, adapter: str) -> None:
-        for key in [k for k in self.entries if k[0] == adapter]:
-            self.tokens -= len(key[1])
-            del self.entries[key]

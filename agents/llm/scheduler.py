@@ -71,15 +71,6 @@ class WaitingRequests:
             groups[item.group] = queue
         self._count -= 1
 
-    def position(self, item: Queued) -> int:
-        """How many requests are ahead of this one (0: it is next)."""
-        ahead = 0
-        for other in self:
-            if other is item:
-                return ahead
-            ahead += 1
-        return ahead
-
 
 def victim(candidate: Queued, running: list[Queued], rows_of: dict[str, int], fair_share: int) -> Queued | None:
     """A running row that may give its place to `candidate`: one of lower priority, else one of a
