@@ -33,8 +33,10 @@ test: $(STAMP) $(JS)
 test-fast: $(STAMP) $(JS)
 	$(PY) -m webapp.launcher test -m "not slow and not browser and not bundled and not gpu" $(PYTEST_ARGS)
 
+# ruff over everything; mypy over the layers without Django (agents/, training/; see mypy.ini).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf var/staticfiles .pytest_cache static/build frontend/node_modules

@@ -38,6 +38,7 @@ class PlannedSection:
     key_points: list[str] = field(default_factory=list)
     words: int = 0
     children: list[PlannedSection] = field(default_factory=list)
+    key: str = ""  # who stores it (the app: the section's id); empty for a plan not stored yet
 
     def leaves(self) -> list[PlannedSection]:
         return [leaf for child in self.children for leaf in child.leaves()] if self.children else [self]

@@ -36,7 +36,7 @@ from training import common  # noqa: E402
 
 THREADS = 2
 OUT = ROOT / "var" / "bench"
-HELDOUT = ROOT / "bench" / "heldout.txt"
+HELDOUT = ROOT / "training" / "data" / "heldout.txt"
 
 
 def recipe(name: str, folder: str, *args) -> Path:
@@ -96,7 +96,7 @@ def compression_table(rows: list[dict]) -> list[str]:
 
 def section_requests(new_tokens: int) -> list[GenerationRequest]:
     """Greedy writer-style requests on the evaluation briefs (not the ones distillation used)."""
-    briefs = json.loads((ROOT / "bench" / "briefs.json").read_text())
+    briefs = json.loads((ROOT / "training" / "data" / "briefs.json").read_text())
     requests = []
     for brief in briefs:
         for heading in brief["reference"][:3]:
@@ -151,14 +151,14 @@ def main() -> None:
     started = time.time()
     print(f"# Compression benchmark\n\n{platform.machine()}, {os.cpu_count()} cores, {THREADS} torch threads, "
           f"torch {torch.__version__}, float32 unless int8, greedy\n", flush=True)
-    briefs = ROOT / "bench" / "distill_briefs.json"
+    briefs = ROOT / "training" / "data" / "distill_briefs.json"
     student = args.student or recipe(
         "distill", "student", "--teacher", teacher, "--layers", 15, "--briefs", briefs, "--generate-tokens", 160,
-        "--text", ROOT / "bench" / "sources" / "sleep" / "sleep-facts.md", "--eval-text", HELDOUT,
+        "--text", ROOT / "training" / "data" / "sources" / "sleep" / "sleep-facts.md", "--eval-text", HELDOUT,
         "--steps", args.distill_steps, "--batch-size", 8, "--micro-batch", 4, "--lr", 2e-4, "--alpha", 0.3,
         "--max-length", 256)
     pruned = recipe("prune", "pruned", "--model", teacher, "--drop-layers", 6, "--mlp-keep", 0.75, "--calibration",
-                    ROOT / "bench" / "sources" / "sleep" / "sleep-facts.md", "--eval-text", HELDOUT)
+                    ROOT / "training" / "data" / "sources" / "sleep" / "sleep-facts.md", "--eval-text", HELDOUT)
     int8 = recipe("quantize", "int8", "--model", teacher, "--eval-text", HELDOUT)
     rows = [measure("teacher: SmolLM2-135M, 30 layers", teacher),
             measure("distilled student, 15 layers", student),

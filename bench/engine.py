@@ -230,7 +230,7 @@ def perplexity(model, tokenizer, text: str, window: int = 512) -> float:
 
 
 def arm_int8() -> list[str]:
-    text = (ROOT / "bench" / "heldout.txt").read_text()
+    text = (ROOT / "training" / "data" / "heldout.txt").read_text()
     rows = ["| model | size on disk MB | prefill 512 tokens s | decode ms/token | perplexity |",
             "|---|---|---|---|---|"]
     results = {}

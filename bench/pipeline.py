@@ -18,10 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from agents import evaluation  # noqa: E402
+from agents.coordinator import write_article  # noqa: E402
 from agents.llm.bundled import bundled_model_dir  # noqa: E402
 from agents.llm.transformers_backend import TransformersEngine  # noqa: E402
 from agents.outline import Brief, PlannedSection  # noqa: E402
-from agents.pipeline import write_article  # noqa: E402
 
 OUTLINE = [
     ("Books before printing", "How books were copied by hand and what they cost."),
@@ -42,11 +42,13 @@ def main() -> None:
         return [PlannedSection(heading, goal, [], 250) for heading, goal in OUTLINE]
 
     write_article(engine, Brief(topic="warm-up", target_words=200), sections=[PlannedSection("A", "", [], 100),
-                                                                               PlannedSection("B", "", [], 100)])
+                                                                               PlannedSection("B", "", [], 100)],
+                  review_article=False)
     rows = []
     for label, batch_size in (("one writer, section after section", 1), ("team, all 6 sections in parallel", 6)):
         started = time.monotonic()
-        article = write_article(engine, brief, batch_size=batch_size, sections=sections(), finish_article=False)
+        article = write_article(engine, brief, batch_size=batch_size, sections=sections(), finish_article=False,
+                                review_article=False)
         seconds = time.monotonic() - started
         per_section = [len(text.split()) for _, text in article.sections]
         rows.append((label, seconds, article.words, evaluation.length_score(article.words, 1500), per_section))

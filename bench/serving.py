@@ -33,11 +33,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from agents import coordinator  # noqa: E402
 from agents.llm.bundled import bundled_model_dir, gguf_path  # noqa: E402
 from agents.llm.transformers_backend import TransformersEngine, cpu_has_fast_bf16  # noqa: E402
 from agents.llm.types import BULK, INTERACTIVE, GenerationRequest  # noqa: E402
-from agents.outline import Brief  # noqa: E402
-from agents.roles import section_writer  # noqa: E402
+from agents.outline import Brief, PlannedSection  # noqa: E402
 from bench.static_batches import StaticBatches  # noqa: E402
 
 THREADS = 2
@@ -68,12 +68,11 @@ class Counted:
 
 def write_run(engine, topic: str, words: list[int]) -> dict:
     brief = Brief(topic=f"A short history of {topic}", target_words=sum(words), audience="curious readers")
-    outline = "\n".join(f"{i + 1}. {h} ({w} words)" for i, (h, w) in enumerate(zip(HEADINGS, words, strict=True)))
-    tasks = [section_writer.SectionTask(key=str(i), heading=h, words=w, goal=f"{h} of {topic}")
-             for i, (h, w) in enumerate(zip(HEADINGS, words, strict=True))]
+    sections = [PlannedSection(h, f"{h} of {topic}", [], w) for h, w in zip(HEADINGS, words, strict=True)]
+    tasks = coordinator.writer_tasks(sections)
     started = time.monotonic()
     counted = Counted(engine, f"run-{topic}")
-    written = section_writer.write_sections(counted, brief, outline, tasks)
+    written = coordinator.write(counted, brief, sections, tasks)
     return {"topic": topic, "started": started, "first": counted.first_text - started,
             "wall": time.monotonic() - started, "tokens": counted.tokens,
             "words": sum(w.words for w in written.values())}
@@ -116,11 +115,10 @@ def arm_runs(model: Path, spacing_s: float, words: list[int]) -> list[str]:
 
 def section_requests(engine, count: int, tokens: int, prefix: str = "s", **extra) -> list[GenerationRequest]:
     brief = Brief(topic="A field guide to the coast", target_words=count * 300, audience="walkers")
-    outline = "\n".join(f"{i + 1}. Part {i + 1}" for i in range(count))
+    sections = [PlannedSection(f"Part {i + 1}", f"{TOPICS[i % 4]} {i}", [], 300) for i in range(count)]
     return [GenerationRequest(id=f"{prefix}{i}", max_new_tokens=tokens, min_new_tokens=tokens, repetition_penalty=1.15,
-                              messages=section_writer.messages(brief, outline, section_writer.SectionTask(
-                                  key=str(i), heading=f"Part {i + 1}", words=300, goal=f"{TOPICS[i % 4]} {i}")),
-                              **extra) for i in range(count)]
+                              messages=coordinator.writer_prompt(brief, sections, task), **extra)
+            for i, task in enumerate(coordinator.writer_tasks(sections))]
 
 
 def arm_rewrite(model: Path) -> list[str]:

@@ -121,8 +121,8 @@ class Follower:
 
 def _write(document, emitted: dict[int, float], done: threading.Event) -> None:
     """Six sections streaming at once, as the writers' streamer sends them."""
+    from webapp import events
     from webapp.documents import crdt
-    from webapp.documents.events import document_group, send_now
 
     peer = crdt.Peer(document.id, "writer")
     sections = list(document.sections.all())
@@ -133,9 +133,8 @@ def _write(document, emitted: dict[int, float], done: threading.Event) -> None:
             piece = f" w{number}."
             emitted[number] = time.perf_counter()
             peer.append(section.key, piece)
-            send_now(document_group(document.id), {"type": "section.delta", "document_id": document.id,
-                                                   "section_id": section.id, "run_id": 0, "offset": 0,
-                                                   "text": piece})
+            events.send(events.SectionDelta(document_id=document.id, section_id=section.id, run_id=0, offset=0,
+                                            text=piece), now=True)
             number += 1
         time.sleep(max(0.0, EVERY_S - (time.monotonic() - started)))
     done.set()

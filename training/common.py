@@ -31,8 +31,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -212,7 +213,8 @@ def read_pairs(path: Path, role: str, labels: tuple[str, ...] = ("accepted",), s
     file = path / f"{split}.jsonl" if path.is_dir() else path
     if not file.is_file():
         raise DatasetError(f"{file}: no such file (export one with `manage.py export_training_data`)")
-    kept, left_out = [], {}
+    kept: list = []
+    left_out: dict[str, int] = {}
     with open(file, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -331,19 +333,19 @@ def evaluate(model, examples: list[Example], dist: Dist, pad_id: int, micro_batc
     """Mean token loss and perplexity over `examples` (split over the ranks, summed back)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0
     mine = examples[dist.rank::dist.world_size]
     for start in range(0, len(mine), micro_batch):
         batch = collate(mine[start:start + micro_batch], pad_id, dist.device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss, n = token_losses(logits, batch["labels"])
         total, count = total + float(loss), count + n
-    total, count = dist.all_sum([total, float(count)])
+    total, count = dist.all_sum([total, count])
     model.train(was_training)
     if count == 0:
         return {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}
-    loss = total / count
-    return {"loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50)), 4), "tokens": int(count)}
+    mean = total / count
+    return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50)), 4), "tokens": int(count)}
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -355,7 +357,7 @@ LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 @dataclass
 class TrainState:
     step: int = 0
-    losses: list[float] | None = None
+    losses: list[float] = field(default_factory=list)
 
 
 def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, output: Output, *,
@@ -375,7 +377,7 @@ def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, out
         saved = read_json(output.checkpoint / "trainer.json")
         state = TrainState(saved["step"], saved["losses"])
         log.info("resumed from step %d", state.step)
-    wrapped = model
+    wrapped: Any = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -455,7 +457,8 @@ def load_model(path: str | Path, dist: Dist, *, max_memory: str = "", dtype: tor
         limits = {i: max_memory for i in range(torch.cuda.device_count())}
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map="auto", max_memory=limits)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dist.device)
+        loaded: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = loaded.to(dist.device)
     return model, tokenizer
 
 

@@ -1,7 +1,7 @@
 """Distil a smaller student from the serving model: fewer layers, initialised from the teacher's.
 
     python -m training.distill --teacher MODEL_DIR --out runs/student --layers 15 \
-        --data EXPORT_DIR --briefs bench/briefs.json --eval-text bench/heldout.txt
+        --data EXPORT_DIR --briefs training/data/briefs.json --eval-text training/data/heldout.txt
 
 The student keeps the teacher's embeddings, final norm and head, and the teacher layers that
 change the hidden state most on the training text (--init even: every k-th layer instead), so it

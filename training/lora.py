@@ -69,7 +69,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     meta = {"role": args.role, "base_model": str(args.base.resolve()), "base_sha256": base_sha}
 
     def save(folder: Path) -> None:
-        model.save_pretrained(folder)
+        model.save_pretrained(str(folder))
         (folder / META).write_text(json.dumps(meta, indent=2) + "\n")
 
     def load(folder: Path) -> None:

@@ -1,7 +1,7 @@
 """Structured pruning: remove whole layers and MLP channels, so the saved model is really smaller.
 
     python -m training.prune --model MODEL_DIR --out runs/pruned --drop-layers 6 --mlp-keep 0.75 \
-        --calibration bench/heldout.txt --eval-text bench/heldout.txt [--heal-steps 100 --text more.txt]
+        --calibration training/data/heldout.txt --eval-text training/data/heldout.txt [--heal-steps 100 --text more.txt]
 
 Which layers go: the ones that change their input least on calibration text (1 - cosine
 similarity between a layer's input and output hidden states, as in ShortGPT). Which MLP channels

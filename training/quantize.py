@@ -1,6 +1,6 @@
 """int8 weights for CPU serving, with size, speed and perplexity before and after.
 
-    python -m training.quantize --model MODEL_DIR --out runs/int8 --eval-text bench/heldout.txt
+    python -m training.quantize --model MODEL_DIR --out runs/int8 --eval-text training/data/heldout.txt
 
 torch's dynamic quantization (agents/llm/quantization.py): Linear weights in int8 per output
 channel, activations quantized on the fly, MLP down-projections kept in float (their outliers

@@ -37,7 +37,7 @@ class SlotKVCache:
         self.rows = 0  # slots allocated
         self.capacity = 0  # positions per slot
         # The plan of the forward pass about to run (set by plan_decode / plan_prefill).
-        self._write_rows: torch.Tensor | slice = slice(0, 0)
+        self._write_rows: torch.Tensor | int = 0
         self._write_positions: torch.Tensor | slice = slice(0, 0)
         self._view_rows = 0
         self._view_start = 0

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import httpx
 
@@ -41,7 +42,7 @@ class OpenAIEngine:
     def payload(self, request: GenerationRequest) -> dict:
         messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]
         model = f"{self.model}:{request.adapter.name}" if request.adapter else self.model
-        body = {"model": model, "messages": list(messages), "max_tokens": request.max_new_tokens,
+        body: dict[str, Any] = {"model": model, "messages": list(messages), "max_tokens": request.max_new_tokens,
                 "temperature": request.temperature, "top_p": request.top_p, "seed": request.seed,
                 "stream": True, "stream_options": {"include_usage": True}}
         if request.stop:

@@ -6,32 +6,40 @@ may preempt to make room for it."""
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 
 class Queued(Protocol):
-    priority: int
-    group: str
-    admitted_at: int  # the core's admission counter: later admitted, first preempted
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def admitted_at(self) -> int: ...  # the core's admission counter: later admitted, first preempted
 
 
-class WaitingRequests:
+Q = TypeVar("Q", bound=Queued)
+
+
+class WaitingRequests(Generic[Q]):
     def __init__(self) -> None:
         # priority -> group -> requests in arrival order; groups rotate after each pick
-        self._queues: dict[int, OrderedDict[str, deque]] = {}
+        self._queues: dict[int, OrderedDict[str, deque[Q]]] = {}
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
-    def add(self, item: Queued, front: bool = False) -> None:
+    def add(self, item: Q, front: bool = False) -> None:
         groups = self._queues.setdefault(item.priority, OrderedDict())
         queue = groups.setdefault(item.group, deque())
         queue.appendleft(item) if front else queue.append(item)
         self._count += 1
 
-    def remove(self, item: Queued) -> bool:
-        groups = self._queues.get(item.priority, {})
+    def remove(self, item: Q) -> bool:
+        groups = self._queues.get(item.priority, OrderedDict())
         queue = groups.get(item.group)
         if queue is None or item not in queue:
             return False
@@ -49,7 +57,7 @@ class WaitingRequests:
     def groups(self) -> set[str]:
         return {group for groups in self._queues.values() for group in groups}
 
-    def pick(self, rows_of: dict[str, int], fair_share: int) -> Queued | None:
+    def pick(self, rows_of: dict[str, int], fair_share: int) -> Q | None:
         """The next request to admit: the highest priority first; within it, the first group in
         rotation that holds fewer than its fair share of rows, else the first group at all."""
         for priority in sorted(self._queues, reverse=True):
@@ -61,7 +69,7 @@ class WaitingRequests:
             return groups[group][0]
         return None
 
-    def take(self, item: Queued) -> None:
+    def take(self, item: Q) -> None:
         """`item` (from pick) is admitted: drop it and send its group to the back of the rotation."""
         groups = self._queues[item.priority]
         queue = groups[item.group]
@@ -72,7 +80,7 @@ class WaitingRequests:
         self._count -= 1
 
 
-def victim(candidate: Queued, running: list[Queued], rows_of: dict[str, int], fair_share: int) -> Queued | None:
+def victim(candidate: Q, running: list[Q], rows_of: dict[str, int], fair_share: int) -> Q | None:
     """A running row that may give its place to `candidate`: one of lower priority, else one of a
     group holding more than its fair share while the candidate's group holds less. The most
     recently admitted such row goes first (it has the least work to redo)."""

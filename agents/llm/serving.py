@@ -62,6 +62,12 @@ class Sequence:
     draft: speculative.DraftState | None = None  # speculative decoding: the draft model's cache
 
     @property
+    def next_input(self) -> int:
+        """The token a decoding row feeds the model next (every decoding row has one)."""
+        assert self.pending is not None, "a decoding row always has its next token"
+        return self.pending
+
+    @property
     def request(self) -> GenerationRequest:
         return self.state.request
 
@@ -105,7 +111,7 @@ class ServingCore:
                               engine.dtype, engine.device)
         self.runner = ModelRunner(engine, self.kv)
         self.prefixes = PrefixCache(prefix_cache_tokens)
-        self.waiting = WaitingRequests()
+        self.waiting: WaitingRequests[Sequence] = WaitingRequests()
         self.rows: list[Sequence] = []  # row i lives in KV slot i; rows[:decoding] decode, the rest prefill
         self.decoding = 0
         self.stats = CoreStats()
@@ -421,6 +427,7 @@ class ServingCore:
         else:
             self.stats.prompt_tokens += len(sequence.ids)
             self.stats.generated_tokens += 1
+            assert logits is not None, "a new row's prefill gives its first logits"
             token = self.sampler.pick(logits, sequence.state)
             delta = self.sampler.advance(sequence.state, token)
             self.stats.first_token(time.monotonic() - sequence.submitted)
@@ -447,7 +454,7 @@ class ServingCore:
 
     def _decode(self) -> None:
         rows = self.rows[:self.decoding]
-        logits = self.runner.decode(tuple(s.adapter for s in rows), [s.pending for s in rows],
+        logits = self.runner.decode(tuple(s.adapter for s in rows), [s.next_input for s in rows],
                                     [s.length for s in rows])
         self.stats.steps += 1
         self.stats.generated_tokens += len(rows)
@@ -478,7 +485,7 @@ class ServingCore:
         # This model scores its pending token and every proposal in one pass: scores[0] follows
         # the pending token, scores[i] follows proposals[i - 1].
         start = sequence.length
-        scores = self.runner.verify(0, sequence.adapter, [sequence.pending] + proposals, start)
+        scores = self.runner.verify(0, sequence.adapter, [sequence.next_input] + proposals, start)
         before, kept = len(sequence_ids), 0
         self.stats.steps += 1
         for position in range(k + 1):

@@ -7,6 +7,7 @@ model alone would write; only the number of its forward passes drops, by the sha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -17,7 +18,7 @@ from agents.llm.sampling import RequestState, Sampler
 class DraftState:
     """The draft model's cache for one request, and how many leading tokens of it that holds."""
 
-    cache: object
+    cache: Any  # transformers' DynamicCache
     drafted: int = 0
 
 

@@ -13,6 +13,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -109,7 +110,7 @@ class TransformersEngine:
         folder = check_model_folder(path)
         if AutoTokenizer.from_pretrained(folder).get_vocab() != self.tokenizer.get_vocab():
             raise ModelFolderError(f"{folder}: the draft model's tokenizer differs from {self.model_path}'s")
-        draft = load_int8(folder) if is_int8_folder(folder) else AutoModelForCausalLM.from_pretrained(
+        draft: Any = load_int8(folder) if is_int8_folder(folder) else AutoModelForCausalLM.from_pretrained(
             folder, dtype=self.dtype)
         draft = draft.to(self.device).eval()
         if self.packed:
@@ -147,7 +148,8 @@ class TransformersEngine:
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
-            text = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+            text = str(self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True,
+                                                          tokenize=False))
             text += request.assistant_prefix
         elif request.prompt is not None:
             text = request.prompt

@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
+from agents.llm.types import AdapterSpec, Engine, GenerationRequest
 from agents.outline import Brief
 
 ROLE = "writer"
-TOKENS_PER_WORD = 1.45  # SmolLM2's tokenizer on English prose, measured on bench/heldout.txt
+TOKENS_PER_WORD = 1.45  # SmolLM2's tokenizer on English prose, measured on training/data/heldout.txt
 LOW, HIGH = 0.85, 1.15  # the accepted range around a budget
 
 SYSTEM = """You are a section writer on a team writing one article together. Write only the text of
@@ -154,13 +154,26 @@ def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
     )
 
 
+# Asked between decode steps with the running requests as {request id: task key}; answers the
+# request ids to stop. Callers look tasks up by key and never read the ids' format.
+WriterCancel = Callable[[dict[str, str]], set[str]]
+
+
 def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
                    adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
-                   cancel: CancelCheck | None = None, max_rounds: int = 3,
+                   cancel: WriterCancel | None = None, max_rounds: int = 3,
                    drafts: dict[str, str] | None = None) -> dict[str, WrittenSection]:
     """Write every task as one batch, with continuation rounds for those that fall short.
     `on_text(key, new_text)` sees the text as it is generated. `drafts` resumes sections from
     text already written (a checkpoint of an interrupted run): they continue, not start over."""
+    key_of: dict[str, str] = {}  # every request of this call -> its task's key
+    check = None
+    if cancel is not None:
+        asked = cancel
+
+        def check(active: list[str]) -> set[str]:
+            return asked({request_id: key_of[request_id] for request_id in active if request_id in key_of})
+
     # A checkpoint may stop mid-sentence: continue from its last full sentence.
     drafts = {task.key: fit(tidy((drafts or {}).get(task.key, ""), task.heading), task.words, cut_off=True)
               for task in tasks}
@@ -171,9 +184,10 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
             break
         batch = [_request(brief, outline_text, t, drafts[t.key], adapter) for t in pending]
         task_of = {request.id: task for request, task in zip(batch, pending, strict=True)}
+        key_of.update({request_id: task.key for request_id, task in task_of.items()})
         new_text = {t.key: "" for t in pending}
         reasons: dict[str, str] = {}
-        for delta in engine.stream(batch, cancel=cancel):
+        for delta in engine.stream(batch, cancel=check):
             task = task_of[delta.request_id]
             if delta.text:
                 new_text[task.key] += delta.text

@@ -1,0 +1,203 @@
+"""The team's work as plain functions over plain data: plan the outline, split it for writers,
+give every leaf its writer task with its neighbours, write, review and finish.
+
+Everything that writes an article calls these: the app's Celery tasks (webapp/runs, and so
+`manage.py write`), `manage.py evaluate` and every benchmark, so what is measured is what people
+get. The web layer around it keeps persistence, permissions and broadcasting; nothing here knows
+about Django. Also the single-agent baseline: one prompt, the whole article."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
+from agents.outline import Brief, PlannedSection, split_for_writers
+from agents.roles import chief_editor, finisher, reviewer, section_writer
+
+SECTION_MAX_WORDS = 600  # a leaf longer than this is split into parts for several writers
+PASSAGES_PER_WRITER = 3
+
+
+# --- the outline ------------------------------------------------------------------------------
+
+def outline_text(sections: list[PlannedSection], details: bool = False) -> str:
+    """The outline as writers (and revision diffs, with `details`: goals and key points) read it:
+    "2.1. Heading (120 words)", indented by depth."""
+    lines: list[str] = []
+
+    def walk(level: list[PlannedSection], depth: int, prefix: str) -> None:
+        for index, section in enumerate(level, start=1):
+            number, indent = f"{prefix}{index}", "  " * depth
+            lines.append(f"{indent}{number}. {section.heading} ({section.words} words)")
+            if details:
+                lines.extend([f"{indent}    Goal: {section.goal}"] * bool(section.goal))
+                lines.extend(f"{indent}    - {point}" for point in section.key_points if point.strip())
+            walk(section.children, depth + 1, number + ".")
+
+    walk(sections, 0, "")
+    return "\n".join(lines)
+
+
+@dataclass
+class Plan:
+    sections: list[PlannedSection]  # split for writers: no leaf over max_words
+    path: str  # how the outline came about: "model", "model-repaired", "re-asked" or "fallback"
+    problems: list[str] = field(default_factory=list)
+
+
+def plan(engine: Engine, brief: Brief, adapter: AdapterSpec | None = None,
+         max_words: int = SECTION_MAX_WORDS) -> Plan:
+    """The chief editor's outline for the brief, its big sections split into parts."""
+    result = chief_editor.plan_outline(engine, brief, adapter)
+    return Plan(split_for_writers(result.sections, max_words), result.path, result.problems)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def leaves(sections: list[PlannedSection]) -> list[PlannedSection]:
+    """The sections writers write, in reading order."""
+    return [leaf for section in sections for leaf in section.leaves()]
+
+
+def writer_tasks(sections: list[PlannedSection]) -> list[section_writer.SectionTask]:
+    """One task per leaf, keyed by the leaf's key (its position when it has none), each told what
+    the leaves before and after it in reading order cover, across parent boundaries: the last
+    part of one chapter knows how the next chapter opens."""
+    ordered = leaves(sections)
+
+    def describe(index: int) -> str:
+        if not 0 <= index < len(ordered):
+            return ""
+        leaf = ordered[index]
+        return f"{leaf.heading}: {leaf.goal}" if leaf.goal else leaf.heading
+
+    return [section_writer.SectionTask(key=leaf.key or str(index), heading=leaf.heading, words=leaf.words or 150,
+                                       goal=leaf.goal, key_points=list(leaf.key_points),
+                                       before=describe(index - 1), after=describe(index + 1))
+            for index, leaf in enumerate(ordered)]
+
+
+def passage_query(task: section_writer.SectionTask) -> str:
+    """What a writer's source passages are retrieved by."""
+    return f"{task.heading}. {task.goal}"
+
+
+def writer_prompt(brief: Brief, sections: list[PlannedSection],
+                  task: section_writer.SectionTask) -> list[dict[str, str]]:
+    """The messages a writer's first round sends (kept with the task, for training data)."""
+    return section_writer.messages(brief, outline_text(sections), task)
+
+
+def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: list[section_writer.SectionTask],
+          adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
+          cancel: section_writer.WriterCancel | None = None,
+          drafts: dict[str, str] | None = None) -> dict[str, section_writer.WrittenSection]:
+    """Write `tasks` (some or all of the outline's leaves) as one batch; see section_writer."""
+    return section_writer.write_sections(engine, brief, outline_text(sections), tasks, adapter=adapter,
+                                         on_text=on_text, cancel=cancel, drafts=drafts)
+
+
+# --- review and finish ------------------------------------------------------------------------
+
+def review(engine: Engine | None, topic: str, sections: list[tuple[str, str, str]],
+           adapter: AdapterSpec | None = None, cancel: CancelCheck | None = None, skip: Iterable[str] = (),
+           on_text: Callable[[str], None] | None = None) -> list[reviewer.Proposal]:
+    """The reviewer's proposals over (key, heading, text) of the written leaves; sections in
+    `skip` (pinned) get none. With no engine, only the checks that need no model."""
+    skip = set(skip)
+    proposals = reviewer.review(engine, topic, sections, adapter=adapter if engine else None, cancel=cancel,
+                                skip=skip, on_text=on_text)
+    return [proposal for proposal in proposals if proposal.section_key not in skip]
+
+
+def finish(engine: Engine, brief: Brief, sections: list[tuple[str, str]], adapter: AdapterSpec | None = None,
+           cancel: CancelCheck | None = None, on_text: Callable[[str], None] | None = None) -> finisher.Finish:
+    """The finisher's title and lead for the written (heading, text) leaves."""
+    return finisher.finish(engine, brief, sections, adapter=adapter, cancel=cancel, on_text=on_text)
+
+
+# --- a whole article in one process -----------------------------------------------------------
+
+@dataclass
+class Article:
+    title: str
+    sections: list[tuple[str, str]]  # (heading, text) of the leaves, in reading order
+    headings: list[str]  # top-level headings
+    outline_path: str = ""
+    lead: str = ""
+    seconds: float = 0.0
+    proposals: list[reviewer.Proposal] = field(default_factory=list)  # the reviewer's, not applied
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join([self.lead] * bool(self.lead) + [text for _, text in self.sections])
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_per_writer: int = SECTION_MAX_WORDS,
+                  sections: list[PlannedSection] | None = None, finish_article: bool = True,
+                  review_article: bool = True,
+                  passages: Callable[[str], list[str]] | None = None) -> Article:
+    """What a run of the app does, without the app: plan (unless `sections` are given), split,
+    write every leaf in batches, review, finish. `passages(query)` gives each writer its sources,
+    cited as [1], [2], ..."""
+    started = time.monotonic()
+    path = "given"
+    if sections is None:
+        planned = plan(engine, brief, max_words=max_words_per_writer)
+        sections, path = planned.sections, planned.path
+    else:
+        sections = split_for_writers(sections, max_words_per_writer)
+    tasks = writer_tasks(sections)
+    for task in tasks:
+        task.passages = passages(passage_query(task))[:PASSAGES_PER_WRITER] if passages else []
+    written: dict[str, section_writer.WrittenSection] = {}
+    for start in range(0, len(tasks), batch_size):
+        written.update(write(engine, brief, sections, tasks[start:start + batch_size]))
+    texts = [(t.heading, written[t.key].text) for t in tasks]
+    proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks]) \
+        if review_article else []
+    done = finish(engine, brief, texts) if finish_article else None
+    return Article(title=done.title if done else brief.topic, lead=done.lead if done else "",
+                   sections=texts, headings=[s.heading for s in sections], outline_path=path,
+                   seconds=time.monotonic() - started, proposals=proposals,
+                   extra={"title_path": done.title_path, "lead_path": done.lead_path} if done else {})
+
+
+def single_agent(engine: Engine, brief: Brief, passages: Callable[..., list[str]] | None = None) -> Article:
+    """The baseline: one prompt asks for the whole article (with the passages nearest the topic)."""
+    started = time.monotonic()
+    words = brief.target_words
+    sources = ""
+    if passages:
+        found = passages(brief.topic, k=5)
+        sources = "\n\nUse these sources and cite them by number, like [1]:\n" + "\n".join(
+            f"[{i}] {passage}" for i, passage in enumerate(found, start=1))
+    request = GenerationRequest(
+        id=f"single-{uuid.uuid4().hex[:6]}", repetition_penalty=1.15,
+        messages=[{"role": "system", "content": "You are a writer."},
+                  {"role": "user", "content": f"{chief_editor.brief_text(brief)}\n\nWrite the whole article now, "
+                                              f"about {words} words, with a heading for each section.{sources}"}],
+        max_new_tokens=math.ceil(words * section_writer.HIGH * section_writer.TOKENS_PER_WORD),
+        min_new_tokens=math.floor(words * section_writer.LOW * section_writer.TOKENS_PER_WORD))
+    text = "".join(delta.text for delta in engine.stream([request]))
+    # Split at the headings it wrote, so its sections can be scored like the team's.
+    found_sections: list[tuple[str, str]] = [("", "")]
+    for line in text.splitlines():
+        heading = re.match(r"^\s*(?:#{1,6}\s+|\d+\.\s+)(.+)$", line)
+        if heading:
+            found_sections.append((heading.group(1).strip(" *:"), ""))
+        else:
+            found_sections[-1] = (found_sections[-1][0], (found_sections[-1][1] + "\n" + line).strip())
+    kept = [(h, t) for h, t in found_sections if t]
+    return Article(title=brief.topic, sections=kept, headings=[h for h, _ in kept if h],
+                   outline_path="single", seconds=time.monotonic() - started)

@@ -1,0 +1,215 @@
+"""Training jobs: a recipe from training/ run as a child process of a `training` worker, watched
+until it ends, and its output registered (staged) only when everything checked out.
+
+The recipe runs as `python -m training.<kind>` (or under torchrun with several processes), so a
+job's logs, checkpoints and exit status are exactly what an admin gets by running it by hand.
+The worker reads the recipe's metrics.jsonl for progress and the loss curve, and its
+result.json when it ends. Cancelling sends SIGTERM: the recipe saves a checkpoint and stops. If
+the worker itself dies, the child gets SIGTERM too (PR_SET_PDEATHSIG) and checkpoints, and the
+job is marked failed once its heartbeat is stale, naming the checkpoint it left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.celery import enqueue
+from webapp.jobs import recipes, training_data
+from webapp.jobs.models import JobKind, JobStatus, TrainingJob
+from webapp.registry import services as registry
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(seconds=60)
+LOG_FILE = "log.txt"
+RUN_TASK = "training.run_job"
+ROOT = Path(__file__).resolve().parents[2]
+def job_start(job: TrainingJob) -> TrainingJob:
+    job.full_clean()
+    job.save()
+    enqueue(RUN_TASK, job.pk)
+    return job
+
+
+def job_cancel(job: TrainingJob) -> bool:
+    """Ask a job to stop; a queued one never starts. False if it had already ended."""
+    changed = TrainingJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.CANCELLED, finished_at=timezone.now(), error="Cancelled before it started.")
+    changed += TrainingJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(status=JobStatus.CANCELLING)
+    return bool(changed)
+
+
+def reap_stale() -> int:
+    """Jobs whose worker stopped answering: failed, with the checkpoint they left named."""
+    count = 0
+    cutoff = timezone.now() - STALE_AFTER
+    for job in TrainingJob.objects.filter(status__in=[JobStatus.RUNNING, JobStatus.CANCELLING],
+                                          heartbeat_at__lt=cutoff):
+        checkpoint = Path(job.output_dir) / "run" / "checkpoint"
+        found = bool(job.output_dir) and checkpoint.is_dir()
+        count += TrainingJob.objects.filter(pk=job.pk, heartbeat_at=job.heartbeat_at).update(
+            status=JobStatus.FAILED, finished_at=timezone.now(), checkpoint=str(checkpoint) if found else "",
+            error="The worker running this job stopped (killed or lost). "
+                  + (f"Its last checkpoint is {checkpoint}." if found else "It left no checkpoint."))
+    return count
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def _claim(job_id: int) -> TrainingJob | None:
+    now = timezone.now()
+    if not TrainingJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+            status=JobStatus.RUNNING, started_at=now, heartbeat_at=now):
+        return None
+    return TrainingJob.objects.select_related("base_model", "project").get(pk=job_id)
+
+
+def recipe_argv(job: TrainingJob, out: Path) -> list[str]:
+    """The command line a job runs: what an admin would type to run it by hand."""
+    model = job.base_model.path
+    if job.kind == JobKind.LORA:
+        args = ["--base", model, "--data", str(out / "data"), "--role", job.role]
+    elif job.kind == JobKind.DISTILL:
+        args = ["--teacher", model, "--data", str(out / "data"), "--briefs", str(recipes.BRIEFS),
+                "--eval-text", str(recipes.EVAL_TEXT)]
+    elif job.kind == JobKind.PRUNE:
+        args = ["--model", model, "--calibration", str(recipes.EVAL_TEXT), "--eval-text", str(recipes.EVAL_TEXT),
+                "--text", str(recipes.HEAL_TEXT)]
+    else:
+        args = ["--model", model, "--eval-text", str(recipes.EVAL_TEXT)]
+    args += ["--out", str(out / "run")] + recipes.flags(job.options)
+    if job.processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(job.processes)]
+    else:
+        launcher = [sys.executable]
+    return launcher + ["-m", f"training.{job.kind}"] + args
+
+
+def _export(job: TrainingJob, out: Path) -> None:
+    records = training_data.pairs(role=job.role or "writer", project_id=job.project_id, since=job.since,
+                                  until=job.until)
+    export = training_data.split(records, job.heldout if job.kind == JobKind.LORA else 0.0)
+    manifest = training_data.write(export, out / "data", role=job.role or "writer",
+                                   filters={"project": job.project_id, "heldout": job.heldout})
+    _log(out, f"exported {manifest['train']} training and {manifest['heldout']} held-out pairs: {manifest['labels']}")
+
+
+def _log(out: Path, line: str) -> None:
+    with open(out / LOG_FILE, "a") as handle:
+        handle.write(f"{time.strftime('%H:%M:%S')} [job] {line}\n")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the worker dies, so it checkpoints instead of running on."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setsid()
+
+
+def run(job_id: int, poll_s: float = 1.0) -> None:
+    reap_stale()
+    job = _claim(job_id)
+    if job is None:
+        return
+    # Named by id and start time: a database that was reset reuses ids, never these folders.
+    out = Path(settings.DATA_DIR) / "training" / f"job-{job.pk}-{job.started_at:%Y%m%d-%H%M%S-%f}"
+    out.mkdir(parents=True)
+    TrainingJob.objects.filter(pk=job.pk).update(output_dir=str(out))
+    try:
+        if job.kind in (JobKind.LORA, JobKind.DISTILL):
+            _export(job, out)
+        argv = recipe_argv(job, out)
+    except Exception as error:  # noqa: BLE001  (any failure before the recipe starts ends the job)
+        _end(job, JobStatus.FAILED, error=f"Could not prepare the training data: {error}")
+        return
+    _log(out, "running " + " ".join(argv))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    with open(out / LOG_FILE, "a") as log_file:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   preexec_fn=_die_with_parent)
+    metrics_file, seen = out / "run" / "metrics.jsonl", 0
+    signalled = False
+    while True:
+        code = process.poll()
+        seen = _read_progress(job, metrics_file, seen)
+        status = TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+        if status == JobStatus.CANCELLING and not signalled and code is None:
+            os.killpg(process.pid, signal.SIGTERM)  # every rank under torchrun
+            signalled = True
+        if code is not None:
+            break
+        TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+        time.sleep(poll_s)
+    _finish(job, out, code, cancelled=signalled)
+
+
+def _read_progress(job: TrainingJob, metrics_file: Path, seen: int) -> int:
+    if not metrics_file.is_file():
+        return seen
+    lines = metrics_file.read_text().splitlines()
+    new = [json.loads(line) for line in lines[seen:] if line.strip()]
+    steps = [m for m in new if "step" in m]
+    if steps:
+        job.losses = (job.losses or []) + [m["loss"] for m in steps]
+        job.step, job.total_steps = steps[-1]["step"], steps[-1]["total_steps"]
+        TrainingJob.objects.filter(pk=job.pk).update(losses=job.losses, step=job.step, total_steps=job.total_steps,
+                                                     heartbeat_at=timezone.now())
+    return len(lines)
+
+
+def _finish(job: TrainingJob, out: Path, code: int, cancelled: bool = False) -> None:
+    result_file = out / "run" / "result.json"
+    result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    checkpoint = out / "run" / "checkpoint"
+    checkpoint_path = str(checkpoint) if checkpoint.is_dir() else ""
+    if result.get("status") == "done" and code == 0:
+        try:
+            _register(job, result)
+        except (registry.RegistryError, ValidationError, OSError, KeyError) as error:
+            _end(job, JobStatus.FAILED, metrics=result.get("metrics", {}), checkpoint=checkpoint_path,
+                 error=f"The recipe finished, but its output was not registered: {error}")
+        return
+    # Cancelled before the recipe had set up its signal handlers, it dies of SIGTERM: still cancelled.
+    if result.get("status") == "cancelled" or code == 3 or cancelled:
+        _end(job, JobStatus.CANCELLED, checkpoint=checkpoint_path,
+             error="Cancelled" + (f"; the checkpoint is {checkpoint_path}" if checkpoint_path else "") + ".")
+        return
+    tail = (out / LOG_FILE).read_text()[-1500:] if (out / LOG_FILE).is_file() else ""
+    _end(job, JobStatus.FAILED, checkpoint=checkpoint_path,
+         error=result.get("error") or f"The recipe exited with status {code}.\n{tail}")
+
+
+@transaction.atomic
+def _register(job: TrainingJob, result: dict) -> None:
+    """All or nothing: the version and the job's link to it are saved together."""
+    metrics, notes = result.get("metrics", {}), f"Training job {job.pk} ({job.kind})."
+    if result.get("kind") == "adapter":  # adapter_register checks the base model it was trained on
+        adapter = registry.adapter_register(role=job.role, path=result["output"], base_model=job.base_model,
+                                            metrics=metrics, notes=notes)
+        _end(job, JobStatus.DONE, metrics=metrics, adapter=adapter)
+    else:
+        model = registry.base_model_register(name=f"{job.base_model.name}-{job.kind}-{job.pk}"[:100],
+                                             path=result["output"], notes=notes)
+        model.metrics = metrics
+        model.save(update_fields=["metrics"])
+        _end(job, JobStatus.DONE, metrics=metrics, produced_model=model)
+
+
+def _end(job: TrainingJob, status: str, **fields) -> None:
+    TrainingJob.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **fields)

@@ -1,0 +1,63 @@
+"""Serve this machine's engine over an OpenAI-compatible HTTP API (see agents/llm/server.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.llm.server import OpenAICompatibleApp
+from agents.llm.types import AdapterSpec
+from webapp import llm
+from webapp.registry import services
+from webapp.registry.models import AdapterVersion
+
+
+def resolve(name: str) -> AdapterSpec | None:
+    """"writer" is the version the role uses now; "writer@3" is version 3."""
+    role, _, version = name.partition("@")
+    if not version:
+        spec = services.resolve_adapter(role)
+        if spec is None:
+            raise LookupError(f"no active adapter for {role!r}")
+        return spec
+    adapter = AdapterVersion.objects.select_related("base_model").get(role=role, version=int(version))
+    return AdapterSpec(adapter.name, adapter.path, adapter.sha256, adapter.base_model.name)
+
+
+def list_adapters() -> list[str]:
+    return [a.name for a in AdapterVersion.objects.order_by("role", "version")]
+
+
+class Command(BaseCommand):
+    help = "Serve the LLM engine as an OpenAI-compatible API: /v1/chat/completions and /v1/models."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8001)
+        parser.add_argument("--api-key", default=os.environ.get("SCRIPTORIUM_LLM_API_KEY", ""),
+                            help="bearer token clients must send (default: $SCRIPTORIUM_LLM_API_KEY); "
+                                 "required when listening beyond loopback")
+
+    def handle(self, *args, host: str, port: int, api_key: str, **options) -> None:
+        import uvicorn
+
+        if settings.SCRIPTORIUM_LLM_BACKEND != "transformers":
+            raise CommandError("serve_llm serves a local model: unset SCRIPTORIUM_LLM_BACKEND=openai")
+        if not api_key and not _loopback(host):
+            raise CommandError(f"listening on {host} needs --api-key (or SCRIPTORIUM_LLM_API_KEY)")
+        name, _ = llm.model_folder()
+        app = OpenAICompatibleApp(llm.get_engine().core, name, resolve, list_adapters, api_key=api_key)
+        self.stdout.write(f"Serving {name} at http://{host}:{port}/v1 (model ids: {name}, {name}:<role>[@version])")
+        uvicorn.run(app, host=host, port=port, lifespan="off", log_level="info")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
