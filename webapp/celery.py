@@ -7,6 +7,7 @@ import os
 
 from celery import Celery
 from celery.signals import celeryd_after_setup
+from django.db import transaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
@@ -19,3 +20,10 @@ app.autodiscover_tasks()
 def _remember_worker_name(sender: str, **kwargs) -> None:
     # The engine's metrics are published under this name (webapp/llm.py), which /healthz matches.
     os.environ["SCRIPTORIUM_WORKER_NAME"] = sender
+
+
+def enqueue(name: str, *args, countdown: float | None = None) -> None:
+    """Queue the task registered as `name` once the current transaction commits (at once outside
+    one), routed by CELERY_TASK_ROUTES. Services queue their next step by name, so they never
+    import the tasks that call them."""
+    transaction.on_commit(lambda: app.send_task(name, args=list(args), countdown=countdown))

@@ -12,6 +12,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from webapp import llm
+from webapp import redis as shared
+from webapp.celery import app
 
 
 def _check_database() -> dict:
@@ -25,20 +27,15 @@ def _check_database() -> dict:
 
 
 def _check_redis() -> dict:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
     try:
-        client.ping()
+        shared.client().ping()
     except redis.RedisError as error:
         return {"ok": False, "error": str(error)[:300]}
-    finally:
-        client.close()
     return {"ok": True}
 
 
 def _check_queues() -> dict:
     """Which workers consume each queue, according to the workers themselves."""
-    from webapp.celery import app
-
     queues: dict[str, dict] = {name: {"ok": False, "workers": []} for name in settings.CELERY_QUEUES_ALL}
     try:
         replies = app.control.inspect(timeout=1.0).active_queues() or {}

@@ -1,5 +1,5 @@
 """The engine of this process, created on first use and kept for the life of the process, and the
-Redis cancel flags that a running batch checks at every decode step.
+serving metrics it publishes.
 
 Created lazily so that nothing touches CUDA before Celery forks its pool; on a GPU machine, run
 one `agents` worker per GPU with CUDA_VISIBLE_DEVICES, so each process sees one device."""
@@ -20,12 +20,11 @@ from django.conf import settings
 
 from agents.llm.metrics import prometheus_text
 from agents.llm.types import CancelCheck, Delta, Engine, GenerationRequest
-from webapp.documents.events import redis_client
+from webapp.redis import client as redis_client
 from webapp.registry import services as registry
 
 log = logging.getLogger(__name__)
 
-CANCEL_TTL_S = 24 * 3600
 METRICS_KEY = "scriptorium:serving:"
 METRICS_EVERY_S = 2.0
 
@@ -182,19 +181,3 @@ def with_role_adapters(requests: Iterable[tuple[str, GenerationRequest]]) -> lis
         request.adapter = resolved[role]
         out.append(request)
     return out
-
-
-class RedisCancelFlags:
-    """Cancel flags shared by every process: set by the web (a person pressed cancel), read by
-    the worker's decode loop once per step with one round trip for the whole batch."""
-
-    prefix = "scriptorium:cancel:"
-
-    def cancel(self, request_id: str) -> None:
-        redis_client().set(self.prefix + request_id, 1, ex=CANCEL_TTL_S)
-
-    def __call__(self, active: list[str]) -> set[str]:
-        if not active:
-            return set()
-        flags = redis_client().mget([self.prefix + rid for rid in active])
-        return {rid for rid, flag in zip(active, flags, strict=True) if flag}

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.documents",
     "webapp.registry",
+    "webapp.jobs",
     "webapp.runs",
 ]
 

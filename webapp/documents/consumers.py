@@ -19,9 +19,9 @@ from pycrdt import (
 )
 from pycrdt.websocket.django_channels_consumer import YjsConsumer
 
-from webapp.documents import crdt
-from webapp.documents.events import document_group
+from webapp.documents import crdt, services
 from webapp.documents.models import Document
+from webapp.events import document_group
 
 log = logging.getLogger(__name__)
 PAUSE_S = 2.0  # a person who stopped typing this long gets their text saved (and a revision)
@@ -141,6 +141,6 @@ class DocumentCrdtConsumer(YjsConsumer):
 
     async def _save(self) -> None:
         try:
-            await database_sync_to_async(crdt.materialise)(self.document_id, self.user)
+            await database_sync_to_async(services.materialise)(document_id=self.document_id, user=self.user)
         except Exception:  # noqa: BLE001  (the updates are stored; the next pause saves again)
             log.exception("could not save the shared text of document %s", self.document_id)

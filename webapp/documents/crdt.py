@@ -8,7 +8,7 @@ CrdtUpdate and sent to the document's "crdt-<id>" channel-layer group, whose con
 to their browsers. Updates commute, so the order in which peers receive them does not matter.
 
 The Section rows stay the place the rest of the app reads text from: the consumer copies the
-shared text into them when a person pauses typing (`materialise`), and every other text change
+shared text into them when a person pauses typing (`documents.services.materialise`), and every other text change
 (a form, an accepted suggestion, a restore, an agent's final text) goes through
 `documents.services.section_save_text`, which also changes the shared text (`Peer.replace`)."""
 
@@ -20,9 +20,6 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from pycrdt import Doc, Map, Text, merge_updates
-
-__all__ = ["Peer", "Text", "broadcast", "compact", "group", "load", "materialise", "section_name", "section_texts",
-           "store", "writers"]
 
 from webapp.documents.models import CrdtState, CrdtUpdate, Document, Section
 
@@ -97,8 +94,12 @@ def broadcast(document_id: int, update: bytes) -> None:
         log.warning("could not broadcast a CRDT update of document %s (%s)", document_id, error)
 
 
+def section_text(doc: Doc, key) -> str:
+    return str(doc.get(section_name(key), type=Text))
+
+
 def section_texts(doc: Doc, keys) -> dict[str, str]:
-    return {str(key): str(doc.get(section_name(key), type=Text)) for key in keys}
+    return {str(key): section_text(doc, key) for key in keys}
 
 
 def writers(doc: Doc) -> dict[str, dict]:
@@ -173,22 +174,3 @@ class Peer:
         else:
             writers_map[str(key)] = writer
         self._commit(before)
-
-
-def materialise(document_id: int, user) -> list[int]:
-    """Copy the shared text of every section whose text differs into its Section row, as a
-    revision by `user` (a person paused typing). Returns the ids of the sections saved."""
-    from webapp.documents import services
-
-    doc = load(document_id)
-    saved = []
-    for section in Section.objects.filter(document_id=document_id):
-        text = str(doc.get(section_name(section.key), type=Text))
-        if text != section.text and str(section.key) not in writers(doc):
-            try:
-                services.section_save_text(section_id=section.pk, user=user, text=text,
-                                           expected_version=section.version, from_crdt=True)
-            except services.SectionConflict:
-                continue  # saved by someone else meanwhile; the next pause tries again
-            saved.append(section.pk)
-    return saved

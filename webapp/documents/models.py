@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from agents.outline import Brief, PlannedSection
 from webapp.projects.models import Project
 
 
@@ -51,6 +52,22 @@ class Document(models.Model):
 
         walk(None, 0, "")
         return rows
+
+    def planned(self) -> list[PlannedSection]:
+        """The outline as the agents' plain data, each section keyed by its id."""
+        nodes: dict[int | None, list[PlannedSection]] = {}
+        for section in self.sections.all().order_by("order", "id"):
+            node = PlannedSection(heading=section.heading, goal=section.goal, key_points=section.key_point_list(),
+                                  words=section.word_budget, children=nodes.setdefault(section.id, []),
+                                  key=str(section.pk))
+            nodes.setdefault(section.parent_id, []).append(node)
+        return nodes.get(None, [])
+
+    def brief(self) -> Brief:
+        """What the agents are asked to write, with the titles of the project's ready sources."""
+        titles = list(self.project.sources.filter(status="ready").values_list("title", flat=True)[:8])
+        return Brief(topic=self.topic or self.title, target_words=self.target_words, audience=self.audience,
+                     tone=self.tone, language=self.language, notes=self.notes, source_titles=titles)
 
     def word_count(self) -> int:
         """The article's words: the lead and every section."""

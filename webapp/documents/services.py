@@ -8,29 +8,23 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from django.conf import settings
-from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from agents import retrieval
-from agents.llm.files import ModelFolderError
-from webapp.documents import crdt, extract
-from webapp.documents.events import broadcast_on_commit, current_seq, document_group, project_group
+from agents.coordinator import outline_text
+from webapp import events
+from webapp.documents import crdt
 from webapp.documents.models import (
     Document,
     Revision,
     RevisionKind,
     Section,
     SectionStatus,
-    Source,
-    SourceChunk,
-    SourceStatus,
 )
-from webapp.projects.models import Project
+from webapp.projects import services as projects
+from webapp.projects.models import Membership, Project, Role
 
 
 class SectionConflict(Exception):
@@ -49,8 +43,11 @@ class RestoreError(Exception):
     """A revision that cannot be restored as things stand; the message says why."""
 
 
-class SourceRejected(Exception):
-    """An upload refused before anything was stored; the message is shown to the user."""
+def document_for_user(*, user, document_id: int, role: str = Role.VIEWER) -> tuple[Document, Membership]:
+    """The document and the user's membership of its project: 404 for non-members, 403 for a
+    role too low (the project's rule, projects.services.member_object)."""
+    return projects.member_object(user=user, queryset=Document.objects.select_related("project"), pk=document_id,
+                                  role=role)
 
 
 # --- documents -----------------------------------------------------------------------------
@@ -75,28 +72,6 @@ def document_update_brief(*, document: Document, **brief) -> Document:
             setattr(document, field, brief[field])
     document.save()
     return document
-
-
-def document_state(*, document: Document) -> dict:
-    """The document as the database has it now, and the last event number sent before it was
-    read (read first: an event after it may already be included, so events are idempotent)."""
-    from webapp.runs.models import WritingRun
-
-    seq = current_seq(document_group(document.pk))
-    document.refresh_from_db()
-    run = WritingRun.objects.filter(document=document).prefetch_related("tasks").first()
-    return {
-        "document_id": document.pk, "seq": seq, "title": document.title, "lead": document.lead,
-        "words": document.word_count(), "target_words": document.target_words,
-        "sections": [{"id": s.pk, "parent_id": s.parent_id, "number": number, "depth": depth, "heading": s.heading,
-                      "text": s.text, "status": s.status, "version": s.version, "word_budget": s.word_budget,
-                      "pinned": s.pinned} for s, depth, number in document.section_tree()],
-        "run": None if run is None else {
-            "id": run.pk, "status": run.status, "error": run.error,
-            "tasks": [{"id": t.pk, "role": t.role, "section_id": t.section_id, "status": t.status, "words": t.words}
-                      for t in run.tasks.all()]},
-        "open_suggestions": document.suggestions.filter(status="open").count(),
-    }
 
 
 @transaction.atomic
@@ -126,18 +101,6 @@ def outline_snapshot(document: Document) -> list[dict]:
     ]
 
 
-def outline_as_text(nodes: list[dict]) -> str:
-    lines = []
-    for node in nodes:
-        indent = "    " * node["depth"]
-        lines.append(f"{indent}{node['number']} {node['heading']} ({node['word_budget']} words)")
-        if node["goal"]:
-            lines.append(f"{indent}    Goal: {node['goal']}")
-        for point in filter(None, (p.strip() for p in node["key_points"].splitlines())):
-            lines.append(f"{indent}    - {point}")
-    return "\n".join(lines)
-
-
 def _record_outline(document: Document, user, summary: str,
                     restored_from: Revision | None = None) -> Revision:
     nodes = outline_snapshot(document)
@@ -145,17 +108,15 @@ def _record_outline(document: Document, user, summary: str,
         document=document,
         kind=RevisionKind.RESTORE if restored_from else RevisionKind.OUTLINE,
         heading="Outline",
-        content=outline_as_text(nodes),
+        content=outline_text(document.planned(), details=True),
         outline=nodes,
         author=user,
         summary=summary[:300],
         restored_from=restored_from,
     )
     Document.objects.filter(pk=document.pk).update(updated_at=timezone.now())
-    broadcast_on_commit(document_group(document.id), {
-        "type": "outline.changed", "document_id": document.id, "revision_id": revision.id,
-        "by": user.username if user else "",
-    })
+    events.send(events.OutlineChanged(document_id=document.id, revision_id=revision.id,
+                                      by=user.username if user else ""))
     return revision
 
 
@@ -303,11 +264,9 @@ def _apply_text(section: Section, user, text: str, agent_role: str, model_versio
     _record_text(section, user, kind, summary, agent_role=agent_role, model_version=model_version,
                  restored_from=restored_from)
     Document.objects.filter(pk=section.document_id).update(updated_at=timezone.now())
-    broadcast_on_commit(document_group(section.document_id), {
-        "type": "section.text", "document_id": section.document_id, "section_id": section.id,
-        "version": section.version, "status": section.status, "text": section.text,
-        "by": agent_role or (user.username if user else ""),
-    })
+    events.send(events.SectionText(document_id=section.document_id, section_id=section.id, version=section.version,
+                                   status=section.status, text=section.text,
+                                   by=agent_role or (user.username if user else "")))
 
 
 # --- revisions -----------------------------------------------------------------------------
@@ -398,102 +357,20 @@ def _restore_outline(document: Document, nodes: list[dict]) -> None:
             peer.replace(section.key, section.text)
 
 
-# --- sources -------------------------------------------------------------------------------
-
-def source_kind_for(filename: str) -> str:
-    suffix = Path(filename).suffix.lower()
-    kind = settings.SOURCE_EXTENSIONS.get(suffix)
-    if kind is None:
-        allowed = ", ".join(sorted(settings.SOURCE_EXTENSIONS))
-        raise SourceRejected(f"“{filename}” is not a supported type. Upload one of: {allowed}.")
-    return kind
-
-
-@transaction.atomic
-def source_upload(*, project: Project, user, upload: UploadedFile, title: str = "") -> Source:
-    """Store an uploaded reference file and queue its text extraction on the default queue."""
-    from webapp.documents.tasks import extract_source
-
-    kind = source_kind_for(upload.name)
-    limit = settings.SOURCE_MAX_BYTES
-    if upload.size > limit:
-        raise SourceRejected(
-            f"“{upload.name}” is {upload.size / 1_048_576:.1f} MB; the limit is "
-            f"{limit / 1_048_576:.1f} MB per file."
-        )
-    if upload.size == 0:
-        raise SourceRejected(f"“{upload.name}” is empty.")
-    name = Path(upload.name).name
-    source = Source(project=project, title=(title or Path(name).stem)[:300], original_name=name[:300],
-                    kind=kind, size=upload.size, uploaded_by=user)
-    source.file.save(re.sub(r"[^\w.-]+", "_", name)[-200:], upload, save=False)
-    source.save()
-    transaction.on_commit(lambda: extract_source.delay(source.id))
-    return source
-
-
-def _set_source_status(source: Source, status: str, error: str = "") -> None:
-    source.status, source.error = status, error
-    fields = ["status", "error"]
-    if status in (SourceStatus.READY, SourceStatus.FAILED):
-        source.processed_at = timezone.now()
-        fields.append("processed_at")
-    source.save(update_fields=fields)
-    broadcast_on_commit(project_group(source.project_id), {
-        "type": "source.status", "project_id": source.project_id, "source_id": source.id,
-        "status": status, "error": error,
-    })
-
-
-def source_extract(*, source_id: int) -> Source | None:
-    """Extract and chunk a source's text. Safe to run twice: the chunks are replaced whole."""
-    source = Source.objects.filter(pk=source_id).first()
-    if source is None:  # deleted before the worker got to it
-        return None
-    with transaction.atomic():
-        _set_source_status(source, SourceStatus.PROCESSING)
-    try:
-        with source.file.open("rb") as handle:
-            text = extract.extract_text(handle.read(), source.kind)
-    except extract.ExtractionError as error:
-        with transaction.atomic():
-            _set_source_status(source, SourceStatus.FAILED, str(error))
-        return source
-    chunks = extract.chunk_text(text)
-    try:
-        vectors = retrieval.default_embedder().embed([chunk.text for chunk in chunks])
-    except (ModelFolderError, OSError) as error:
-        with transaction.atomic():
-            _set_source_status(source, SourceStatus.FAILED, f"The passages could not be indexed: {error}")
-        return source
-    with transaction.atomic():
-        source.text = text
-        source.save(update_fields=["text"])
-        source.chunks.all().delete()
-        SourceChunk.objects.bulk_create(
-            SourceChunk(source=source, index=i, text=chunk.text, char_start=chunk.start, char_end=chunk.end,
-                        embedding=retrieval.to_bytes(vector))
-            for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
-        )
-        _set_source_status(source, SourceStatus.READY)
-    return source
-
-
-def source_passages(*, project: Project, query: str, k: int = 4) -> list[tuple[SourceChunk, float]]:
-    """The k passages of the project's ready sources closest in meaning to `query`, best first."""
-    chunks = list(SourceChunk.objects.filter(source__project=project, source__status=SourceStatus.READY,
-                                             embedding__isnull=False).select_related("source"))
-    if not chunks:
-        return []
-    import torch
-
-    matrix = torch.stack([retrieval.from_bytes(bytes(chunk.embedding)) for chunk in chunks])
-    query_vector = retrieval.default_embedder().embed([query])[0]
-    return [(chunks[i], score) for i, score in retrieval.top_passages(query_vector, matrix, k)]
-
-
-@transaction.atomic
-def source_delete(*, source: Source) -> None:
-    storage, name = source.file.storage, source.file.name
-    source.delete()
-    transaction.on_commit(lambda: storage.delete(name))
+def materialise(*, document_id: int, user) -> list[int]:
+    """Copy the shared text of every section whose text differs into its Section row, as a
+    revision by `user` (a person paused typing). Sections an agent is writing are left to it.
+    Returns the ids of the sections saved."""
+    doc = crdt.load(document_id)
+    busy = crdt.writers(doc)
+    saved = []
+    for section in Section.objects.filter(document_id=document_id):
+        text = crdt.section_text(doc, section.key)
+        if text != section.text and str(section.key) not in busy:
+            try:
+                section_save_text(section_id=section.pk, user=user, text=text, expected_version=section.version,
+                                  from_crdt=True)
+            except SectionConflict:
+                continue  # saved by someone else meanwhile; the next pause tries again
+            saved.append(section.pk)
+    return saved

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from webapp.documents import services
+from webapp.documents import sources
 
 
-@shared_task(name="documents.extract_source")
+@shared_task(name=sources.EXTRACT_TASK)
 def extract_source(source_id: int) -> str:
-    source = services.source_extract(source_id=source_id)
+    source = sources.source_extract(source_id=source_id)
     return source.status if source else "deleted"

@@ -8,13 +8,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from webapp.documents import export, services
+from webapp.documents import export, services, sources
 from webapp.documents.forms import (
     BriefForm,
     SectionAddForm,
@@ -25,15 +25,10 @@ from webapp.documents.forms import (
 from webapp.documents.models import Document, Revision, Section, Source
 from webapp.projects.models import Membership, Role
 from webapp.projects.services import project_for_user
-from webapp.runs.models import ACTIVE
 
 
 def _document(request, document_id: int, role: str = Role.VIEWER) -> tuple[Document, Membership]:
-    project_id = Document.objects.filter(pk=document_id).values_list("project_id", flat=True).first()
-    if project_id is None:
-        raise Http404("No such document")
-    _, membership = project_for_user(user=request.user, project_id=project_id, role=role)
-    return Document.objects.select_related("project").get(pk=document_id), membership
+    return services.document_for_user(user=request.user, document_id=document_id, role=role)
 
 
 def _section(document: Document, section_id: int) -> Section:
@@ -52,56 +47,6 @@ def document_create(request, project_id: int):
         return redirect("outline_edit", document_id=document.id)
     return render(request, "documents/brief_form.html",
                   {"form": form, "project": project, "membership": membership, "creating": True})
-
-
-@login_required
-def document_detail(request, document_id: int):
-    document, membership = _document(request, document_id)
-    tree = list(document.section_tree())
-    references = export.References([section for section, _, _ in tree])
-    rows = [
-        {"section": section, "depth": depth, "number": number, "level": min(depth + 2, 6),
-         "html": export.render_markdown_safe(references.linked(section)) if section.text else ""}
-        for section, depth, number in tree
-    ]
-    planned = sum(row["section"].word_budget for row in rows if row["depth"] == 0)
-    suggestions: dict[int | None, list] = {}
-    for suggestion in document.suggestions.filter(status="open"):
-        suggestions.setdefault(suggestion.section_id, []).append(suggestion)  # None: the title
-    parents = {row["section"].parent_id for row in rows}
-    for row in rows:
-        row["suggestions"] = suggestions.get(row["section"].id, [])
-        row["leaf"] = row["section"].id not in parents
-    run = document.runs.prefetch_related("tasks__section").first()
-    if run is not None:
-        waiting = run.waiting_ahead()
-        for task in run.tasks.all():  # the prefetched objects the panel shows
-            task.ahead = waiting.get(task.pk)
-    return render(request, "documents/document_detail.html", {
-        "document": document, "project": document.project, "membership": membership, "rows": rows,
-        "can_edit": membership.allows(Role.EDITOR), "planned_words": planned,
-        "words": len(document.lead.split()) + sum(row["section"].word_count() for row in rows), "run": run,
-        "run_active": run is not None and run.status in ACTIVE, "title_suggestions": suggestions.get(None, []),
-        "references": references.listing(), "live_user": {"name": request.user.username,
-                                                          "color": _colour(request.user.username)},
-    })
-
-
-COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#00897b", "#5e35b1", "#d81b60", "#6d4c41")
-
-
-def _colour(name: str) -> str:
-    """A person's colour for cursors and presence: the same on every page and for every viewer."""
-    return COLOURS[sum(name.encode()) % len(COLOURS)]
-
-
-@login_required
-def document_state(request, document_id: int):
-    """Everything a page shows about a document, from the database, with the event sequence
-    number it is current to: a client that missed events (a gap in `seq`, a dropped socket)
-    loads this and applies only the events after `seq`."""
-    document, membership = _document(request, document_id)
-    return JsonResponse(services.document_state(document=document) | {"role": membership.role})
 
 
 @login_required
@@ -334,10 +279,10 @@ def source_list(request, project_id: int):
         form = SourceUploadForm(request.POST, request.FILES)
         if form.is_valid():
             try:
-                source = services.source_upload(project=project, user=request.user,
+                source = sources.source_upload(project=project, user=request.user,
                                                 upload=form.cleaned_data["file"],
                                                 title=form.cleaned_data["title"])
-            except services.SourceRejected as error:
+            except sources.SourceRejected as error:
                 form.add_error("file", str(error))
             else:
                 messages.success(request, f"Uploaded “{source.title}”. Its text is being extracted.")
@@ -380,6 +325,6 @@ def source_download(request, project_id: int, source_id: int):
 @require_POST
 def source_delete(request, project_id: int, source_id: int):
     source, _ = _source(request, project_id, source_id, Role.EDITOR)
-    services.source_delete(source=source)
+    sources.source_delete(source=source)
     messages.success(request, f"Deleted “{source.title}”.")
     return redirect("source_list", project_id=project_id)

@@ -32,6 +32,17 @@ def project_for_user(*, user, project_id: int, role: str = Role.VIEWER) -> tuple
     return membership.project, membership
 
 
+def member_object(*, user, queryset, pk: int, role: str = Role.VIEWER):
+    """The row `pk` of `queryset` (anything with a `project`: a document, a source) and the user's
+    membership of its project, by the same rule as project_for_user: 404 for a missing row and for
+    non-members alike, 403 for a role too low."""
+    obj = queryset.filter(pk=pk).first()
+    if obj is None:
+        raise Http404
+    _, membership = project_for_user(user=user, project_id=obj.project_id, role=role)
+    return obj, membership
+
+
 @transaction.atomic
 def project_create(*, user, name: str, description: str = "") -> Project:
     project = Project.objects.create(name=name, description=description, created_by=user)

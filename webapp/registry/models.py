@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -39,9 +39,16 @@ class BaseModel(models.Model):
         return [r.strip() for r in self.roles.split(",") if r.strip()]
 
     def clean(self) -> None:
-        from webapp.registry.services import check_role_assignment
-
-        check_role_assignment(self)
+        """A role is served by one model at most, and never by one its active adapter was not
+        trained on."""
+        for role in self.role_list():
+            other = BaseModel.objects.exclude(pk=self.pk).filter(roles__contains=role).first()
+            if other is not None and role in other.role_list():
+                raise ValidationError({"roles": f"{role!r} is already served by {other.name}."})
+            adapter = AdapterVersion.objects.filter(role=role, status=VersionStatus.ACTIVE).first()
+            if adapter is not None and adapter.base_model_id != self.pk:
+                raise ValidationError({"roles": f"{role!r} uses {adapter.name}, trained on {adapter.base_model.name}; "
+                                                f"deactivate it (or train one on {self.name}) first."})
 
 
 class AdapterVersion(models.Model):
@@ -71,71 +78,3 @@ class AdapterVersion(models.Model):
     @property
     def name(self) -> str:
         return f"{self.role}@{self.version}"
-
-
-class JobKind(models.TextChoices):
-    LORA = "lora", "LoRA adapter for a role"
-    DISTILL = "distill", "Distilled student (fewer layers)"
-    PRUNE = "prune", "Structured pruning"
-    QUANTIZE = "quantize", "int8 quantization"
-
-
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    CANCELLING = "cancelling", "Cancelling"
-    DONE = "done", "Done (output registered, staged)"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-
-
-class TrainingJob(models.Model):
-    """One recipe from training/ run on the `training` queue. Its output is registered as a
-    staged adapter or base model only when the recipe finished and its output checked out."""
-
-    kind = models.CharField(max_length=10, choices=JobKind.choices)
-    role = models.SlugField(max_length=50, blank=True, help_text="The agent role a LoRA adapter is for (writer).")
-    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="training_jobs",
-                                   help_text="The model trained on (LoRA), distilled, pruned or quantized.")
-    options = models.JSONField(default=dict, blank=True,
-                               help_text='Recipe options, e.g. {"steps": 50, "lr": 0.0002, "rank": 16}.')
-    project = models.ForeignKey("projects.Project", null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="+", help_text="Only this project's accepted sections (default: all).")
-    since = models.DateField(null=True, blank=True, help_text="Only sections finished on or after this day.")
-    until = models.DateField(null=True, blank=True, help_text="Only sections finished on or before this day.")
-    heldout = models.FloatField(default=0.2, help_text="Share of documents held out for evaluation.")
-    processes = models.PositiveSmallIntegerField(default=1, help_text="Processes under torchrun (one per GPU).")
-    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    step = models.PositiveIntegerField(default=0)
-    total_steps = models.PositiveIntegerField(default=0)
-    losses = models.JSONField(default=list, blank=True, editable=False)
-    metrics = models.JSONField(default=dict, blank=True, editable=False)
-    output_dir = models.CharField(max_length=500, blank=True, editable=False)
-    checkpoint = models.CharField(max_length=500, blank=True, editable=False,
-                                  help_text="The newest checkpoint a stopped job left.")
-    error = models.TextField(blank=True, editable=False)
-    adapter = models.ForeignKey(AdapterVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                                editable=False)
-    produced_model = models.ForeignKey(BaseModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                                       editable=False)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+", editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True, editable=False)
-    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
-    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.get_kind_display()} job {self.pk} ({self.status})"
-
-    @property
-    def finished(self) -> bool:
-        return self.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
-
-    def clean(self) -> None:
-        from webapp.registry.training import check_job
-
-        check_job(self)

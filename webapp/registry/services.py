@@ -122,20 +122,6 @@ def model_for_role(role: str) -> BaseModel | None:
     return None
 
 
-def check_role_assignment(model: BaseModel) -> None:
-    """A role is served by one model at most, and never by one its active adapter was not trained on."""
-    from django.core.exceptions import ValidationError
-
-    for role in model.role_list():
-        other = BaseModel.objects.exclude(pk=model.pk).filter(roles__contains=role).first()
-        if other is not None and role in other.role_list():
-            raise ValidationError({"roles": f"{role!r} is already served by {other.name}."})
-        adapter = AdapterVersion.objects.filter(role=role, status=VersionStatus.ACTIVE).first()
-        if adapter is not None and adapter.base_model_id != model.pk:
-            raise ValidationError({"roles": f"{role!r} uses {adapter.name}, trained on {adapter.base_model.name}; "
-                                            f"deactivate it (or train one on {model.name}) first."})
-
-
 def base_model_assign_roles(*, model: BaseModel, roles: list[str]) -> BaseModel:
     model.roles = ", ".join(roles)
     model.full_clean()

@@ -1,6 +1,14 @@
 from __future__ import annotations
 
+from celery.signals import worker_ready
 from django.apps import AppConfig
+from django.conf import settings
+
+
+def _start_watching(sender=None, **kwargs) -> None:
+    """An agents worker that starts looks for sections whose worker died mid-write."""
+    if settings.AGENTS_QUEUE in {q.name for q in sender.app.amqp.queues.consume_from.values()}:
+        sender.app.send_task("agents.watch_runs")
 
 
 class RunsConfig(AppConfig):
@@ -8,14 +16,4 @@ class RunsConfig(AppConfig):
     label = "runs"
 
     def ready(self) -> None:
-        from celery.signals import worker_ready
-        from django.conf import settings
-
-        def start_watching(sender=None, **kwargs) -> None:
-            # An agents worker that starts looks for sections whose worker died mid-write.
-            if settings.AGENTS_QUEUE in {q.name for q in sender.app.amqp.queues.consume_from.values()}:
-                from webapp.runs.tasks import watch_runs
-
-                watch_runs.delay()
-
-        worker_ready.connect(start_watching, weak=False)
+        worker_ready.connect(_start_watching, weak=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from webapp.documents.models import Document, Section
 
@@ -33,7 +34,6 @@ class WritingRun(models.Model):
                                               "fallback, or existing (written by people).")
     outline_problems = models.JSONField(default=list, blank=True)
     batch_size = models.PositiveSmallIntegerField(default=8)
-    model_name = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -60,8 +60,6 @@ class WritingRun(models.Model):
 
     @property
     def elapsed_s(self) -> float:
-        from django.utils import timezone
-
         return ((self.finished_at or timezone.now()) - self.created_at).total_seconds()
 
     @property

@@ -1,33 +1,58 @@
-"""Celery tasks of writing runs, all on the agents queue. They take ids and call one service."""
+"""Celery tasks of writing runs, all on the agents queue. They take ids and call one service;
+services queue them by name (lifecycle.*_TASK), so nothing below imports this module."""
 
 from __future__ import annotations
+
+import os
+import uuid
 
 from celery import shared_task
 from django.conf import settings
 
-from webapp.runs import services
+from agents.llm.types import GenerationRequest
+from webapp import llm
+from webapp.runs import lifecycle, reviewing, services, writing
 from webapp.runs.models import RunStatus, WritingRun
 
 
-@shared_task(name="agents.plan_run")
+@shared_task(name=lifecycle.PLAN_TASK)
 def plan_run(run_id: int) -> str:
     return services.run_plan(run_id=run_id).status
 
 
-@shared_task(name="agents.write_batch")
+@shared_task(name=lifecycle.WRITE_TASK)
 def write_batch(run_id: int, task_ids: list[int]) -> None:
-    services.run_write_batch(run_id=run_id, task_ids=task_ids)
+    writing.run_write_batch(run_id=run_id, task_ids=task_ids)
 
 
-@shared_task(name="agents.review_run")
+@shared_task(name=lifecycle.REVIEW_TASK)
 def review_run(run_id: int) -> None:
-    services.run_review(run_id=run_id)
+    reviewing.run_review(run_id=run_id)
 
 
-@shared_task(name="agents.watch_runs", ignore_result=True)
+@shared_task(name=lifecycle.WATCH_TASK, ignore_result=True)
 def watch_runs() -> int:
     """Re-queue sections of dead workers; look again later while anything is being written."""
     requeued = services.requeue_stale()
     if WritingRun.objects.filter(status__in=[RunStatus.WRITING, RunStatus.REVIEWING]).exists():
         watch_runs.apply_async(countdown=max(1, settings.WRITER_STALE_S // 2))
     return requeued
+
+
+@shared_task(name=lifecycle.GENERATE_TASK)
+def generate(role: str, messages: list[dict[str, str]], max_new_tokens: int = 256, request_id: str = "") -> dict:
+    """A plain completion through this worker's engine, with the role's adapter: the smallest job
+    that goes through a worker (tests and health checks use it). Cancelled by setting the flag
+    named by its request id (webapp.redis.CancelFlags)."""
+    request = GenerationRequest(id=request_id or uuid.uuid4().hex, messages=messages, max_new_tokens=max_new_tokens)
+    engine = llm.get_engine(role)
+    text, last = [], None
+    for delta in engine.stream(llm.with_role_adapters([(role, request)]), cancel=lifecycle.flags):
+        text.append(delta.text)
+        last = delta if delta.finished else last
+    return {
+        "text": "".join(text), "finish_reason": last.finish_reason, "error": last.error,
+        "completion_tokens": last.completion_tokens,
+        "adapter": request.adapter.name if request.adapter else None,
+        "worker_pid": os.getpid(), "engine_id": id(engine),
+    }

@@ -1,23 +1,102 @@
-"""Starting, approving and cancelling writing runs, regenerating a section, and deciding on the
-reviewer's suggestions. Each view authorises through the document's project, then calls one service."""
+"""The document's page (its text, outline, run panel and suggestions, live) and its state for
+clients that resync; starting, approving and cancelling writing runs, regenerating a section,
+taking one over, and deciding on suggestions. Each view authorises through the document's
+project (documents.services.document_for_user), then calls one service."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from webapp.documents.models import Section
-from webapp.documents.views import _document
-from webapp.projects.models import Role
-from webapp.runs import services
+from webapp import events
+from webapp.documents import export
+from webapp.documents import services as documents
+from webapp.documents.models import Document, Section
+from webapp.projects.models import Membership, Role
+from webapp.runs import services, suggestions
 from webapp.runs.models import ACTIVE, Suggestion, WritingRun
+
+
+def _document(request, document_id: int, role: str = Role.VIEWER) -> tuple[Document, Membership]:
+    return documents.document_for_user(user=request.user, document_id=document_id, role=role)
 
 
 def _back(document_id: int, anchor: str = "runs"):
     return redirect(reverse("document_detail", args=[document_id]) + f"#{anchor}")
+
+
+@login_required
+def document_detail(request, document_id: int):
+    document, membership = _document(request, document_id)
+    tree = list(document.section_tree())
+    references = export.References([section for section, _, _ in tree])
+    rows = [
+        {"section": section, "depth": depth, "number": number, "level": min(depth + 2, 6),
+         "html": export.render_markdown_safe(references.linked(section)) if section.text else ""}
+        for section, depth, number in tree
+    ]
+    planned = sum(row["section"].word_budget for row in rows if row["depth"] == 0)
+    suggestions: dict[int | None, list] = {}
+    for suggestion in document.suggestions.filter(status="open"):
+        suggestions.setdefault(suggestion.section_id, []).append(suggestion)  # None: the title
+    parents = {row["section"].parent_id for row in rows}
+    for row in rows:
+        row["suggestions"] = suggestions.get(row["section"].id, [])
+        row["leaf"] = row["section"].id not in parents
+    run = document.runs.prefetch_related("tasks__section").first()
+    if run is not None:
+        waiting = run.waiting_ahead()
+        for task in run.tasks.all():  # the prefetched objects the panel shows
+            task.ahead = waiting.get(task.pk)
+    return render(request, "documents/document_detail.html", {
+        "document": document, "project": document.project, "membership": membership, "rows": rows,
+        "can_edit": membership.allows(Role.EDITOR), "planned_words": planned,
+        "words": len(document.lead.split()) + sum(row["section"].word_count() for row in rows), "run": run,
+        "run_active": run is not None and run.status in ACTIVE, "title_suggestions": suggestions.get(None, []),
+        "references": references.listing(), "live_user": {"name": request.user.username,
+                                                          "color": _colour(request.user.username)},
+    })
+
+
+COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#00897b", "#5e35b1", "#d81b60", "#6d4c41")
+
+
+def _colour(name: str) -> str:
+    """A person's colour for cursors and presence: the same on every page and for every viewer."""
+    return COLOURS[sum(name.encode()) % len(COLOURS)]
+
+
+@login_required
+def document_state(request, document_id: int):
+    """Everything a page shows about a document, from the database, with the event sequence
+    number it is current to: a client that missed events (a gap in `seq`, a dropped socket)
+    loads this and applies only the events after `seq`."""
+    document, membership = _document(request, document_id)
+    return JsonResponse(_state(document) | {"role": membership.role})
+
+
+def _state(document: Document) -> dict:
+    """The document as the database has it now, and the last event number sent before it was
+    read (read first: an event after it may already be included, so events are idempotent)."""
+    seq = events.current_seq(events.document_group(document.pk))
+    document.refresh_from_db()
+    run = WritingRun.objects.filter(document=document).prefetch_related("tasks").first()
+    return {
+        "document_id": document.pk, "seq": seq, "title": document.title, "lead": document.lead,
+        "words": document.word_count(), "target_words": document.target_words,
+        "sections": [{"id": s.pk, "parent_id": s.parent_id, "number": number, "depth": depth, "heading": s.heading,
+                      "text": s.text, "status": s.status, "version": s.version, "word_budget": s.word_budget,
+                      "pinned": s.pinned} for s, depth, number in document.section_tree()],
+        "run": None if run is None else {
+            "id": run.pk, "status": run.status, "error": run.error,
+            "tasks": [{"id": t.pk, "role": t.role, "section_id": t.section_id, "status": t.status, "words": t.words}
+                      for t in run.tasks.all()]},
+        "open_suggestions": document.suggestions.filter(status="open").count(),
+    }
 
 
 @login_required
@@ -102,10 +181,10 @@ def _suggestion(request, document_id: int, suggestion_id: int) -> Suggestion:
 def suggestion_accept(request, document_id: int, suggestion_id: int):
     suggestion = _suggestion(request, document_id, suggestion_id)
     try:
-        services.suggestion_accept(suggestion=suggestion, user=request.user)
-    except services.SuggestionOutdated as error:
+        suggestions.suggestion_accept(suggestion=suggestion, user=request.user)
+    except suggestions.SuggestionOutdated as error:
         messages.error(request, str(error))
-    except services.documents.SectionConflict as error:
+    except documents.SectionConflict as error:
         messages.error(request, str(error))
     return _back(document_id, f"section-{suggestion.section_id}")
 
@@ -114,5 +193,5 @@ def suggestion_accept(request, document_id: int, suggestion_id: int):
 @require_POST
 def suggestion_reject(request, document_id: int, suggestion_id: int):
     suggestion = _suggestion(request, document_id, suggestion_id)
-    services.suggestion_reject(suggestion=suggestion, user=request.user)
+    suggestions.suggestion_reject(suggestion=suggestion, user=request.user)
     return _back(document_id, f"section-{suggestion.section_id}")

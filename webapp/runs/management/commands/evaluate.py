@@ -1,20 +1,21 @@
-"""Score the agent team against a single agent on the briefs in bench/briefs.json."""
+"""Score the agent team against a single agent on the briefs in training/data/briefs.json."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from agents import evaluation, pipeline
+from agents import coordinator, evaluation
 from agents.outline import Brief
 from agents.retrieval import PassageIndex, default_embedder
 from webapp import llm
 from webapp.documents.extract import chunk_text, normalise
 
-BRIEFS = settings.BASE_DIR / "bench" / "briefs.json"
+BRIEFS = settings.BASE_DIR / "training" / "data" / "briefs.json"
 
 
 class Command(BaseCommand):
@@ -29,7 +30,10 @@ class Command(BaseCommand):
         items = json.loads(briefs.read_text())[: limit or None]
         engine = llm.get_engine()
         embed = default_embedder().embed
-        systems = [("team", pipeline.write_article)] + ([] if no_baseline else [("single", pipeline.single_agent)])
+        # The team as a run writes (the reviewer's proposals change no text until a person
+        # accepts one, so the scores leave it out), and the single-agent baseline.
+        systems = [("team", functools.partial(coordinator.write_article, review_article=False))]
+        systems += [] if no_baseline else [("single", coordinator.single_agent)]
         rows, totals = [], {name: [] for name, _ in systems}
         for item in items:
             brief = Brief(topic=item["topic"], target_words=item["words"], audience=item.get("audience", ""))

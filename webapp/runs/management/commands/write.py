@@ -15,12 +15,12 @@ from tqdm import tqdm
 from agents.evaluation import length_score
 from agents.roles.section_writer import HIGH, LOW
 from webapp.celery import app
-from webapp.documents import export
+from webapp.documents import export, sources
 from webapp.documents import services as documents
 from webapp.documents.models import SourceStatus
 from webapp.projects import services as projects
 from webapp.projects.models import Project
-from webapp.runs import services
+from webapp.runs import services, suggestions
 from webapp.runs.models import FINAL, RunStatus, SuggestionStatus, WritingRun
 
 
@@ -52,7 +52,7 @@ class Command(BaseCommand):
         run = self._follow(run, timeout)
         # Here the person asking is the command line: the finisher's title is taken.
         for suggestion in document.suggestions.filter(kind="title", status=SuggestionStatus.OPEN):
-            services.suggestion_accept(suggestion=suggestion, user=user)
+            suggestions.suggestion_accept(suggestion=suggestion, user=user)
         document.refresh_from_db()
         self._summary(run)
         if json:
@@ -66,7 +66,7 @@ class Command(BaseCommand):
         files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in settings.SOURCE_EXTENSIONS]
         if not files:
             raise CommandError(f"{folder}: no .txt, .md, .pdf or .html files")
-        uploaded = [documents.source_upload(project=project, user=user,
+        uploaded = [sources.source_upload(project=project, user=user,
                                             upload=SimpleUploadedFile(p.name, p.read_bytes())) for p in files]
         deadline = time.monotonic() + 300
         for source in uploaded:

@@ -1,0 +1,122 @@
+"""A project's reference files: upload, text extraction and passage embeddings (on the default
+queue), and the passages nearest a query, which writers cite."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from agents import retrieval
+from agents.llm.files import ModelFolderError
+from webapp import events
+from webapp.celery import enqueue
+from webapp.documents import extract
+from webapp.documents.models import Source, SourceChunk, SourceStatus
+from webapp.projects.models import Project
+
+EXTRACT_TASK = "documents.extract_source"
+
+
+class SourceRejected(Exception):
+    """An upload refused before anything was stored; the message is shown to the user."""
+
+
+# --- sources -------------------------------------------------------------------------------
+
+def source_kind_for(filename: str) -> str:
+    suffix = Path(filename).suffix.lower()
+    kind = settings.SOURCE_EXTENSIONS.get(suffix)
+    if kind is None:
+        allowed = ", ".join(sorted(settings.SOURCE_EXTENSIONS))
+        raise SourceRejected(f"“{filename}” is not a supported type. Upload one of: {allowed}.")
+    return kind
+
+
+@transaction.atomic
+def source_upload(*, project: Project, user, upload: UploadedFile, title: str = "") -> Source:
+    """Store an uploaded reference file and queue its text extraction on the default queue."""
+    kind = source_kind_for(upload.name)
+    limit = settings.SOURCE_MAX_BYTES
+    if upload.size > limit:
+        raise SourceRejected(
+            f"“{upload.name}” is {upload.size / 1_048_576:.1f} MB; the limit is "
+            f"{limit / 1_048_576:.1f} MB per file."
+        )
+    if upload.size == 0:
+        raise SourceRejected(f"“{upload.name}” is empty.")
+    name = Path(upload.name).name
+    source = Source(project=project, title=(title or Path(name).stem)[:300], original_name=name[:300],
+                    kind=kind, size=upload.size, uploaded_by=user)
+    source.file.save(re.sub(r"[^\w.-]+", "_", name)[-200:], upload, save=False)
+    source.save()
+    enqueue(EXTRACT_TASK, source.id)
+    return source
+
+
+def _set_source_status(source: Source, status: str, error: str = "") -> None:
+    source.status, source.error = status, error
+    fields = ["status", "error"]
+    if status in (SourceStatus.READY, SourceStatus.FAILED):
+        source.processed_at = timezone.now()
+        fields.append("processed_at")
+    source.save(update_fields=fields)
+    events.send(events.SourceStatusChanged(project_id=source.project_id, source_id=source.id, status=status,
+                                           error=error))
+
+
+def source_extract(*, source_id: int) -> Source | None:
+    """Extract and chunk a source's text. Safe to run twice: the chunks are replaced whole."""
+    source = Source.objects.filter(pk=source_id).first()
+    if source is None:  # deleted before the worker got to it
+        return None
+    with transaction.atomic():
+        _set_source_status(source, SourceStatus.PROCESSING)
+    try:
+        with source.file.open("rb") as handle:
+            text = extract.extract_text(handle.read(), source.kind)
+    except extract.ExtractionError as error:
+        with transaction.atomic():
+            _set_source_status(source, SourceStatus.FAILED, str(error))
+        return source
+    chunks = extract.chunk_text(text)
+    try:
+        vectors = retrieval.default_embedder().embed([chunk.text for chunk in chunks])
+    except (ModelFolderError, OSError) as error:
+        with transaction.atomic():
+            _set_source_status(source, SourceStatus.FAILED, f"The passages could not be indexed: {error}")
+        return source
+    with transaction.atomic():
+        source.text = text
+        source.save(update_fields=["text"])
+        source.chunks.all().delete()
+        SourceChunk.objects.bulk_create(
+            SourceChunk(source=source, index=i, text=chunk.text, char_start=chunk.start, char_end=chunk.end,
+                        embedding=retrieval.to_bytes(vector))
+            for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
+        )
+        _set_source_status(source, SourceStatus.READY)
+    return source
+
+
+def source_passages(*, project: Project, query: str, k: int = 4) -> list[tuple[SourceChunk, float]]:
+    """The k passages of the project's ready sources closest in meaning to `query`, best first."""
+    chunks = list(SourceChunk.objects.filter(source__project=project, source__status=SourceStatus.READY,
+                                             embedding__isnull=False).select_related("source"))
+    if not chunks:
+        return []
+    matrix = torch.stack([retrieval.from_bytes(bytes(chunk.embedding)) for chunk in chunks])
+    query_vector = retrieval.default_embedder().embed([query])[0]
+    return [(chunks[i], score) for i, score in retrieval.top_passages(query_vector, matrix, k)]
+
+
+@transaction.atomic
+def source_delete(*, source: Source) -> None:
+    storage, name = source.file.storage, source.file.name
+    source.delete()
+    transaction.on_commit(lambda: storage.delete(name))

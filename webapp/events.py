@@ -1,0 +1,142 @@
+"""What browsers hear about documents and projects: one dataclass per event, and one `send()`.
+
+Every event goes to the channel-layer group of its document (or project) with a per-group
+sequence number, so a client can notice a gap and resynchronise from the database (the channel
+layer may drop messages). By default an event leaves once the current transaction commits;
+streamed text that is not in the database yet leaves at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from webapp import redis as shared
+
+log = logging.getLogger(__name__)
+
+
+def document_group(document_id: int) -> str:
+    return f"document-{document_id}"
+
+
+def project_group(project_id: int) -> str:
+    return f"project-{project_id}"
+
+
+@dataclass(frozen=True)
+class DocumentEvent:
+    type: ClassVar[str]
+    document_id: int
+
+    @property
+    def group(self) -> str:
+        return document_group(self.document_id)
+
+
+@dataclass(frozen=True)
+class SectionText(DocumentEvent):
+    """A section's saved text (by a person, an agent, or a restore)."""
+    type: ClassVar[str] = "section.text"
+    section_id: int
+    version: int
+    status: str
+    text: str
+    by: str
+
+
+@dataclass(frozen=True)
+class SectionDelta(DocumentEvent):
+    """Text a writer just generated for a section. `offset` is where it goes in the section's
+    streamed text (whose saved state /documents/<id>/state/ returns), so a client that resynced
+    places later deltas right, and one that sees offset > its text length knows it missed some."""
+    type: ClassVar[str] = "section.delta"
+    section_id: int
+    run_id: int
+    offset: int
+    text: str
+
+
+@dataclass(frozen=True)
+class OutlineChanged(DocumentEvent):
+    type: ClassVar[str] = "outline.changed"
+    revision_id: int
+    by: str
+
+
+@dataclass(frozen=True)
+class RunStatusChanged(DocumentEvent):
+    type: ClassVar[str] = "run.status"
+    run_id: int
+    status: str
+    error: str
+
+
+@dataclass(frozen=True)
+class SuggestionsChanged(DocumentEvent):
+    """The reviewer replaced the open suggestions; `open` of them now."""
+    type: ClassVar[str] = "suggestions.changed"
+    open: int
+
+
+@dataclass(frozen=True)
+class SuggestionDecided(DocumentEvent):
+    type: ClassVar[str] = "suggestion.decided"
+    suggestion_id: int
+    status: str
+
+
+@dataclass(frozen=True)
+class DocumentFinished(DocumentEvent):
+    """The finisher wrote the lead (the title comes as a suggestion)."""
+    type: ClassVar[str] = "document.finished"
+    lead: str
+
+
+@dataclass(frozen=True)
+class SourceStatusChanged:
+    type: ClassVar[str] = "source.status"
+    project_id: int
+    source_id: int
+    status: str
+    error: str
+
+    @property
+    def group(self) -> str:
+        return project_group(self.project_id)
+
+
+Event = DocumentEvent | SourceStatusChanged
+
+
+def send(event: Event, *, now: bool = False) -> None:
+    """Send `event` to its group once the current transaction commits (`now`: at once). A failed
+    broadcast never fails the change that caused it: clients resync from the database."""
+    if now:
+        _send(event)
+    else:
+        transaction.on_commit(lambda: _send(event))
+
+
+def _send(event: Event) -> None:
+    try:
+        message = {"type": event.type, **dataclasses.asdict(event),
+                   "seq": int(shared.client().incr(f"scriptorium:seq:{event.group}"))}
+        async_to_sync(get_channel_layer().group_send)(event.group, {"type": "relay.event", "event": message})
+    except Exception as error:  # noqa: BLE001  (a failed broadcast must never fail a saved change)
+        log.warning("could not broadcast %s to %s (%s); clients resync from the database",
+                    event.type, event.group, error)
+
+
+def current_seq(group: str) -> int:
+    """The last sequence number sent to `group` (0 if none, or if Redis cannot be reached)."""
+    try:
+        return int(shared.client().get(f"scriptorium:seq:{group}") or 0)
+    except redis.RedisError:
+        return 0

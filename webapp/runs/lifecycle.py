@@ -1,0 +1,84 @@
+"""A run's life below its stages: the names of its Celery tasks and cancel flags, its status
+(stored and broadcast), claiming tasks nobody works on, and unlocking its sections.
+
+Stages queue each other by task name (webapp.celery.enqueue), so no module here imports the
+Celery tasks that call it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agents.roles import section_writer
+from webapp import events
+from webapp.documents import crdt
+from webapp.redis import CancelFlags
+from webapp.runs.models import FINAL, AgentTask, TaskStatus, WritingRun
+
+PLAN_TASK = "agents.plan_run"
+WRITE_TASK = "agents.write_batch"
+REVIEW_TASK = "agents.review_run"
+WATCH_TASK = "agents.watch_runs"
+GENERATE_TASK = "agents.generate"
+
+CHECKPOINT_EVERY_S = 1.0  # database checkpoint of streamed text, and the writers' heartbeat
+
+flags = CancelFlags()
+
+
+def run_flag(run: WritingRun) -> str:
+    # With the creation time, so that a run with a reused id (a new database) never sees the
+    # flag of an old run.
+    return f"run-{run.pk}-{run.created_at.timestamp()}"
+
+
+def task_flag(task: AgentTask) -> str:
+    """Set (to a person's name) when that person takes the task's section over."""
+    return f"task-{task.pk}-{task.run.created_at.timestamp()}"
+
+
+def set_status(run: WritingRun, status: str, error: str = "") -> None:
+    run.status, run.error = status, error
+    fields = ["status", "error"]
+    if status in FINAL:
+        run.finished_at = timezone.now()
+        fields.append("finished_at")
+    run.save(update_fields=fields)
+    announce(run)
+
+
+def announce(run: WritingRun) -> None:
+    events.send(events.RunStatusChanged(document_id=run.document_id, run_id=run.id, status=run.status,
+                                        error=run.error))
+
+
+def claim(task_ids: list[int]) -> list[AgentTask]:
+    """Take the tasks nobody is working on (queued, or running with a stale heartbeat)."""
+    stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
+    claimed = []
+    for task_id in task_ids:
+        updated = AgentTask.objects.filter(
+            Q(status=TaskStatus.QUEUED) | Q(status=TaskStatus.RUNNING, heartbeat_at__lt=stale), pk=task_id,
+        ).update(status=TaskStatus.RUNNING, heartbeat_at=timezone.now(), started_at=timezone.now(),
+                 attempts=F("attempts") + 1)
+        if updated:
+            claimed.append(AgentTask.objects.select_related("section", "run__document__project").get(pk=task_id))
+    return claimed
+
+
+def heartbeat(task_ids: list[int]) -> None:
+    """These tasks are alive (the watcher gives a task whose heartbeat stops to another worker)."""
+    AgentTask.objects.filter(pk__in=task_ids, status=TaskStatus.RUNNING).update(heartbeat_at=timezone.now())
+
+
+def release_sections(run: WritingRun) -> None:
+    """Unlock the run's sections in people's editors (a dead worker cannot do it itself)."""
+    keys = list(run.tasks.filter(role=section_writer.ROLE, section__isnull=False)
+                .values_list("section__key", flat=True))
+    if keys:
+        peer = crdt.Peer(run.document_id, section_writer.ROLE)
+        for key in keys:
+            peer.set_writer(key, None)

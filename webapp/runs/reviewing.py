@@ -1,0 +1,137 @@
+"""After the writers: the run is failed, cancelled or handed to the reviewer and the finisher
+(one task on the agents queue; people read the article meanwhile). The reviewer's proposals
+become suggestions; the finisher's lead goes into the document and its title is a suggestion."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import transaction
+from django.utils import timezone
+
+from agents import coordinator
+from agents.llm.types import BULK, INTERACTIVE
+from agents.roles import finisher, reviewer
+from webapp import events, llm
+from webapp.celery import enqueue
+from webapp.documents.models import Document, Section
+from webapp.registry import services as registry
+from webapp.runs import lifecycle
+from webapp.runs.models import AgentTask, RunStatus, Suggestion, SuggestionStatus, TaskStatus, WritingRun
+
+log = logging.getLogger(__name__)
+
+
+def finish_if_done(*, run_id: int) -> None:
+    """When the last writer is done: fail or cancel the run, or queue the review."""
+    with transaction.atomic():
+        run = WritingRun.objects.select_for_update().get(pk=run_id)
+        if run.status != RunStatus.WRITING:
+            return
+        if run.tasks.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
+            return
+        failed = list(run.tasks.filter(status=TaskStatus.FAILED).values_list("error", flat=True))
+        if failed:
+            lifecycle.set_status(run, RunStatus.FAILED, "; ".join(failed)[:2000])
+            lifecycle.release_sections(run)
+        elif run.tasks.filter(status=TaskStatus.CANCELLED).exists():
+            lifecycle.set_status(run, RunStatus.CANCELLED)
+        elif run.kind == "section":  # one section rewritten: only the checks that need no model
+            review_document(document=run.document, run=run)
+            lifecycle.set_status(run, RunStatus.DONE)
+        else:
+            AgentTask.objects.bulk_create([AgentTask(run=run, role=role) for role in (reviewer.ROLE, finisher.ROLE)])
+            lifecycle.set_status(run, RunStatus.REVIEWING)
+            enqueue(lifecycle.REVIEW_TASK, run.id)
+
+
+class _RunCancelled:
+    """The reviewer's cancel check: the whole run cancelled. Also keeps the tasks' heartbeat."""
+
+    def __init__(self, run: WritingRun, task_ids: list[int]):
+        self.flag, self.task_ids, self.last = lifecycle.run_flag(run), task_ids, time.monotonic()
+
+    def __call__(self, active: list[str]) -> set[str]:
+        if time.monotonic() - self.last >= lifecycle.CHECKPOINT_EVERY_S:
+            lifecycle.heartbeat(self.task_ids)
+            self.last = time.monotonic()
+        return set(active) if lifecycle.flags.read([self.flag]) else set()
+
+
+def run_review(*, run_id: int) -> None:
+    """The reviewer's suggestions and the finisher's title and lead, then the run is done. A
+    reviewer that fails leaves the article as written; the run says so."""
+    run = WritingRun.objects.select_related("document").get(pk=run_id)
+    if run.status != RunStatus.REVIEWING:
+        return
+    claimed = lifecycle.claim(list(run.tasks.filter(role__in=[reviewer.ROLE, finisher.ROLE])
+                                   .values_list("id", flat=True)))
+    if not claimed:
+        return
+    cancel = _RunCancelled(run, [task.pk for task in claimed])
+    error = ""
+    for task in claimed:
+        tokens: list[str] = []
+        try:
+            act = review_document if task.role == reviewer.ROLE else finish_document
+            act(document=run.document, run=run, cancel=cancel,
+                engine=llm.for_run(task.role, run.pk, BULK if task.role == reviewer.ROLE else INTERACTIVE),
+                on_text=tokens.append)
+        except Exception as failure:  # noqa: BLE001  (recorded on the task and the run)
+            log.exception("%s failed", task.role)
+            error = f"The {task.role} failed: {failure}"[:2000]
+            AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.FAILED, error=error,
+                                                        tokens=len(tokens), finished_at=timezone.now())
+        else:
+            AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.DONE, tokens=len(tokens),
+                                                        finished_at=timezone.now())
+    with transaction.atomic():
+        run = WritingRun.objects.select_for_update().get(pk=run_id)
+        if run.status == RunStatus.REVIEWING and not run.tasks.filter(status=TaskStatus.RUNNING).exists():
+            lifecycle.set_status(run, RunStatus.DONE, error)
+
+
+def _written_leaves(document: Document) -> list[Section]:
+    tree = [section for section, _, _ in document.section_tree()]
+    parents = {section.parent_id for section in tree}
+    return [section for section in tree if section.id not in parents and section.text.strip()]
+
+
+def review_document(*, document: Document, run: WritingRun | None = None, engine=None, cancel=None,
+                    on_text=None) -> list[Suggestion]:
+    """The reviewer's proposals, stored as open suggestions (replacing older open ones). Pinned
+    sections are left alone. With no engine, only the checks that need no model run."""
+    leaves = _written_leaves(document)
+    proposals = coordinator.review(engine, document.topic or document.title,
+                                   [(str(s.pk), s.heading, s.text) for s in leaves],
+                                   adapter=registry.resolve_adapter(reviewer.ROLE) if engine else None,
+                                   cancel=cancel, skip=[str(s.pk) for s in leaves if s.pinned], on_text=on_text)
+    with transaction.atomic():
+        document.suggestions.filter(status=SuggestionStatus.OPEN, role=reviewer.ROLE).delete()
+        created = Suggestion.objects.bulk_create(
+            Suggestion(document=document, section_id=int(p.section_key), run=run, role=reviewer.ROLE, kind=p.kind,
+                       original=p.original, replacement=p.replacement, reason=p.reason) for p in proposals)
+        events.send(events.SuggestionsChanged(document_id=document.id, open=len(created)))
+    return created
+
+
+def finish_document(*, document: Document, run: WritingRun | None = None, engine=None, cancel=None,
+                    on_text=None) -> finisher.Finish:
+    """The finisher's lead goes into the document unless a person wrote the lead; its title is a
+    suggestion (people named the document)."""
+    result = coordinator.finish(engine or llm.get_engine(finisher.ROLE), document.brief(),
+                                [(s.heading, s.text) for s in _written_leaves(document)],
+                                adapter=registry.resolve_adapter(finisher.ROLE), cancel=cancel, on_text=on_text)
+    with transaction.atomic():
+        document = Document.objects.select_for_update().get(pk=document.pk)
+        if document.lead_by_agent or not document.lead.strip():
+            document.lead, document.lead_by_agent = result.lead, True
+            document.save(update_fields=["lead", "lead_by_agent", "updated_at"])
+        document.suggestions.filter(status=SuggestionStatus.OPEN, role=finisher.ROLE).delete()
+        if result.title_path == "model" and result.title.strip().lower() != document.title.strip().lower():
+            Suggestion.objects.create(document=document, section=None, run=run, role=finisher.ROLE, kind="title",
+                                      original=document.title, replacement=result.title,
+                                      reason="The finisher's title for the finished article.")
+        events.send(events.DocumentFinished(document_id=document.id, lead=document.lead))
+    return result

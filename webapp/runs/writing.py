@@ -1,0 +1,209 @@
+"""Writing a batch of leaf sections: the coordinator's writer tasks for the claimed sections,
+streamed into the shared document as they come, checkpointed every second (a killed worker's
+sections resume from there on another worker), and saved at the end unless a person took the
+section over or changed it meanwhile (then theirs stays, and ours is kept as a revision)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.utils import timezone
+
+from agents import coordinator
+from agents.llm.types import BULK, INTERACTIVE, Engine
+from agents.roles import section_writer
+from webapp import events, llm
+from webapp.documents import crdt, sources
+from webapp.documents import services as documents
+from webapp.documents.models import Section, SectionStatus
+from webapp.registry import services as registry
+from webapp.runs import lifecycle, reviewing
+from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
+
+log = logging.getLogger(__name__)
+
+BROADCAST_EVERY_S = 0.1  # at most about ten delta messages a second per section
+WRITER = {"name": "Section writer", "role": section_writer.ROLE, "color": "#8e24aa"}
+
+
+class _Streamer:
+    """Collects streamed text per section: writes it into the shared document as a peer (people's
+    editors show it as it comes, and lock the section while the agent writes) with a delta event
+    per section, every 0.1 s, and checkpoints it every second."""
+
+    def __init__(self, run: WritingRun, tasks: dict[str, AgentTask]):
+        self.run, self.tasks = run, tasks
+        self.text = {key: task.checkpoint_text for key, task in tasks.items()}
+        self.peer = crdt.Peer(run.document_id, section_writer.ROLE)
+        for key, task in tasks.items():
+            self.peer.set_writer(task.section.key, WRITER | {"run": run.pk})
+            self.peer.replace(task.section.key, self.text[key])  # a rewrite starts from its checkpoint
+        self.unsent = {key: "" for key in tasks}
+        self.tokens = {key: 0 for key in tasks}
+        self.last_sent = 0.0
+        self.last_saved = time.monotonic()
+
+    def __call__(self, key: str, piece: str) -> None:
+        self.text[key] += piece
+        self.tokens[key] += 1  # the engine streams one token's text per call
+        self.unsent[key] += piece
+        now = time.monotonic()
+        if now - self.last_sent >= BROADCAST_EVERY_S:
+            self._send(now)
+        if now - self.last_saved >= lifecycle.CHECKPOINT_EVERY_S:
+            self.checkpoint()
+
+    def _send(self, now: float) -> None:
+        """Every section's new text: one shared-document update for all of them (one stored row:
+        with one per section, the task thread spent most of its time committing them and fell
+        behind the serving core), then a delta event per section."""
+        pending = {key: piece for key, piece in self.unsent.items() if piece}
+        if pending:
+            self.peer.append_many({self.tasks[key].section.key: piece for key, piece in pending.items()})
+        for key, piece in pending.items():
+            events.send(events.SectionDelta(document_id=self.run.document_id, section_id=self.tasks[key].section_id,
+                                            run_id=self.run.id, offset=len(self.text[key]) - len(piece), text=piece),
+                        now=True)
+        self.unsent = {key: "" for key in self.unsent}
+        self.last_sent = now
+
+    def checkpoint(self) -> None:
+        now = timezone.now()
+        for key, task in self.tasks.items():
+            AgentTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
+                checkpoint_text=self.text[key], heartbeat_at=now)
+            # Into the section too, unless a person changed it since writing began.
+            Section.objects.filter(pk=task.section_id, version=task.base_version).update(
+                text=self.text[key], status=SectionStatus.WRITING)
+        self.last_saved = time.monotonic()
+
+    def flush(self) -> None:
+        self._send(time.monotonic())
+
+    def release(self) -> None:
+        """The agent is done with its sections (finished, cancelled or failed): people may type."""
+        for task in self.tasks.values():
+            self.peer.set_writer(task.section.key, None)
+
+
+class _Watch:
+    """The writers' cancel check, asked between decode steps with the running requests as
+    {request id: task key}: stops them all when the run is cancelled, and one when a person took
+    its section over (one Redis round trip). Once a second it also tells the watcher the writers
+    are alive even while their requests wait for a row of the serving core (no text, so no
+    checkpoint: without this, a wait past WRITER_STALE_S had the section given to a second
+    writer), and keeps each waiting writer's place in the core's queue on its task, so the page
+    can say "3 requests ahead"."""
+
+    def __init__(self, run: WritingRun, engine: Engine, tasks: dict[str, AgentTask]):
+        self.run_flag = lifecycle.run_flag(run)
+        self.task_flags = {key: lifecycle.task_flag(task) for key, task in tasks.items()}
+        self.core = getattr(engine, "core", None)
+        self.tasks, self.last, self.shown = tasks, time.monotonic(), {}
+
+    def __call__(self, active: dict[str, str]) -> set[str]:
+        if time.monotonic() - self.last >= lifecycle.CHECKPOINT_EVERY_S:
+            self.last = time.monotonic()
+            self._keep_alive(active)
+        set_flags = lifecycle.flags.read([self.run_flag] + [self.task_flags[key] for key in set(active.values())])
+        if self.run_flag in set_flags:
+            return set(active)
+        return {request_id for request_id, key in active.items() if self.task_flags[key] in set_flags}
+
+    def _keep_alive(self, active: dict[str, str]) -> None:
+        lifecycle.heartbeat([task.pk for task in self.tasks.values()])
+        for request_id, key in active.items() if self.core is not None else ():
+            ahead = self.core.position(request_id)
+            if self.shown.get(key) != ahead:
+                self.shown[key] = ahead
+                AgentTask.objects.filter(pk=self.tasks[key].pk).update(waiting_ahead=ahead)
+
+    def taken_over(self) -> dict[str, str]:
+        """Task key -> the person who took its section over."""
+        by = lifecycle.flags.read(self.task_flags.values())
+        return {key: by[flag] for key, flag in self.task_flags.items() if flag in by}
+
+
+def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
+    run = WritingRun.objects.select_related("document__project").get(pk=run_id)
+    if run.status != RunStatus.WRITING:
+        return
+    claimed = lifecycle.claim(task_ids)
+    if not claimed:
+        return
+    document = run.document
+    brief, sections = document.brief(), document.planned()
+    outline = coordinator.outline_text(sections)
+    by_key = {str(task.section_id): task for task in claimed if task.section_id}
+    work = [task for task in coordinator.writer_tasks(sections) if task.key in by_key]
+    gone = [task.pk for task in claimed if str(task.section_id) not in {w.key for w in work}]
+    if gone:  # deleted, or given subsections, since the run was approved
+        AgentTask.objects.filter(pk__in=gone).update(status=TaskStatus.SKIPPED, finished_at=timezone.now(),
+                                                     error="The section is no longer a leaf of the outline.")
+        by_key = {w.key: by_key[w.key] for w in work}
+    # A person waits on a one-section rewrite: it goes before the bulk writing of whole runs.
+    engine = llm.for_run(section_writer.ROLE, run.pk, INTERACTIVE if run.kind == "section" else BULK)
+    adapter = registry.resolve_adapter(section_writer.ROLE)
+    cited = {}
+    for writer in work:
+        task = by_key[writer.key]
+        writer.instruction = task.instruction
+        found = [chunk for chunk, _ in sources.source_passages(project=document.project,
+                                                               query=coordinator.passage_query(writer),
+                                                               k=coordinator.PASSAGES_PER_WRITER)]
+        writer.passages, cited[writer.key] = [chunk.text[:600] for chunk in found], [chunk.pk for chunk in found]
+        task.adapter_version = adapter.name if adapter else ""
+        AgentTask.objects.filter(pk=task.pk).update(
+            context_bytes=section_writer.context_bytes(brief, outline, writer),
+            prompt=coordinator.writer_prompt(brief, sections, writer), adapter_version=task.adapter_version)
+    if not work:
+        reviewing.finish_if_done(run_id=run.id)
+        return
+    streamer, watch = _Streamer(run, by_key), _Watch(run, engine, by_key)
+    try:
+        results = coordinator.write(engine, brief, sections, work, adapter=adapter, on_text=streamer, cancel=watch,
+                                    drafts={key: task.checkpoint_text for key, task in by_key.items()})
+    except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
+        log.exception("writing failed")
+        streamer.release()
+        AgentTask.objects.filter(pk__in=[t.pk for t in by_key.values()]).update(
+            status=TaskStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now())
+        reviewing.finish_if_done(run_id=run.id)
+        return
+    streamer.flush()
+    model_name = getattr(engine, "base_model_name", "") or type(engine).__name__
+    taken_by = watch.taken_over()
+    for key, written in results.items():
+        task = by_key[key]
+        if key in taken_by:  # the person's now: their editor holds the text so far, as streamed
+            Section.objects.filter(pk=task.section_id, status=SectionStatus.WRITING).update(
+                text=streamer.text[key], status=SectionStatus.EDITED)
+            AgentTask.objects.filter(pk=task.pk).update(
+                status=TaskStatus.SKIPPED, words=written.words, tokens=streamer.tokens[key],
+                finished_at=timezone.now(), error=f"Taken over by {taken_by[key]}.")
+            continue
+        _save(run, task, written, streamer.peer, model_name, cited[key])
+        status = TaskStatus.CANCELLED if written.finish == "cancelled" else TaskStatus.DONE
+        AgentTask.objects.filter(pk=task.pk).update(status=status, checkpoint_text=written.text,
+                                                    words=written.words, tokens=streamer.tokens[key],
+                                                    finished_at=timezone.now())
+    streamer.release()
+    reviewing.finish_if_done(run_id=run.id)
+
+
+def _save(run: WritingRun, task: AgentTask, written: section_writer.WrittenSection, peer: crdt.Peer,
+          model_name: str, cited: list[int]) -> None:
+    """The writer's text into its section. If a person edited the section meanwhile, theirs stays
+    and ours is kept as a conflict revision."""
+    model_version = f"{model_name} + {task.adapter_version}" if task.adapter_version else model_name
+    try:
+        documents.section_save_text(section_id=task.section_id, user=None, text=written.text,
+                                    expected_version=task.base_version, agent_role=section_writer.ROLE,
+                                    model_version=model_version, peer=peer)  # holds the text it streamed: no reload
+    except documents.SectionConflict as conflict:
+        # A person saved a form meanwhile: a fresh copy of the shared text includes their change.
+        crdt.Peer(run.document_id, section_writer.ROLE).replace(task.section.key, conflict.section.text)
+    else:
+        # [1], [2], ... in this text are these chunks, in this order.
+        Section.objects.filter(pk=task.section_id).update(citations=cited)
