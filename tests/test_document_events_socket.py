@@ -143,7 +143,7 @@ def test_a_client_that_missed_events_resynchronises_from_the_database(document, 
 
 @pytest.mark.django_db(transaction=True)
 def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_written_text(document, editor, viewer):
-    from webapp.runs import services as runs
+    from webapp.runs import writing as runs
     from webapp.runs.models import AgentTask, WritingRun
 
     section = document.sections.get(heading="Gulls")
@@ -159,7 +159,7 @@ def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_writte
         communicator = _socket(document, headers)
         assert (await communicator.connect())[0]
         await communicator.receive_json_from(timeout=5)
-        streamer = runs._Streamer(run, {"k": task})
+        streamer = await sync_to_async(runs._Streamer)(run, {"k": task})
         for index, piece in enumerate(pieces):
             await sync_to_async(streamer)("k", piece)
             if index == 3:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from webapp.registry import services
-from webapp.registry.tasks import generate
+from webapp.runs.tasks import generate
 
 MESSAGES = [{"role": "user", "content": "Write about gannets."}]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from agents import evaluation
+from agents.coordinator import single_agent, write_article
 from agents.llm.types import Delta
 from agents.outline import Brief
-from agents.pipeline import single_agent, write_article
 
 
 @pytest.mark.parametrize("words, target, score", [

@@ -14,6 +14,7 @@ from django.core.management.base import CommandError
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import GenerationRequest
 from webapp import llm
+from webapp.redis import CancelFlags
 from webapp.registry import services
 from webapp.registry.models import AdapterVersion, VersionStatus
 
@@ -96,13 +97,13 @@ def test_register_commands_check_folders(db, tiny_model_dir, tmp_path):
 
 def test_a_redis_cancel_flag_stops_a_running_request(db, tiny_model_dir):
     engine = TransformersEngine(tiny_model_dir, dtype="float32")
-    flags = llm.RedisCancelFlags()
+    flags = CancelFlags()
     rid = f"cancel-{uuid.uuid4().hex}"
     deltas, flagged = [], 0.0
     for delta in engine.stream([GenerationRequest(id=rid, prompt="Terns", max_new_tokens=2000)], cancel=flags):
         deltas.append(delta)
         if len(deltas) == 3:
-            flags.cancel(rid)  # as the web process would, through Redis
+            flags.set(rid)  # as the web process would, through Redis
             flagged = time.monotonic()
     assert deltas[-1].finish_reason == "cancelled" and deltas[-1].completion_tokens < 2000
     # The flags are read every 0.1 s by the caller; the core stops the row at its next step.

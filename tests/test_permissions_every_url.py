@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tests.factories import PASSWORD, make_document, make_project, make_user
-from webapp.documents import services
+from webapp.documents import sources
 from webapp.documents.models import Revision
 from webapp.runs.models import RunStatus, Suggestion, WritingRun
 
@@ -89,7 +89,7 @@ def world(db):
     project = make_project(owner, editors=[editor], viewers=[viewer])
     document = make_document(project, owner)
     section = document.sections.order_by("order").last()
-    source = services.source_upload(project=project, user=owner,
+    source = sources.source_upload(project=project, user=owner,
                                     upload=SimpleUploadedFile("notes.txt", b"Terns dive."))
     revision = Revision.objects.filter(document=document).order_by("id").first()
     membership = project.memberships.get(user=viewer)

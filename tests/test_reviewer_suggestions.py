@@ -8,7 +8,7 @@ import pytest
 from agents.roles.reviewer import review_repetition
 from tests.fakes import ScriptedEngine
 from webapp.documents import services as documents
-from webapp.runs import services
+from webapp.runs import reviewing, suggestions
 from webapp.runs.models import SuggestionStatus
 
 REPEATED = "Herring gulls nest on rooftops in many coastal towns today."
@@ -39,17 +39,17 @@ def test_accept_applies_the_change_as_a_revision_and_reject_leaves_the_text(docu
     _write(document, owner, {"Gulls": f"Gulls are loud. {REPEATED}",
                              "Terns": f"Terns dive for fish. {REPEATED} They migrate far.",
                              "Introduction": f"Welcome. {REPEATED}"})
-    suggestions = services.review_document(document=document)
-    assert {s.section.heading for s in suggestions} == {"Gulls", "Terns"}  # both repeat the introduction
-    terns = next(s for s in suggestions if s.section.heading == "Terns")
-    gulls = next(s for s in suggestions if s.section.heading == "Gulls")
+    proposed = reviewing.review_document(document=document)
+    assert {s.section.heading for s in proposed} == {"Gulls", "Terns"}  # both repeat the introduction
+    terns = next(s for s in proposed if s.section.heading == "Terns")
+    gulls = next(s for s in proposed if s.section.heading == "Gulls")
 
-    services.suggestion_accept(suggestion=terns, user=editor)
+    suggestions.suggestion_accept(suggestion=terns, user=editor)
     section = document.sections.get(heading="Terns")
     assert section.text == "Terns dive for fish. They migrate far."
     assert section.revisions.order_by("-id").first().author == editor
 
-    services.suggestion_reject(suggestion=gulls, user=editor)
+    suggestions.suggestion_reject(suggestion=gulls, user=editor)
     assert document.sections.get(heading="Gulls").text == f"Gulls are loud. {REPEATED}"
     statuses = dict(document.suggestions.values_list("section__heading", "status"))
     assert statuses == {"Terns": SuggestionStatus.ACCEPTED, "Gulls": SuggestionStatus.REJECTED}
@@ -57,10 +57,10 @@ def test_accept_applies_the_change_as_a_revision_and_reject_leaves_the_text(docu
 
 def test_a_suggestion_on_text_that_changed_is_not_applied(document, owner, editor):
     _write(document, owner, {"Introduction": REPEATED, "Gulls": f"Gulls. {REPEATED}"})
-    suggestion = services.review_document(document=document)[0]
+    suggestion = reviewing.review_document(document=document)[0]
     _write(document, owner, {"Gulls": "Completely rewritten by a person."})
-    with pytest.raises(services.SuggestionOutdated):
-        services.suggestion_accept(suggestion=suggestion, user=editor)
+    with pytest.raises(suggestions.SuggestionOutdated):
+        suggestions.suggestion_accept(suggestion=suggestion, user=editor)
     suggestion.refresh_from_db()
     assert suggestion.status == SuggestionStatus.STALE
     assert document.sections.get(heading="Gulls").text == "Completely rewritten by a person."
@@ -72,7 +72,7 @@ LEAD = ("Gulls and terns share our coasts all year. This article shows walkers h
 
 def test_the_finisher_writes_the_lead_and_proposes_a_title_people_decide_on(client, document, owner, editor):
     _write(document, owner, {"Gulls": "Gulls are loud.", "Terns": "Terns dive."})
-    services.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
+    reviewing.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
     document.refresh_from_db()
     assert document.lead == LEAD and document.lead_by_agent
     title = document.suggestions.get(kind="title")
@@ -82,12 +82,12 @@ def test_the_finisher_writes_the_lead_and_proposes_a_title_people_decide_on(clie
     assert LEAD in page and "title “Wings Over the Shore” instead of “Coastal birds”?" in page
     assert f"/suggestions/{title.id}/accept/" in page
 
-    services.suggestion_accept(suggestion=title, user=editor)
+    suggestions.suggestion_accept(suggestion=title, user=editor)
     document.refresh_from_db()
     assert document.title == "Wings Over the Shore"
 
-    services.finish_document(document=document, engine=ScriptedEngine("Seabirds at Dawn", LEAD))
-    services.suggestion_reject(suggestion=document.suggestions.get(status=SuggestionStatus.OPEN), user=editor)
+    reviewing.finish_document(document=document, engine=ScriptedEngine("Seabirds at Dawn", LEAD))
+    suggestions.suggestion_reject(suggestion=document.suggestions.get(status=SuggestionStatus.OPEN), user=editor)
     document.refresh_from_db()
     assert document.title == "Wings Over the Shore"
 
@@ -96,16 +96,16 @@ def test_a_lead_a_person_edited_is_never_rewritten(document, owner):
     documents.document_update_brief(document=document, lead="My own lead, thank you.")
     document.refresh_from_db()
     assert not document.lead_by_agent
-    services.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
+    reviewing.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
     document.refresh_from_db()
     assert document.lead == "My own lead, thank you."
 
 
 def test_a_title_suggestion_is_stale_once_people_rename_the_document(document, owner, editor):
-    services.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
+    reviewing.finish_document(document=document, engine=ScriptedEngine("Wings Over the Shore", LEAD))
     documents.document_update_brief(document=document, title="Renamed by hand")
-    with pytest.raises(services.SuggestionOutdated):
-        services.suggestion_accept(suggestion=document.suggestions.get(kind="title"), user=editor)
+    with pytest.raises(suggestions.SuggestionOutdated):
+        suggestions.suggestion_accept(suggestion=document.suggestions.get(kind="title"), user=editor)
     document.refresh_from_db()
     assert document.title == "Renamed by hand"
 
@@ -113,4 +113,4 @@ def test_a_title_suggestion_is_stale_once_people_rename_the_document(document, o
 def test_pinned_sections_get_no_suggestions(document, owner):
     _write(document, owner, {"Introduction": REPEATED, "Gulls": f"Gulls. {REPEATED}"})
     document.sections.filter(heading="Gulls").update(pinned=True)
-    assert services.review_document(document=document) == []
+    assert reviewing.review_document(document=document) == []

@@ -102,7 +102,7 @@ def test_outline_edits_nest_and_unnest(document, owner):
     tree = [(s.heading, depth) for s, depth, _ in document.section_tree()]
     assert tree == [("Introduction", 0), ("Gulls", 0), ("Terns", 0)]
     outline = document.revisions.filter(outline__isnull=False).order_by("-id").first()
-    assert "Moved" in outline.summary and "3 Terns" in outline.content
+    assert "Moved" in outline.summary and "3. Terns" in outline.content
 
 
 def test_history_page_lists_revisions_for_viewers(client, document, owner, viewer):

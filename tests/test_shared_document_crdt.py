@@ -247,7 +247,7 @@ def test_an_outline_restore_brings_the_shared_text_back_too(document, owner):
     restored = document.sections.get(heading="Gulls")
     assert restored.text == "First words."
     assert crdt.section_texts(crdt.load(document.id), [restored.key]) == {str(restored.key): "First words."}
-    assert crdt.materialise(document.id, owner) == []  # nothing differs, nothing is saved over it
+    assert documents.materialise(document_id=document.id, user=owner) == []  # nothing differs, nothing is saved over it
 
 
 def test_a_writer_batch_streams_all_its_sections_as_one_stored_update_per_tick(document, owner):
@@ -255,7 +255,7 @@ def test_a_writer_batch_streams_all_its_sections_as_one_stored_update_per_tick(d
     task thread spend its time committing, so it fell behind the serving core)."""
     from webapp.documents.models import CrdtUpdate
     from webapp.runs.models import AgentTask, RunStatus, WritingRun
-    from webapp.runs.services import _Streamer
+    from webapp.runs.writing import _Streamer
 
     run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
     sections = list(document.sections.order_by("order"))[:3]

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from tests.conftest import wait_for
 from tests.factories import PASSWORD, make_pdf, make_project, make_user
-from webapp.documents import extract, services
+from webapp.documents import extract, sources
 from webapp.documents.models import Source, SourceStatus
 
 
@@ -86,9 +86,9 @@ def test_chunks_cover_the_text_and_end_at_sentence_boundaries():
 
 
 def test_extraction_failure_is_recorded_on_the_source(project, editor):
-    source = services.source_upload(project=project, user=editor,
+    source = sources.source_upload(project=project, user=editor,
                                     upload=SimpleUploadedFile("scan.pdf", b"%PDF-1.4 not really"))
-    services.source_extract(source_id=source.id)
+    sources.source_extract(source_id=source.id)
     source.refresh_from_db()
     assert source.status == SourceStatus.FAILED and "PDF" in source.error
 
@@ -117,7 +117,7 @@ def test_a_real_worker_extracts_an_uploaded_pdf(transactional_db, client, celery
 
 def test_members_download_the_original_file_as_an_attachment(client, project, editor, viewer):
     html = b"<p>Shearwaters</p><script>steal()</script>"
-    source = services.source_upload(project=project, user=editor,
+    source = sources.source_upload(project=project, user=editor,
                                     upload=SimpleUploadedFile("birds.html", html))
     client.login(username=viewer.username, password=PASSWORD)
     response = client.get(reverse("source_download", args=[project.id, source.id]))
@@ -134,10 +134,10 @@ def test_passages_are_found_by_meaning(project, editor):
         "tides.txt": "Spring tides follow the full and new moon, when the sun and moon pull together.",
     }
     for name, text in texts.items():
-        source = services.source_upload(project=project, user=editor, upload=SimpleUploadedFile(name, text.encode()))
-        services.source_extract(source_id=source.id)
-    found = services.source_passages(project=project, query="seabirds diving for fish", k=2)
+        source = sources.source_upload(project=project, user=editor, upload=SimpleUploadedFile(name, text.encode()))
+        sources.source_extract(source_id=source.id)
+    found = sources.source_passages(project=project, query="seabirds diving for fish", k=2)
     assert found[0][0].source.original_name == "gannets.txt"
     assert found[0][1] > found[1][1]
-    found = services.source_passages(project=project, query="history of books and typography", k=1)
+    found = sources.source_passages(project=project, query="history of books and typography", k=1)
     assert found[0][0].source.original_name == "printing.txt"

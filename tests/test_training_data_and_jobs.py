@@ -18,13 +18,13 @@ from agents.outline import Brief
 from agents.roles import section_writer
 from tests.conftest import wait_for
 from tests.factories import PASSWORD, make_document, make_project, make_user
+from webapp.jobs import training, training_data
+from webapp.jobs.models import JobKind, JobStatus, TrainingJob
 from webapp.registry import services as registry
-from webapp.registry import training
-from webapp.registry.models import AdapterVersion, BaseModel, JobKind, JobStatus, TrainingJob
-from webapp.runs import training_data
+from webapp.registry.models import AdapterVersion, BaseModel
 from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
 
-HARBOUR = (Path(__file__).resolve().parent.parent / "bench" / "heldout.txt").read_text().split(". ")
+HARBOUR = (Path(__file__).resolve().parent.parent / "training" / "data" / "heldout.txt").read_text().split(". ")
 
 
 def writer_task(section, agent_text: str, *, final: str | None = None, status=TaskStatus.DONE, when=None):
@@ -185,7 +185,7 @@ def wait_job(job: TrainingJob, statuses, timeout: float = 240) -> TrainingJob:
 
 
 def generate(role: str) -> dict:
-    from webapp.registry.tasks import generate as generate_task
+    from webapp.runs.tasks import generate as generate_task
 
     messages = [{"role": "user", "content": "Write about the harbour at dawn."}]
     return generate_task.delay(role, messages, max_new_tokens=12).get(timeout=120)
@@ -256,13 +256,13 @@ def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client
     client.login(username="root", password=PASSWORD)
     model = registry.base_model_register(name="tiny", path=str(tiny_model_dir))
     queued = []
-    monkeypatch.setattr("webapp.registry.tasks.run_job.delay", queued.append)
+    monkeypatch.setattr("webapp.jobs.training.enqueue", lambda name, job_id: queued.append(job_id))
     form = {"kind": "lora", "role": "writer", "base_model": model.pk, "options": '{"stepz": 1}', "heldout": 0.2,
             "processes": 1}
-    response = client.post(reverse("admin:registry_trainingjob_add"), form)
+    response = client.post(reverse("admin:jobs_trainingjob_add"), form)
     assert response.status_code == 200 and "not an option of lora" in response.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("admin:registry_trainingjob_add"), {**form, "options": '{"steps": 3}'})
+        response = client.post(reverse("admin:jobs_trainingjob_add"), {**form, "options": '{"steps": 3}'})
     assert response.status_code == 302
     job = TrainingJob.objects.get()
     assert queued == [job.pk] and job.status == JobStatus.QUEUED and job.created_by.username == "root"
@@ -271,14 +271,14 @@ def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client
     TrainingJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, step=2, total_steps=3,
                                                  losses=[3.5, 3.1], output_dir=str(tmp_path),
                                                  heartbeat_at=timezone.now())
-    page = client.get(reverse("admin:registry_trainingjob_change", args=[job.pk])).content.decode()
+    page = client.get(reverse("admin:jobs_trainingjob_change", args=[job.pk])).content.decode()
     assert '<progress max="3" value="2">' in page and "<polyline points=" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
     assert 'http-equiv="refresh"' in page  # it follows the job until it ends
     assert "training.lora" in page  # the command line, to run it by hand
-    listing = client.get(reverse("admin:registry_trainingjob_changelist")).content.decode()
+    listing = client.get(reverse("admin:jobs_trainingjob_changelist")).content.decode()
     assert "2/3" in listing
-    client.post(reverse("admin:registry_trainingjob_changelist"),
+    client.post(reverse("admin:jobs_trainingjob_changelist"),
                 {"action": "cancel", "_selected_action": [job.pk]})
     assert TrainingJob.objects.get(pk=job.pk).status == JobStatus.CANCELLING
 
@@ -312,7 +312,7 @@ def test_a_job_whose_worker_is_killed_checkpoints_and_ends_failed(tiny_base, own
     from django.conf import settings
 
     from tests.conftest import ROOT, _database_url_for_subprocess
-    from webapp.registry.tasks import run_job as run_job_task
+    from webapp.jobs.tasks import run_job as run_job_task
 
     project = make_project(owner)
     for headings in (("Morning", "Gulls", "Terns"), ("Dunes", "Pools")):

@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import ROOT, free_port, wait_for
 
-TEXT = (ROOT / "bench" / "heldout.txt").read_text()
+HELDOUT = ROOT / "training" / "data" / "heldout.txt"
+TEXT = HELDOUT.read_text()
 
 
 def write_pairs(folder: Path, role: str = "writer", train: int = 8, heldout: int = 2) -> Path:
@@ -69,8 +70,8 @@ def test_lora_recipe_trains_an_adapter_that_lowers_held_out_loss(tiny_model_dir,
 def test_distill_recipe_builds_a_student_with_fewer_layers_that_learns(tiny_model_dir, tmp_path):
     out = tmp_path / "distill"
     done = recipe("distill", "--teacher", tiny_model_dir, "--out", out, "--data", write_pairs(tmp_path / "data"),
-                  "--briefs", ROOT / "bench" / "briefs.json", "--generate-tokens", 16, "--eval-text",
-                  ROOT / "bench" / "heldout.txt", "--steps", 8, "--batch-size", 4, "--micro-batch", 2, "--lr", 3e-3,
+                  "--briefs", ROOT / "training" / "data" / "briefs.json", "--generate-tokens", 16, "--eval-text",
+                  HELDOUT, "--steps", 8, "--batch-size", 4, "--micro-batch", 2, "--lr", 3e-3,
                   "--max-length", 128, "--alpha", 0.5, "--temperature", 2.0)
     assert done.returncode == 0, done.stdout + done.stderr
     result = result_of(out)
@@ -87,7 +88,7 @@ def test_distill_recipe_builds_a_student_with_fewer_layers_that_learns(tiny_mode
 def test_prune_recipe_removes_layers_and_channels_and_healing_helps(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    out, text = tmp_path / "prune", ROOT / "bench" / "heldout.txt"
+    out, text = tmp_path / "prune", HELDOUT
     done = recipe("prune", "--model", tiny_model_dir, "--out", out, "--drop-layers", 1, "--mlp-keep", 0.5,
                   "--calibration", text, "--eval-text", text, "--heal-steps", 4, "--text", text,
                   "--batch-size", 2, "--micro-batch", 1, "--max-length", 64, "--lr", 1e-3)
@@ -107,7 +108,7 @@ def test_quantize_recipe_writes_an_int8_folder_the_engine_serves(tiny_model_dir,
     from agents.llm.types import GenerationRequest
 
     out = tmp_path / "int8"
-    done = recipe("quantize", "--model", tiny_model_dir, "--out", out, "--eval-text", ROOT / "bench" / "heldout.txt")
+    done = recipe("quantize", "--model", tiny_model_dir, "--out", out, "--eval-text", HELDOUT)
     assert done.returncode == 0, done.stdout + done.stderr
     result = result_of(out)
     metrics = result["metrics"]

@@ -1,0 +1,82 @@
+"""Helpers for tests that start real processes (a Celery worker, a web server, serve_llm) and
+wait on them."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (right now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
+    """Poll until predicate() is truthy; return its value or fail the test with a clear message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s")
+
+
+def database_url_for_subprocess() -> str:
+    """The URL of the test database, so that worker processes see what the tests write."""
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    user = cfg.get("USER") or ""
+    password = f":{cfg['PASSWORD']}" if cfg.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{cfg.get('HOST') or '127.0.0.1'}:{cfg.get('PORT') or 5432}/{cfg['NAME']}"
+
+
+class WebServer:
+    """`uvicorn webapp.asgi:application` in its own process, against the test database: what a
+    browser talks to when a test needs WebSockets (Django's live_server speaks only HTTP)."""
+
+    def __init__(self, env: dict, log: Path):
+        self.env, self.log, self.port = env, log, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> WebServer:
+        with open(self.log, "a") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--log-level", "warning"],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the web server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                return urllib.request.urlopen(f"{self.url}/accounts/login/", timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=60)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
