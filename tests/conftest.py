@@ -1,5 +1,6 @@
-"""Named fixtures shared by the suite: people in every role, a project, a document, Redis and a
-real Celery worker process."""
+"""Named fixtures shared by the suite: people in every role, a project, a document, Redis, a real
+Celery worker process, a web server, a browser, tiny models and the bundled model (loaded once).
+Helpers that are not fixtures live in tests/support/."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.factories import make_document, make_project, make_user
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from tests.support.browser import CHROMIUM
+from tests.support.factories import make_document, make_project, make_user
+from tests.support.processes import ROOT, WebServer, database_url_for_subprocess, free_port
 
 # Tests that start processes (a Celery worker, a web server) are `slow`, whatever their file says,
 # so `make test-fast` (-m "not slow") leaves them out.
@@ -82,19 +82,6 @@ def document(project, owner):
     return make_document(project, owner)
 
 
-def _database_url_for_subprocess() -> str:
-    """The URL of the test database, so that worker processes see what the tests write."""
-    from django.db import connection
-
-    cfg = connection.settings_dict
-    if cfg["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{cfg['NAME']}"
-    user = cfg.get("USER") or ""
-    password = f":{cfg['PASSWORD']}" if cfg.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{cfg.get('HOST') or '127.0.0.1'}:{cfg.get('PORT') or 5432}/{cfg['NAME']}"
-
-
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_path_factory, tiny_model_dir):
     """A real `celery worker` process on Redis consuming every queue, against the test database,
@@ -102,7 +89,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_
 
     Tests that use it need `transactional_db`, so their rows are committed where it can see them."""
     with django_db_blocker.unblock():
-        database_url = _database_url_for_subprocess()
+        database_url = database_url_for_subprocess()
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis_server,
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT),
@@ -136,48 +123,10 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_
         process.kill()
 
 
-class WebServer:
-    """`uvicorn webapp.asgi:application` in its own process, against the test database: what a
-    browser talks to when a test needs WebSockets (Django's live_server speaks only HTTP)."""
-
-    def __init__(self, env: dict, log: Path):
-        self.env, self.log, self.port = env, log, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> WebServer:
-        import urllib.request
-
-        with open(self.log, "a") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--log-level", "warning"],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-
-        def answers() -> bool:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the web server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                return urllib.request.urlopen(f"{self.url}/accounts/login/", timeout=1).status == 200
-            except OSError:
-                return False
-
-        wait_for(answers, timeout=60)
-        return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
 @pytest.fixture
 def web_server(transactional_db, redis_server, tmp_path):
     """A real ASGI server (HTTP and WebSockets) on a free port; `.stop()` and `.start()` restart it."""
-    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), REDIS_URL=redis_server,
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), REDIS_URL=redis_server,
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT),
                ALLOWED_HOSTS="127.0.0.1,localhost", DJANGO_ALLOW_ASYNC_UNSAFE="")
     server = WebServer(env, tmp_path / "web.log").start()
@@ -185,29 +134,9 @@ def web_server(transactional_db, redis_server, tmp_path):
     server.stop()
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (right now)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2):
-    """Poll until predicate() is truthy; return its value or fail the test with a clear message."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"condition not met within {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from tests.tiny_models import build_tiny_model
+    from tests.support.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
@@ -215,8 +144,47 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     """Two random LoRA adapters for the tiny model, named by the role they stand in for."""
-    from tests.tiny_models import build_adapter
+    from tests.support.tiny_models import build_adapter
 
     root = tmp_path_factory.mktemp("adapters")
     return {role: build_adapter(tiny_model_dir, root / role, seed=seed)
             for seed, role in enumerate(("writer", "reviewer"), start=1)}
+
+
+@pytest.fixture(scope="session")
+def bundled_engine():
+    """The bundled SmolLM2 as this process's engine (webapp.llm's table, so `manage.py evaluate`
+    and tests that build nothing of their own share it): loaded once per session."""
+    from agents.llm.bundled import BUNDLED_NAME, bundled_model_dir
+    from webapp import llm
+
+    return llm.load_engine(BUNDLED_NAME, str(bundled_model_dir(settings.DATA_DIR / "models")))
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium under Playwright. Playwright's sync API runs an event loop in this
+    thread; the test's ORM calls are still plain synchronous calls, so Django is told not to
+    refuse them while the browser is open."""
+    from django.db import connections
+    from playwright.sync_api import sync_playwright
+
+    unsafe = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync", "--no-first-run"])
+            yield browser
+            browser.close()
+            # The ORM calls made while Playwright runs get their own connection (Django keeps
+            # connections per context, and Playwright switches contexts); close it here, or it
+            # keeps the test database from being dropped at the end.
+            connections.close_all()
+    finally:
+        if unsafe is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = unsafe

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import reverse
 
-from tests.factories import PASSWORD, make_user
+from tests.support.factories import PASSWORD, make_user
 from webapp.documents import services
 from webapp.documents.models import Revision
 

@@ -12,7 +12,7 @@ from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import Delta
 from agents.outline import Brief, check_outline
 from agents.roles.chief_editor import plan_outline
-from tests.fakes import ScriptedEngine
+from tests.support.fakes import ScriptedEngine
 
 BRIEF = Brief(topic="Coastal birds for walkers", target_words=1500, audience="walkers")
 
@@ -65,11 +65,8 @@ def test_the_tiny_model_through_the_real_backend_always_yields_a_valid_outline(t
 
 
 @pytest.mark.bundled
-def test_the_bundled_model_plans_a_valid_outline(settings):
-    from agents.llm.bundled import bundled_model_dir
-
-    engine = TransformersEngine(bundled_model_dir(settings.DATA_DIR / "models"))
-    result = plan_outline(engine, Brief(topic="How the printing press changed Europe", target_words=1500))
+def test_the_bundled_model_plans_a_valid_outline(bundled_engine):
+    result = plan_outline(bundled_engine, Brief(topic="How the printing press changed Europe", target_words=1500))
     check_outline(result.sections, 1500)
     assert len(result.answers) in (1, 2)
     headings = [s.heading for s in result.sections]

@@ -10,18 +10,10 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from tests.factories import PASSWORD
+from tests.support.factories import PASSWORD
+from tests.support.sockets import session_headers
 from webapp.asgi import application
 from webapp.documents import services
-
-
-def _headers(user) -> list[tuple[bytes, bytes]]:
-    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
-    if user is not None:
-        client = Client()
-        client.login(username=user.username, password=PASSWORD)
-        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
-    return headers
 
 
 def _socket(document, headers) -> WebsocketCommunicator:
@@ -37,7 +29,7 @@ def test_non_members_and_anonymous_are_refused(document, outsider):
         return connected, code
 
     for user in (outsider, None):
-        assert async_to_sync(scenario)(_headers(user)) == (False, 4404)
+        assert async_to_sync(scenario)(session_headers(user)) == (False, 4404)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -57,7 +49,7 @@ def test_members_receive_saved_changes_in_sequence(document, viewer, editor):
         await communicator.disconnect()
         return events
 
-    first, second = async_to_sync(scenario)(_headers(viewer))
+    first, second = async_to_sync(scenario)(session_headers(viewer))
     assert first["type"] == second["type"] == "section.text"
     assert (first["text"], second["text"]) == ("First words.", "Second words.")
     assert second["seq"] == first["seq"] + 1
@@ -71,7 +63,7 @@ def test_a_foreign_origin_is_refused(document, viewer):
         connected, _ = await communicator.connect()
         return connected
 
-    headers = [h for h in _headers(viewer) if h[0] != b"origin"] + [(b"origin", b"http://evil.example")]
+    headers = [h for h in session_headers(viewer) if h[0] != b"origin"] + [(b"origin", b"http://evil.example")]
     assert async_to_sync(scenario)(headers) is False
 
 
@@ -114,7 +106,7 @@ def test_a_client_that_missed_events_resynchronises_from_the_database(document, 
     http = Client()
     http.login(username=viewer.username, password=PASSWORD)
     mirror = Mirror(http, document.id)
-    headers = _headers(viewer)
+    headers = session_headers(viewer)
 
     async def receive_one(text: str):
         communicator = _socket(document, headers)
@@ -153,7 +145,7 @@ def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_writte
     http = Client()
     http.login(username=viewer.username, password=PASSWORD)
     pieces = ["Gulls", " are", " loud", " birds", " of", " the", " shore."]
-    headers = _headers(viewer)
+    headers = session_headers(viewer)
 
     async def stream():
         communicator = _socket(document, headers)

@@ -68,7 +68,7 @@ def test_the_single_agent_baseline_is_split_at_its_headings():
 
 
 @pytest.mark.bundled
-def test_manage_py_evaluate_prints_the_table_on_the_bundled_model(db, tmp_path, capsys):
+def test_manage_py_evaluate_prints_the_table_on_the_bundled_model(db, tmp_path, capsys, bundled_engine):
     import json
 
     from django.core.management import call_command

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 from django.urls import reverse
 
-from tests.factories import PASSWORD
+from tests.support.factories import PASSWORD
 from webapp.documents import services
 
 

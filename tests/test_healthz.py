@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 
 @pytest.mark.slow
@@ -44,7 +44,7 @@ def test_down_when_the_database_is_unreachable(db, client, monkeypatch):
 
 @pytest.mark.slow
 def test_agents_workers_report_their_serving_core(transactional_db, client, celery_worker_process):
-    from tests.conftest import wait_for
+    from tests.support.processes import wait_for
     from webapp.runs.tasks import generate
 
     generate.delay("writer", [{"role": "user", "content": "Gannets?"}], 4).get(timeout=120)  # the engine exists

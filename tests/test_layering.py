@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 # Bottom to top. An app (or a module outside the apps) may import those before it, never after.
 LAYERS = [
@@ -78,7 +78,8 @@ def _unit(module: str) -> str:
 
 
 def test_agents_and_training_know_nothing_of_the_web_app():
-    wrong = [f"{name}:{line} imports {target}" for name, path in MODULES.items() if _unit(name) in ("agents", "training")
+    wrong = [f"{name}:{line} imports {target}" for name, path in MODULES.items()
+             if _unit(name) in ("agents", "training")
              for target, line in _imports(path) if target.split(".")[0] in FRAMEWORKS]
     assert wrong == []
 

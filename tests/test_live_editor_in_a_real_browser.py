@@ -8,13 +8,10 @@ from __future__ import annotations
 import time
 from itertools import zip_longest
 
-import pytest
-
-from tests.test_pages_in_a_real_browser import CHROMIUM, _shot, browser  # noqa: F401
+from tests.support.browser import BROWSER, shot
 from webapp.documents import crdt
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason="no chromium")]
+pytestmark = BROWSER
 
 
 def _editor(page, heading: str):
@@ -45,7 +42,7 @@ def _off_the_event_loop(function, *args):
     thread.join()
 
 
-def _open(browser, server, user, document_id: int):  # noqa: F811
+def _open(browser, server, user, document_id: int):
     """A page of `user` (signed in through a session made here: the server process checks
     passwords with the real hasher, the tests hash them the fast way)."""
     from django.test import Client
@@ -60,7 +57,7 @@ def _open(browser, server, user, document_id: int):  # noqa: F811
     return page
 
 
-def test_two_people_and_an_agent_write_one_document_live(web_server, browser, document, owner, editor, viewer,  # noqa: F811
+def test_two_people_and_an_agent_write_one_document_live(web_server, browser, document, owner, editor, viewer,
                                                           celery_worker_process):
     from webapp.documents import services as documents
 
@@ -89,7 +86,7 @@ def test_two_people_and_an_agent_write_one_document_live(web_server, browser, do
     # on the server like an agent) and a browser: everyone converges on one text.
     from django.test import Client
 
-    from tests.test_shared_document_crdt import SocketPeer
+    from tests.support.sockets import SocketPeer
 
     session = Client()
     session.force_login(editor)
@@ -132,7 +129,7 @@ def test_two_people_and_an_agent_write_one_document_live(web_server, browser, do
     alice.get_by_role("button", name="Write with agents").click()
     alice.locator("#live-document.live").wait_for(timeout=20_000)
     _until(lambda: len(_text(bob, "Puffins")) > 20, seconds=90, what="the writer's text in Bob's page")
-    _shot(bob, "07-live-agents-writing")
+    shot(bob, "07-live-agents-writing")
     _editor(bob, "Terns").click()
     bob.keyboard.press("End")
     bob.keyboard.type(" Bob was here.")
@@ -150,4 +147,4 @@ def test_two_people_and_an_agent_write_one_document_live(web_server, browser, do
         page.locator("#live-document.live").wait_for(timeout=20_000)
     assert _text(alice, "Terns") == "Terns dive well. Bob was here." == document.sections.get(heading="Terns").text
     assert _text(bob, "Gulls") == "Gulls are loud."
-    _shot(alice, "08-live-after-reload")
+    shot(alice, "08-live-after-reload")

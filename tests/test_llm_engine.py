@@ -11,7 +11,7 @@ import pytest
 from agents.llm.files import ModelFolderError, folder_sha256
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import AdapterSpec, GenerationRequest
-from tests.streams import collect as _collect
+from tests.support.streams import collect as _collect
 
 BRIEF = ("You are a section writer for an article about coastal birds for walkers. "
          "Outline: 1 Gulls, 2 Terns, 3 Puffins, 4 Gannets. Keep to the plan. ") * 3
@@ -28,12 +28,8 @@ def engine(tiny_model_dir):
 
 
 @pytest.mark.bundled
-def test_the_bundled_model_loads_from_the_installed_package_and_writes(settings):
-    from agents.llm.bundled import bundled_model_dir
-
-    folder = bundled_model_dir(settings.DATA_DIR / "models")
-    engine = TransformersEngine(folder, dtype="float32")
-    texts, ends = _collect(engine, [GenerationRequest(
+def test_the_bundled_model_loads_from_the_installed_package_and_writes(bundled_engine):
+    texts, ends = _collect(bundled_engine, [GenerationRequest(
         id="gulls", messages=[{"role": "user", "content": "Write one sentence about seagulls."}],
         max_new_tokens=30)])
     assert ends["gulls"].finish_reason in ("stop", "length")

@@ -113,7 +113,7 @@ def test_a_redis_cancel_flag_stops_a_running_request(db, tiny_model_dir):
 def test_admin_actions_activate_and_roll_back(client, registered):
     from django.urls import reverse
 
-    from tests.factories import PASSWORD, make_user
+    from tests.support.factories import PASSWORD, make_user
 
     make_user("root", is_staff=True, is_superuser=True)
     client.login(username="root", password=PASSWORD)

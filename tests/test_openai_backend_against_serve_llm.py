@@ -18,8 +18,8 @@ from django.conf import settings
 from agents.llm.openai_backend import OpenAIEngine
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import AdapterSpec, GenerationRequest
-from tests.conftest import _database_url_for_subprocess, free_port
-from tests.streams import collect as _collect
+from tests.support.processes import database_url_for_subprocess, free_port
+from tests.support.streams import collect as _collect
 from webapp.registry import services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def server(transactional_db, tiny_model_dir, tiny_adapters, tmp_path):
     base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
     services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
     port = free_port()
-    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), SCRIPTORIUM_LLM_DTYPE="float32",
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_LLM_DTYPE="float32",
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), SCRIPTORIUM_LLM_DEVICE="cpu")
     env.pop("SCRIPTORIUM_MODEL", None)
     log = tmp_path / "serve.log"

@@ -4,59 +4,22 @@ Screenshots land in artifacts/ (laptop and phone widths)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
-import pytest
+from tests.support.browser import BROWSER, shot
 
-# Playwright's sync API runs an event loop in this thread; Django's ORM calls from the test are
-# still plain synchronous calls, so tell Django not to refuse them.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", Path(__file__).resolve().parent.parent / "artifacts"))
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
-]
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        yield browser
-        browser.close()
-        # The ORM calls made while Playwright runs get their own connection (Django keeps
-        # connections per context, and Playwright switches contexts); close it here, or it
-        # keeps the test database from being dropped at the end.
-        from django.db import connections
-
-        connections.close_all()
+pytestmark = BROWSER
 
 
 def _logged_in(page, base_url: str, username: str):
-    from tests.factories import PASSWORD
+    from tests.support.factories import PASSWORD
 
     page.goto(base_url + "/accounts/login/")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     return page
-
-
-def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_first_visit_from_sign_up_to_export(live_server, browser, transactional_db):
@@ -72,7 +35,7 @@ def test_first_visit_from_sign_up_to_export(live_server, browser, transactional_
     page.get_by_label("Password confirmation").fill("an-unusual-passphrase")
     page.locator("main").get_by_role("button", name="Sign up").click()
     page.get_by_text("No projects yet.").wait_for()
-    _shot(page, "01-empty-projects")
+    shot(page, "01-empty-projects")
 
     page.get_by_role("button", name="Create your first project", exact=True).click()
     page.get_by_label("Name").fill("Atlas of the coast")
@@ -92,7 +55,7 @@ def test_first_visit_from_sign_up_to_export(live_server, browser, transactional_
         add.get_by_label("Word budget").fill("400")
         add.get_by_role("button", name="Add section").click()
         page.get_by_text(f"Added “{heading}”.").wait_for()
-    _shot(page, "02-outline")
+    shot(page, "02-outline")
 
     page.get_by_role("button", name="Read", exact=True).click()
     page.locator(f"#section-{Section.objects.get(heading='Gulls').id}").get_by_role(
@@ -102,12 +65,12 @@ def test_first_visit_from_sign_up_to_export(live_server, browser, transactional_
     page.get_by_text("Saved “Gulls”.").wait_for()
     assert page.locator("strong", has_text="loud").count() == 1
     assert page.get_by_role("heading", name="2 Terns <b>and</b> skuas").count() == 1  # escaped, not bold
-    _shot(page, "03-document")
+    shot(page, "03-document")
 
     page.get_by_role("button", name="History", exact=True).click()
     page.get_by_role("button", name="Compare A with B").click()
     page.locator(".diff").wait_for()
-    _shot(page, "04-compare")
+    shot(page, "04-compare")
 
     page.get_by_role("button", name="All history", exact=True).click()
     page.locator("summary", has_text="Export").click()
@@ -121,11 +84,11 @@ def test_first_visit_from_sign_up_to_export(live_server, browser, transactional_
     phone.goto(page.url)
     overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"the page scrolls sideways by {overflow}px on a phone"
-    _shot(phone, "05-history-phone")
+    shot(phone, "05-history-phone")
 
 
 def test_a_viewer_sees_no_edit_controls(live_server, browser, transactional_db):
-    from tests.factories import make_document, make_project, make_user
+    from tests.support.factories import make_document, make_project, make_user
 
     owner, viewer = make_user("olga"), make_user("victor")
     document = make_document(make_project(owner, viewers=[viewer]), owner)
@@ -139,7 +102,7 @@ def test_a_viewer_sees_no_edit_controls(live_server, browser, transactional_db):
 
 
 def test_agents_write_a_document_from_its_page(live_server, browser, transactional_db, celery_worker_process):
-    from tests.factories import make_project, make_user
+    from tests.support.factories import make_project, make_user
     from webapp.documents import services as documents
 
     owner = make_user("wren")
@@ -161,7 +124,7 @@ def test_agents_write_a_document_from_its_page(live_server, browser, transaction
     reload_until("Approve outline and write")
     page.get_by_role("button", name="Approve outline and write").click()
     reload_until("Write with agents")  # the run is over: the start button is back
-    _shot(page, "06-agents-wrote")
+    shot(page, "06-agents-wrote")
     run = document.runs.get()
     assert run.status == "done", (run.status, run.error, list(run.tasks.values_list("status", "error")))
     assert page.locator(".badge-done").count() >= 1

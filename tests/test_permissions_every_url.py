@@ -9,7 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from tests.factories import PASSWORD, make_document, make_project, make_user
+from tests.support.factories import PASSWORD, make_document, make_project, make_user
 from webapp.documents import sources
 from webapp.documents.models import Revision
 from webapp.runs.models import RunStatus, Suggestion, WritingRun

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from tests.factories import PASSWORD, make_user
+from tests.support.factories import PASSWORD, make_user
 from webapp.projects.models import Membership, Role
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from agents.llm.transformers_backend import TransformersEngine
 from agents.outline import Brief
 from agents.roles import finisher, reviewer
-from tests.fakes import ScriptedEngine
+from tests.support.fakes import ScriptedEngine
 
 SECTIONS = [
     ("1", "Why birds", "Seabirds gather on cliffs in spring. Their colonies are loud."),

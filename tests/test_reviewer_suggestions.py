@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.roles.reviewer import review_repetition
-from tests.fakes import ScriptedEngine
+from tests.support.fakes import ScriptedEngine
 from webapp.documents import services as documents
 from webapp.runs import reviewing, suggestions
 from webapp.runs.models import SuggestionStatus

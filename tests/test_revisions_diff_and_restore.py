@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
-from tests.factories import PASSWORD
+from tests.support.factories import PASSWORD
 from webapp.documents import services
 from webapp.documents.models import Revision, RevisionKind, Section
 

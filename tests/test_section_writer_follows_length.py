@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import GenerationRequest
 from agents.outline import Brief
 from agents.roles.section_writer import SectionTask, fit, tidy, word_count, write_sections
-from tests.fakes import ScriptedEngine
+from tests.support.fakes import ScriptedEngine
 
 BRIEF = Brief(topic="How the printing press changed Europe", target_words=370, audience="curious readers")
 OUTLINE = "1. Before the press (120 words)\n2. Gutenberg's workshop (250 words)"
@@ -55,10 +54,8 @@ def test_streamed_text_reaches_the_callback():
 
 
 @pytest.mark.bundled
-def test_min_new_tokens_keeps_the_bundled_model_from_stopping_early(settings):
-    from agents.llm.bundled import bundled_model_dir
-
-    engine = TransformersEngine(bundled_model_dir(settings.DATA_DIR / "models"))
+def test_min_new_tokens_keeps_the_bundled_model_from_stopping_early(bundled_engine):
+    engine = bundled_engine
     ask = [{"role": "user", "content": "Say hello."}]
     free = list(engine.stream([GenerationRequest(id="a", messages=ask, max_new_tokens=60)]))[-1]
     held = list(engine.stream([GenerationRequest(id="b", messages=ask, max_new_tokens=60, min_new_tokens=40)]))[-1]
@@ -66,10 +63,8 @@ def test_min_new_tokens_keeps_the_bundled_model_from_stopping_early(settings):
 
 
 @pytest.mark.bundled
-def test_the_bundled_model_writes_each_section_within_15_percent(settings):
-    from agents.llm.bundled import bundled_model_dir
-
-    engine = TransformersEngine(bundled_model_dir(settings.DATA_DIR / "models"))
+def test_the_bundled_model_writes_each_section_within_15_percent(bundled_engine):
+    engine = bundled_engine
     tasks = [SectionTask("a", "Before the press", 120, "Show how books were copied by hand before 1450.",
                          after="Gutenberg's workshop"),
              SectionTask("b", "Gutenberg's workshop", 250, "Explain movable type, the press and the ink.",

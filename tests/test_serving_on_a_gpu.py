@@ -7,7 +7,7 @@ import pytest
 
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import GenerationRequest
-from tests.streams import collect as _text
+from tests.support.streams import collect as _text
 
 
 @pytest.mark.gpu

@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from pycrdt import Doc, Text, create_sync_message, create_update_message, handle_sync_message
 
-from tests.test_document_events_socket import _headers
+from tests.support.sockets import SocketPeer, session_headers
 from webapp.asgi import application
 from webapp.documents import consumers, crdt
 from webapp.documents import services as documents
@@ -59,7 +59,8 @@ def test_concurrent_edits_converge_are_stored_and_saved_when_people_pause(docume
     gulls, terns = document.sections.get(heading="Gulls"), document.sections.get(heading="Terns")
     documents.section_save_text(section_id=gulls.id, user=owner, text="Gulls are loud.",
                                 expected_version=gulls.version)
-    owner_headers, editor_headers, viewer_headers = _headers(owner), _headers(editor), _headers(viewer)
+    owner_headers, editor_headers, viewer_headers = (session_headers(owner), session_headers(editor),
+                                                     session_headers(viewer))
 
     async def scenario():
         a, b, v = BrowserPeer(document, owner_headers), BrowserPeer(document, editor_headers), \
@@ -96,7 +97,7 @@ def test_concurrent_edits_converge_are_stored_and_saved_when_people_pause(docume
 @pytest.mark.django_db(transaction=True)
 def test_a_form_save_and_an_agent_s_text_reach_open_editors(document, owner, editor):
     gulls = document.sections.get(heading="Gulls")
-    headers = _headers(editor)
+    headers = session_headers(editor)
 
     async def scenario():
         peer = BrowserPeer(document, headers)
@@ -125,7 +126,7 @@ def test_a_form_save_and_an_agent_s_text_reach_open_editors(document, owner, edi
 
 @pytest.mark.django_db(transaction=True)
 def test_non_members_cannot_open_the_shared_document(document, outsider):
-    headers = _headers(outsider)
+    headers = session_headers(outsider)
 
     async def scenario():
         socket = WebsocketCommunicator(application, f"/ws/documents/{document.id}/crdt", headers=headers)
@@ -148,45 +149,13 @@ def test_compaction_keeps_the_text(document, owner):
     assert crdt.section_texts(crdt.load(document.id), [gulls.key]) == before
 
 
-class SocketPeer:
-    """A pycrdt peer over a real WebSocket to a real server process (a browser without a page)."""
-
-    def __init__(self, server, document_id: int, session: str, doc: Doc | None = None):
-        from websockets.sync.client import connect
-
-        self.doc = doc or Doc()
-        url = server.url.replace("http", "ws") + f"/ws/documents/{document_id}/crdt"
-        self.socket = connect(url, additional_headers={"Cookie": f"sessionid={session}", "Origin": server.url})
-        step1 = self.socket.recv(timeout=10)
-        self.socket.send(handle_sync_message(step1[1:], self.doc))  # what the server lacks (offline edits)
-        self.socket.send(create_sync_message(self.doc))
-        self.drain()
-
-    def drain(self, quiet: float = 0.5) -> None:
-        while True:
-            try:
-                message = self.socket.recv(timeout=quiet)
-            except TimeoutError:
-                return
-            if message[0] == 0:
-                handle_sync_message(message[1:], self.doc)
-
-    def type(self, key, words: str) -> None:
-        before = self.doc.get_state()
-        text = self.doc.get(crdt.section_name(key), type=Text)
-        text.insert(len(text), words)
-        update = self.doc.get_update(before)
-        if self.socket is not None:
-            self.socket.send(create_update_message(update))
-
-
 def test_a_web_server_killed_mid_edit_loses_nothing(web_server, document, owner):
     import signal
 
     from django.test import Client
 
-    from tests.conftest import wait_for
-    from tests.factories import PASSWORD
+    from tests.support.factories import PASSWORD
+    from tests.support.processes import wait_for
 
     gulls = document.sections.get(heading="Gulls")
     client = Client()

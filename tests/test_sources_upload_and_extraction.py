@@ -7,8 +7,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from tests.conftest import wait_for
-from tests.factories import PASSWORD, make_pdf, make_project, make_user
+from tests.support.factories import PASSWORD, make_pdf, make_project, make_user
+from tests.support.processes import wait_for
 from webapp.documents import extract, sources
 from webapp.documents.models import Source, SourceStatus
 

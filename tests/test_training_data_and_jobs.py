@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from agents.outline import Brief
 from agents.roles import section_writer
-from tests.conftest import wait_for
-from tests.factories import PASSWORD, make_document, make_project, make_user
+from tests.support.factories import PASSWORD, make_document, make_project, make_user
+from tests.support.processes import wait_for
 from webapp.jobs import training, training_data
 from webapp.jobs.models import JobKind, JobStatus, TrainingJob
 from webapp.registry import services as registry
@@ -311,7 +311,7 @@ def test_a_job_whose_worker_is_killed_checkpoints_and_ends_failed(tiny_base, own
 
     from django.conf import settings
 
-    from tests.conftest import ROOT, _database_url_for_subprocess
+    from tests.support.processes import ROOT, database_url_for_subprocess
     from webapp.jobs.tasks import run_job as run_job_task
 
     project = make_project(owner)
@@ -319,7 +319,7 @@ def test_a_job_whose_worker_is_killed_checkpoints_and_ends_failed(tiny_base, own
         for index, section in enumerate(make_document(project, owner, sections=headings).sections.all()):
             writer_task(section, sentences(2 * index))
     queue = f"training-{uuid.uuid4().hex[:6]}"  # our own queue: the session's worker never sees the job
-    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR),
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR),
                PYTHONUNBUFFERED="1")
     with open(tmp_path / "worker.log", "w") as log:
         worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "--pool",

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import free_port
+from tests.support.processes import free_port
 from tests.test_training_recipes import metric_lines, recipe, result_of, write_pairs
 
 pytestmark = [pytest.mark.gpu,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.support.processes import ROOT, free_port, wait_for
 
 HELDOUT = ROOT / "training" / "data" / "heldout.txt"
 TEXT = HELDOUT.read_text()

@@ -16,8 +16,8 @@ import pytest
 from django.conf import settings
 
 from agents.roles.section_writer import fit, tidy
-from tests.conftest import ROOT, _database_url_for_subprocess, wait_for
-from tests.factories import make_document, make_project, make_user
+from tests.support.factories import make_document, make_project, make_user
+from tests.support.processes import ROOT, database_url_for_subprocess, wait_for
 from webapp.documents import services as documents
 from webapp.documents.models import Revision, SectionStatus
 from webapp.runs import services, writing
@@ -115,7 +115,7 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
     document.sections.filter(heading="Before the press").update(word_budget=260)
     document.sections.filter(heading="Gutenberg's workshop").delete()
     queue = f"agents-{uuid.uuid4().hex[:6]}"  # our own queue, so no other test worker takes the task
-    env = dict(os.environ, DATABASE_URL=_database_url_for_subprocess(), SCRIPTORIUM_AGENTS_QUEUE=queue,
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_AGENTS_QUEUE=queue,
                SCRIPTORIUM_MODEL=str(bundled_model_dir(settings.DATA_DIR / "models")), WRITER_STALE_S="4",
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
 

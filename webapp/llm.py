@@ -55,8 +55,8 @@ def get_engine(role: str = "") -> Engine:
         return _openai_engine()
     assigned = registry.model_for_role(role) if role else None
     if assigned is not None:
-        return _engine(assigned.name, assigned.path)
-    return _engine(*_default_model())
+        return load_engine(assigned.name, assigned.path)
+    return load_engine(*_default_model())
 
 
 @functools.cache
@@ -70,7 +70,8 @@ _ENGINES: dict[tuple[str, str], Engine] = {}  # (name, folder) -> the engine, cr
 _creating = threading.Lock()  # the worker's task threads may ask for the engine at once
 
 
-def _engine(name: str, folder: str) -> Engine:
+def load_engine(name: str, folder: str) -> Engine:
+    """The engine of model `name` in `folder`, created on first use and kept for the process."""
     with _creating:
         return _load_engine(name, folder)
 

@@ -16,11 +16,15 @@ from redis.retry import Retry
 CANCEL_TTL_S = 24 * 3600
 
 
-@functools.cache
 def client() -> redis.Redis:
-    """No retries: when Redis is down a save should not wait on it, only skip the broadcast."""
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=1,
-                                retry=Retry(NoBackoff(), 0))
+    """The client for REDIS_URL (one per URL, kept for the process). No retries: when Redis is
+    down a save should not wait on it, only skip the broadcast."""
+    return _client_for(settings.REDIS_URL)
+
+
+@functools.cache
+def _client_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
 
 
 class CancelFlags:
