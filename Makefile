@@ -26,12 +26,17 @@ install: $(STAMP) $(JS)
 run: $(STAMP) $(JS)
 	$(PY) -m webapp.launcher run
 
+# Two pytest processes (pytest-xdist), a test file each at a time: while one waits on a worker
+# process or a browser the other computes. Each has its own test database and Redis database
+# (tests/support/isolation.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(JS)
-	$(PY) -m webapp.launcher test $(PYTEST_ARGS)
+	$(PY) -m webapp.launcher test -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Unit and service tests on tiny models: no worker or server processes, no browser, no bundled model.
 test-fast: $(STAMP) $(JS)
-	$(PY) -m webapp.launcher test -m "not slow and not browser and not bundled and not gpu" $(PYTEST_ARGS)
+	$(PY) -m webapp.launcher test -n $(TEST_WORKERS) --dist loadfile \
+		-m "not slow and not browser and not bundled and not gpu" $(PYTEST_ARGS)
 
 # ruff over everything; mypy over the layers without Django (agents/, training/; see mypy.ini).
 lint: $(STAMP)

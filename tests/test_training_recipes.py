@@ -16,6 +16,10 @@ import pytest
 
 from tests.support.processes import ROOT, free_port, wait_for
 
+# Every test here runs a recipe as its own process, as an admin would: slow, like the other
+# tests that start processes (make test-fast leaves them out).
+pytestmark = pytest.mark.slow
+
 HELDOUT = ROOT / "training" / "data" / "heldout.txt"
 TEXT = HELDOUT.read_text()
 
