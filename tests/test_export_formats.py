@@ -80,3 +80,51 @@ def test_docx_export_opens_in_python_docx(client, document, owner, viewer):
     assert ("List Bullet", "Arctic tern") in styled
     bold = [run.text for p in docx.paragraphs for run in p.runs if run.bold]
     assert bold == ["coast"]
+
+
+TRICKY = {
+    "Introduction": "The <<Ancestral Alexandria>> scrolls & the \"Great\" library's 'lost' books.",
+    "Gulls": "A gull's rule: if a < b && c > d, keep <b>calm</b>; AT&T &amp; co.",
+    "Terns": "```\nif tide < 3 and wind > 5:\n    print(\"<stay>\")\n```",
+}
+
+
+def test_angle_brackets_ampersands_quotes_and_code_survive_every_export(client, document, owner, viewer):
+    """Text a person or an agent wrote comes out whole, escaped where the format needs it: in
+    HTML a `<...>` is text, never a tag the sanitiser would drop with its contents."""
+    from html.parser import HTMLParser
+
+    from docx import Document as DocxDocument
+
+    for heading, text in TRICKY.items():
+        section = document.sections.get(heading=heading)
+        services.section_save_text(section_id=section.id, user=owner, text=text, expected_version=section.version)
+    client.login(username=viewer.username, password=PASSWORD)
+
+    markdown_text = _get(client, document, "md").decode()
+    assert all(text in markdown_text for text in TRICKY.values())
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.text, self.tags = "", []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            self.text += data
+
+    html = _get(client, document, "html").decode()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html  # reads on a phone
+    page = Text()
+    page.feed(html)
+    assert TRICKY["Introduction"] in page.text
+    assert "if a < b && c > d, keep <b>calm</b>; AT&T &amp; co." not in page.text  # "&amp;" is an entity
+    assert "if a < b && c > d, keep <b>calm</b>; AT&T & co." in page.text and "b" not in page.tags
+    assert 'if tide < 3 and wind > 5:\n    print("<stay>")' in page.text and "pre" in page.tags
+
+    docx = DocxDocument(io.BytesIO(_get(client, document, "docx")))
+    written = "\n".join(p.text for p in docx.paragraphs)
+    assert TRICKY["Introduction"] in written and "if a < b && c > d, keep <b>calm</b>" in written
+    assert 'print("<stay>")' in written

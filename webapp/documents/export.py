@@ -22,9 +22,19 @@ def _heading_level(depth: int) -> int:
     return min(depth + 2, 6)
 
 
+class _TextNotHtml(markdown.Extension):
+    """Raw HTML in the text is text: "<<Alexandria>>", "a <b> c" or a pasted "<script>" are shown
+    as written, escaped, instead of being passed on as tags (which the sanitiser would then drop,
+    taking their text with them)."""
+
+    def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802  (Markdown's API)
+        md.preprocessors.deregister("html_block")
+        md.inlinePatterns.deregister("html")
+
+
 def render_markdown_safe(text: str) -> str:
-    """User or model text (Markdown) to HTML that is safe to put on a page."""
-    html = markdown.markdown(text, extensions=["tables", "sane_lists"], output_format="html")
+    """User or model text (Markdown) to HTML that is safe to put on a page and loses no text."""
+    html = markdown.markdown(text, extensions=["tables", "sane_lists", "fenced_code", _TextNotHtml()], output_format="html")
     return nh3.clean(html, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}},
                      url_schemes={"http", "https", "mailto"})
 
@@ -108,6 +118,7 @@ def document_html(document: Document) -> str:
                                                      for number, chunk in references.listing()) + "</ol>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{escape(document.title)}</title>"
         "<style>body{max-width:42rem;margin:2rem auto;font:1.05rem/1.6 Georgia,serif;padding:0 1rem}</style>"
         "</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
