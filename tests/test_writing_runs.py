@@ -370,3 +370,33 @@ def test_writers_waiting_for_a_row_stay_alive_and_are_not_given_to_another_worke
         engine.close()
     task.refresh_from_db()
     assert task.status == TaskStatus.DONE and task.waiting_ahead is None and task.words > 0
+
+
+def test_a_writer_s_revision_names_the_model_and_the_adapter_it_wrote_with(db, monkeypatch, tiny_model_dir,
+                                                                         tiny_adapters):
+    """The revision an agent's text becomes says which base model and which adapter version wrote
+    it (history and training data rely on it). It used to name the model only: the task's adapter
+    version was stored, but the copy the revision was made from was read before that."""
+    from agents.llm.transformers_backend import TransformersEngine
+    from webapp import llm
+    from webapp.registry import services as registry
+    from webapp.runs.models import AgentTask
+
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    monkeypatch.setattr(llm, "get_engine", lambda role="": engine)
+    base = registry.base_model_register(name=tiny_model_dir.name, path=str(tiny_model_dir))
+    adapter = registry.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base,
+                                        activate=True)
+    owner = make_user("wren")
+    document = make_document(make_project(owner, name="Adapters"), owner, sections=("Gulls",))
+    document.sections.update(word_budget=30)
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    task = AgentTask.objects.create(run=run, role="writer", section=document.sections.get())
+    try:
+        writing.run_write_batch(run_id=run.pk, task_ids=[task.pk])
+    finally:
+        engine.close()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.DONE and task.adapter_version == adapter.name
+    revision = Revision.objects.filter(section=task.section, agent_role="writer").latest("id")
+    assert revision.model_version == f"{engine.base_model_name} + {adapter.name}"

@@ -34,7 +34,8 @@ class _TextNotHtml(markdown.Extension):
 
 def render_markdown_safe(text: str) -> str:
     """User or model text (Markdown) to HTML that is safe to put on a page and loses no text."""
-    html = markdown.markdown(text, extensions=["tables", "sane_lists", "fenced_code", _TextNotHtml()], output_format="html")
+    html = markdown.markdown(text, extensions=["tables", "sane_lists", "fenced_code", _TextNotHtml()],
+                             output_format="html")
     return nh3.clean(html, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}},
                      url_schemes={"http", "https", "mailto"})
 
