@@ -182,3 +182,35 @@ def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_writte
     for event in events:  # old deltas again (a slow socket): nothing changes
         late.apply(event)
     assert late.texts[section.id] == "".join(pieces)
+
+
+def test_the_channel_layer_reads_longer_than_it_blocks():
+    """Its connections must not time out while a consumer waits for messages (the blocking pop)."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    kwargs = layer.create_pool(0).connection_kwargs
+    assert kwargs["socket_timeout"] > 2 * layer.brpop_timeout and kwargs["socket_keepalive"]
+
+
+@pytest.mark.slow  # two idle minutes, as a page left open
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_socket_stays_up_for_two_minutes_and_still_hears_events(document, viewer, caplog):
+    from webapp import events
+
+    headers = session_headers(viewer)
+
+    async def scenario():
+        communicator = _socket(document, headers)
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from(timeout=5)  # hello
+        assert await communicator.receive_nothing(timeout=120, interval=1.0)  # idle, and nothing breaks
+        await sync_to_async(events.send)(events.RunStatusChanged(document_id=document.id, run_id=0, status="done",
+                                                                 error=""), now=True)
+        event = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()
+        return event
+
+    event = async_to_sync(scenario)()
+    assert event["type"] == "run.status" and event["status"] == "done"
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text

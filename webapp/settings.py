@@ -170,10 +170,16 @@ SECTION_TEXT_MAX_CHARS = env_int("SECTION_TEXT_MAX_CHARS", 200_000)
 EMBEDDED_REDIS_PORT = env_int("SCRIPTORIUM_EMBEDDED_REDIS_PORT", 6390)
 REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
 
+# A consumer waits for messages with a blocking pop of 5 s (channels_redis's brpop_timeout);
+# redis-py 8's default socket timeout is also 5 s, so an idle socket's wait raced its own timeout
+# and crashed the consumer ("Timeout reading from ...", a reconnect about every half minute).
+# The read timeout is well past the pop; keepalive and health checks find dead connections.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5,
+                              "socket_keepalive": True, "health_check_interval": 30}],
+                   "capacity": 1500, "expiry": 30},
     }
 }
 
