@@ -78,6 +78,7 @@ class Mirror:
 
     def resync(self) -> None:
         state = self.client.get(f"/documents/{self.document_id}/state/").json()
+        assert all(s["key"] for s in state["sections"])  # the name of its text in the shared document
         self.seq, self.texts = state["seq"], {s["id"]: s["text"] for s in state["sections"]}
         self.versions = {s["id"]: s["version"] for s in state["sections"]}
         self.resyncs += 1

@@ -114,3 +114,14 @@ def test_pinned_sections_get_no_suggestions(document, owner):
     _write(document, owner, {"Introduction": REPEATED, "Gulls": f"Gulls. {REPEATED}"})
     document.sections.filter(heading="Gulls").update(pinned=True)
     assert reviewing.review_document(document=document) == []
+
+
+def test_accepting_and_rejecting_from_the_page_say_what_happened(client, document, owner, editor):
+    _write(document, owner, {"Introduction": f"Welcome. {REPEATED}", "Gulls": f"Gulls are loud. {REPEATED}",
+                             "Terns": f"Terns dive. {REPEATED}"})
+    first, second = reviewing.review_document(document=document)[:2]
+    client.force_login(editor)
+    page = client.post(f"/documents/{document.id}/suggestions/{first.id}/accept/", follow=True).content.decode()
+    assert "Accepted: the change is in the text and in its history." in page
+    page = client.post(f"/documents/{document.id}/suggestions/{second.id}/reject/", follow=True).content.decode()
+    assert "Rejected: the text stays as it was." in page

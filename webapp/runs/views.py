@@ -88,9 +88,11 @@ def _state(document: Document) -> dict:
     return {
         "document_id": document.pk, "seq": seq, "title": document.title, "lead": document.lead,
         "words": document.word_count(), "target_words": document.target_words,
-        "sections": [{"id": s.pk, "parent_id": s.parent_id, "number": number, "depth": depth, "heading": s.heading,
-                      "text": s.text, "status": s.status, "version": s.version, "word_budget": s.word_budget,
-                      "pinned": s.pinned} for s, depth, number in document.section_tree()],
+        # `key` names the section's text in the shared (CRDT) document: "section:<key>".
+        "sections": [{"id": s.pk, "key": str(s.key), "parent_id": s.parent_id, "number": number, "depth": depth,
+                      "heading": s.heading, "text": s.text, "status": s.status, "version": s.version,
+                      "word_budget": s.word_budget, "pinned": s.pinned}
+                     for s, depth, number in document.section_tree()],
         "run": None if run is None else {
             "id": run.pk, "status": run.status, "error": run.error,
             "tasks": [{"id": t.pk, "role": t.role, "section_id": t.section_id, "status": t.status, "words": t.words}
@@ -186,6 +188,8 @@ def suggestion_accept(request, document_id: int, suggestion_id: int):
         messages.error(request, str(error))
     except documents.SectionConflict as error:
         messages.error(request, str(error))
+    else:
+        messages.success(request, "Accepted: the change is in the text and in its history.")
     return _back(document_id, f"section-{suggestion.section_id}")
 
 
@@ -194,4 +198,5 @@ def suggestion_accept(request, document_id: int, suggestion_id: int):
 def suggestion_reject(request, document_id: int, suggestion_id: int):
     suggestion = _suggestion(request, document_id, suggestion_id)
     suggestions.suggestion_reject(suggestion=suggestion, user=request.user)
+    messages.success(request, "Rejected: the text stays as it was.")
     return _back(document_id, f"section-{suggestion.section_id}")
