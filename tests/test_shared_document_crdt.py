@@ -240,3 +240,34 @@ def test_a_writer_batch_streams_all_its_sections_as_one_stored_update_per_tick(d
     doc = crdt.load(document.pk)
     texts = [str(doc.get(crdt.section_name(s.key), type=crdt.Text)) for s in sections]
     assert texts == ["Gulls wheel overhead.", "Terns dive", "Puffins nest"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reconnect_that_changes_nothing_stores_and_saves_nothing(document, editor, quick_pause):
+    """y-websocket sends its whole state (with every deletion it knows) on each reconnect: when
+    that adds nothing, no update is stored, sent or saved as a revision in the person's name."""
+    from webapp.documents.models import CrdtUpdate, Revision
+
+    gulls = document.sections.get(heading="Gulls")
+    headers = session_headers(editor)
+
+    async def scenario():
+        peer = BrowserPeer(document, headers)
+        await peer.connect()
+        await peer.type(gulls.key, 0, "Gulls are very loud.")
+        before = peer.doc.get_state()
+        del peer.text(gulls.key)[9:14]  # "very ": a deletion, which every later sync carries again
+        await peer.socket.send_to(bytes_data=create_update_message(peer.doc.get_update(before)))
+        await asyncio.sleep(0.6)  # a pause: the text is saved
+        await peer.socket.disconnect()
+        counts = await sync_to_async(lambda: (CrdtUpdate.objects.count(), Revision.objects.count()))()
+        peer.socket = WebsocketCommunicator(application, f"/ws/documents/{document.id}/crdt", headers=headers)
+        await peer.connect()  # the same browser, back after a network blip
+        await asyncio.sleep(0.6)
+        await peer.socket.disconnect()
+        return counts, await sync_to_async(lambda: (CrdtUpdate.objects.count(), Revision.objects.count()))()
+
+    before, after = async_to_sync(scenario)()
+    assert after == before
+    gulls.refresh_from_db()
+    assert gulls.text == "Gulls are loud."

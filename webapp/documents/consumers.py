@@ -63,7 +63,8 @@ class DocumentCrdtConsumer(YjsConsumer):
     the two); a client's sync request is answered to that client only; a client's updates are
     stored, applied here and sent to the group, and updates from the group (other browsers,
     agents) are applied here too, so this copy stays whole; viewers' updates are dropped (their
-    editor is read-only, and the server does not trust that); and when the person pauses, the
+    editor is read-only, and the server does not trust that); an update that changes nothing (a
+    reconnecting client's whole state) is neither stored nor sent; and when the person pauses, the
     sections they changed are saved to the database with a revision."""
 
     def make_room_name(self) -> str:
@@ -84,6 +85,8 @@ class DocumentCrdtConsumer(YjsConsumer):
         self._pending_save: asyncio.Task | None = None
         await self.channel_layer.group_add(self.room_name, self.channel_name)
         self.ydoc = await self.make_ydoc()
+        self._changes = 0  # transactions that changed this copy (pycrdt reports only real changes)
+        self.ydoc.observe(self._count_change)
         await self.accept()
         await self.send(bytes_data=create_sync_message(self.ydoc))
         await self._to_others({"type": "crdt.awareness", "message": bytes([MESSAGE_QUERY_AWARENESS])})
@@ -115,12 +118,18 @@ class DocumentCrdtConsumer(YjsConsumer):
         update = Decoder(bytes_data[2:]).read_message()
         if update == crdt.EMPTY_UPDATE:
             return
+        changes = self._changes
         self.ydoc.apply_update(update)
+        if self._changes == changes:
+            return  # known already (a reconnecting client re-sends its state): nothing to store or save
         await database_sync_to_async(crdt.store)(self.document_id, update, self.user.username)
         await self._to_others({"type": "crdt.update", "update": update})
         if self._pending_save and not self._pending_save.done():
             self._pending_save.cancel()
         self._pending_save = asyncio.ensure_future(self._save_after_pause())
+
+    def _count_change(self, event) -> None:
+        self._changes += 1
 
     async def _to_others(self, message: dict) -> None:
         await self.channel_layer.group_send(self.room_name, message | {"sender": self.channel_name})
