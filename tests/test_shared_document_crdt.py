@@ -6,6 +6,7 @@ edits are dropped by the server, agents write into it as peers, and a server tha
 from __future__ import annotations
 
 import asyncio
+import io
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -271,3 +272,64 @@ def test_a_reconnect_that_changes_nothing_stores_and_saves_nothing(document, edi
     assert after == before
     gulls.refresh_from_db()
     assert gulls.text == "Gulls are loud."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_server_owns_the_locks_on_sections_an_agent_is_writing(document, owner, editor, viewer, quick_pause):
+    """A Yjs peer that ignores the lock (any client can) types into a section an agent is writing,
+    and tries to lift the lock itself: both are undone, for it too. At the end the database, the
+    shared state, every export and the history agree, each revision credited to its real author,
+    and a member who merely opens the page saves nothing in their name."""
+    from webapp.documents import export
+    from webapp.documents.models import Revision, SectionStatus
+    from webapp.runs.models import AgentTask, WritingRun
+    from webapp.runs.writing import _Streamer
+
+    gulls = document.sections.get(heading="Gulls")
+    run = WritingRun.objects.create(document=document, created_by=owner, status="writing")
+    task = AgentTask.objects.create(run=run, role="writer", section=gulls, status="running",
+                                    base_version=gulls.version)
+    editor_headers, viewer_headers = session_headers(editor), session_headers(viewer)
+
+    async def scenario():
+        streamer = await sync_to_async(_Streamer)(run, {"k": task})
+        await sync_to_async(streamer)("k", "Gulls nest on roofs.")
+        await sync_to_async(streamer.flush)()
+        intruder = BrowserPeer(document, editor_headers)
+        await intruder.connect()
+        assert str(intruder.text(gulls.key)) == "Gulls nest on roofs."
+        await intruder.type(gulls.key, 0, "INTRUDER ")
+        before = intruder.doc.get_state()
+        del intruder.doc.get(crdt.WRITERS, type=crdt.Map)[str(gulls.key)]  # lift the lock
+        await intruder.socket.send_to(bytes_data=create_update_message(intruder.doc.get_update(before)))
+        await intruder.drain()
+        undone = str(intruder.text(gulls.key)), dict(intruder.doc.get(crdt.WRITERS, type=crdt.Map))
+        await sync_to_async(streamer)("k", " They steal chips.")
+        await sync_to_async(streamer.flush)()
+        final = "Gulls nest on roofs. They steal chips."
+        await sync_to_async(documents.section_save_text)(section_id=gulls.id, user=None, text=final,
+                                                         expected_version=gulls.version, agent_role="writer",
+                                                         model_version="tiny + writer@1", peer=streamer.peer)
+        await sync_to_async(streamer.release)()
+        await intruder.drain()
+        await intruder.socket.disconnect()
+        reader = BrowserPeer(document, viewer_headers)  # someone merely opens the page, then leaves
+        await reader.connect()
+        await asyncio.sleep(0.5)
+        await reader.socket.disconnect()
+        return undone, str(intruder.text(gulls.key))
+
+    undone, intruder_final = async_to_sync(scenario)()
+    assert undone[0] == "Gulls nest on roofs." and str(gulls.key) in undone[1]
+    final = "Gulls nest on roofs. They steal chips."
+    gulls.refresh_from_db()
+    shared = crdt.section_texts(crdt.load(document.id), [gulls.key])[str(gulls.key)]
+    assert gulls.text == shared == intruder_final == final and gulls.status == SectionStatus.WRITTEN
+    assert final in export.document_markdown(document) and final in export.document_html(document)
+    assert "INTRUDER" not in export.document_markdown(document)
+    from docx import Document as DocxDocument
+
+    docx_text = "\n".join(p.text for p in DocxDocument(io.BytesIO(export.document_docx(document))).paragraphs)
+    assert final in docx_text and "INTRUDER" not in docx_text
+    authors = [(r.author, r.agent_role, r.model_version) for r in Revision.objects.filter(section=gulls)]
+    assert authors == [(None, "writer", "tiny + writer@1")]

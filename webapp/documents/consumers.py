@@ -63,7 +63,9 @@ class DocumentCrdtConsumer(YjsConsumer):
     the two); a client's sync request is answered to that client only; a client's updates are
     stored, applied here and sent to the group, and updates from the group (other browsers,
     agents) are applied here too, so this copy stays whole; viewers' updates are dropped (their
-    editor is read-only, and the server does not trust that); an update that changes nothing (a
+    editor is read-only, and the server does not trust that); a section an agent is writing is
+    locked here, not only in the browser (an edit to it, or to the locks, is undone at once,
+    for the sender too; "Take over" is the way in); an update that changes nothing (a
     reconnecting client's whole state) is neither stored nor sent; and when the person pauses, the
     sections they changed are saved to the database with a revision."""
 
@@ -119,11 +121,20 @@ class DocumentCrdtConsumer(YjsConsumer):
         if update == crdt.EMPTY_UPDATE:
             return
         changes = self._changes
+        held, texts = crdt.locked(self.ydoc)
         self.ydoc.apply_update(update)
         if self._changes == changes:
             return  # known already (a reconnecting client re-sends its state): nothing to store or save
+        correction = crdt.undo_locked_changes(self.ydoc, held, texts)
         await database_sync_to_async(crdt.store)(self.document_id, update, self.user.username)
         await self._to_others({"type": "crdt.update", "update": update})
+        if correction is not None:
+            # The server owns the locks: an edit to a section an agent is writing (or to the
+            # locks themselves) is undone, for everyone and for the client that made it.
+            log.info("undid %s's edit of a locked section of document %s", self.user, self.document_id)
+            await database_sync_to_async(crdt.store)(self.document_id, correction, "locks")
+            await self._to_others({"type": "crdt.update", "update": correction})
+            await self.send(bytes_data=create_update_message(correction))
         if self._pending_save and not self._pending_save.done():
             self._pending_save.cancel()
         self._pending_save = asyncio.ensure_future(self._save_after_pause())

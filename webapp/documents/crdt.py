@@ -106,6 +106,53 @@ def writers(doc: Doc) -> dict[str, dict]:
     return dict(doc.get(WRITERS, type=Map))
 
 
+def set_text(doc: Doc, key, new: str) -> None:
+    """Make a section's text `new`, deleting and inserting only the part that differs."""
+    text = doc.get(section_name(key), type=Text)
+    old = str(text)
+    start = 0
+    while start < min(len(old), len(new)) and old[start] == new[start]:
+        start += 1
+    end = 0
+    while end < min(len(old), len(new)) - start and old[-1 - end] == new[-1 - end]:
+        end += 1
+    # pycrdt counts positions in UTF-8 bytes, not in characters.
+    byte_start = len(old[:start].encode())
+    byte_end = len(old[:len(old) - end].encode())
+    if byte_end > byte_start:
+        del text[byte_start:byte_end]
+    if len(new) - end > start:
+        text.insert(byte_start, new[start:len(new) - end])
+
+
+def locked(doc: Doc) -> tuple[dict[str, dict], dict[str, str]]:
+    """What a client may not change: the writers map, and the text of every section an agent is
+    writing (its lock), as they are now."""
+    held = writers(doc)
+    return held, section_texts(doc, held)
+
+
+def undo_locked_changes(doc: Doc, held: dict[str, dict], texts: dict[str, str]) -> bytes | None:
+    """After a client's update: put back what `locked()` said it may not change. Returns the
+    correcting update (None when the client kept to its own sections)."""
+    current = doc.get(WRITERS, type=Map)
+    wrong_writers = dict(current) != held
+    wrong_texts = [key for key, text in texts.items() if section_text(doc, key) != text]
+    if not wrong_writers and not wrong_texts:
+        return None
+    before = doc.get_state()
+    with doc.transaction(origin="locks"):
+        if wrong_writers:
+            for key in [key for key in dict(current) if key not in held]:
+                del current[key]
+            for key, writer in held.items():
+                if current.get(key) != writer:
+                    current[key] = writer
+        for key in wrong_texts:
+            set_text(doc, key, texts[key])
+    return doc.get_update(before)
+
+
 class Peer:
     """A server-side writer of the shared document (an agent, a form): loads the document once,
     and stores and broadcasts each change it makes."""
@@ -142,25 +189,11 @@ class Peer:
     def replace(self, key, new: str) -> None:
         """Make the section's text `new`, changing only the part that differs (so a cursor or
         an edit elsewhere in the text is not disturbed)."""
-        text = self._text(key)
-        old = str(text)
-        if old == new:
+        if self.text(key) == new:
             return
-        start = 0
-        while start < min(len(old), len(new)) and old[start] == new[start]:
-            start += 1
-        end = 0
-        while end < min(len(old), len(new)) - start and old[-1 - end] == new[-1 - end]:
-            end += 1
-        # pycrdt counts positions in UTF-8 bytes, not in characters.
-        byte_start = len(old[:start].encode())
-        byte_end = len(old[:len(old) - end].encode())
         before = self.doc.get_state()
         with self.doc.transaction(origin=self.origin):
-            if byte_end > byte_start:
-                del text[byte_start:byte_end]
-            if len(new) - end > start:
-                text.insert(byte_start, new[start:len(new) - end])
+            set_text(self.doc, key, new)
         self._commit(before)
 
     def set_writer(self, key, writer: dict | None) -> None:
