@@ -333,3 +333,21 @@ def test_the_server_owns_the_locks_on_sections_an_agent_is_writing(document, own
     assert final in docx_text and "INTRUDER" not in docx_text
     authors = [(r.author, r.agent_role, r.model_version) for r in Revision.objects.filter(section=gulls)]
     assert authors == [(None, "writer", "tiny + writer@1")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_person_alone_on_a_page_hears_their_own_presence(document, editor):
+    """y-websocket reconnects after 30 s without a message; presence heartbeats (every 15 s) come
+    back to their sender, so a lone reader's socket stays up."""
+    headers = session_headers(editor)
+    presence = bytes([1, 1, 7, 1, 2]) + b"{}"  # an awareness update: one client, clock 1, state "{}"
+
+    async def scenario():
+        peer = BrowserPeer(document, headers)
+        await peer.connect()
+        await peer.socket.send_to(bytes_data=presence)
+        echoed = await peer.socket.receive_from(timeout=5)
+        await peer.socket.disconnect()
+        return echoed
+
+    assert async_to_sync(scenario)() == presence

@@ -103,7 +103,13 @@ class DocumentCrdtConsumer(YjsConsumer):
     async def receive(self, text_data=None, bytes_data=None) -> None:
         if not bytes_data:
             return
-        if bytes_data[0] in (YMessageType.AWARENESS, MESSAGE_QUERY_AWARENESS):
+        if bytes_data[0] == YMessageType.AWARENESS:
+            # To everyone, the sender too, as y-websocket's own server does: a person alone on a
+            # page hears their presence heartbeat (every 15 s), so their client never takes the
+            # silence for a dead connection (it reconnects after 30 s without a message).
+            await self.channel_layer.group_send(self.room_name, {"type": "crdt.awareness", "message": bytes_data})
+            return
+        if bytes_data[0] == MESSAGE_QUERY_AWARENESS:
             await self._to_others({"type": "crdt.awareness", "message": bytes_data})
             return
         if bytes_data[0] != YMessageType.SYNC:
