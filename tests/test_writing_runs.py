@@ -400,3 +400,25 @@ def test_a_writer_s_revision_names_the_model_and_the_adapter_it_wrote_with(db, m
     assert task.status == TaskStatus.DONE and task.adapter_version == adapter.name
     revision = Revision.objects.filter(section=task.section, agent_role="writer").latest("id")
     assert revision.model_version == f"{engine.base_model_name} + {adapter.name}"
+
+
+def test_the_chief_editor_s_outline_is_one_revision_credited_to_the_agent(db, monkeypatch, tiny_model_dir):
+    """History names who planned: the chief editor (with its model), not the person who asked."""
+    from agents.llm.transformers_backend import TransformersEngine
+    from webapp import llm
+
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    monkeypatch.setattr(llm, "get_engine", lambda role="": engine)
+    owner = make_user("olga")
+    document = documents.document_create(project=make_project(owner, name="Plans"), user=owner, title="Tides",
+                                         topic="How tides work", target_words=600)
+    run = WritingRun.objects.create(document=document, created_by=owner)
+    try:
+        services.run_plan(run_id=run.pk)
+    finally:
+        engine.close()
+    assert document.sections.count() >= 2
+    revisions = list(Revision.objects.filter(document=document, kind="outline"))
+    assert [(r.author, r.agent_role, r.model_version) for r in revisions] == [
+        (None, "chief_editor", engine.base_model_name)]
+    assert "Tides" not in revisions[0].summary and revisions[0].content.startswith("1. ")

@@ -14,6 +14,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from agents.coordinator import outline_text
+from agents.outline import PlannedSection
 from webapp import events
 from webapp.documents import crdt
 from webapp.documents.models import (
@@ -101,8 +102,8 @@ def outline_snapshot(document: Document) -> list[dict]:
     ]
 
 
-def _record_outline(document: Document, user, summary: str,
-                    restored_from: Revision | None = None) -> Revision:
+def _record_outline(document: Document, user, summary: str, restored_from: Revision | None = None,
+                    agent_role: str = "", model_version: str = "") -> Revision:
     nodes = outline_snapshot(document)
     revision = Revision.objects.create(
         document=document,
@@ -111,12 +112,14 @@ def _record_outline(document: Document, user, summary: str,
         content=outline_text(document.planned(), details=True),
         outline=nodes,
         author=user,
+        agent_role=agent_role,
+        model_version=model_version,
         summary=summary[:300],
         restored_from=restored_from,
     )
     Document.objects.filter(pk=document.pk).update(updated_at=timezone.now())
     events.send(events.OutlineChanged(document_id=document.id, revision_id=revision.id,
-                                      by=user.username if user else ""))
+                                      by=user.username if user else agent_role))
     return revision
 
 
@@ -143,6 +146,25 @@ def section_add(*, document: Document, user, heading: str, parent: Section | Non
     )
     _record_outline(document, user, f"Added “{heading}”")
     return section
+
+
+@transaction.atomic
+def outline_plan(*, document: Document, planned: list[PlannedSection], agent_role: str,
+                 model_version: str = "") -> Revision:
+    """An agent's outline, added under the existing sections as one revision credited to the
+    agent (not to the person who asked for it)."""
+    def add(items: list[PlannedSection], parent: Section | None) -> None:
+        for order, item in enumerate(items, start=first if parent is None else 0):
+            section = Section.objects.create(document=document, parent=parent, order=order, heading=item.heading,
+                                             goal=item.goal, key_points="\n".join(item.key_points),
+                                             word_budget=item.words)
+            add(item.children, section)
+
+    last = Section.objects.filter(document=document, parent=None).aggregate(m=Max("order"))["m"]
+    first = 0 if last is None else last + 1
+    add(planned, None)
+    return _record_outline(document, None, f"Outline planned ({len(planned)} sections)", agent_role=agent_role,
+                           model_version=model_version)
 
 
 @transaction.atomic

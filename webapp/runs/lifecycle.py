@@ -40,6 +40,12 @@ def task_flag(task: AgentTask) -> str:
     return f"task-{task.pk}-{task.run.created_at.timestamp()}"
 
 
+def model_version(engine, adapter_name: str) -> str:
+    """What revisions name as an agent's model: the base model, and the adapter if one was used."""
+    name = getattr(engine, "base_model_name", "") or type(engine).__name__
+    return f"{name} + {adapter_name}" if adapter_name else name
+
+
 def set_status(run: WritingRun, status: str, error: str = "") -> None:
     run.status, run.error = status, error
     fields = ["status", "error"]

@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from agents import coordinator
 from agents.llm.types import INTERACTIVE
-from agents.outline import PlannedSection
 from agents.roles import chief_editor, section_writer
 from webapp import llm
 from webapp.celery import enqueue
@@ -43,14 +42,6 @@ def run_start(*, document: Document, user, batch_size: int = 8) -> WritingRun:
     return run
 
 
-def _add_planned(document: Document, user, planned: list[PlannedSection], parent: Section | None) -> None:
-    for item in planned:
-        section = documents.section_add(document=document, user=user, parent=parent, heading=item.heading,
-                                        goal=item.goal, key_points="\n".join(item.key_points),
-                                        word_budget=item.words)
-        _add_planned(document, user, item.children, section)
-
-
 def run_plan(*, run_id: int) -> WritingRun:
     """The chief editor's outline, unless people already wrote one; then approval or writing."""
     run = WritingRun.objects.select_related("document").get(pk=run_id)
@@ -60,10 +51,11 @@ def run_plan(*, run_id: int) -> WritingRun:
     if document.sections.exists():
         run.outline_path = "existing"
     else:
-        plan = coordinator.plan(llm.for_run(chief_editor.ROLE, run.pk, INTERACTIVE), document.brief(),
-                                registry.resolve_adapter(chief_editor.ROLE), max_words=settings.SECTION_MAX_WORDS)
-        with transaction.atomic():
-            _add_planned(document, run.created_by, plan.sections, None)
+        engine = llm.for_run(chief_editor.ROLE, run.pk, INTERACTIVE)
+        adapter = registry.resolve_adapter(chief_editor.ROLE)
+        plan = coordinator.plan(engine, document.brief(), adapter, max_words=settings.SECTION_MAX_WORDS)
+        documents.outline_plan(document=document, planned=plan.sections, agent_role=chief_editor.ROLE,
+                               model_version=lifecycle.model_version(engine, adapter.name if adapter else ""))
         run.outline_path, run.outline_problems = plan.path, plan.problems
     run.save(update_fields=["outline_path", "outline_problems"])
     if document.auto_approve_outline:

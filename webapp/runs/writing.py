@@ -172,7 +172,6 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
         reviewing.finish_if_done(run_id=run.id)
         return
     streamer.flush()
-    model_name = getattr(engine, "base_model_name", "") or type(engine).__name__
     taken_by = watch.taken_over()
     for key, written in results.items():
         task = by_key[key]
@@ -183,7 +182,7 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
                 status=TaskStatus.SKIPPED, words=written.words, tokens=streamer.tokens[key],
                 finished_at=timezone.now(), error=f"Taken over by {taken_by[key]}.")
             continue
-        _save(run, task, written, streamer.peer, model_name, cited[key])
+        _save(run, task, written, streamer.peer, lifecycle.model_version(engine, task.adapter_version), cited[key])
         status = TaskStatus.CANCELLED if written.finish == "cancelled" else TaskStatus.DONE
         AgentTask.objects.filter(pk=task.pk).update(status=status, checkpoint_text=written.text,
                                                     words=written.words, tokens=streamer.tokens[key],
@@ -193,10 +192,9 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
 
 
 def _save(run: WritingRun, task: AgentTask, written: section_writer.WrittenSection, peer: crdt.Peer,
-          model_name: str, cited: list[int]) -> None:
+          model_version: str, cited: list[int]) -> None:
     """The writer's text into its section. If a person edited the section meanwhile, theirs stays
     and ours is kept as a conflict revision."""
-    model_version = f"{model_name} + {task.adapter_version}" if task.adapter_version else model_name
     try:
         documents.section_save_text(section_id=task.section_id, user=None, text=written.text,
                                     expected_version=task.base_version, agent_role=section_writer.ROLE,
