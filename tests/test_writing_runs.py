@@ -422,3 +422,27 @@ def test_the_chief_editor_s_outline_is_one_revision_credited_to_the_agent(db, mo
     assert [(r.author, r.agent_role, r.model_version) for r in revisions] == [
         (None, "chief_editor", engine.base_model_name)]
     assert "Tides" not in revisions[0].summary and revisions[0].content.startswith("1. ")
+
+
+def test_a_section_deleted_or_split_after_approval_is_skipped_not_written(db, monkeypatch):
+    """The outline may change between approval and writing: a task whose section is gone, or now
+    has subsections, is skipped with the reason; the batch's other sections are written."""
+    from tests.support.fakes import ScriptedEngine
+    from webapp import llm
+    from webapp.runs.models import AgentTask
+
+    answer = " ".join(["Terns dive for fish."] * 40)
+    monkeypatch.setattr(llm, "get_engine", lambda role="": ScriptedEngine(answer, answer, answer))
+    owner = make_user("sid")
+    document = make_document(make_project(owner, name="Changes"), owner, sections=("Gulls", "Terns", "Puffins"))
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    gulls, terns, puffins = (document.sections.get(heading=h) for h in ("Gulls", "Terns", "Puffins"))
+    tasks = [AgentTask.objects.create(run=run, role="writer", section=s, base_version=s.version)
+             for s in (gulls, terns, puffins)]
+    documents.section_add(document=document, user=owner, heading="Herring gulls", parent=gulls, word_budget=50)
+    documents.section_delete(section=puffins, user=owner)
+    writing.run_write_batch(run_id=run.pk, task_ids=[t.pk for t in tasks])
+    by_heading = {t.pk: t for t in AgentTask.objects.filter(run=run)}
+    assert [by_heading[t.pk].status for t in tasks] == [TaskStatus.SKIPPED, TaskStatus.DONE, TaskStatus.SKIPPED]
+    assert "no longer a leaf" in by_heading[tasks[0].pk].error and "Terns dive" in document.sections.get(
+        heading="Terns").text
