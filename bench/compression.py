@@ -32,7 +32,7 @@ from agents.llm.bundled import bundled_model_dir  # noqa: E402
 from agents.llm.quantization import is_int8_folder, load_int8  # noqa: E402
 from agents.llm.transformers_backend import TransformersEngine  # noqa: E402
 from agents.llm.types import GenerationRequest  # noqa: E402
-from training import common  # noqa: E402
+from training import common, dataset, footprint  # noqa: E402
 
 THREADS = 2
 OUT = ROOT / "var" / "bench"
@@ -62,11 +62,11 @@ def load(folder: Path):
 def measure(label: str, folder: Path) -> dict:
     model, tokenizer = load(folder)
     text = HELDOUT.read_text()
-    examples = common.encode_text(tokenizer, text, 512)
-    ppl = common.evaluate(model, examples, common.Dist(), common.pad_id_of(tokenizer))["perplexity"]
-    speed = common.speed(model, tokenizer, text, prompt_tokens=256, new_tokens=64, repeats=3)
+    examples = dataset.encode_text(tokenizer, text, 512)
+    ppl = dataset.evaluate(model, examples, common.Dist(), common.pad_id_of(tokenizer))["perplexity"]
+    speed = footprint.speed(model, tokenizer, text, prompt_tokens=256, new_tokens=64, repeats=3)
     return {"label": label, "parameters": sum(p.numel() for p in model.parameters()) + _int8_parameters(model),
-            "mb": common.folder_bytes(folder) / 1e6, "perplexity": ppl, **speed}
+            "mb": footprint.folder_bytes(folder) / 1e6, "perplexity": ppl, **speed}
 
 
 def _int8_parameters(model) -> int:

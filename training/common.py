@@ -1,5 +1,6 @@
-"""What every recipe shares: distributed set-up from torchrun's environment, the training data,
-the training loop, evaluation, checkpoints and the files a recipe leaves behind.
+"""What every recipe shares: distributed set-up from torchrun's environment, the training loop,
+checkpoints and the files a recipe leaves behind (the data, batches and losses are in
+training/dataset.py, size and speed in training/footprint.py).
 
 One process or many, the maths is the same: each optimizer step sees one global batch, split
 over the ranks and then into micro-batches; every micro-batch's summed token loss is divided by
@@ -23,7 +24,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -37,16 +37,12 @@ from typing import Any
 
 import torch
 import torch.distributed as torch_dist
-import torch.nn.functional as F
+
+from training.dataset import DatasetError, Example, check_batching, collate, lm_loss, step_batches, total_steps
 
 log = logging.getLogger("training")
 
 EXIT_CANCELLED = 3
-IGNORE = -100
-
-
-class DatasetError(ValueError):
-    """Training data that cannot be used; the message says what is wrong and where."""
 
 
 class Cancelled(Exception):
@@ -201,151 +197,6 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-# --- data --------------------------------------------------------------------------------------
-
-
-def read_pairs(path: Path, role: str, labels: tuple[str, ...] = ("accepted",), split: str = "train") -> list[dict]:
-    """Pairs exported by `manage.py export_training_data`: a folder (its train.jsonl or
-    heldout.jsonl) or one .jsonl file. Pairs of another role are an error, not skipped; pairs
-    with other labels are left out and counted in the log."""
-    file = path / f"{split}.jsonl" if path.is_dir() else path
-    if not file.is_file():
-        raise DatasetError(f"{file}: no such file (export one with `manage.py export_training_data`)")
-    kept: list = []
-    left_out: dict[str, int] = {}
-    with open(file, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                prompt, completion = record["prompt"], record["completion"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise DatasetError(f"{file}:{number}: not a training pair ({error})") from None
-            if record.get("role", role) != role:
-                raise DatasetError(f"{file}:{number}: this pair is for the role {record.get('role')!r}, not {role!r}")
-            if not isinstance(prompt, list) or not all(isinstance(m, dict) and "content" in m for m in prompt):
-                raise DatasetError(f"{file}:{number}: prompt must be a list of chat messages")
-            label = record.get("label", "accepted")
-            if label not in labels or not str(completion).strip():
-                left_out[label] = left_out.get(label, 0) + 1
-                continue
-            kept.append(record)
-    if left_out:
-        log.info("%s: left out %s", file.name, ", ".join(f"{n} {label}" for label, n in sorted(left_out.items())))
-    return kept
-
-
-@dataclass
-class Example:
-    input_ids: list[int]
-    labels: list[int]  # IGNORE where the model is not trained to predict (the prompt)
-
-    @property
-    def targets(self) -> int:
-        return sum(1 for t in self.labels[1:] if t != IGNORE)
-
-
-def encode_pair(tokenizer, record: dict, max_length: int) -> Example:
-    """The chat prompt exactly as the engine formats it, then the completion and the end token;
-    only the completion is a target. Too long: the prompt loses its start, the completion its end."""
-    prompt = tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True, tokenize=False)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-    answer_ids = tokenizer(record["completion"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    answer_ids = answer_ids[: max_length // 2] if len(prompt_ids) + len(answer_ids) > max_length else answer_ids
-    prompt_ids = prompt_ids[-(max_length - len(answer_ids)):]
-    return Example(prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids)
-
-
-def encode_text(tokenizer, text: str, max_length: int) -> list[Example]:
-    """Plain text in windows of max_length tokens, every token a target."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    return [Example(ids[i:i + max_length], ids[i:i + max_length]) for i in range(0, len(ids), max_length)
-            if len(ids[i:i + max_length]) > 1]
-
-
-def pair_examples(tokenizer, records: list[dict], max_length: int) -> list[Example]:
-    return [encode_pair(tokenizer, r, max_length) for r in records]
-
-
-def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example.input_ids)
-        ids[row, :n], labels[row, :n], mask[row, :n] = (torch.tensor(example.input_ids),
-                                                         torch.tensor(example.labels), 1)
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
-
-
-def step_batches(count: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """The example indices of one optimizer step: epochs of a seeded shuffle, read in order, so
-    that step k is the same on every rank and after a resume."""
-    per_epoch = max(1, count // batch_size)
-    epoch, position = divmod(step, per_epoch)
-    order = list(range(count))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    start = position * batch_size
-    chosen = order[start:start + batch_size]
-    while len(chosen) < batch_size:  # fewer examples than a batch (or a ragged end): wrap around
-        chosen += order[:batch_size - len(chosen)]
-    return chosen
-
-
-def total_steps(args, count: int) -> int:
-    if args.steps:
-        return args.steps
-    return max(1, math.ceil(args.epochs * count / args.batch_size))
-
-
-def check_batching(args, dist: Dist, count: int, minimum: int = 2) -> None:
-    if count < minimum:
-        raise DatasetError(f"only {count} training example(s); at least {minimum} are needed")
-    if args.batch_size % dist.world_size:
-        raise DatasetError(f"--batch-size {args.batch_size} does not split over {dist.world_size} processes")
-    if (args.batch_size // dist.world_size) % args.micro_batch:
-        raise DatasetError(f"--micro-batch {args.micro_batch} does not divide the "
-                           f"{args.batch_size // dist.world_size} examples each process gets per step")
-
-
-# --- losses ------------------------------------------------------------------------------------
-
-
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over the targets, and how many targets there were."""
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
-    return loss, int((shift_labels != IGNORE).sum())
-
-
-def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return token_losses(logits, batch["labels"])[0]
-
-
-@torch.no_grad()
-def evaluate(model, examples: list[Example], dist: Dist, pad_id: int, micro_batch: int = 4) -> dict[str, float]:
-    """Mean token loss and perplexity over `examples` (split over the ranks, summed back)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0.0
-    mine = examples[dist.rank::dist.world_size]
-    for start in range(0, len(mine), micro_batch):
-        batch = collate(mine[start:start + micro_batch], pad_id, dist.device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss, n = token_losses(logits, batch["labels"])
-        total, count = total + float(loss), count + n
-    total, count = dist.all_sum([total, count])
-    model.train(was_training)
-    if count == 0:
-        return {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}
-    mean = total / count
-    return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50)), 4), "tokens": int(count)}
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -518,33 +369,3 @@ def run_recipe(body: Callable[[Dist, Output, StopFlag], dict], args) -> int:
             raise
         output.result("done", **result)
         return 0
-
-
-# --- measurements ------------------------------------------------------------------------------
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("tokenizer"))
-
-
-@torch.inference_mode()
-def speed(model, tokenizer, text: str, prompt_tokens: int = 256, new_tokens: int = 64, repeats: int = 3) -> dict:
-    """Prefill latency of a prompt_tokens prompt and greedy decode speed (one sequence, KV
-    cache), the best of `repeats` runs after a warm-up."""
-    from transformers import DynamicCache
-
-    device = next(model.parameters()).device
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :prompt_tokens].to(device)
-    best_prefill, best_decode = float("inf"), float("inf")
-    for attempt in range(repeats + 1):
-        cache = DynamicCache(config=model.config)
-        started = time.perf_counter()
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        prefilled = time.perf_counter()
-        for _ in range(new_tokens):
-            token = logits.argmax(-1, keepdim=True)
-            logits = model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1]
-        done = time.perf_counter()
-        if attempt:  # the first run warms up
-            best_prefill, best_decode = min(best_prefill, prefilled - started), min(best_decode, done - prefilled)
-    return {"prefill_s": round(best_prefill, 4), "decode_tokens_per_s": round(new_tokens / best_decode, 2)}

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training import common
+from training import common, dataset
 from training.prune import importances
 
 log = logging.getLogger("training")
@@ -56,7 +56,7 @@ def kept_layers(teacher_layers: int, student_layers: int, change=None) -> list[i
     On SmolLM2-135M, keeping 15 of 30 layers by change gives a held-out perplexity of 14,000
     before any training; evenly spaced, 3.1 million."""
     if not 1 <= student_layers <= teacher_layers:
-        raise common.DatasetError(f"--layers must be between 1 and the teacher's {teacher_layers}")
+        raise dataset.DatasetError(f"--layers must be between 1 and the teacher's {teacher_layers}")
     if change is not None:
         return sorted(torch.argsort(change, descending=True)[:student_layers].tolist())
     if student_layers == 1:
@@ -81,7 +81,7 @@ def brief_prompts(path: Path) -> list[list[dict[str, str]]]:
     try:
         briefs = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise common.DatasetError(f"{path}: not a JSON list of briefs ({error})") from None
+        raise dataset.DatasetError(f"{path}: not a JSON list of briefs ({error})") from None
     prompts = []
     for brief in briefs:
         topic, audience = brief.get("topic", ""), brief.get("audience", "general readers")
@@ -113,7 +113,7 @@ def distil_loss(teacher, alpha: float, temperature: float):
             teacher_logits = teacher(input_ids=batch["input_ids"],
                                      attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         labels = batch["labels"][:, 1:]
-        mask = labels != common.IGNORE
+        mask = labels != dataset.IGNORE
         hard = F.cross_entropy(logits[mask], labels[mask], reduction="sum")
         soft_student = F.log_softmax(logits[mask] / temperature, dim=-1)
         soft_teacher = F.log_softmax(teacher_logits[mask] / temperature, dim=-1)
@@ -127,7 +127,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     teacher, tokenizer = common.load_model(args.teacher, dist)
     teacher.eval().requires_grad_(False)
     pad_id = common.pad_id_of(tokenizer)
-    records = common.read_pairs(args.data, args.role, ("accepted",)) if args.data else []
+    records = dataset.read_pairs(args.data, args.role, ("accepted",)) if args.data else []
     if args.briefs:
         generated = teacher_texts(teacher, tokenizer, brief_prompts(args.briefs), args.generate_tokens, dist)
         log.info("the teacher wrote %d texts for %s", len(generated), args.briefs)
@@ -135,20 +135,20 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
             with open(output.folder / "teacher_texts.jsonl", "w") as handle:
                 handle.writelines(json.dumps(r) + "\n" for r in generated)
         records += generated
-    examples = common.pair_examples(tokenizer, records, args.max_length)
+    examples = dataset.pair_examples(tokenizer, records, args.max_length)
     for path in args.text:
-        examples += common.encode_text(tokenizer, path.read_text(), args.max_length)
+        examples += dataset.encode_text(tokenizer, path.read_text(), args.max_length)
     if not examples:
-        raise common.DatasetError("nothing to learn from: give --data, --briefs or --text")
-    heldout = common.encode_text(tokenizer, args.eval_text.read_text(), args.max_length)
+        raise dataset.DatasetError("nothing to learn from: give --data, --briefs or --text")
+    heldout = dataset.encode_text(tokenizer, args.eval_text.read_text(), args.max_length)
 
     change = importances(teacher, examples[:32], dist.device)[0] if args.init == "importance" else None
     layers = kept_layers(teacher.config.num_hidden_layers,
                          args.layers or max(1, teacher.config.num_hidden_layers // 2), change)
     student = make_student(teacher, layers)
     student.requires_grad_(True)
-    teacher_eval = common.evaluate(teacher, heldout, dist, pad_id)
-    before = common.evaluate(student, heldout, dist, pad_id)
+    teacher_eval = dataset.evaluate(teacher, heldout, dist, pad_id)
+    before = dataset.evaluate(student, heldout, dist, pad_id)
     output.metric(event="eval", when="before", teacher=teacher_eval, **before)
     log.info("student of %d/%d layers %s; held-out perplexity teacher %.2f, student %.2f",
              len(layers), teacher.config.num_hidden_layers, layers, teacher_eval["perplexity"], before["perplexity"])
@@ -157,7 +157,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
 
     state = common.train(student, examples, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop,
                          loss_fn=distil_loss(teacher, args.alpha, args.temperature))
-    after = common.evaluate(student, heldout, dist, pad_id)
+    after = dataset.evaluate(student, heldout, dist, pad_id)
     output.metric(event="eval", when="after", **after)
     log.info("held-out perplexity after distillation: %.2f (teacher %.2f)", after["perplexity"],
              teacher_eval["perplexity"])

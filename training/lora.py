@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from agents.llm.files import folder_sha256
-from training import common
+from training import common, dataset
 
 log = logging.getLogger("training")
 
@@ -41,26 +41,26 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     from peft.utils import load_peft_weights
 
     labels = tuple(label.strip() for label in args.labels.split(",") if label.strip())
-    train_pairs = common.read_pairs(args.data, args.role, labels, "train")
-    heldout_pairs = common.read_pairs(args.data, args.role, labels, "heldout")
-    common.check_batching(args, dist, len(train_pairs))
+    train_pairs = dataset.read_pairs(args.data, args.role, labels, "train")
+    heldout_pairs = dataset.read_pairs(args.data, args.role, labels, "heldout")
+    dataset.check_batching(args, dist, len(train_pairs))
     if not heldout_pairs:
-        raise common.DatasetError(f"{args.data}: no held-out pairs to evaluate on "
+        raise dataset.DatasetError(f"{args.data}: no held-out pairs to evaluate on "
                                   "(export with --heldout above 0 and more than one document)")
     base_sha = folder_sha256(args.base)
     if args.resume and (output.checkpoint / META).is_file():
         trained_on = common.read_json(output.checkpoint / META)["base_sha256"]
         if trained_on != base_sha:
-            raise common.DatasetError(f"the checkpoint in {output.checkpoint} was trained on another base model "
+            raise dataset.DatasetError(f"the checkpoint in {output.checkpoint} was trained on another base model "
                                       f"({trained_on[:12]}…, this one is {base_sha[:12]}…)")
     common.seed_everything(args.seed)
     model, tokenizer = common.load_model(args.base, dist, max_memory=args.max_memory)
     pad_id = common.pad_id_of(tokenizer)
-    train = common.pair_examples(tokenizer, train_pairs, args.max_length)
-    heldout = common.pair_examples(tokenizer, heldout_pairs, args.max_length)
+    train = dataset.pair_examples(tokenizer, train_pairs, args.max_length)
+    heldout = dataset.pair_examples(tokenizer, heldout_pairs, args.max_length)
     log.info("%d training and %d held-out pairs for %s", len(train), len(heldout), args.role)
 
-    before = common.evaluate(model, heldout, dist, pad_id)
+    before = dataset.evaluate(model, heldout, dist, pad_id)
     output.metric(event="eval", when="before", **before)
     log.info("held-out before: loss %.4f, perplexity %.2f", before["loss"], before["perplexity"])
     config = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
@@ -76,7 +76,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
         set_peft_model_state_dict(model, load_peft_weights(str(folder), device=str(dist.device)))
 
     state = common.train(model, train, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop)
-    after = common.evaluate(model, heldout, dist, pad_id)
+    after = dataset.evaluate(model, heldout, dist, pad_id)
     output.metric(event="eval", when="after", **after)
     log.info("held-out after: loss %.4f, perplexity %.2f", after["loss"], after["perplexity"])
     metrics = {"eval_loss_before": before["loss"], "perplexity_before": before["perplexity"],

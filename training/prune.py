@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from training import common
+from training import common, dataset
 
 log = logging.getLogger("training")
 
@@ -36,7 +36,7 @@ def arguments():
 
 
 @torch.no_grad()
-def importances(model, examples: list[common.Example], device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def importances(model, examples: list[dataset.Example], device) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Per layer: how much it changes its input (mean 1 - cosine). Per layer and MLP channel:
     mean |act(gate(x)) * up(x)| weighted by the channel's down-projection norm."""
     layers = model.model.layers
@@ -108,21 +108,21 @@ def prune_mlp(model, scores: list[torch.Tensor], keep: int) -> None:
 
 def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) -> dict:
     if not 0 < args.mlp_keep <= 1:
-        raise common.DatasetError("--mlp-keep must be above 0 and at most 1")
+        raise dataset.DatasetError("--mlp-keep must be above 0 and at most 1")
     common.seed_everything(args.seed)
     model, tokenizer = common.load_model(args.model, dist)
     model.eval()
     layer_count = model.config.num_hidden_layers
     if not 0 <= args.drop_layers < layer_count:
-        raise common.DatasetError(f"--drop-layers must be between 0 and {layer_count - 1} "
+        raise dataset.DatasetError(f"--drop-layers must be between 0 and {layer_count - 1} "
                                   f"(the model has {layer_count})")
     pad_id = common.pad_id_of(tokenizer)
-    heldout = common.encode_text(tokenizer, args.eval_text.read_text(), args.max_length)
-    calibration = common.encode_text(tokenizer, args.calibration.read_text(), args.max_length)
+    heldout = dataset.encode_text(tokenizer, args.eval_text.read_text(), args.max_length)
+    calibration = dataset.encode_text(tokenizer, args.calibration.read_text(), args.max_length)
     if not heldout or not calibration:
-        raise common.DatasetError("the calibration and evaluation texts must hold at least two tokens each")
+        raise dataset.DatasetError("the calibration and evaluation texts must hold at least two tokens each")
     parameters_before = sum(p.numel() for p in model.parameters())
-    before = common.evaluate(model, heldout, dist, pad_id)
+    before = dataset.evaluate(model, heldout, dist, pad_id)
     output.metric(event="eval", when="before", **before)
 
     change, channels = importances(model, calibration, dist.device)
@@ -132,7 +132,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     if keep < model.config.intermediate_size:
         prune_mlp(model, channels, keep)
     drop_layers(model, dropped)
-    pruned = common.evaluate(model, heldout, dist, pad_id)
+    pruned = dataset.evaluate(model, heldout, dist, pad_id)
     output.metric(event="eval", when="pruned", **pruned)
     log.info("perplexity %.2f -> %.2f after pruning", before["perplexity"], pruned["perplexity"])
 
@@ -140,13 +140,13 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
 
     after, steps = pruned, 0
     if args.heal_steps:
-        examples = [e for path in args.text for e in common.encode_text(tokenizer, path.read_text(), args.max_length)]
+        examples = [e for path in args.text for e in dataset.encode_text(tokenizer, path.read_text(), args.max_length)]
         if not examples:
-            raise common.DatasetError("--heal-steps needs --text to heal on")
+            raise dataset.DatasetError("--heal-steps needs --text to heal on")
         args.steps = args.heal_steps
         steps = common.train(model, examples, args, dist, output, pad_id=pad_id, save=save, load=load,
                              stop=stop).step
-        after = common.evaluate(model, heldout, dist, pad_id)
+        after = dataset.evaluate(model, heldout, dist, pad_id)
         output.metric(event="eval", when="after", **after)
     metrics = {"perplexity_before": before["perplexity"], "perplexity_pruned": pruned["perplexity"],
                "perplexity_after": after["perplexity"],

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from agents.llm.quantization import SKIPPED, load_int8, quantize_int8, save_int8
-from training import common
+from training import common, dataset
+from training.footprint import folder_bytes, speed
 
 log = logging.getLogger("training")
 
@@ -32,28 +33,28 @@ def arguments():
 
 
 def measure(model, tokenizer, examples, text: str, dist: common.Dist) -> dict:
-    result = common.evaluate(model, examples, common.Dist(device=torch.device("cpu")), common.pad_id_of(tokenizer))
-    return {"perplexity": result["perplexity"], **common.speed(model, tokenizer, text)}
+    result = dataset.evaluate(model, examples, common.Dist(device=torch.device("cpu")), common.pad_id_of(tokenizer))
+    return {"perplexity": result["perplexity"], **speed(model, tokenizer, text)}
 
 
 def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) -> dict:
     if dist.device.type != "cpu":
-        raise common.DatasetError("int8 dynamic quantization is for CPU serving: run with --device cpu")
+        raise dataset.DatasetError("int8 dynamic quantization is for CPU serving: run with --device cpu")
     folder = output.folder / "model"
     if not dist.is_main:
         return {"metrics": {}, "output": str(folder), "kind": "model"}
     model, tokenizer = common.load_model(args.model, common.Dist(device=torch.device("cpu")))
     model.eval()
     text = args.eval_text.read_text()
-    examples = common.encode_text(tokenizer, text, args.max_length)
+    examples = dataset.encode_text(tokenizer, text, args.max_length)
     if not examples:
-        raise common.DatasetError(f"{args.eval_text}: too little text to measure on")
-    before = {"bytes": common.folder_bytes(args.model), **measure(model, tokenizer, examples, text, dist)}
+        raise dataset.DatasetError(f"{args.eval_text}: too little text to measure on")
+    before = {"bytes": folder_bytes(args.model), **measure(model, tokenizer, examples, text, dist)}
     log.info("float: %s", before)
     skip = () if args.quantize_down_proj else SKIPPED
     save_int8(quantize_int8(model, skip), tokenizer, folder, skip)
     quantized = load_int8(folder)  # measured as it will be served: loaded back from the folder
-    after = {"bytes": common.folder_bytes(folder), **measure(quantized, tokenizer, examples, text, dist)}
+    after = {"bytes": folder_bytes(folder), **measure(quantized, tokenizer, examples, text, dist)}
     log.info("int8: %s", after)
     metrics = {f"{key}_{when}": value for when, values in (("before", before), ("after", after))
                for key, value in values.items()}
