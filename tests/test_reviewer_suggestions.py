@@ -66,6 +66,47 @@ def test_a_suggestion_on_text_that_changed_is_not_applied(document, owner, edito
     assert document.sections.get(heading="Gulls").text == "Completely rewritten by a person."
 
 
+def test_a_suggestion_follows_its_text_through_later_edits_and_applies_there(document, owner, editor):
+    """The reviewer anchors each suggestion in the shared text (Yjs relative positions, which
+    browsers mark); accepting applies it where its text is now, even with a copy of the same
+    sentence earlier in the section (replacing the first match removed the wrong one)."""
+    from webapp.documents import crdt
+
+    _write(document, owner, {"Introduction": REPEATED, "Gulls": f"Gulls. {REPEATED}"})
+    suggestion = reviewing.review_document(document=document)[0]
+    assert set(suggestion.anchor) == {"start", "end"}
+    gulls = document.sections.get(heading="Gulls")
+    shared = crdt.load(document.id)
+    start, end = crdt.resolve(shared, gulls.key, suggestion.anchor)
+    assert crdt.section_text(shared, gulls.key)[start:end] == REPEATED
+    # Someone else writes before it, quoting the same sentence, while the suggestion is open.
+    quoted = f'Field notes quote "{REPEATED}" here. Gulls. {REPEATED}'
+    _write(document, editor, {"Gulls": quoted})
+    suggestions.suggestion_accept(suggestion=suggestion, user=editor)
+    gulls.refresh_from_db()
+    assert gulls.text == f'Field notes quote "{REPEATED}" here. Gulls.'
+    assert crdt.section_text(crdt.load(document.id), gulls.key) == gulls.text
+    revision = gulls.revisions.order_by("-id").first()
+    assert revision.author == editor and revision.summary == "Accepted suggestion by Reviewer (reviewer): repetition"
+
+
+def test_a_suggestion_whose_words_were_edited_is_outdated_never_applied_elsewhere(document, owner, editor):
+    from webapp.documents import crdt
+
+    _write(document, owner, {"Introduction": REPEATED, "Gulls": f"Gulls. {REPEATED} More."})
+    suggestion = reviewing.review_document(document=document)[0]
+    gulls = document.sections.get(heading="Gulls")
+    # A person changes one word inside it in the shared text, and pastes the original after it.
+    changed = f"Gulls. {REPEATED.replace('rooftops', 'roofs')} More. {REPEATED}"
+    _write(document, editor, {"Gulls": changed})
+    assert crdt.resolve(crdt.load(document.id), gulls.key, suggestion.anchor) is not None
+    with pytest.raises(suggestions.SuggestionOutdated):
+        suggestions.suggestion_accept(suggestion=suggestion, user=editor)
+    suggestion.refresh_from_db()
+    assert suggestion.status == SuggestionStatus.STALE
+    assert document.sections.get(heading="Gulls").text == changed
+
+
 LEAD = ("Gulls and terns share our coasts all year. This article shows walkers how to tell them apart and where "
         "to find them, with notes on their habits and their voices.")
 

@@ -14,12 +14,13 @@ shared text into them when a person pauses typing (`documents.services.materiali
 
 from __future__ import annotations
 
+import base64
 import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
-from pycrdt import Doc, Map, Text, merge_updates
+from pycrdt import Assoc, Doc, Map, StickyIndex, Text, merge_updates
 
 from webapp.documents.models import CrdtState, CrdtUpdate, Document, Section
 
@@ -123,6 +124,29 @@ def set_text(doc: Doc, key, new: str) -> None:
         del text[byte_start:byte_end]
     if len(new) - end > start:
         text.insert(byte_start, new[start:len(new) - end])
+
+
+def anchor(doc: Doc, key, start: int, end: int) -> dict[str, str]:
+    """Sticky positions (Yjs relative positions, base64) around characters [start, end) of a
+    section's text: they follow that text through everyone's later edits. The start sticks to the
+    first character, the end to the last, so text typed just outside is not taken in."""
+    text = doc.get(section_name(key), type=Text)
+    old = str(text)
+    first, last = len(old[:start].encode()), len(old[:end].encode())  # pycrdt counts UTF-8 bytes
+    return {"start": base64.b64encode(text.sticky_index(first, Assoc.AFTER).encode()).decode(),
+            "end": base64.b64encode(text.sticky_index(last, Assoc.BEFORE).encode()).decode()}
+
+
+def resolve(doc: Doc, key, where: dict) -> tuple[int, int] | None:
+    """Where an `anchor` is now, in characters of the section's text; None if it cannot be found."""
+    text = doc.get(section_name(key), type=Text)
+    try:
+        first, last = (StickyIndex.decode(base64.b64decode(where[end]), text).get_index() for end in ("start", "end"))
+    except (KeyError, ValueError, RuntimeError):
+        return None
+    encoded = str(text).encode()
+    start, end = len(encoded[:first].decode(errors="ignore")), len(encoded[:last].decode(errors="ignore"))
+    return (start, end) if start <= end else None
 
 
 def locked(doc: Doc) -> tuple[dict[str, dict], dict[str, str]]:

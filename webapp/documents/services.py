@@ -239,7 +239,7 @@ def _record_text(section: Section, user, kind: str, summary: str, *, agent_role:
 def section_save_text(*, section_id: int, user, text: str, expected_version: int,
                       agent_role: str = "", model_version: str = "",
                       restored_from: Revision | None = None, from_crdt: bool = False,
-                      peer: crdt.Peer | None = None) -> Section:
+                      peer: crdt.Peer | None = None, summary: str = "") -> Section:
     """Save a section's text if nobody saved it since `expected_version`.
 
     Whoever saves (person or agent) gets a revision. On a conflict the caller's text is kept as
@@ -251,7 +251,7 @@ def section_save_text(*, section_id: int, user, text: str, expected_version: int
     with transaction.atomic():
         section = Section.objects.select_for_update().get(pk=section_id)
         if section.version == expected_version:
-            _apply_text(section, user, text, agent_role, model_version, restored_from)
+            _apply_text(section, user, text, agent_role, model_version, restored_from, summary)
             if not from_crdt:
                 peer = peer or crdt.Peer(section.document_id, agent_role or (user.username if user else ""))
                 peer.replace(section.key, section.text)
@@ -267,7 +267,7 @@ def section_save_text(*, section_id: int, user, text: str, expected_version: int
 
 
 def _apply_text(section: Section, user, text: str, agent_role: str, model_version: str,
-                restored_from: Revision | None) -> None:
+                restored_from: Revision | None, summary: str = "") -> None:
     if text == section.text and section.status != SectionStatus.WRITING:
         return
     section.text = text
@@ -282,7 +282,7 @@ def _apply_text(section: Section, user, text: str, agent_role: str, model_versio
         kind = RevisionKind.RESTORE
         summary = f"Restored the text from {restored_from.created_at:%Y-%m-%d %H:%M}"
     else:
-        kind, summary = RevisionKind.TEXT, f"{len(text.split())} words"
+        kind, summary = RevisionKind.TEXT, summary or f"{len(text.split())} words"
     _record_text(section, user, kind, summary, agent_role=agent_role, model_version=model_version,
                  restored_from=restored_from)
     Document.objects.filter(pk=section.document_id).update(updated_at=timezone.now())

@@ -113,6 +113,18 @@ class AgentTask(models.Model):
     def __str__(self) -> str:
         return f"{self.role} task {self.pk} ({self.status})"
 
+    @property
+    def elapsed_s(self) -> float | None:
+        """Seconds since the task was (last) claimed, until it finished; None before it began."""
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+    @property
+    def tokens_per_s(self) -> float:
+        elapsed = self.elapsed_s
+        return self.tokens / elapsed if elapsed else 0.0
+
 
 class SuggestionStatus(models.TextChoices):
     OPEN = "open", "Open"
@@ -133,6 +145,9 @@ class Suggestion(models.Model):
     original = models.TextField(help_text="The exact text to replace.")
     replacement = models.TextField(blank=True)
     reason = models.TextField(blank=True)
+    anchor = models.JSONField(default=dict, blank=True,
+                              help_text="Where `original` sits in the shared text: Yjs relative positions "
+                                        "{start, end} (base64), which follow it through later edits.")
     status = models.CharField(max_length=10, choices=SuggestionStatus.choices, default=SuggestionStatus.OPEN)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")

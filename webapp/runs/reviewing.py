@@ -15,6 +15,7 @@ from agents.llm.types import BULK, INTERACTIVE
 from agents.roles import finisher, reviewer
 from webapp import events, llm
 from webapp.celery import enqueue
+from webapp.documents import crdt
 from webapp.documents.models import Document, Section
 from webapp.registry import services as registry
 from webapp.runs import lifecycle
@@ -107,13 +108,23 @@ def review_document(*, document: Document, run: WritingRun | None = None, engine
                                    [(str(s.pk), s.heading, s.text) for s in leaves],
                                    adapter=registry.resolve_adapter(reviewer.ROLE) if engine else None,
                                    cancel=cancel, skip=[str(s.pk) for s in leaves if s.pinned], on_text=on_text)
+    keys = {str(s.pk): s.key for s in leaves}
+    shared = crdt.load(document.pk) if proposals else None
     with transaction.atomic():
         document.suggestions.filter(status=SuggestionStatus.OPEN, role=reviewer.ROLE).delete()
         created = Suggestion.objects.bulk_create(
             Suggestion(document=document, section_id=int(p.section_key), run=run, role=reviewer.ROLE, kind=p.kind,
-                       original=p.original, replacement=p.replacement, reason=p.reason) for p in proposals)
+                       original=p.original, replacement=p.replacement, reason=p.reason,
+                       anchor=_anchor(shared, keys[p.section_key], p.original)) for p in proposals)
         events.send(events.SuggestionsChanged(document_id=document.id, open=len(created)))
     return created
+
+
+def _anchor(shared, key, original: str) -> dict:
+    """The suggestion's place in the shared text, which people's editors mark and which follows
+    their edits; empty if the text is no longer there (the page then shows it as outdated)."""
+    start = crdt.section_text(shared, key).find(original)
+    return crdt.anchor(shared, key, start, start + len(original)) if start >= 0 and original else {}
 
 
 def finish_document(*, document: Document, run: WritingRun | None = None, engine=None, cancel=None,

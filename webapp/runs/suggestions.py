@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp import events
+from webapp.documents import crdt
 from webapp.documents import services as documents
 from webapp.documents.models import Document
 from webapp.runs.models import Suggestion, SuggestionStatus
@@ -32,13 +33,33 @@ def suggestion_accept(*, suggestion: Suggestion, user) -> Suggestion:
             document.save(update_fields=["title", "updated_at"])
         return _decide(suggestion, user, SuggestionStatus.ACCEPTED)
     section = suggestion.section
-    if suggestion.original not in section.text:
+    text = _applied(suggestion, section)
+    if text is None:
         Suggestion.objects.filter(pk=suggestion.pk).update(status=SuggestionStatus.STALE)
+        events.send(events.SuggestionDecided(document_id=suggestion.document_id, suggestion_id=suggestion.id,
+                                             status=SuggestionStatus.STALE))
         raise SuggestionOutdated("The text this suggestion refers to has changed since; it no longer applies.")
-    text = section.text.replace(suggestion.original, suggestion.replacement, 1)
-    text = re.sub(r"[ \t]{2,}", " ", text).strip()
-    documents.section_save_text(section_id=section.id, user=user, text=text, expected_version=section.version)
+    agent = suggestion.role.replace("_", " ").capitalize()
+    documents.section_save_text(section_id=section.id, user=user, text=text, expected_version=section.version,
+                                summary=f"Accepted suggestion by {agent} ({suggestion.role}): {suggestion.kind}")
     return _decide(suggestion, user, SuggestionStatus.ACCEPTED)
+
+
+def _applied(suggestion: Suggestion, section) -> str | None:
+    """The section's text with the suggestion applied where its anchor now is in the shared text,
+    or None if the text it would change is no longer there as it was (never applied elsewhere)."""
+    if suggestion.anchor:
+        shared = crdt.load(section.document_id)
+        text = crdt.section_text(shared, section.key)
+        where = crdt.resolve(shared, section.key, suggestion.anchor)
+        if where is None or text[where[0]:where[1]] != suggestion.original:
+            return None
+        text = text[:where[0]] + suggestion.replacement + text[where[1]:]
+    elif suggestion.original in section.text:  # made before anchors (or on text the editor never held)
+        text = section.text.replace(suggestion.original, suggestion.replacement, 1)
+    else:
+        return None
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
 def suggestion_reject(*, suggestion: Suggestion, user) -> Suggestion:
