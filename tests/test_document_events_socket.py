@@ -14,6 +14,7 @@ from tests.support.factories import PASSWORD
 from tests.support.sockets import session_headers
 from webapp.asgi import application
 from webapp.documents import services
+from webapp.events import current_seq, document_group
 
 
 def _socket(document, headers) -> WebsocketCommunicator:
@@ -41,7 +42,8 @@ def test_members_receive_saved_changes_in_sequence(document, viewer, editor):
         connected, _ = await communicator.connect()
         assert connected
         hello = await communicator.receive_json_from(timeout=5)
-        assert hello == {"type": "hello", "document_id": document.id, "role": "viewer"}
+        assert hello == {"type": "hello", "document_id": document.id, "role": "viewer",
+                         "seq": current_seq(document_group(document.id))}
         for version, text in ((1, "First words."), (2, "Second words.")):
             await sync_to_async(services.section_save_text)(
                 section_id=section.id, user=editor, text=text, expected_version=version)
@@ -166,7 +168,9 @@ def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_writte
         return events
 
     events = async_to_sync(stream)()
-    assert [e["offset"] for e in events] == [0, 5, 9, 14, 20, 23, 27]
+    deltas = [e for e in events if e["type"] == "section.delta"]
+    assert [e["offset"] for e in deltas] == [0, 5, 9, 14, 20, 23, 27]
+    assert [e["type"] for e in events if e not in deltas] == ["run.progress"]  # the checkpoint's numbers
     full = Mirror(http, document.id)
     full.seq = events[0]["seq"] - 1
     full.texts[section.id] = ""
@@ -177,7 +181,7 @@ def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_writte
     late = Mirror(http, document.id)
     late.seq = events[0]["seq"] - 1
     late.texts[section.id] = ""
-    for event in events[4:]:
+    for event in events[events.index(deltas[4]):]:
         late.apply(event)
     assert late.resyncs == 2 and late.texts[section.id] == "".join(pieces)
     for event in events:  # old deltas again (a slow socket): nothing changes

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from itertools import zip_longest
 
-from tests.support.browser import BROWSER, shot
+from tests.support.browser import BROWSER, off_the_event_loop, shot
 from webapp.documents import crdt
 
 pytestmark = BROWSER
@@ -30,16 +30,6 @@ def _until(check, seconds: float = 20, what: str = "") -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what() if callable(what) else what}"
         time.sleep(0.2)
-
-
-def _off_the_event_loop(function, *args):
-    """Run `function` in another thread: Playwright's event loop runs in this one, and the channel
-    layer's synchronous wrapper refuses to run where an event loop is running."""
-    import threading
-
-    thread = threading.Thread(target=function, args=args)
-    thread.start()
-    thread.join()
 
 
 def _open(browser, server, user, document_id: int):
@@ -97,7 +87,7 @@ def test_two_people_and_an_agent_write_one_document_live(web_server, browser, do
     for word in ("one ", "two ", "three "):
         alice.keyboard.type(word)
         socket_peer.type(intro, "[socket]")
-        _off_the_event_loop(server_peer.append, intro, "[server]")
+        off_the_event_loop(server_peer.append, intro, "[server]")
     socket_peer.drain()
 
     def converged() -> bool:

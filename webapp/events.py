@@ -79,6 +79,14 @@ class RunStatusChanged(DocumentEvent):
 
 
 @dataclass(frozen=True)
+class RunProgress(DocumentEvent):
+    """A run's numbers moved (a task claimed, words and tokens checkpointed, a queue position
+    changed): pages re-read the Agents panel. At most about one a second per writing batch."""
+    type: ClassVar[str] = "run.progress"
+    run_id: int
+
+
+@dataclass(frozen=True)
 class SuggestionsChanged(DocumentEvent):
     """The reviewer replaced the open suggestions; `open` of them now."""
     type: ClassVar[str] = "suggestions.changed"

@@ -36,6 +36,7 @@ urlpatterns = [
     path(P + "documents/new/", documents.document_create, name="document_create"),
     path(D, runs.document_detail, name="document_detail"),
     path(D + "state/", runs.document_state, name="document_state"),
+    path(D + "live/", runs.document_live, name="document_live"),
     path(D + "brief/", documents.document_brief, name="document_brief"),
     path(D + "delete/", documents.document_delete, name="document_delete"),
     path(D + "outline/", documents.outline_edit, name="outline_edit"),

@@ -1,15 +1,21 @@
-// The live document: every leaf section is a CodeMirror editor bound to its Yjs text in the
-// document's shared state, synced over /ws/documents/<id>/crdt (DocumentCrdtConsumer).
-// People see each other's cursors and names; a section an agent is writing shows who writes it
-// and is read-only until the agent finishes; viewers' editors are read-only (and the server
-// drops their edits anyway).
+// The live document page. Two sockets:
+// - /ws/documents/<id>/crdt (DocumentCrdtConsumer): the shared text. Every leaf section is a
+//   CodeMirror editor bound to its Yjs text; people see each other's cursors and names; a section
+//   an agent is writing shows who writes it and is read-only (the server refuses edits there too).
+// - /ws/documents/<id>/events/ (DocumentEventsConsumer): what the text does not carry (the run,
+//   the outline, suggestions, the lead). Each event names what changed, and the page fetches
+//   those regions again, rendered by the server's own templates (/documents/<id>/live/), and swaps
+//   them in, keeping the editors. Events are numbered: a gap, or a reconnect, re-reads everything.
+// The run's buttons and the suggestions' Accept and Reject post in the background and swap in
+// the answer, so the page is never reloaded.
 
 import * as Y from "yjs";
 import { WebsocketProvider } from "y-websocket";
-import { Compartment, EditorState } from "@codemirror/state";
-import { EditorView, keymap } from "@codemirror/view";
+import { Compartment, EditorState, StateEffect, StateField } from "@codemirror/state";
+import { Decoration, EditorView, WidgetType, keymap, placeholder } from "@codemirror/view";
 import { defaultKeymap } from "@codemirror/commands";
 import { yCollab, yUndoManagerKeymap } from "y-codemirror.next";
+import { Regions } from "./regions.js";
 
 const root = document.getElementById("live-document");
 if (root) start(root);
@@ -25,42 +31,64 @@ function start(root) {
   const awareness = provider.awareness;
   awareness.setLocalStateField("user", { name: me.name, color: me.color, colorLight: `${me.color}33` });
   const writers = ydoc.getMap("writers");
-  const editors = new Map();
+  const editors = new Map();  // section key -> { el, view, lock, ytext }
+  let synced = false;
 
   const editable = (key) => {
     const free = canEdit && !writers.has(key);
     return [EditorView.editable.of(free), EditorState.readOnly.of(!free)];
   };
 
-  for (const el of root.querySelectorAll("[data-section-key]")) {
-    const key = el.dataset.sectionKey;
-    const ytext = ydoc.getText(`section:${key}`);
-    const lock = new Compartment();
-    const host = el.querySelector(".live-editor");
-    const view = new EditorView({
-      parent: host,
-      state: EditorState.create({
-        doc: ytext.toString(),
-        extensions: [
-          keymap.of([...yUndoManagerKeymap, ...defaultKeymap]),
-          EditorView.lineWrapping,
-          EditorView.contentAttributes.of({ "aria-label": `Text of ${el.dataset.heading}` }),
-          lock.of(editable(key)),
-          yCollab(ytext, awareness),
-        ],
-      }),
-    });
-    ytext.observe(() => updateCount(el, ytext));
-    editors.set(key, { el, view, lock, ytext });
+  // --- editors: one per leaf section on the page, made when the section appears --------------
+  function bindEditors() {
+    const present = new Set();
+    for (const el of root.querySelectorAll(".live-section[data-section-key]")) {
+      const key = el.dataset.sectionKey;
+      present.add(key);
+      if (editors.has(key)) continue;
+      const ytext = ydoc.getText(`section:${key}`);
+      const lock = new Compartment();
+      const host = el.querySelector(".live-editor");
+      const view = new EditorView({
+        parent: host,
+        state: EditorState.create({
+          doc: ytext.toString(),
+          extensions: [
+            keymap.of([...yUndoManagerKeymap, ...defaultKeymap]),
+            EditorView.lineWrapping,
+            EditorView.contentAttributes.of({ "aria-label": `Text of ${el.dataset.heading}` }),
+            placeholder(host.dataset.placeholder || ""),
+            lock.of(editable(key)),
+            marks,
+            yCollab(ytext, awareness),
+          ],
+        }),
+      });
+      ytext.observe(() => { updateCount(el, ytext); later(() => markSuggestions(key)); });
+      editors.set(key, { el, view, lock, ytext });
+      if (synced) el.querySelector("details.formatted")?.removeAttribute("open");
+    }
+    for (const [key, editor] of editors) {
+      if (!present.has(key)) { editor.view.destroy(); editors.delete(key); }  // deleted from the outline
+    }
   }
 
+  const words = (text) => text.split(/\s+/).filter(Boolean).length;
+
   function updateCount(el, ytext) {
+    if (!synced) return;
     const section = el.closest(".doc-section");
-    const words = ytext.toString().split(/\s+/).filter(Boolean).length;
-    const count = section?.querySelector(".live-words");
-    if (count) count.textContent = String(words);
+    const count = words(ytext.toString());
+    const shown = section?.querySelector(".live-words");
+    if (shown) shown.textContent = String(count);
     const bar = section?.querySelector("progress.words");
-    if (bar) bar.value = Math.min(words, Number(bar.max));
+    if (bar) bar.value = Math.min(count, Number(bar.max));
+    const total = document.getElementById("doc-words");
+    if (total) {
+      let sum = Number(total.dataset.fixedWords || 0);
+      for (const editor of editors.values()) sum += words(editor.ytext.toString());
+      total.textContent = String(sum);
+    }
   }
 
   function refreshLocks() {
@@ -74,18 +102,102 @@ function start(root) {
         badge.style.borderColor = writer.color || "#8e24aa";
       }
       editor.el.classList.toggle("being-written", Boolean(writer));
+      const status = editor.el.closest(".doc-section")?.querySelector(".section-status");
+      if (status && writer) { status.textContent = "Writing"; status.className = "badge badge-writing section-status"; }
     }
   }
   writers.observe(() => { refreshLocks(); renderPresence(); });
 
-  provider.on("sync", (synced) => {
-    if (!synced) return;
-    if (!root.classList.contains("live")) {  // the editors now hold the whole text: fold the page-load copy
+  // --- suggestions as tracked changes: the original struck through, the replacement inserted --
+  const setMarks = StateEffect.define();
+  const marks = StateField.define({
+    create: () => Decoration.none,
+    update(value, tr) {
+      value = value.map(tr.changes);
+      for (const effect of tr.effects) if (effect.is(setMarks)) value = effect.value;
+      return value;
+    },
+    provide: (field) => EditorView.decorations.from(field),
+  });
+
+  class Insertion extends WidgetType {
+    constructor(card) { super(); this.card = card; this.id = card.dataset.suggestion; }
+    eq(other) { return other.id === this.id && other.card === this.card; }
+    toDOM() {
+      const span = document.createElement("span");
+      span.className = "cm-suggestion";
+      span.dataset.suggestion = this.id;
+      const replacement = this.card.querySelector(".suggestion-replacement")?.textContent || "";
+      if (replacement) {
+        const ins = document.createElement("ins");
+        ins.textContent = replacement;
+        span.append(ins);
+      }
+      for (const [selector, label, title] of [["form.accept", "✓", "Accept this suggestion"],
+                                              ["form.reject", "✗", "Reject this suggestion"]]) {
+        const form = this.card.querySelector(selector);
+        if (!form) continue;
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = `cm-suggestion-${selector.slice(5)}`;
+        button.textContent = label;
+        button.title = button.ariaLabel = title;
+        button.addEventListener("click", () => form.requestSubmit());
+        span.append(button);
+      }
+      return span;
+    }
+    ignoreEvent() { return true; }
+  }
+
+  const fromBase64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+
+  // Where a suggestion's text is now: its anchors (Yjs relative positions made by the server)
+  // follow everyone's edits; if the text between them is no longer the original, it is outdated.
+  function locate(card, ytext) {
+    const { anchorStart, anchorEnd } = card.dataset;
+    if (!anchorStart || !anchorEnd) return null;
+    const [from, to] = [anchorStart, anchorEnd].map((encoded) => {
+      const position = Y.createAbsolutePositionFromRelativePosition(Y.decodeRelativePosition(fromBase64(encoded)), ydoc);
+      return position && position.type === ytext ? position.index : null;
+    });
+    if (from === null || to === null || from > to) return null;
+    const original = card.querySelector(".suggestion-original")?.textContent || "";
+    return ytext.toString().slice(from, to) === original ? { from, to } : null;
+  }
+
+  function markSuggestions(key) {
+    const editor = editors.get(key);
+    if (!editor || !synced) return;
+    const ranges = [];
+    for (const card of root.querySelectorAll(`.suggestion[data-section-key="${key}"]`)) {
+      const where = locate(card, editor.ytext);
+      card.classList.toggle("outdated", !where);
+      const note = card.querySelector(".suggestion-where");
+      if (note) note.textContent = where ? "(marked in the text)" : "Outdated: the text it would change was edited.";
+      const accept = card.querySelector("form.accept");
+      if (accept) accept.hidden = !where;
+      if (!where) continue;
+      if (where.to > where.from) {
+        ranges.push(Decoration.mark({ class: "cm-suggested-deletion", attributes: { title: card.querySelector("p")?.textContent || "" } })
+          .range(where.from, where.to));
+      }
+      ranges.push(Decoration.widget({ widget: new Insertion(card), side: 1 }).range(where.to));
+    }
+    editor.view.dispatch({ effects: setMarks.of(Decoration.set(ranges, true)) });
+  }
+
+  const later = (fn) => setTimeout(fn, 0);  // never inside CodeMirror's own update
+
+  provider.on("sync", (isSynced) => {
+    if (!isSynced) return;
+    if (!synced) {  // the editors now hold the whole text: fold the page-load copy
       root.querySelectorAll("details.formatted").forEach((details) => { details.open = false; });
     }
+    synced = true;
     root.classList.add("live");
     refreshLocks();
-    for (const { el, ytext } of editors.values()) updateCount(el, ytext);
+    for (const [key, { el, ytext }] of editors) { updateCount(el, ytext); markSuggestions(key); }
   });
 
   const status = document.getElementById("live-status");
@@ -101,8 +213,8 @@ function start(root) {
     const byName = new Map();  // one chip per person, however many tabs (or a reload's old state)
     awareness.getStates().forEach((state, clientId) => {
       if (!state.user) return;
-      const me = clientId === ydoc.clientID;
-      if (me || !byName.has(state.user.name)) byName.set(state.user.name, { ...state.user, me });
+      const mine = clientId === ydoc.clientID;
+      if (mine || !byName.has(state.user.name)) byName.set(state.user.name, { ...state.user, me: mine });
     });
     const people = [...byName.values()];
     const agents = new Map();  // agents are on the page too, while they write
@@ -119,45 +231,49 @@ function start(root) {
   awareness.on("change", renderPresence);
   renderPresence();
 
-  followEvents(documentId);
+  // --- the regions the server renders: swapped in when events say they changed ---------------
+  const regions = new Regions(root, {
+    swapped: () => {
+      bindEditors();
+      refreshLocks();
+      for (const [key, { el, ytext }] of editors) { updateCount(el, ytext); markSuggestions(key); }
+    },
+  });
+  bindEditors();
+  followEvents(documentId, regions);
+  setInterval(() => regions.tick(), 1000);
 
   // For tests and the console: the shared document of this page.
-  window.scriptorium = { ydoc, provider, editors };
+  window.scriptorium = { ydoc, provider, editors, regions };
 }
 
-// What the shared text does not carry (the run's status, the outline, suggestions, the lead)
-// comes as events; the page says so and offers a reload rather than going stale silently.
-function followEvents(documentId) {
+// Which regions an event changes. Streamed text needs none (the shared text carries it).
+const PARTS = {
+  "run.status": ["head", "runs", "body"], "run.progress": ["runs"], "outline.changed": ["head", "runs", "body"],
+  "section.text": ["head", "body"], "suggestions.changed": ["runs", "body"], "suggestion.decided": ["runs", "body"],
+  "document.finished": ["head"], "section.delta": [],
+};
+
+function followEvents(documentId, regions) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const notice = document.getElementById("live-notice");
-  const badge = document.querySelector("#runs .page-head .badge");
-  const labels = { planning: "Planning", awaiting_approval: "Waiting for outline approval", writing: "Writing",
-                   reviewing: "Reviewing and finishing", done: "Done", failed: "Failed", cancelled: "Cancelled" };
-  const say = (text) => {
-    if (!notice) return;
-    notice.querySelector("span").textContent = text;
-    notice.hidden = false;
-  };
-  let socket;
   let retry = 500;
   const connect = () => {
-    socket = new WebSocket(`${scheme}://${location.host}/ws/documents/${documentId}/events/`);
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/documents/${documentId}/events/`);
     socket.onopen = () => { retry = 500; };
     socket.onmessage = ({ data }) => {
       const event = JSON.parse(data);
-      if (event.type === "run.status") {
-        if (badge) {
-          badge.textContent = labels[event.status] || event.status;
-          badge.className = `badge badge-${event.status}`;
-        }
-        if (["awaiting_approval", "done", "failed", "cancelled"].includes(event.status)) {
-          say(`The run is ${(labels[event.status] || event.status).toLowerCase()}.`);
-        }
-      } else if (event.type === "outline.changed") {
-        say("The outline changed.");
-      } else if (event.type === "suggestions.changed" && event.open) {
-        say(`The reviewer has ${event.open} suggestion${event.open === 1 ? "" : "s"}.`);
+      if (event.type === "hello") {  // anything sent since the page was rendered, or while we were away
+        if (event.seq > regions.seq) regions.refresh();
+        return;
       }
+      if (typeof event.seq === "number") {
+        if (event.seq <= regions.seq) return;  // already in what the page shows
+        const gap = event.seq > regions.seq + 1;
+        regions.seq = event.seq;
+        if (gap) { regions.refresh(); return; }  // missed some: re-read everything
+      }
+      const parts = PARTS[event.type];
+      regions.refresh(parts === undefined ? undefined : parts);
     };
     socket.onclose = () => { setTimeout(connect, retry); retry = Math.min(retry * 2, 8000); };
   };

@@ -20,3 +20,25 @@ def shot(page, name: str) -> None:
     """A full-page screenshot in artifacts/."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def off_the_event_loop(function, *args, **kwargs):
+    """Run `function` in another thread and return its result: Playwright's event loop runs in
+    the test's thread, and the channel layer's synchronous wrapper (events, shared-document
+    updates) refuses to run where an event loop is running."""
+    import threading
+
+    result, errors = {}, []
+
+    def run():
+        try:
+            result["value"] = function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001  (raised again in the test's thread)
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result.get("value")

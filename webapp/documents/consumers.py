@@ -21,7 +21,7 @@ from pycrdt.websocket.django_channels_consumer import YjsConsumer
 
 from webapp.documents import crdt, services
 from webapp.documents.models import Document
-from webapp.events import document_group
+from webapp.events import current_seq, document_group
 
 log = logging.getLogger(__name__)
 PAUSE_S = 2.0  # a person who stopped typing this long gets their text saved (and a revision)
@@ -45,7 +45,9 @@ class DocumentEventsConsumer(AsyncJsonWebsocketConsumer):
         self.group = document_group(self.document_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "hello", "document_id": self.document_id, "role": role})
+        # The last event number sent: a page rendered before it missed something and re-reads.
+        seq = await asyncio.to_thread(current_seq, self.group)
+        await self.send_json({"type": "hello", "document_id": self.document_id, "role": role, "seq": seq})
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):

@@ -61,6 +61,11 @@ def announce(run: WritingRun) -> None:
                                         error=run.error))
 
 
+def progress(run_id: int, document_id: int) -> None:
+    """The run's numbers moved: pages re-read its Agents panel."""
+    events.send(events.RunProgress(document_id=document_id, run_id=run_id))
+
+
 def claim(task_ids: list[int]) -> list[AgentTask]:
     """Take the tasks nobody is working on (queued, or running with a stale heartbeat)."""
     stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
@@ -72,6 +77,8 @@ def claim(task_ids: list[int]) -> list[AgentTask]:
                  attempts=F("attempts") + 1)
         if updated:
             claimed.append(AgentTask.objects.select_related("section", "run__document__project").get(pk=task_id))
+    if claimed:
+        progress(claimed[0].run_id, claimed[0].run.document_id)
     return claimed
 
 

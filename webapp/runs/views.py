@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -32,34 +33,61 @@ def _back(document_id: int, anchor: str = "runs"):
 @login_required
 def document_detail(request, document_id: int):
     document, membership = _document(request, document_id)
-    tree = list(document.section_tree())
-    references = export.References([section for section, _, _ in tree])
-    rows = [
-        {"section": section, "depth": depth, "number": number, "level": min(depth + 2, 6),
-         "html": export.render_markdown_safe(references.linked(section)) if section.text else ""}
-        for section, depth, number in tree
-    ]
-    planned = sum(row["section"].word_budget for row in rows if row["depth"] == 0)
+    return render(request, "documents/document_detail.html", _page(request, document, membership) | {
+        "live_user": {"name": request.user.username, "color": _colour(request.user.username)}})
+
+
+LIVE_PARTS = {"head": "documents/_live_head.html", "runs": "runs/_run_panel.html", "body": "documents/_live_body.html"}
+
+
+@login_required
+def document_live(request, document_id: int):
+    """The page's live regions (`?part=runs` for the Agents panel alone), rendered by the page's
+    own templates: the page swaps them in when an event says they changed."""
+    document, membership = _document(request, document_id)
+    parts = [part for part in request.GET.getlist("part") if part in LIVE_PARTS] or list(LIVE_PARTS)
+    context = _page(request, document, membership, sections="head" in parts or "body" in parts)
+    return HttpResponse("".join(render_to_string(LIVE_PARTS[part], context, request) for part in parts))
+
+
+def _page(request, document: Document, membership: Membership, sections: bool = True) -> dict:
+    """What the page shows, read after the event sequence number it is current to (an event
+    after that number may already be included: the page's handling of events is idempotent)."""
+    seq = events.current_seq(events.document_group(document.pk))
+    document.refresh_from_db()
+    rows: list[dict] = []
+    references = None
     suggestions: dict[int | None, list] = {}
     for suggestion in document.suggestions.filter(status="open"):
         suggestions.setdefault(suggestion.section_id, []).append(suggestion)  # None: the title
-    parents = {row["section"].parent_id for row in rows}
-    for row in rows:
-        row["suggestions"] = suggestions.get(row["section"].id, [])
-        row["leaf"] = row["section"].id not in parents
+    if sections:
+        tree = list(document.section_tree())
+        references = export.References([section for section, _, _ in tree])
+        rows = [{"section": section, "depth": depth, "number": number, "level": min(depth + 2, 6),
+                 "html": export.render_markdown_safe(references.linked(section)) if section.text else ""}
+                for section, depth, number in tree]
+        parents = {row["section"].parent_id for row in rows}
+        for row in rows:
+            row["suggestions"] = suggestions.get(row["section"].id, [])
+            row["leaf"] = row["section"].id not in parents
+    else:
+        rows = [{}] if document.sections.exists() else []  # the panel only asks whether there are any
     run = document.runs.prefetch_related("tasks__section").first()
     if run is not None:
         waiting = run.waiting_ahead()
         for task in run.tasks.all():  # the prefetched objects the panel shows
             task.ahead = waiting.get(task.pk)
-    return render(request, "documents/document_detail.html", {
-        "document": document, "project": document.project, "membership": membership, "rows": rows,
-        "can_edit": membership.allows(Role.EDITOR), "planned_words": planned,
-        "words": len(document.lead.split()) + sum(row["section"].word_count() for row in rows), "run": run,
-        "run_active": run is not None and run.status in ACTIVE, "title_suggestions": suggestions.get(None, []),
-        "references": references.listing(), "live_user": {"name": request.user.username,
-                                                          "color": _colour(request.user.username)},
-    })
+    lead_words = len(document.lead.split())  # with the words of sections that are not leaves: no editor counts them
+    fixed_words = lead_words + sum(row["section"].word_count() for row in rows if row and not row["leaf"])
+    return {
+        "document": document, "project": document.project, "membership": membership, "rows": rows, "seq": seq,
+        "can_edit": membership.allows(Role.EDITOR),
+        "planned_words": sum(row["section"].word_budget for row in rows if row.get("depth") == 0),
+        "fixed_words": fixed_words, "words": lead_words + sum(row["section"].word_count() for row in rows if row),
+        "run": run, "run_active": run is not None and run.status in ACTIVE,
+        "title_suggestions": suggestions.get(None, []),
+        "references": references.listing() if references else [],
+    }
 
 
 COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#00897b", "#5e35b1", "#d81b60", "#6d4c41")

@@ -69,13 +69,17 @@ class _Streamer:
         self.last_sent = now
 
     def checkpoint(self) -> None:
+        """The text so far onto each task and section, with the task's words and tokens (the page's
+        Agents panel shows them as they grow)."""
         now = timezone.now()
         for key, task in self.tasks.items():
             AgentTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
-                checkpoint_text=self.text[key], heartbeat_at=now)
+                checkpoint_text=self.text[key], heartbeat_at=now, words=len(self.text[key].split()),
+                tokens=self.tokens[key])
             # Into the section too, unless a person changed it since writing began.
             Section.objects.filter(pk=task.section_id, version=task.base_version).update(
                 text=self.text[key], status=SectionStatus.WRITING)
+        lifecycle.progress(self.run.pk, self.run.document_id)
         self.last_saved = time.monotonic()
 
     def flush(self) -> None:
@@ -98,6 +102,7 @@ class _Watch:
 
     def __init__(self, run: WritingRun, engine: Engine, tasks: dict[str, AgentTask]):
         self.run_flag = lifecycle.run_flag(run)
+        self.run_id, self.document_id = run.pk, run.document_id
         self.task_flags = {key: lifecycle.task_flag(task) for key, task in tasks.items()}
         self.core = getattr(engine, "core", None)
         self.tasks, self.last, self.shown = tasks, time.monotonic(), {}
@@ -113,11 +118,15 @@ class _Watch:
 
     def _keep_alive(self, active: dict[str, str]) -> None:
         lifecycle.heartbeat([task.pk for task in self.tasks.values()])
+        moved = False
         for request_id, key in active.items() if self.core is not None else ():
             ahead = self.core.position(request_id)
             if self.shown.get(key) != ahead:
                 self.shown[key] = ahead
                 AgentTask.objects.filter(pk=self.tasks[key].pk).update(waiting_ahead=ahead)
+                moved = True
+        if moved:
+            lifecycle.progress(self.run_id, self.document_id)
 
     def taken_over(self) -> dict[str, str]:
         """Task key -> the person who took its section over."""
@@ -188,6 +197,7 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
                                                     words=written.words, tokens=streamer.tokens[key],
                                                     finished_at=timezone.now())
     streamer.release()
+    lifecycle.progress(run.pk, run.document_id)
     reviewing.finish_if_done(run_id=run.id)
 
 

@@ -1,0 +1,163 @@
+"""The document page live from the first click, in Debian's Chromium against a real ASGI server
+(uvicorn) and a real Celery worker with the tiny model: a new document's page, never reloaded,
+shows the chief editor planning, the outline, the run's numbers moving while text streams into
+the editors, the finished run with its buttons changed, and the reviewer's suggestions as
+tracked changes in the text, accepted from the mark (and an outdated one never applied).
+Screenshots go to artifacts/."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from tests.support.browser import BROWSER, off_the_event_loop, shot
+
+pytestmark = BROWSER
+
+
+def _until(check, seconds: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what() if callable(what) else what}"
+        time.sleep(0.2)
+
+
+def _open(browser, server, user, document_id: int, width: int = 1280):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": server.url}])
+    page = context.new_page()
+    page.goto(f"{server.url}/documents/{document_id}/")
+    page.locator("#live-document.live").wait_for(timeout=20_000)
+    page.evaluate("() => { window.neverReloaded = true; }")  # gone if the page is ever loaded again
+    return page
+
+
+def _text(page, heading: str) -> str:
+    return page.evaluate("""(heading) => {
+        const el = document.querySelector(`.live-section[data-heading="${heading}"]`);
+        return el ? window.scriptorium.ydoc.getText(`section:${el.dataset.sectionKey}`).toString() : null;
+    }""", heading)
+
+
+def test_a_new_document_page_follows_the_whole_run_without_a_reload(web_server, browser, owner, viewer, project,
+                                                                    celery_worker_process):
+    from webapp.documents import services as documents
+    from webapp.runs import reviewing
+
+    document = documents.document_create(project=project, user=owner, title="Tides", topic="How tides work",
+                                         target_words=400)
+    page = _open(browser, web_server, owner, document.id)
+    watcher = _open(browser, web_server, viewer, document.id)  # a viewer follows along, read-only
+    assert page.get_by_text("This document has no outline yet.").is_visible()
+    assert watcher.get_by_text("An editor will plan it").is_visible()
+    assert watcher.get_by_role("button", name="Plan with agents").count() == 0
+    shot(page, "live-01-new-document")
+
+    page.get_by_role("button", name="Plan with agents").click()
+    page.get_by_text("The agents are on it.").wait_for()  # the answer to the post, swapped in
+    page.locator("#run-status").wait_for()
+    # The chief editor plans; then the outline appears, with the approve button, on both pages.
+    for each in (page, watcher):
+        each.get_by_role("button", name="Approve outline and write").or_(
+            each.get_by_text("Waiting for outline approval")).first.wait_for(timeout=90_000)
+    page.get_by_role("button", name="Approve outline and write").wait_for()
+    sections = page.locator(".doc-section")
+    assert sections.count() >= 2
+    assert watcher.locator(".doc-section").count() == sections.count()
+    assert watcher.get_by_role("button", name="Approve outline and write").count() == 0
+    shot(page, "live-02-outline-planned")
+    headings = page.locator(".live-section").evaluate_all("els => els.map(el => el.dataset.heading)")
+
+    page.get_by_role("button", name="Approve outline and write").click()
+    # Writing: the Agents panel's numbers move, badges say Writing, and text streams in.
+    _until(lambda: page.locator("#run-status").inner_text() == "Writing", what="the run writing")
+    assert page.get_by_role("button", name="Approve outline and write").count() == 0
+    assert page.get_by_role("button", name="Cancel run").is_visible()
+    seen_words, seen_rates = set(), set()
+
+    def numbers_moved() -> bool:
+        if page.locator("#run-status").inner_text() != "Writing":
+            return True
+        cells = page.locator("#runs .task-words").all_inner_texts()
+        seen_words.update(cell for cell in cells if not cell.startswith("–"))
+        rate = page.locator("#runs .run-rate")
+        if rate.count():
+            seen_rates.add(rate.inner_text())
+        return len(seen_words) >= 2 and len(seen_rates) >= 2
+
+    _until(numbers_moved, seconds=120, what=lambda: f"live numbers, saw {seen_words} and {seen_rates}")
+    assert any(len(_text(watcher, heading) or "") > 0 for heading in headings)  # streamed into the viewer's page
+    if page.locator("#run-status").inner_text() == "Writing":
+        assert page.locator(".section-status", has_text="Writing").count() >= 1
+        assert page.locator("#runs .badge-running").count() >= 1
+        shot(page, "live-03-writing")
+
+    # Done: the buttons change, the badges and the word count follow, the text is the database's.
+    _until(lambda: page.locator("#run-status").inner_text() in ("Done", "Failed", "Cancelled"), seconds=240,
+           what="the run to finish")
+    assert page.locator("#run-status").inner_text() == "Done", document.runs.get().error
+    page.get_by_role("button", name="Write with agents").wait_for()
+    assert page.get_by_role("button", name="Cancel run").count() == 0
+    for section in document.sections.all():
+        if not section.children.exists():
+            _until(lambda section=section: _text(watcher, section.heading) == section.text,
+                   what=f"{section.heading}'s final text in the viewer's page")
+    assert page.locator(".section-status", has_text="Planned").count() == 0
+    document.refresh_from_db()
+    assert document.lead and page.locator(".lead").inner_text() == document.lead  # the finisher's, swapped in
+    words = int(page.locator("#doc-words").inner_text())
+    assert words == document.word_count(), (words, document.word_count())
+    shot(page, "live-04-done")
+
+    # The reviewer's suggestions: two sections share a sentence; the check that needs no model
+    # proposes cutting the repeat, which both pages mark in the text.
+    leaves = [s for s in document.sections.all() if not s.children.exists()]
+    first, second = leaves[0], leaves[1]
+    repeated = "The moon pulls the water of the oceans toward it twice a day."
+    for section in (first, second):
+        section.refresh_from_db()
+        off_the_event_loop(documents.section_save_text, section_id=section.id, user=owner,
+                            text=f"{section.text} {repeated}", expected_version=section.version)
+    made = off_the_event_loop(reviewing.review_document, document=document)
+    assert [s.original for s in made if s.section_id == second.id] == [repeated]
+    for each in (page, watcher):
+        each.locator(".cm-suggested-deletion").first.wait_for(timeout=20_000)
+        assert each.locator(".cm-suggested-deletion", has_text="twice a day").count() >= 1
+    assert watcher.locator(".cm-suggestion-accept").count() == 0  # a viewer sees the mark, not the buttons
+    shot(page, "live-05-suggestion-marked")
+
+    # Accepted from the mark: the repeat leaves the text everywhere, and history names the reviewer.
+    mark = page.locator(f'.live-section[data-heading="{second.heading}"] .cm-suggestion-accept')
+    mark.first.click()
+    page.get_by_text("Accepted: the change is in the text").wait_for()
+    _until(lambda: _text(watcher, second.heading).count(repeated) == 0, what="the accepted change in the viewer")
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert repeated not in second.text and repeated in first.text
+    assert second.revisions.order_by("-id").first().summary.startswith("Accepted suggestion by Reviewer (reviewer)")
+    _until(lambda: page.locator(".cm-suggested-deletion").count() == 0, what="the mark gone")
+
+    # A suggestion whose text a person edits away is outdated: marked so, and refused if pressed.
+    second.refresh_from_db()
+    off_the_event_loop(documents.section_save_text, section_id=second.id, user=owner,
+                        text=f"{second.text} {repeated}", expected_version=second.version)
+    off_the_event_loop(reviewing.review_document, document=document)
+    page.locator(".cm-suggested-deletion").first.wait_for(timeout=20_000)
+    editor = page.locator(f'.live-section[data-heading="{second.heading}"] .cm-content')
+    editor.click()
+    page.keyboard.press("Control+End")
+    for _ in range(len("twice a day.")):
+        page.keyboard.press("Backspace")
+    page.keyboard.type("every day.")
+    card = page.locator(".suggestion.outdated")
+    card.wait_for(timeout=10_000)
+    assert card.get_by_text("Outdated").is_visible() and card.get_by_role("button", name="Accept").count() == 0
+    assert page.locator(".cm-suggested-deletion").count() == 0
+
+    # Never reloaded, either page; every region still there, and no error in the console.
+    assert page.evaluate("() => window.neverReloaded") and watcher.evaluate("() => window.neverReloaded")
+    assert re.fullmatch(r"\d+", page.locator("#doc-words").inner_text())
