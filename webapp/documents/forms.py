@@ -27,6 +27,12 @@ class BriefForm(forms.ModelForm):
         return words
 
 
+class NewDocumentForm(BriefForm):
+    """A new document's brief: no lead yet (the finisher writes it when the article is done)."""
+    class Meta(BriefForm.Meta):
+        fields = tuple(field for field in BriefForm.Meta.fields if field != "lead")
+
+
 class SectionPlanForm(forms.ModelForm):
     class Meta:
         model = Section

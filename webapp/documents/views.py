@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from webapp.documents import export, services, sources
 from webapp.documents.forms import (
     BriefForm,
+    NewDocumentForm,
     SectionAddForm,
     SectionPlanForm,
     SectionTextForm,
@@ -40,11 +41,11 @@ def _section(document: Document, section_id: int) -> Section:
 @login_required
 def document_create(request, project_id: int):
     project, membership = project_for_user(user=request.user, project_id=project_id, role=Role.EDITOR)
-    form = BriefForm(request.POST or None)
+    form = NewDocumentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         document = services.document_create(project=project, user=request.user, **form.cleaned_data)
-        messages.success(request, "Document created. Add sections to its outline.")
-        return redirect("outline_edit", document_id=document.id)
+        messages.success(request, "Document created. Next: plan its outline, with the agents or yourself.")
+        return redirect("document_detail", document_id=document.id)
     return render(request, "documents/brief_form.html",
                   {"form": form, "project": project, "membership": membership, "creating": True})
 
