@@ -14,6 +14,7 @@ from tests.support.factories import PASSWORD
 from tests.support.sockets import session_headers
 from webapp.asgi import application
 from webapp.documents import services
+from webapp.runs import reviewing
 from webapp.events import current_seq, document_group
 
 
@@ -83,6 +84,8 @@ class Mirror:
         assert all(s["key"] for s in state["sections"])  # the name of its text in the shared document
         self.seq, self.texts = state["seq"], {s["id"]: s["text"] for s in state["sections"]}
         self.versions = {s["id"]: s["version"] for s in state["sections"]}
+        self.keys = {s["id"]: s["key"] for s in state["sections"]}
+        self.suggestions = {s["id"]: (s["original"], s["replacement"]) for s in state["suggestions"]}
         self.resyncs += 1
 
     def apply(self, event: dict) -> None:
@@ -124,16 +127,25 @@ def test_a_client_that_missed_events_resynchronises_from_the_database(document, 
     mirror.apply(async_to_sync(receive_one)("Gulls one."))
     gulls.refresh_from_db()
     assert mirror.texts[gulls.id] == "Gulls one." and mirror.resyncs == 1
-    # While the socket is down, others keep writing; the browser hears none of it.
+    # While the socket is down, others keep writing and the reviewer proposes; the browser hears none of it.
     services.section_save_text(section_id=terns.id, user=editor, text="Terns, written offline.",
                                expected_version=terns.version)
+    intro = document.sections.get(heading="Introduction")
+    services.section_save_text(section_id=intro.id, user=editor, expected_version=intro.version,
+                               text="Terns, written offline. Terns dive for small fish off the harbour wall.")
+    terns.refresh_from_db()
+    services.section_save_text(section_id=terns.id, user=editor, expected_version=terns.version,
+                               text="Terns, written offline. Terns dive for small fish off the harbour wall.")
+    proposed = reviewing.review_document(document=document)
     services.section_save_text(section_id=gulls.id, user=editor, text="Gulls two.", expected_version=gulls.version)
     gulls.refresh_from_db()
     # Back online: the next event shows a gap, and the mirror reloads the state.
     mirror.apply(async_to_sync(receive_one)("Gulls three."))
     assert mirror.resyncs == 2
     assert mirror.texts == {s.id: s.text for s in document.sections.all()}
-    assert mirror.texts[terns.id] == "Terns, written offline." and mirror.texts[gulls.id] == "Gulls three."
+    assert mirror.keys == {s.id: str(s.key) for s in document.sections.all()}
+    assert proposed and mirror.suggestions == {s.id: (s.original, s.replacement) for s in proposed}
+    assert mirror.texts[terns.id].startswith("Terns, written offline.") and mirror.texts[gulls.id] == "Gulls three."
 
 
 @pytest.mark.django_db(transaction=True)

@@ -161,3 +161,33 @@ def test_a_new_document_page_follows_the_whole_run_without_a_reload(web_server, 
     # Never reloaded, either page; every region still there, and no error in the console.
     assert page.evaluate("() => window.neverReloaded") and watcher.evaluate("() => window.neverReloaded")
     assert re.fullmatch(r"\d+", page.locator("#doc-words").inner_text())
+
+
+def test_a_page_that_missed_events_while_the_server_was_down_catches_up_on_reconnect(web_server, browser, document,
+                                                                                     owner, editor):
+    """The server restarts; meanwhile a section is saved, the outline grows and a suggestion
+    appears, and their events reach nobody. The page's events socket reconnects, hears the
+    sequence number it missed, and re-reads everything: the same as a fresh load."""
+    from webapp.documents import services as documents
+    from webapp.runs import reviewing
+
+    page = _open(browser, web_server, editor, document.id)
+    gulls = document.sections.get(heading="Gulls")
+    web_server.stop()
+    sentence = "Herring gulls nest on rooftops in many coastal towns today."
+    for heading, text in (("Introduction", sentence), ("Gulls", f"Gulls are loud. {sentence}")):
+        section = document.sections.get(heading=heading)
+        off_the_event_loop(documents.section_save_text, section_id=section.id, user=owner, text=text,
+                           expected_version=section.version)
+    off_the_event_loop(documents.section_add, document=document, user=owner, heading="Skuas", word_budget=150)
+    off_the_event_loop(reviewing.review_document, document=document)
+    web_server.start()
+
+    page.locator(".live-section[data-heading='Skuas'] .cm-editor").wait_for(timeout=30_000)  # a new editor
+    page.locator(".cm-suggested-deletion").wait_for(timeout=10_000)
+    _until(lambda: _text(page, "Gulls") == f"Gulls are loud. {sentence}", what="the text saved meanwhile")
+    assert page.locator(f"#section-{gulls.id} .section-status").inner_text() == "Edited by a person"
+    fresh = _open(browser, web_server, editor, document.id)
+    for selector in (".doc-section", ".suggestion", "#runs", "#live-head h1"):
+        assert page.locator(selector).all_inner_texts() == fresh.locator(selector).all_inner_texts(), selector
+    assert page.evaluate("() => window.neverReloaded")

@@ -66,7 +66,7 @@ function start(root) {
       });
       ytext.observe(() => { updateCount(el, ytext); later(() => markSuggestions(key)); });
       editors.set(key, { el, view, lock, ytext });
-      if (synced) el.querySelector("details.formatted")?.removeAttribute("open");
+      if (synced) el.closest(".doc-section")?.querySelector("details.formatted")?.removeAttribute("open");
     }
     for (const [key, editor] of editors) {
       if (!present.has(key)) { editor.view.destroy(); editors.delete(key); }  // deleted from the outline

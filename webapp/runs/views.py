@@ -123,9 +123,14 @@ def _state(document: Document) -> dict:
                      for s, depth, number in document.section_tree()],
         "run": None if run is None else {
             "id": run.pk, "status": run.status, "error": run.error,
-            "tasks": [{"id": t.pk, "role": t.role, "section_id": t.section_id, "status": t.status, "words": t.words}
+            "tasks": [{"id": t.pk, "role": t.role, "section_id": t.section_id, "status": t.status, "words": t.words,
+                       "tokens": t.tokens, "attempts": t.attempts, "waiting_ahead": t.waiting_ahead}
                       for t in run.tasks.all()]},
         "open_suggestions": document.suggestions.filter(status="open").count(),
+        # `anchor`: where each one sits in the shared text (Yjs relative positions, base64).
+        "suggestions": [{"id": s.pk, "section_id": s.section_id, "role": s.role, "kind": s.kind, "original": s.original,
+                         "replacement": s.replacement, "reason": s.reason, "anchor": s.anchor}
+                        for s in document.suggestions.filter(status="open")],
     }
 
 
