@@ -55,7 +55,7 @@ def _setup():
     from django.core.management import call_command
     from django.test import Client
 
-    from tests.factories import make_document, make_project, make_user
+    from tests.support.factories import make_document, make_project, make_user
 
     call_command("migrate", verbosity=0)
     stamp = int(time.time())
