@@ -14,8 +14,8 @@ from tests.support.factories import PASSWORD
 from tests.support.sockets import session_headers
 from webapp.asgi import application
 from webapp.documents import services
-from webapp.runs import reviewing
 from webapp.events import current_seq, document_group
+from webapp.runs import reviewing
 
 
 def _socket(document, headers) -> WebsocketCommunicator:
