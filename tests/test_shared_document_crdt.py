@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -16,6 +17,7 @@ from pycrdt import Doc, Text, create_sync_message, create_update_message, handle
 from tests.support.sockets import SocketPeer, session_headers
 from webapp.asgi import application
 from webapp.documents import consumers, crdt
+from webapp.documents import presence as presence_of
 from webapp.documents import services as documents
 
 
@@ -340,7 +342,8 @@ def test_a_person_alone_on_a_page_hears_their_own_presence(document, editor):
     """y-websocket reconnects after 30 s without a message; presence heartbeats (every 15 s) come
     back to their sender, so a lone reader's socket stays up."""
     headers = session_headers(editor)
-    presence = bytes([1, 1, 7, 1, 2]) + b"{}"  # an awareness update: one client, clock 1, state "{}"
+    # An awareness message: one client (7), clock 1, state "{}": it comes back with their name on it.
+    presence = bytes([1, 6, 1, 7, 1, 2]) + b"{}"
 
     async def scenario():
         peer = BrowserPeer(document, headers)
@@ -350,4 +353,6 @@ def test_a_person_alone_on_a_page_hears_their_own_presence(document, editor):
         await peer.socket.disconnect()
         return echoed
 
-    assert async_to_sync(scenario)() == presence
+    echoed = async_to_sync(scenario)()
+    assert echoed[:5] == bytes([1, len(echoed) - 2, 1, 7, 1])
+    assert json.loads(echoed[6:]) == {"user": presence_of.person(editor.username)}

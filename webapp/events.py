@@ -142,6 +142,23 @@ def _send(event: Event) -> None:
                     event.type, event.group, error)
 
 
+def user_group(user_id: int) -> str:
+    """Every open socket of one person, whatever the document: told when their rights change."""
+    return f"user-{user_id}"
+
+
+def rights_changed(user_id: int) -> None:
+    """The person's membership, role or session changed: once the transaction commits, each of
+    their open sockets checks again what they may do, and closes if it is nothing."""
+    def tell() -> None:
+        try:
+            async_to_sync(get_channel_layer().group_send)(user_group(user_id), {"type": "rights.changed"})
+        except Exception as error:  # noqa: BLE001  (sockets also check again every few seconds)
+            log.warning("could not tell the sockets of user %s that their rights changed (%s)", user_id, error)
+
+    transaction.on_commit(tell)
+
+
 def current_seq(group: str) -> int:
     """The last sequence number sent to `group` (0 if none, or if Redis cannot be reached)."""
     try:

@@ -22,7 +22,7 @@ if (root) start(root);
 
 function start(root) {
   const documentId = root.dataset.documentId;
-  const canEdit = root.dataset.canEdit === "true";
+  let canEdit = root.dataset.canEdit === "true";
   const me = JSON.parse(document.getElementById("live-user").textContent);
   const ydoc = new Y.Doc();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -201,11 +201,25 @@ function start(root) {
   });
 
   const status = document.getElementById("live-status");
+  let shut = false;
   provider.on("status", ({ status: state }) => {
-    if (!status) return;
+    if (!status || shut) return;
     status.textContent = state === "connected" ? "Live" : "Reconnecting… (your edits are kept and merged)";
     status.dataset.state = state;
   });
+  // The server closes a socket whose rights ended (removed from the project, logged out): stop.
+  const lockOut = () => {
+    if (shut) return;
+    shut = true;
+    provider.disconnect();
+    canEdit = false;
+    refreshLocks();
+    if (status) {
+      status.textContent = "You no longer have access to this document (removed from the project, or logged out).";
+      status.dataset.state = "closed";
+    }
+  };
+  provider.on("connection-close", (event) => { if (event && CLOSED_FOR_GOOD.has(event.code)) lockOut(); });
 
   const presence = document.getElementById("presence");
   const renderPresence = () => {
@@ -240,7 +254,15 @@ function start(root) {
     },
   });
   bindEditors();
-  followEvents(documentId, regions);
+  followEvents(documentId, regions, {
+    role: (role) => {  // promoted or demoted while the page is open
+      canEdit = role === "owner" || role === "editor";
+      root.dataset.canEdit = String(canEdit);
+      refreshLocks();
+      regions.refresh();
+    },
+    closed: lockOut,
+  });
   setInterval(() => regions.tick(), 1000);
 
   // For tests and the console: the shared document of this page.
@@ -254,7 +276,9 @@ const PARTS = {
   "document.finished": ["head"], "section.delta": [],
 };
 
-function followEvents(documentId, regions) {
+const CLOSED_FOR_GOOD = new Set([4403, 4404]);  // rights ended; not a member
+
+function followEvents(documentId, regions, { role, closed }) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   let retry = 500;
   const connect = () => {
@@ -262,6 +286,8 @@ function followEvents(documentId, regions) {
     socket.onopen = () => { retry = 500; };
     socket.onmessage = ({ data }) => {
       const event = JSON.parse(data);
+      if (event.type === "rights.changed") { role(event.role); return; }
+      if (event.type === "notice") { regions.notify(event.text, event.level); return; }
       if (event.type === "hello") {  // anything sent since the page was rendered, or while we were away
         if (event.seq > regions.seq) regions.refresh();
         return;
@@ -275,7 +301,11 @@ function followEvents(documentId, regions) {
       const parts = PARTS[event.type];
       regions.refresh(parts === undefined ? undefined : parts);
     };
-    socket.onclose = () => { setTimeout(connect, retry); retry = Math.min(retry * 2, 8000); };
+    socket.onclose = ({ code }) => {
+      if (CLOSED_FOR_GOOD.has(code)) { closed(); return; }
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 8000);
+    };
   };
   connect();
 }

@@ -93,6 +93,15 @@ export class Regions {
     }
   }
 
+  // A message from the server about this person's own edit (refused, undone), shown like a flash.
+  notify(text, level = "info") {
+    const note = document.createElement("p");
+    note.className = `flash flash-${level}`;
+    note.setAttribute("role", level === "error" ? "alert" : "status");
+    note.textContent = text;
+    document.getElementById("messages")?.replaceChildren(note);
+  }
+
   // The run's elapsed seconds count up between events.
   tick() {
     const panel = document.getElementById("runs");

@@ -1,10 +1,13 @@
-"""Sign-up. Log in, log out and password change are Django's own views (see urls.py)."""
+"""Sign-up, and password change (Django's view, which also ends the rights of sockets that
+other sessions opened). Log in and log out are Django's own views (see urls.py)."""
 
 from __future__ import annotations
 
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect, render
 
+from webapp import events
 from webapp.accounts.forms import SignUpForm
 
 
@@ -17,3 +20,10 @@ def signup(request):
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("project_list")
     return render(request, "registration/signup.html", {"form": form})
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    def form_valid(self, form):
+        response = super().form_valid(form)  # this session stays; every other one is logged out
+        events.rights_changed(self.request.user.pk)  # and their sockets close
+        return response

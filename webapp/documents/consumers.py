@@ -1,14 +1,20 @@
 """WebSockets of a document: the relay of its events, and the shared (CRDT) document itself.
 
-Only project members may connect; everyone else is refused before the socket opens."""
+Only project members may connect; everyone else is refused before the socket opens. Rights follow
+the person after that too: each socket joins its person's group ("user-<id>"), told when their
+membership, role or session changes (`events.rights_changed`), and checks again at least every
+RECHECK_S while it relays or receives anything. A socket whose rights ended stops relaying and
+closes with RIGHTS_ENDED; one demoted to viewer stops writing."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from pycrdt import (
     Decoder,
     YMessageType,
@@ -19,13 +25,16 @@ from pycrdt import (
 )
 from pycrdt.websocket.django_channels_consumer import YjsConsumer
 
-from webapp.documents import crdt, services
+from webapp.documents import crdt, presence, services
 from webapp.documents.models import Document
-from webapp.events import current_seq, document_group
+from webapp.events import current_seq, document_group, user_group
 
 log = logging.getLogger(__name__)
 PAUSE_S = 2.0  # a person who stopped typing this long gets their text saved (and a revision)
 MESSAGE_QUERY_AWARENESS = 3  # y-protocols: "send me your presence again"
+RECHECK_S = 5.0  # rights are checked again at least this often while a socket is busy
+LARGE_UPDATE_BYTES = 4096  # updates this big keep the texts before them, to undo a paste whole
+NOT_A_MEMBER, RIGHTS_ENDED = 4404, 4403  # close codes: refused at the door; removed, or logged out
 
 
 @database_sync_to_async
@@ -34,30 +43,109 @@ def _member_role(user, document_id: int) -> str | None:
     return document.project.role_of(user) if document else None
 
 
-class DocumentEventsConsumer(AsyncJsonWebsocketConsumer):
+@database_sync_to_async
+def _current_role(session_key: str | None, user_id: int, document_id: int) -> str | None:
+    """The person's role on the document now, if the session that opened the socket is still
+    theirs (not logged out, not ended by a password change) and they are still active."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.utils.crypto import constant_time_compare
+
+    if not session_key:
+        return None
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None or str(data.get(SESSION_KEY)) != str(user_id) \
+            or not constant_time_compare(data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
+        return None
+    document = Document.objects.select_related("project").filter(pk=document_id).first()
+    return document.project.role_of(user) if document else None
+
+
+class _Rights:
+    """What both consumers do to keep a socket's rights current. `rights_groups()` names the groups to
+    leave when rights end; `role_changed(role)` is told the new role when it changes."""
+
+    async def watch_rights(self, role: str) -> None:
+        self.role, self.revoked, self.checked_at = role, False, time.monotonic()
+        self.user_group = user_group(self.scope["user"].pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+
+    async def rights_changed(self, message: dict) -> None:
+        await self.check_rights()
+
+    async def rights_hold(self) -> bool:
+        """False once rights ended; checks again when the last check is older than RECHECK_S."""
+        if self.revoked:
+            return False
+        if time.monotonic() - self.checked_at >= RECHECK_S:
+            await self.check_rights()
+        return not self.revoked
+
+    async def check_rights(self) -> None:
+        if self.revoked:
+            return
+        session = self.scope.get("session")
+        role = await _current_role(getattr(session, "session_key", None), self.scope["user"].pk, self.document_id)
+        self.checked_at = time.monotonic()
+        if role is None:
+            self.revoked = True
+            for group in (*self.rights_groups(), self.user_group):
+                await self.channel_layer.group_discard(group, self.channel_name)
+            log.info("closed a socket of %s on document %s: their rights ended", self.scope["user"], self.document_id)
+            await self.close(code=RIGHTS_ENDED)
+        elif role != self.role:
+            self.role = role
+            await self.role_changed(role)
+
+    async def notice(self, message: dict) -> None:
+        """A word for this person's page (the events socket says it; the editor's does not)."""
+
+    async def leave_rights(self) -> None:
+        if getattr(self, "user_group", None):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+
+
+class DocumentEventsConsumer(_Rights, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.document_id = int(self.scope["url_route"]["kwargs"]["document_id"])
         user = self.scope.get("user")
         role = await _member_role(user, self.document_id) if user and user.is_authenticated else None
         if role is None:
-            await self.close(code=4404)
+            await self.close(code=NOT_A_MEMBER)
             return
         self.group = document_group(self.document_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.watch_rights(role)
         await self.accept()
         # The last event number sent: a page rendered before it missed something and re-reads.
         seq = await asyncio.to_thread(current_seq, self.group)
         await self.send_json({"type": "hello", "document_id": self.document_id, "role": role, "seq": seq})
 
+    def rights_groups(self) -> list[str]:
+        return [self.group]
+
+    async def role_changed(self, role: str) -> None:
+        await self.send_json({"type": "rights.changed", "role": role})  # the page redraws for the new role
+
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave_rights()
 
     async def relay_event(self, message: dict) -> None:
-        await self.send_json(message["event"])
+        if await self.rights_hold():
+            await self.send_json(message["event"])
+
+    async def notice(self, message: dict) -> None:
+        """Something the server refused from this person's editor, said on their page."""
+        if message.get("document_id") == self.document_id and await self.rights_hold():
+            await self.send_json({"type": "notice", "level": message.get("level", "info"), "text": message["text"]})
 
 
-class DocumentCrdtConsumer(YjsConsumer):
+class DocumentCrdtConsumer(_Rights, YjsConsumer):
     """The shared document over the y-websocket protocol, for Yjs in the browser.
 
     Built on pycrdt-websocket's consumer, changed where a shared, stored document needs it: the
@@ -82,12 +170,14 @@ class DocumentCrdtConsumer(YjsConsumer):
         self.user = self.scope.get("user")
         role = await _member_role(self.user, self.document_id) if self.user and self.user.is_authenticated else None
         if role is None:
-            await self.close(code=4404)
+            await self.close(code=NOT_A_MEMBER)
             return
         self.can_edit = role in ("owner", "editor")
         self.room_name = self.make_room_name()
         self._pending_save: asyncio.Task | None = None
+        self.client_ids: set[int] = set()  # the Yjs clients this socket speaks for (presence)
         await self.channel_layer.group_add(self.room_name, self.channel_name)
+        await self.watch_rights(role)
         self.ydoc = await self.make_ydoc()
         self._changes = 0  # transactions that changed this copy (pycrdt reports only real changes)
         self.ydoc.observe(self._count_change)
@@ -95,21 +185,32 @@ class DocumentCrdtConsumer(YjsConsumer):
         await self.send(bytes_data=create_sync_message(self.ydoc))
         await self._to_others({"type": "crdt.awareness", "message": bytes([MESSAGE_QUERY_AWARENESS])})
 
+    def rights_groups(self) -> list[str]:
+        return [self.room_name]
+
+    async def role_changed(self, role: str) -> None:
+        self.can_edit = role in ("owner", "editor")
+
     async def disconnect(self, code) -> None:
         if getattr(self, "room_name", None):
             await self.channel_layer.group_discard(self.room_name, self.channel_name)
+        await self.leave_rights()
         if getattr(self, "_pending_save", None) and not self._pending_save.done():
             self._pending_save.cancel()
-            await self._save()  # the person left: save now
+            await self._save()  # the person left (or lost their rights after typing): save what they typed
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
-        if not bytes_data:
+        if not bytes_data or not await self.rights_hold():
             return
         if bytes_data[0] == YMessageType.AWARENESS:
-            # To everyone, the sender too, as y-websocket's own server does: a person alone on a
-            # page hears their presence heartbeat (every 15 s), so their client never takes the
-            # silence for a dead connection (it reconnects after 30 s without a message).
-            await self.channel_layer.group_send(self.room_name, {"type": "crdt.awareness", "message": bytes_data})
+            # Presence says who the sender is, so the server writes it: their real name and
+            # colour, for the Yjs clients this socket speaks for only. To everyone, the sender
+            # too, as y-websocket's own server does: a person alone on a page hears their
+            # presence heartbeat (every 15 s), so their client never takes the silence for a dead
+            # connection (it reconnects after 30 s without a message).
+            message = presence.rewrite(bytes_data, self.scope["user"].username, self.client_ids)
+            if message is not None:
+                await self.channel_layer.group_send(self.room_name, {"type": "crdt.awareness", "message": message})
             return
         if bytes_data[0] == MESSAGE_QUERY_AWARENESS:
             await self._to_others({"type": "crdt.awareness", "message": bytes_data})
@@ -130,19 +231,29 @@ class DocumentCrdtConsumer(YjsConsumer):
             return
         changes = self._changes
         held, texts = crdt.locked(self.ydoc)
+        # A big update (a paste) may push a section past its length: then it is refused whole.
+        before = crdt.all_section_texts(self.ydoc) if len(update) > LARGE_UPDATE_BYTES else None
         self.ydoc.apply_update(update)
         if self._changes == changes:
             return  # known already (a reconnecting client re-sends its state): nothing to store or save
-        correction = crdt.undo_locked_changes(self.ydoc, held, texts)
+        locks = crdt.undo_locked_changes(self.ydoc, held, texts)
+        limits, too_long = crdt.limit_lengths(self.ydoc, settings.SECTION_TEXT_MAX_CHARS, before)
         await database_sync_to_async(crdt.store)(self.document_id, update, self.user.username)
         await self._to_others({"type": "crdt.update", "update": update})
-        if correction is not None:
-            # The server owns the locks: an edit to a section an agent is writing (or to the
-            # locks themselves) is undone, for everyone and for the client that made it.
-            log.info("undid %s's edit of a locked section of document %s", self.user, self.document_id)
-            await database_sync_to_async(crdt.store)(self.document_id, correction, "locks")
-            await self._to_others({"type": "crdt.update", "update": correction})
-            await self.send(bytes_data=create_update_message(correction))
+        # The server owns the locks: an edit to a section an agent is writing (or to the locks
+        # themselves) is undone, for everyone and for the client that made it; so is text past a
+        # section's length.
+        for correction, origin in ((locks, "locks"), (limits, "limits")):
+            if correction is not None:
+                log.info("undid %s's edit of document %s (%s)", self.user, self.document_id, origin)
+                await database_sync_to_async(crdt.store)(self.document_id, correction, origin)
+                await self._to_others({"type": "crdt.update", "update": correction})
+                await self.send(bytes_data=create_update_message(correction))
+        if too_long:
+            await self.channel_layer.group_send(self.user_group, {
+                "type": "notice", "document_id": self.document_id, "level": "error",
+                "text": f"A section holds at most {settings.SECTION_TEXT_MAX_CHARS:,} characters: "
+                        "that change was undone. Split the text into several sections."})
         if self._pending_save and not self._pending_save.done():
             self._pending_save.cancel()
         self._pending_save = asyncio.ensure_future(self._save_after_pause())
@@ -157,10 +268,11 @@ class DocumentCrdtConsumer(YjsConsumer):
         if message.get("sender") == self.channel_name:
             return
         self.ydoc.apply_update(message["update"])
-        await self.send(bytes_data=create_update_message(message["update"]))
+        if await self.rights_hold():
+            await self.send(bytes_data=create_update_message(message["update"]))
 
     async def crdt_awareness(self, message: dict) -> None:
-        if message.get("sender") != self.channel_name:
+        if message.get("sender") != self.channel_name and await self.rights_hold():
             await self.send(bytes_data=message["message"])
 
     async def _save_after_pause(self) -> None:

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import Http404
 
+from webapp import events
 from webapp.projects.models import Membership, Project, Role
 
 
@@ -95,6 +96,7 @@ def membership_change_role(*, membership: Membership, role: str) -> Membership:
         raise MembershipError("A project needs at least one owner; make someone else owner first.")
     membership.role = role
     membership.save(update_fields=["role"])
+    events.rights_changed(membership.user_id)  # a demoted editor's open editor stops writing at once
     return membership
 
 
@@ -103,3 +105,4 @@ def membership_remove(*, membership: Membership) -> None:
     if membership.role == Role.OWNER and not _other_owner_exists(membership):
         raise MembershipError("You cannot remove the last owner of a project.")
     membership.delete()
+    events.rights_changed(membership.user_id)  # their open sockets close and hear nothing more

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp import events
-from webapp.documents import export
+from webapp.documents import export, presence
 from webapp.documents import services as documents
 from webapp.documents.models import Document, Section
 from webapp.projects.models import Membership, Role
@@ -34,7 +34,7 @@ def _back(document_id: int, anchor: str = "runs"):
 def document_detail(request, document_id: int):
     document, membership = _document(request, document_id)
     return render(request, "documents/document_detail.html", _page(request, document, membership) | {
-        "live_user": {"name": request.user.username, "color": _colour(request.user.username)}})
+        "live_user": presence.person(request.user.username)})
 
 
 LIVE_PARTS = {"head": "documents/_live_head.html", "runs": "runs/_run_panel.html", "body": "documents/_live_body.html"}
@@ -88,14 +88,6 @@ def _page(request, document: Document, membership: Membership, sections: bool = 
         "title_suggestions": suggestions.get(None, []),
         "references": references.listing() if references else [],
     }
-
-
-COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#00897b", "#5e35b1", "#d81b60", "#6d4c41")
-
-
-def _colour(name: str) -> str:
-    """A person's colour for cursors and presence: the same on every page and for every viewer."""
-    return COLOURS[sum(name.encode()) % len(COLOURS)]
 
 
 @login_required
@@ -219,7 +211,7 @@ def suggestion_accept(request, document_id: int, suggestion_id: int):
         suggestions.suggestion_accept(suggestion=suggestion, user=request.user)
     except suggestions.SuggestionOutdated as error:
         messages.error(request, str(error))
-    except documents.SectionConflict as error:
+    except (documents.SectionConflict, documents.TextTooLong) as error:
         messages.error(request, str(error))
     else:
         messages.success(request, "Accepted: the change is in the text and in its history.")
