@@ -149,6 +149,30 @@ def resolve(doc: Doc, key, where: dict) -> tuple[int, int] | None:
     return (start, end) if start <= end else None
 
 
+def section_keys(doc: Doc) -> list[str]:
+    return [name.removeprefix("section:") for name in doc if name.startswith("section:")]
+
+
+def all_section_texts(doc: Doc) -> dict[str, str]:
+    return section_texts(doc, section_keys(doc))
+
+
+def limit_lengths(doc: Doc, limit: int, before: dict[str, str] | None = None) -> tuple[bytes | None, list[str]]:
+    """Sections whose text is now longer than `limit` characters go back to their text in `before`
+    (a paste is refused whole) or, without it, are cut at the limit. Returns the correcting
+    update (None if every section fits) and the keys of the sections corrected."""
+    long = [key for key in section_keys(doc) if len(section_text(doc, key)) > limit]
+    if not long:
+        return None, []
+    state = doc.get_state()
+    with doc.transaction(origin="limits"):
+        for key in long:
+            previous = (before or {}).get(key)
+            set_text(doc, key, previous if previous is not None and len(previous) <= limit
+                     else section_text(doc, key)[:limit])
+    return doc.get_update(state), long
+
+
 def locked(doc: Doc) -> tuple[dict[str, dict], dict[str, str]]:
     """What a client may not change: the writers map, and the text of every section an agent is
     writing (its lock), as they are now."""

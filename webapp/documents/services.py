@@ -6,9 +6,11 @@ broadcast from here after commit. Views, consumers and tasks parse, authorise an
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -26,6 +28,8 @@ from webapp.documents.models import (
 )
 from webapp.projects import services as projects
 from webapp.projects.models import Membership, Project, Role
+
+log = logging.getLogger(__name__)
 
 
 class SectionConflict(Exception):
@@ -236,6 +240,11 @@ def _record_text(section: Section, user, kind: str, summary: str, *, agent_role:
     )
 
 
+class TextTooLong(ValueError):
+    """A section's text past SECTION_TEXT_MAX_CHARS, on whatever path it came (form, editor,
+    suggestion, agent, restore): refused whole, with the reason."""
+
+
 def section_save_text(*, section_id: int, user, text: str, expected_version: int,
                       agent_role: str = "", model_version: str = "",
                       restored_from: Revision | None = None, from_crdt: bool = False,
@@ -248,6 +257,9 @@ def section_save_text(*, section_id: int, user, text: str, expected_version: int
     comes from it (`from_crdt`: a person typed it in the live editor). A caller that already
     holds the shared document passes its `peer`, so it is not loaded again for every save."""
     text = text.replace("\r\n", "\n")
+    if len(text) > settings.SECTION_TEXT_MAX_CHARS:
+        raise TextTooLong(f"A section holds at most {settings.SECTION_TEXT_MAX_CHARS:,} characters; "
+                          f"this text has {len(text):,}. Split it into several sections.")
     with transaction.atomic():
         section = Section.objects.select_for_update().get(pk=section_id)
         if section.version == expected_version:
@@ -394,5 +406,8 @@ def materialise(*, document_id: int, user) -> list[int]:
                                   from_crdt=True)
             except SectionConflict:
                 continue  # saved by someone else meanwhile; the next pause tries again
+            except TextTooLong:
+                log.warning("section %s's shared text is past the length limit; not saved", section.pk)
+                continue
             saved.append(section.pk)
     return saved

@@ -5,6 +5,8 @@ then calls one service. Plain forms for now; the live editor replaces the text f
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -150,6 +152,8 @@ def section_edit(request, document_id: int, section_id: int):
             services.section_save_text(section_id=section.id, user=request.user,
                                        text=form.cleaned_data["text"],
                                        expected_version=form.cleaned_data["version"])
+        except services.TextTooLong as error:
+            form.add_error("text", str(error))
         except services.SectionConflict as error:
             conflict = error
             section.refresh_from_db()
@@ -174,7 +178,10 @@ def history(request, document_id: int):
     if subject == "outline":
         revisions = revisions.filter(outline__isnull=False)
     elif subject:
-        revisions = revisions.filter(section_key=subject)
+        try:
+            revisions = revisions.filter(section_key=uuid.UUID(subject))
+        except ValueError:
+            raise Http404("No such section") from None
     subjects = [("outline", "Outline")] + [
         (str(s.key), f"{n} {s.heading}") for s, _, n in document.section_tree()
     ]
@@ -234,7 +241,7 @@ def revision_restore(request, document_id: int, revision_id: int):
     revision = _revision(document, revision_id)
     try:
         services.revision_restore(revision=revision, user=request.user)
-    except services.RestoreError as error:
+    except (services.RestoreError, services.TextTooLong) as error:
         messages.error(request, str(error))
         return redirect("revision_detail", document_id=document.id, revision_id=revision.id)
     what = "the outline" if revision.outline is not None else f"“{revision.heading}”"
