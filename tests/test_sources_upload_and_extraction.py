@@ -93,6 +93,39 @@ def test_extraction_failure_is_recorded_on_the_source(project, editor):
     assert source.status == SourceStatus.FAILED and "PDF" in source.error
 
 
+def test_a_hostile_pdf_ends_failed_with_a_reason_never_processing(project, editor):
+    """Arrays nested 20,000 deep in a page's content (RecursionError in the reader, which the
+    worker did not catch: the source stayed "processing" forever)."""
+    hostile = make_pdf(["Tides."], raw_ops="[" * 20_000 + "]" * 20_000 + " TJ")
+    source = sources.source_upload(project=project, user=editor, upload=SimpleUploadedFile("deep.pdf", hostile))
+    sources.source_extract(source_id=source.id)
+    source.refresh_from_db()
+    assert source.status == SourceStatus.FAILED and "nested too deeply" in source.error
+
+
+def test_extraction_runs_in_a_child_with_time_and_memory_limits():
+    pdf = make_pdf(["Puffins live on cliffs."])
+    assert "Puffins" in extract.extract_text_isolated(pdf, "pdf")
+    with pytest.raises(extract.ExtractionError, match="longer than"):
+        extract.extract_text_isolated(pdf, "pdf", seconds=0.01)
+    with pytest.raises(extract.ExtractionError, match="more time or memory"):
+        extract.extract_text_isolated(pdf, "pdf", memory=32 << 20)  # not even enough to start Python's reader
+
+
+def test_anything_unexpected_while_indexing_ends_the_source_failed(project, editor, monkeypatch):
+    from agents import retrieval
+
+    class Broken:
+        def embed(self, texts):
+            raise RuntimeError("the embedder fell over")
+
+    monkeypatch.setattr(retrieval, "default_embedder", lambda: Broken())
+    source = sources.source_upload(project=project, user=editor, upload=SimpleUploadedFile("a.txt", b"Terns dive."))
+    sources.source_extract(source_id=source.id)
+    source.refresh_from_db()
+    assert source.status == SourceStatus.FAILED and "RuntimeError" in source.error
+
+
 def test_a_real_worker_extracts_an_uploaded_pdf(transactional_db, client, celery_worker_process):
     """The web process stores the file and enqueues; a separate worker process on Redis extracts."""
     editor = make_user("edna")

@@ -39,12 +39,14 @@ def make_document(project, user, *, sections=("Introduction", "Gulls", "Terns"))
     return document
 
 
-def make_pdf(lines: list[str]) -> bytes:
-    """A real, minimal PDF with one page of text in Helvetica, built byte by byte."""
+def make_pdf(lines: list[str], raw_ops: str = "") -> bytes:
+    """A real, minimal PDF with one page of text in Helvetica, built byte by byte (`raw_ops`:
+    content-stream operators added as they are, for hostile files)."""
     text_ops = ["BT", "/F1 12 Tf", "72 720 Td", "14 TL"]
     for line in lines:
         escaped = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
         text_ops.append(f"({escaped}) '")
+    text_ops.append(raw_ops)
     text_ops.append("ET")
     stream = zlib.compress("\n".join(text_ops).encode("latin-1"))
     objects = [

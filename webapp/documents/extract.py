@@ -74,6 +74,43 @@ def normalise(text: str) -> str:
     return text.strip()
 
 
+# Limits of the child process that reads an upload (a deflate bomb, deeply nested PDF objects and
+# slow pathological files were found to hang or exhaust a worker when read in it).
+LIMIT_SECONDS = 60
+LIMIT_MEMORY_BYTES = 1 << 30
+EXIT_REFUSED, EXIT_FAILED = 2, 3
+
+
+def extract_text_isolated(data: bytes, kind: str, seconds: float = LIMIT_SECONDS,
+                          memory: int = LIMIT_MEMORY_BYTES) -> str:
+    """`extract_text` in a child process with a time, CPU and memory limit: whatever the file
+    does, this returns its text or raises ExtractionError saying why."""
+    import resource
+    import subprocess
+    import sys
+
+    def limits() -> None:  # in the child, before it runs
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        cpu = int(seconds) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+    try:
+        done = subprocess.run([sys.executable, "-m", "webapp.documents.extract", kind], input=data,
+                              capture_output=True, timeout=seconds, preexec_fn=limits, check=False)
+    except subprocess.TimeoutExpired:
+        raise ExtractionError(f"Reading the file took longer than {seconds:.0f} s; it may be damaged or "
+                              "built to be slow. Try exporting it again, or as text.") from None
+    message = done.stderr.decode(errors="replace").strip().splitlines()
+    if done.returncode == 0:
+        return done.stdout.decode()
+    if done.returncode == EXIT_REFUSED and message:
+        raise ExtractionError(message[-1])
+    if done.returncode < 0 or "MemoryError" in "".join(message[-3:]):
+        raise ExtractionError("Reading the file needed more time or memory than a source may use; it may be "
+                              "damaged or built to exhaust the reader.")
+    raise ExtractionError(f"The file could not be read ({message[-1] if message else 'the reader failed'}).")
+
+
 def extract_text(data: bytes, kind: str) -> str:
     if kind == "pdf":
         text = _pdf_text(data)
@@ -126,3 +163,16 @@ def chunk_text(text: str, size: int = 1200, overlap: int = 200) -> list[Chunk]:
         if space != -1:
             start = space + 1
     return chunks
+
+
+if __name__ == "__main__":  # the child of extract_text_isolated: the file on stdin, its text on stdout
+    import sys
+
+    try:
+        sys.stdout.write(extract_text(sys.stdin.buffer.read(), sys.argv[1]))
+    except ExtractionError as error:
+        print(str(error), file=sys.stderr)
+        sys.exit(EXIT_REFUSED)
+    except RecursionError:
+        print("RecursionError: the file is nested too deeply", file=sys.stderr)
+        sys.exit(EXIT_FAILED)

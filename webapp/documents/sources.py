@@ -3,6 +3,7 @@ queue), and the passages nearest a query, which writers cite."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from webapp.celery import enqueue
 from webapp.documents import extract
 from webapp.documents.models import Source, SourceChunk, SourceStatus
 from webapp.projects.models import Project
+
+log = logging.getLogger(__name__)
 
 EXTRACT_TASK = "documents.extract_source"
 
@@ -70,17 +73,34 @@ def _set_source_status(source: Source, status: str, error: str = "") -> None:
                                            error=error))
 
 
+def source_failed(*, source_id: int, reason: str) -> None:
+    source = Source.objects.filter(pk=source_id).first()
+    if source is not None:
+        with transaction.atomic():
+            _set_source_status(source, SourceStatus.FAILED, reason)
+
+
 def source_extract(*, source_id: int) -> Source | None:
-    """Extract and chunk a source's text. Safe to run twice: the chunks are replaced whole."""
+    """Extract and chunk a source's text. Safe to run twice: the chunks are replaced whole.
+    Whatever goes wrong, the source ends "failed" with the reason, never "processing"."""
     source = Source.objects.filter(pk=source_id).first()
     if source is None:  # deleted before the worker got to it
         return None
     with transaction.atomic():
         _set_source_status(source, SourceStatus.PROCESSING)
     try:
+        return _extract(source)
+    except Exception as error:  # noqa: BLE001  (recorded on the source; the log has the trace)
+        log.exception("extracting source %s failed", source_id)
+        source_failed(source_id=source_id, reason=f"The file could not be processed ({type(error).__name__}).")
+        return Source.objects.filter(pk=source_id).first()
+
+
+def _extract(source: Source) -> Source:
+    try:
         with source.file.open("rb") as handle:
-            text = extract.extract_text(handle.read(), source.kind)
-    except extract.ExtractionError as error:
+            text = extract.extract_text_isolated(handle.read(), source.kind)
+    except (extract.ExtractionError, OSError) as error:  # OSError: the stored file is gone or unreadable
         with transaction.atomic():
             _set_source_status(source, SourceStatus.FAILED, str(error))
         return source

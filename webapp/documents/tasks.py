@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
 from webapp.documents import sources
 
 
-@shared_task(name=sources.EXTRACT_TASK)
+@shared_task(name=sources.EXTRACT_TASK, soft_time_limit=settings.SOURCE_EXTRACT_TIME_LIMIT_S,
+             time_limit=settings.SOURCE_EXTRACT_TIME_LIMIT_S + 30)
 def extract_source(source_id: int) -> str:
-    source = sources.source_extract(source_id=source_id)
+    try:
+        source = sources.source_extract(source_id=source_id)
+    except SoftTimeLimitExceeded:
+        sources.source_failed(source_id=source_id, reason="Processing the file took too long.")
+        return "failed"
     return source.status if source else "deleted"
