@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def server(transactional_db, tiny_model_dir, tiny_adapters, tmp_path):
+def server(served):
+    return served[0]
+
+
+@pytest.fixture
+def served(transactional_db, tiny_model_dir, tiny_adapters, tmp_path):
+    """`manage.py serve_llm` on the tiny model: (its URL, its process)."""
     base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
     services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
     port = free_port()
@@ -47,7 +53,7 @@ def server(transactional_db, tiny_model_dir, tiny_adapters, tmp_path):
             break
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.3)
-    yield url
+    yield url, process
     process.terminate()
     process.wait(timeout=20)
 
@@ -114,3 +120,42 @@ def test_an_unreachable_server_fails_each_request_with_a_clear_error():
     texts, ends = _collect(OpenAIEngine(f"http://127.0.0.1:{free_port()}/v1", "tiny"), _requests())
     assert {e.finish_reason for e in ends.values()} == {"error"}
     assert "Connection refused" in ends["a"].error
+
+
+def _post(url: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def test_a_prompt_past_the_context_is_refused_before_any_work(server):
+    status, body = _post(server, {"messages": [{"role": "user", "content": "tide " * 40_000}], "max_tokens": 5})
+    assert status == 400 and "context" in body["error"]["message"]
+
+
+def test_sigterm_stops_the_server_within_seconds_answering_what_runs(served, tiny_model_dir):
+    """A non-streamed request as long as the context runs when SIGTERM comes: it is answered
+    (cancelled) and the server exits, instead of waiting for it (SIGTERM used to be ignored)."""
+    import signal
+    import threading
+
+    url, process = served
+    context = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    answers = []
+    body = {"messages": [{"role": "user", "content": "Write on."}], "max_tokens": context - 20}
+    thread = threading.Thread(target=lambda: answers.append(_post(url, body)))
+    thread.start()
+    time.sleep(1.0)  # it is decoding
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    stopped = time.monotonic() - started
+    thread.join(timeout=10)
+    assert stopped < 15, stopped
+    assert process.returncode in (0, -signal.SIGTERM)  # uvicorn ends by re-raising the signal it handled
+    if answers:  # answered before the socket closed: cancelled, or finished just before
+        assert answers[0][0] == 200 and answers[0][1]["choices"][0]["finish_reason"] in ("cancelled", "length")

@@ -14,6 +14,8 @@ from webapp import llm
 from webapp.registry import services
 from webapp.registry.models import AdapterVersion
 
+SHUTDOWN_S = 5  # what is still open after a SIGTERM is closed after this long
+
 
 def resolve(name: str) -> AdapterSpec | None:
     """"writer" is the version the role uses now; "writer@3" is version 3."""
@@ -49,9 +51,20 @@ class Command(BaseCommand):
         if not api_key and not _loopback(host):
             raise CommandError(f"listening on {host} needs --api-key (or SCRIPTORIUM_LLM_API_KEY)")
         name, _ = llm.model_folder()
-        app = OpenAICompatibleApp(llm.get_engine().core, name, resolve, list_adapters, api_key=api_key)
+        core = llm.get_engine().core
+        app = OpenAICompatibleApp(core, name, resolve, list_adapters, api_key=api_key)
         self.stdout.write(f"Serving {name} at http://{host}:{port}/v1 (model ids: {name}, {name}:<role>[@version])")
-        uvicorn.run(app, host=host, port=port, lifespan="off", log_level="info")
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig, frame) -> None:
+                # SIGTERM or Ctrl-C: what runs or waits ends "cancelled" at the next step, so the
+                # requests waiting on it answer and the server stops within seconds.
+                core.close(timeout=0)
+                super().handle_exit(sig, frame)
+
+        Server(uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="info",
+                              timeout_graceful_shutdown=SHUTDOWN_S)).run()
+        core.close()
 
 
 def _loopback(host: str) -> bool:
