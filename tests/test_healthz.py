@@ -1,4 +1,5 @@
-"""/healthz reports the database, Redis and a worker per queue; 503 when any is down."""
+"""/healthz reports the database, Redis and a worker per queue to staff (a bare status to anyone
+else); 503 when any is down."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from tests.support.processes import free_port
 
 
 @pytest.mark.slow
-def test_up_with_a_worker_on_every_queue(transactional_db, client, celery_worker_process):
-    response = client.get("/healthz")
+def test_up_with_a_worker_on_every_queue(transactional_db, admin_client, celery_worker_process):
+    response = admin_client.get("/healthz")
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok" and body["database"]["ok"] and body["redis"]["ok"]
@@ -17,9 +18,9 @@ def test_up_with_a_worker_on_every_queue(transactional_db, client, celery_worker
     assert set(body["queues"]) == {"agents", "default", "training"}
 
 
-def test_down_when_redis_is_unreachable(db, client, settings):
+def test_down_when_redis_is_unreachable(db, admin_client, settings):
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
     body = response.json()
     assert response.status_code == 503
     assert body["status"] == "down" and body["redis"]["ok"] is False
@@ -27,7 +28,7 @@ def test_down_when_redis_is_unreachable(db, client, settings):
     assert all(not queue["ok"] for queue in body["queues"].values())
 
 
-def test_down_when_the_database_is_unreachable(db, client, monkeypatch):
+def test_down_when_the_database_is_unreachable(db, admin_client, monkeypatch):
     from django.db.utils import OperationalError
 
     class Unreachable:
@@ -37,20 +38,20 @@ def test_down_when_the_database_is_unreachable(db, client, monkeypatch):
             raise OperationalError("connection refused")
 
     monkeypatch.setattr("webapp.health.connection", Unreachable())
-    response = client.get("/healthz")
+    response = admin_client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["database"] == {"ok": False, "error": "connection refused"}
 
 
 @pytest.mark.slow
-def test_agents_workers_report_their_serving_core(transactional_db, client, celery_worker_process):
+def test_agents_workers_report_their_serving_core(transactional_db, admin_client, celery_worker_process):
     from tests.support.processes import wait_for
     from webapp.runs.tasks import generate
 
     generate.delay("writer", [{"role": "user", "content": "Gannets?"}], 4).get(timeout=120)  # the engine exists
 
     def serving():  # published every 2 s by the worker
-        queue = client.get("/healthz").json()["queues"]["agents"]
+        queue = admin_client.get("/healthz").json()["queues"]["agents"]
         cores = next(iter(queue.get("serving", {}).values()), {})
         return next((numbers for numbers in cores.values() if numbers["requests_total"]), None)
 
@@ -65,3 +66,11 @@ def test_agents_workers_report_their_serving_core(transactional_db, client, cele
     assert 'scriptorium_llm_generated_tokens_total{model="' in text and 'worker="test-' in text
     assert {"queue_length", "rows_running", "kv_tokens_used", "kv_tokens_budget", "tokens_per_s",
             "time_to_first_token_seconds_count", "preemptions_total"} <= set(numbers)
+
+
+def test_anyone_else_gets_the_status_alone(db, client, settings, editor):
+    """No database vendor, error text or worker name for the public (a load balancer needs none)."""
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    assert client.get("/healthz").json() == {"status": "down"}
+    client.force_login(editor)
+    assert client.get("/healthz").json() == {"status": "down"}

@@ -1,4 +1,5 @@
-"""/healthz: is the database up, is Redis up, and does a worker answer on every queue?"""
+"""/healthz: is the database up, is Redis up, and does a worker answer on every queue? Anyone
+(a load balancer) gets the status alone; staff also get the details (vendors, errors, workers)."""
 
 from __future__ import annotations
 
@@ -70,11 +71,8 @@ def healthz(request):
         queues = {name: {"ok": False, "workers": [], "error": "Redis is down"}
                   for name in settings.CELERY_QUEUES_ALL}
     ok = database["ok"] and redis_status["ok"] and all(q["ok"] for q in queues.values())
-    body = {
-        "status": "ok" if ok else "down",
-        "database": database,
-        "redis": redis_status,
-        "queues": queues,
-        "seconds": round(time.monotonic() - started, 3),
-    }
+    body: dict = {"status": "ok" if ok else "down"}
+    if request.user.is_authenticated and request.user.is_staff:
+        body |= {"database": database, "redis": redis_status, "queues": queues,
+                 "seconds": round(time.monotonic() - started, 3)}
     return JsonResponse(body, status=200 if ok else 503)
