@@ -1,11 +1,28 @@
-"""Owners invite by username or email, change roles and remove members; a project always keeps an owner."""
+"""Owners invite by username or email (people join when they accept, and nobody learns from an
+invitation or a sign-up who has an account), change roles and remove members; a project always
+keeps an owner."""
 
 from __future__ import annotations
 
+import pytest
 from django.urls import reverse
 
 from tests.support.factories import PASSWORD, make_user
 from webapp.projects.models import Membership, Role
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_in_counters():
+    """Failed log-ins are counted in Redis for 15 minutes: none may reach the next test."""
+    from webapp import redis as shared
+
+    def clear():
+        for key in shared.client().scan_iter("scriptorium:login-failures:*"):
+            shared.client().delete(key)
+
+    clear()
+    yield
+    clear()
 
 
 def test_signup_creates_an_account_and_logs_in(client, db):
@@ -24,24 +41,55 @@ def test_creating_a_project_makes_you_its_owner(client, owner):
     assert response.status_code == 302 and membership.user == owner and membership.role == Role.OWNER
 
 
-def test_invite_by_email_and_by_username(client, project, owner):
-    make_user("wendy")
-    make_user("xavier")
+def test_invited_people_join_only_when_they_accept(client, project, owner):
+    wendy, xavier = make_user("wendy"), make_user("xavier")
     client.login(username=owner.username, password=PASSWORD)
     url = reverse("member_list", args=[project.id])
     client.post(url, {"identifier": "WENDY@example.com", "role": "viewer"})
     client.post(url, {"identifier": "xavier", "role": "editor"})
-    roles = dict(project.memberships.values_list("user__username", "role"))
-    assert roles["wendy"] == "viewer" and roles["xavier"] == "editor"
+    assert not project.memberships.filter(user__in=[wendy, xavier]).exists()  # not members yet
+    page = client.get(url).content.decode()
+    assert "wendy" in page and "wendy@example.com" not in page  # invited: no email shown
+    for person, answer in ((wendy, "accept"), (xavier, "decline")):
+        client.login(username=person.username, password=PASSWORD)
+        assert client.get(reverse("project_detail", args=[project.id])).status_code == 404  # before answering
+        listing = client.get(reverse("project_list")).content.decode()
+        assert "invites you to <strong>Field guide</strong>" in listing
+        invitation = person.invitations.get()
+        client.post(reverse(f"invitation_{answer}", args=[invitation.id]))
+    assert dict(project.memberships.values_list("user__username", "role"))["wendy"] == "viewer"
+    assert not project.memberships.filter(user=xavier).exists() and not xavier.invitations.exists()
+    client.login(username=wendy.username, password=PASSWORD)
+    assert client.get(reverse("project_detail", args=[project.id])).status_code == 200
 
 
-def test_inviting_nobody_or_a_member_explains_why(client, project, owner, editor):
+def test_someone_else_s_invitation_is_a_404(client, project, owner, outsider):
+    wendy = make_user("wendy")
+    client.login(username=owner.username, password=PASSWORD)
+    client.post(reverse("member_list", args=[project.id]), {"identifier": "wendy", "role": "editor"})
+    invitation = wendy.invitations.get()
+    client.login(username=outsider.username, password=PASSWORD)
+    assert client.post(reverse("invitation_accept", args=[invitation.id])).status_code == 404
+    assert not project.memberships.filter(user=outsider).exists()
+
+
+def test_inviting_says_the_same_whether_or_not_the_account_exists(client, project, owner, editor):
+    make_user("wendy")
     client.login(username=owner.username, password=PASSWORD)
     url = reverse("member_list", args=[project.id])
-    missing = client.post(url, {"identifier": "ghost", "role": "editor"})
-    assert "No user with the username or email" in missing.content.decode()
-    again = client.post(url, {"identifier": editor.username, "role": "editor"})
-    assert "already a member" in again.content.decode()
+
+    def answer(identifier: str) -> str:
+        page = client.post(url, {"identifier": identifier, "role": "editor"}, follow=True).content.decode()
+        return page.split('id="messages">')[1].split("</div>")[0].replace(identifier, "X")
+
+    assert answer("ghost") == answer("wendy") == answer("ghost@example.com") == answer(editor.username)
+
+
+def test_sign_up_does_not_tell_whether_an_email_has_an_account(client, owner):
+    response = client.post(reverse("signup"), {
+        "username": "newbie", "email": owner.email,
+        "password1": "a-long-unusual-passphrase", "password2": "a-long-unusual-passphrase"})
+    assert response.status_code == 302  # as with any new email
 
 
 def test_change_role_and_remove(client, project, owner, editor):
@@ -85,3 +133,32 @@ def test_password_change(client, owner):
     assert response.status_code == 302
     client.logout()
     assert client.login(username=owner.username, password="another-long-passphrase")
+
+
+def test_log_ins_are_throttled_after_repeated_failures(client, owner):
+    """Five wrong passwords for one account: the right one is refused too, with the reason, until
+    the window passes (here: the counter is cleared, as its expiry would)."""
+    from webapp.accounts import throttle
+
+    url = reverse("login")
+    for _ in range(throttle.FAILURES_PER_ACCOUNT):
+        response = client.post(url, {"username": owner.username, "password": "wrong"})
+        assert "Please enter a correct username and password" in response.content.decode()
+    response = client.post(url, {"username": owner.username, "password": PASSWORD})
+    assert response.status_code == 200 and "Too many failed log-ins. Try again in 15 minutes." in \
+        response.content.decode()
+    assert "_auth_user_id" not in client.session
+    from webapp import redis as shared
+
+    shared.client().delete(throttle._key("user", owner.username))
+    assert client.post(url, {"username": owner.username, "password": PASSWORD}).status_code == 302
+
+
+def test_one_address_trying_many_accounts_is_throttled_too(client, owner, editor):
+    from webapp.accounts import throttle
+
+    url = reverse("login")
+    for index in range(throttle.FAILURES_PER_ADDRESS):
+        client.post(url, {"username": f"guess{index}", "password": "wrong"})
+    response = client.post(url, {"username": editor.username, "password": PASSWORD})
+    assert "Too many failed log-ins" in response.content.decode()

@@ -10,6 +10,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from tests.support.factories import make_document, make_project, make_user
 from webapp.documents import sources
 from webapp.documents.models import Revision
+from webapp.projects.models import Invitation
 from webapp.runs.models import RunStatus, Suggestion, WritingRun
 
 PUBLIC = {"signup", "login", "logout", "healthz"}
@@ -26,6 +27,9 @@ ROUTES = {
     "member_list": ("GET", "viewer"),
     "member_role": ("POST", "owner"),
     "member_remove": ("POST", "owner"),
+    "invitation_cancel": ("POST", "owner"),
+    "invitation_accept": ("POST", "invitee"),
+    "invitation_decline": ("POST", "invitee"),
     "source_list": ("GET", "viewer"),
     "source_detail": ("GET", "viewer"),
     "source_download": ("GET", "viewer"),
@@ -92,10 +96,12 @@ def build_world() -> dict:
     run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.DONE)
     suggestion = Suggestion.objects.create(document=document, section=section, role="reviewer", kind="repetition",
                                            original="x", reason="test")
-    users = {"owner": owner, "editor": editor, "viewer": viewer, "outsider": outsider}
+    invitee = make_user("ivy")
+    invitation = Invitation.objects.create(project=project, user=invitee, role="editor", invited_by=owner)
+    users = {"owner": owner, "editor": editor, "viewer": viewer, "outsider": outsider, "invitee": invitee}
     return {"users": users, "project": project, "document": document, "section": section,
             "source": source, "revision": revision, "membership": membership, "run": run,
-            "suggestion": suggestion}
+            "suggestion": suggestion, "invitation": invitation}
 
 
 def url_for(name: str, w: dict) -> str:
@@ -105,6 +111,9 @@ def url_for(name: str, w: dict) -> str:
         "member_list": {"project_id": p},
         "member_role": {"project_id": p, "membership_id": w["membership"].id},
         "member_remove": {"project_id": p, "membership_id": w["membership"].id},
+        "invitation_cancel": {"project_id": p, "invitation_id": w["invitation"].id},
+        "invitation_accept": {"invitation_id": w["invitation"].id},
+        "invitation_decline": {"invitation_id": w["invitation"].id},
         "source_list": {"project_id": p},
         "source_detail": {"project_id": p, "source_id": w["source"].id},
         "source_delete": {"project_id": p, "source_id": w["source"].id},

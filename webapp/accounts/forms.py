@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+
+from webapp.accounts import throttle
 
 
 class SignUpForm(UserCreationForm):
@@ -13,7 +15,28 @@ class SignUpForm(UserCreationForm):
         fields = ("username", "email")
 
     def clean_email(self) -> str:
-        email = self.cleaned_data["email"].strip()
-        if get_user_model().objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("An account with this email already exists.")
-        return email
+        # Not checked against other accounts: the answer would tell anyone whose email has one.
+        # (Invitations by an email several accounts share match none of them.)
+        return self.cleaned_data["email"].strip()
+
+
+class ThrottledAuthenticationForm(AuthenticationForm):
+    """Django's log-in form, refused for a while after too many wrong passwords (throttle.py)."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username") or ""
+        address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
+        wait = throttle.locked_for(username, address)
+        if wait:
+            minutes = max(1, round(wait / 60))
+            raise forms.ValidationError(
+                f"Too many failed log-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+                code="throttled")
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError as error:
+            if error.code == "invalid_login":
+                throttle.failed(username, address)
+            raise
+        throttle.succeeded(username)
+        return cleaned

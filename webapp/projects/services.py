@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.http import Http404
 
 from webapp import events
-from webapp.projects.models import Membership, Project, Role
+from webapp.projects.models import Invitation, Membership, Project, Role
 
 
 class MembershipError(Exception):
@@ -60,24 +60,39 @@ def project_update(*, project: Project, name: str, description: str) -> Project:
 
 
 def _find_user(identifier: str):
+    """The one active account with this username or email, or None (also when several accounts
+    share the email): callers say the same either way, so nobody learns who has an account."""
     identifier = identifier.strip()
-    users = get_user_model().objects.filter(
-        Q(username__iexact=identifier) | Q(email__iexact=identifier), is_active=True
-    )
-    matches = list(users[:2])
-    if not identifier or not matches:
-        raise MembershipError(f"No user with the username or email “{identifier}”.")
-    if len(matches) > 1:
-        raise MembershipError("Several users share that email; invite by username instead.")
-    return matches[0]
+    if not identifier:
+        return None
+    matches = list(get_user_model().objects.filter(
+        Q(username__iexact=identifier) | Q(email__iexact=identifier), is_active=True)[:2])
+    return matches[0] if len(matches) == 1 else None
 
 
 @transaction.atomic
-def membership_invite(*, project: Project, identifier: str, role: str) -> Membership:
+def invitation_create(*, project: Project, identifier: str, role: str, invited_by=None) -> Invitation | None:
+    """Invite the account `identifier` names (username or email) to join as `role`; they join
+    when they accept. None when no single account matches, or it is a member already (the
+    inviting owner is told the same in every case)."""
     user = _find_user(identifier)
-    if Membership.objects.filter(project=project, user=user).exists():
-        raise MembershipError(f"{user.username} is already a member of this project.")
-    return Membership.objects.create(project=project, user=user, role=Role(role))
+    if user is None or Membership.objects.filter(project=project, user=user).exists():
+        return None
+    invitation, _ = Invitation.objects.update_or_create(project=project, user=user,
+                                                        defaults={"role": Role(role), "invited_by": invited_by})
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, invitation: Invitation) -> Membership:
+    membership, _ = Membership.objects.get_or_create(project=invitation.project, user=invitation.user,
+                                                     defaults={"role": invitation.role})
+    invitation.delete()
+    return membership
+
+
+def invitation_decline(*, invitation: Invitation) -> None:
+    invitation.delete()
 
 
 def _other_owner_exists(membership: Membership) -> bool:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.projects import services
 from webapp.projects.forms import InviteForm, ProjectForm, RoleForm
-from webapp.projects.models import Membership, Project, Role
+from webapp.projects.models import Invitation, Membership, Project, Role
 
 
 @login_required
@@ -23,7 +23,8 @@ def project_list(request):
     )
     roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
     rows = [(project, roles.get(project.id)) for project in projects]
-    return render(request, "projects/project_list.html", {"rows": rows})
+    invitations = request.user.invitations.select_related("project", "invited_by")
+    return render(request, "projects/project_list.html", {"rows": rows, "invitations": invitations})
 
 
 @login_required
@@ -69,18 +70,50 @@ def member_list(request, project_id: int):
     if request.method == "POST":
         project, membership = services.project_for_user(user=request.user, project_id=project_id, role=Role.OWNER)
         if form.is_valid():
-            try:
-                added = services.membership_invite(project=project, **form.cleaned_data)
-            except services.MembershipError as error:
-                form.add_error("identifier", str(error))
-            else:
-                messages.success(request, f"{added.user.username} joined as {added.get_role_display().lower()}.")
-                return redirect("member_list", project_id=project.id)
+            services.invitation_create(project=project, invited_by=request.user, **form.cleaned_data)
+            # The same answer whether or not the account exists: inviting tells nobody who has one.
+            messages.success(request, f"If an account matches “{form.cleaned_data['identifier']}”, it is invited as "
+                                      f"{Role(form.cleaned_data['role']).label.lower()}; they join when they accept.")
+            return redirect("member_list", project_id=project.id)
     members = project.memberships.select_related("user").order_by("user__username")
+    invitations = project.invitations.select_related("user") if is_owner else []
     return render(request, "projects/member_list.html", {
         "project": project, "membership": membership, "members": members, "form": form,
-        "is_owner": is_owner, "roles": Role.choices,
+        "is_owner": is_owner, "roles": Role.choices, "invitations": invitations,
     })
+
+
+def _own_invitation(request, invitation_id: int) -> Invitation:
+    """An invitation to the person asking (anyone else's is a 404)."""
+    return get_object_or_404(Invitation.objects.select_related("project"), pk=invitation_id, user=request.user)
+
+
+@login_required
+@require_POST
+def invitation_accept(request, invitation_id: int):
+    invitation = _own_invitation(request, invitation_id)
+    membership = services.invitation_accept(invitation=invitation)
+    messages.success(request, f"You joined “{membership.project.name}” as {membership.get_role_display().lower()}.")
+    return redirect("project_detail", project_id=membership.project_id)
+
+
+@login_required
+@require_POST
+def invitation_decline(request, invitation_id: int):
+    invitation = _own_invitation(request, invitation_id)
+    services.invitation_decline(invitation=invitation)
+    messages.success(request, f"Declined the invitation to “{invitation.project.name}”.")
+    return redirect("project_list")
+
+
+@login_required
+@require_POST
+def invitation_cancel(request, project_id: int, invitation_id: int):
+    project, _ = services.project_for_user(user=request.user, project_id=project_id, role=Role.OWNER)
+    invitation = get_object_or_404(Invitation.objects.select_related("user"), pk=invitation_id, project=project)
+    services.invitation_decline(invitation=invitation)
+    messages.success(request, f"Cancelled the invitation of {invitation.user.username}.")
+    return redirect("member_list", project_id=project_id)
 
 
 def _owned_membership(request, project_id: int, membership_id: int) -> Membership:
