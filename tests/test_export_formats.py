@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 from django.urls import reverse
 
 from tests.support.factories import PASSWORD
-from webapp.documents import services
+from webapp.documents import export, services
 
 
 def _write(document, owner):
@@ -128,3 +128,13 @@ def test_angle_brackets_ampersands_quotes_and_code_survive_every_export(client, 
     written = "\n".join(p.text for p in docx.paragraphs)
     assert TRICKY["Introduction"] in written and "if a < b && c > d, keep <b>calm</b>" in written
     assert 'print("<stay>")' in written
+
+
+def test_a_title_past_the_docx_property_limit_still_exports(document):
+    """DOCX's title property holds 255 characters; a 300-character title made the export a 500."""
+    document.title = "Seabirds " * 33  # 297 characters
+    document.save()
+    from docx import Document as DocxDocument
+
+    docx = DocxDocument(io.BytesIO(export.document_docx(document)))
+    assert docx.paragraphs[0].text == document.title and len(docx.core_properties.title) == 255

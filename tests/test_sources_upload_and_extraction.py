@@ -174,3 +174,51 @@ def test_passages_are_found_by_meaning(project, editor):
     assert found[0][1] > found[1][1]
     found = sources.source_passages(project=project, query="history of books and typography", k=1)
     assert found[0][0].source.original_name == "printing.txt"
+
+
+def test_an_upload_whose_row_cannot_be_saved_leaves_no_file(project, editor, monkeypatch, settings):
+    from pathlib import Path
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database refused the row")
+
+    monkeypatch.setattr(Source, "save", broken)
+    def files() -> set:
+        return {path for path in Path(settings.MEDIA_ROOT).rglob("*") if path.is_file()}
+
+    before = files()
+    with pytest.raises(RuntimeError):
+        sources.source_upload(project=project, user=editor, upload=SimpleUploadedFile("a.txt", b"Terns dive."))
+    assert files() == before
+
+
+def test_with_the_broker_down_an_upload_is_kept_failed_with_a_retry(client, project, editor, monkeypatch,
+                                                                    django_capture_on_commit_callbacks):
+    from webapp.celery import app
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionRefusedError("the broker is down")
+
+    monkeypatch.setattr(app, "send_task", unreachable)
+    client.login(username=editor.username, password=PASSWORD)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _upload(client, project, "notes.txt", b"Gannets dive from great heights.")
+    assert response.status_code == 200  # not a 500: the file and its row are kept
+    source = Source.objects.get(project=project)
+    assert source.status == SourceStatus.FAILED and "Retry" in source.error
+    page = client.get(reverse("source_detail", args=[project.id, source.id])).content.decode()
+    assert ">Retry</button>" in page
+    queued = []
+    monkeypatch.setattr(app, "send_task", lambda name, args, countdown=None: queued.append((name, args)))
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("source_retry", args=[project.id, source.id]))
+    source.refresh_from_db()
+    assert source.status == SourceStatus.PENDING and queued == [(sources.EXTRACT_TASK, [source.id])]
+
+
+def test_a_long_accented_file_name_is_stored_under_a_short_ascii_one(project, editor):
+    name = "é" * 200 + ".txt"
+    source = sources.source_upload(project=project, user=editor, upload=SimpleUploadedFile(name, b"Skuas chase."))
+    stored = source.file.name.rsplit("/", 1)[-1]
+    assert stored.isascii() and len(stored.encode()) < 120 and stored.endswith(".txt")
+    assert source.original_name == name

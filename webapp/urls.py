@@ -35,6 +35,7 @@ urlpatterns = [
     path(P + "sources/", documents.source_list, name="source_list"),
     path(P + "sources/<int:source_id>/", documents.source_detail, name="source_detail"),
     path(P + "sources/<int:source_id>/download/", documents.source_download, name="source_download"),
+    path(P + "sources/<int:source_id>/retry/", documents.source_retry, name="source_retry"),
     path(P + "sources/<int:source_id>/delete/", documents.source_delete, name="source_delete"),
     path(P + "documents/new/", documents.document_create, name="document_create"),
     path(D, runs.document_detail, name="document_detail"),

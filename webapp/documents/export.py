@@ -144,7 +144,7 @@ def document_docx(document: Document) -> bytes:
     from docx import Document as DocxDocument
 
     docx = DocxDocument()
-    docx.core_properties.title = document.title
+    docx.core_properties.title = document.title[:255]  # the DOCX format's limit (the heading has it all)
     docx.add_heading(document.title, level=0)
     if document.lead.strip():
         docx.add_paragraph().add_run(document.lead.strip()).italic = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from pathlib import Path
 
 import torch
@@ -56,9 +57,36 @@ def source_upload(*, project: Project, user, upload: UploadedFile, title: str = 
     name = Path(upload.name).name
     source = Source(project=project, title=(title or Path(name).stem)[:300], original_name=name[:300],
                     kind=kind, size=upload.size, uploaded_by=user)
-    source.file.save(re.sub(r"[^\w.-]+", "_", name)[-200:], upload, save=False)
-    source.save()
-    enqueue(EXTRACT_TASK, source.id)
+    source.file.save(_stored_name(name), upload, save=False)
+    try:
+        source.save()
+    except Exception:
+        source.file.delete(save=False)  # no row, no file
+        raise
+    _queue_extraction(source.pk)
+    return source
+
+
+def _stored_name(name: str) -> str:
+    """A file name any file system takes: ASCII, at most 100 characters, its extension kept."""
+    path = Path(name)
+    ascii_stem = unicodedata.normalize("NFKD", path.stem).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^\w-]+", "_", ascii_stem).strip("_")[:80] or "upload"
+    suffix = re.sub(r"[^\w.]+", "", path.suffix.encode("ascii", "ignore").decode())[:10]
+    return stem + suffix
+
+
+def _queue_extraction(source_id: int) -> None:
+    enqueue(EXTRACT_TASK, source_id, on_error=lambda error: source_failed(
+        source_id=source_id, reason="The file is stored, but its reading could not be queued (the task queue "
+                                    "is unreachable). Press Retry when the service is back."))
+
+
+def source_retry(*, source: Source) -> Source:
+    """Read a failed source again (after a broker outage, or a reader that improved)."""
+    with transaction.atomic():
+        _set_source_status(source, SourceStatus.PENDING)
+        _queue_extraction(source.pk)
     return source
 
 

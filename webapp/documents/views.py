@@ -331,6 +331,16 @@ def source_download(request, project_id: int, source_id: int):
 
 @login_required
 @require_POST
+def source_retry(request, project_id: int, source_id: int):
+    source, _ = _source(request, project_id, source_id, Role.EDITOR)
+    if source.status == "failed":
+        sources.source_retry(source=source)
+        messages.success(request, f"Reading “{source.title}” again.")
+    return redirect("source_detail", project_id=project_id, source_id=source_id)
+
+
+@login_required
+@require_POST
 def source_delete(request, project_id: int, source_id: int):
     source, _ = _source(request, project_id, source_id, Role.EDITOR)
     sources.source_delete(source=source)
