@@ -68,6 +68,16 @@ def test_run_serves_the_demo_login_and_stops_cleanly_on_ctrl_c(tmp_path):
         projects = browser.open(request).read().decode()
         assert "Demo project" in projects
         assert browser.open(base + "/static/vendor/pico.min.css").status == 200
+
+        # A worker killed (say by the OOM killer) is restarted, and the rest keeps running.
+        worker = re.search(r"started worker default \(pid (\d+)\)", log_path.read_text())
+        os.kill(int(worker.group(1)), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "worker default restarted" not in log_path.read_text():
+            assert time.monotonic() < deadline and launcher.poll() is None, log_path.read_text()[-4000:]
+            time.sleep(0.5)
+        assert "worker default exited with status -9; restarting in 1 s" in log_path.read_text()
+        assert browser.open(base + "/projects/").status == 200
     finally:
         launcher.send_signal(signal.SIGINT)
         try:
@@ -96,7 +106,10 @@ def test_run_fails_loudly_and_cleans_up_when_the_web_port_is_taken(tmp_path):
         result = subprocess.run([sys.executable, "-m", "webapp.launcher", "run"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout[-3000:]
-    assert "web exited" in result.stdout and "[scriptorium] stopped" in result.stdout
+    # Restarted with growing pauses, then given up on: everything stops.
+    assert re.search(r"web exited with status \d+; restarting in 1 s", result.stdout)
+    assert "restarting in 8 s" in result.stdout and "times in 60 s; stopping everything" in result.stdout
+    assert "[scriptorium] stopped" in result.stdout
     assert not _answers(redis_port)
 
 

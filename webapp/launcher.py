@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,8 +40,9 @@ def _die_with_parent() -> None:
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     _log(f"starting {name}: {' '.join(args)}")
     # A session of its own: Ctrl-C reaches only the launcher, which then stops children in order.
-    return subprocess.Popen(args, cwd=BASE_DIR, env=env, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+    process = subprocess.Popen(args, cwd=BASE_DIR, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    _log(f"started {name} (pid {process.pid})")
+    return process
 
 
 def _port_answers(port: int) -> bool:
@@ -138,10 +141,45 @@ def agents_workers(gpus: int) -> list[tuple[str, dict[str, str]]]:
     return [(f"agents-gpu{i}", {"CUDA_VISIBLE_DEVICES": str(i)}) for i in range(gpus)]
 
 
+# Supervision: a process that exits is started again after a pause that doubles with each crash
+# (1, 2, 4, ... RESTART_MAX_DELAY_S seconds); one that crashes more than MAX_CRASHES times within
+# CRASH_WINDOW_S is given up on, and then everything stops (exit status 1).
+RESTART_MAX_DELAY_S = 30.0
+MAX_CRASHES, CRASH_WINDOW_S = 4, 60.0
+
+
+@dataclass
+class Supervised:
+    name: str
+    start: Callable[[], subprocess.Popen]
+    process: subprocess.Popen
+    crashes: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+
+    def check(self, now: float) -> bool:
+        """Restart it when it is due; note a new exit. False when it crashed too often."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.process, self.restart_at = self.start(), None
+                _log(f"{self.name} restarted (pid {self.process.pid})")
+            return True
+        if self.process.poll() is None:
+            return True
+        self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW_S] + [now]
+        if len(self.crashes) > MAX_CRASHES:
+            _log(f"{self.name} exited with status {self.process.returncode}, {len(self.crashes)} times in "
+                 f"{CRASH_WINDOW_S:.0f} s; stopping everything")
+            return False
+        delay = min(RESTART_MAX_DELAY_S, 2.0 ** (len(self.crashes) - 1))
+        _log(f"{self.name} exited with status {self.process.returncode}; restarting in {delay:.0f} s")
+        self.restart_at = now + delay
+        return True
+
+
 def run() -> int:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
-    processes: list[tuple[str, subprocess.Popen]] = []
+    supervised: list[Supervised] = []
     stopping = False
     crashed = False
 
@@ -149,38 +187,47 @@ def run() -> int:
         nonlocal stopping
         stopping = True
 
+    def supervise(name: str, args: list[str], process_env: dict[str, str]) -> None:
+        def start() -> subprocess.Popen:
+            return _spawn(name, args, process_env)
+
+        supervised.append(Supervised(name, start, start()))
+
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
         redis_process = start_embedded_redis(env)
         if redis_process:
-            processes.append(("embedded Redis", redis_process))
+            def restart_redis() -> subprocess.Popen:
+                # On its port again (the URL the others use); its append-only file keeps the data.
+                again = start_embedded_redis(dict(env, REDIS_URL=""))
+                return again if again is not None else redis_process  # someone took the port: a crash
+
+            supervised.append(Supervised("embedded Redis", restart_redis, redis_process))
         _manage("migrate", "--noinput", env=env)
         _manage("seed_demo", env=env)
         host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
-        processes.append(("web", _spawn("web", [
+        supervise("web", [
             PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
             "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
-        ], env)))
+        ], env)
         agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
         for name, extra_env in agents_workers(gpu_count()):
-            args = worker_args(AGENTS_QUEUE, agents_concurrency, name)
-            processes.append((f"worker {name}", _spawn(f"worker {name}", args, {**env, **extra_env})))
+            supervise(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name), {**env, **extra_env})
         for queue, concurrency in (("default", 2), ("training", 1)):
-            processes.append((f"worker {queue}", _spawn(f"worker {queue}", worker_args(queue, concurrency), env)))
-        _log(f"Scriptorium is up at http://{host}:{port}/ (Ctrl-C stops everything)")
+            supervise(f"worker {queue}", worker_args(queue, concurrency), env)
+        _log(f"Scriptorium is up at http://{host}:{port}/ (Ctrl-C stops everything; crashed processes restart)")
         while not stopping:
-            for name, process in processes:
-                if process.poll() is not None:
-                    _log(f"{name} exited with status {process.returncode}; stopping the rest")
-                    stopping = crashed = True
-                    break
+            now = time.monotonic()
+            if not all(process.check(now) for process in supervised):
+                stopping = crashed = True
+                break
             time.sleep(0.5)
     except subprocess.CalledProcessError as error:
         _log(f"setup failed: {error}")
         return 1
     finally:
-        _stop(processes)
+        _stop([(process.name, process.process) for process in supervised if process.process.poll() is None])
         _log("stopped")
     return 1 if crashed else 0
 
