@@ -191,3 +191,35 @@ def test_a_page_that_missed_events_while_the_server_was_down_catches_up_on_recon
     for selector in (".doc-section", ".suggestion", "#runs", "#live-head h1"):
         assert page.locator(selector).all_inner_texts() == fresh.locator(selector).all_inner_texts(), selector
     assert page.evaluate("() => window.neverReloaded")
+
+
+def test_a_page_that_loses_its_network_mid_stream_converges(web_server, browser, document, owner,
+                                                            celery_worker_process):
+    """The browser goes offline while a writer streams (Chromium's offline mode: its sockets
+    drop), and comes back: the page reconnects, catches up, and ends with the database's text and
+    the finished run, without a reload."""
+    from webapp.documents import services as documents
+    from webapp.runs import services as runs
+
+    document.auto_approve_outline = True
+    document.save()
+    document.sections.update(word_budget=60)  # short: the point is the gap, not the length
+    documents.section_add(document=document, user=owner, heading="Puffins", word_budget=200)
+    page = _open(browser, web_server, owner, document.id)
+    off_the_event_loop(runs.run_start, document=document, user=owner)
+    _until(lambda: len(_text(page, "Puffins") or "") > 10, seconds=90, what="text streaming")
+    page.context.set_offline(True)
+    _until(lambda: page.locator("#live-status").get_attribute("data-state") != "connected", seconds=40,
+           what="the page noticing it is offline")
+    assert page.locator("#live-status").inner_text().startswith("Reconnecting")
+    time.sleep(3)
+    page.context.set_offline(False)
+    _until(lambda: document.runs.get().status in ("done", "failed", "cancelled"), seconds=180, what="the run")
+    assert document.runs.get().status == "done"
+    _until(lambda: page.locator("#run-status").inner_text() == "Done", seconds=30, what="Done on the page")
+    for section in document.sections.all():
+        if not section.children.exists():
+            _until(lambda section=section: _text(page, section.heading) == section.text,
+                   what=f"{section.heading}'s text as the database has it")
+    assert page.locator("#live-status").get_attribute("data-state") == "connected"
+    assert page.evaluate("() => window.neverReloaded")

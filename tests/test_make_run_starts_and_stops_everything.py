@@ -102,13 +102,13 @@ def test_run_fails_loudly_and_cleans_up_when_the_web_port_is_taken(tmp_path):
         taken.listen()
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
         env.update(SCRIPTORIUM_DATA_DIR=str(tmp_path / "data"), PORT=str(taken.getsockname()[1]),
-                   SCRIPTORIUM_EMBEDDED_REDIS_PORT=str(redis_port))
+                   SCRIPTORIUM_EMBEDDED_REDIS_PORT=str(redis_port), SCRIPTORIUM_RESTART_DELAY_S="0.25")
         result = subprocess.run([sys.executable, "-m", "webapp.launcher", "run"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout[-3000:]
     # Restarted with growing pauses, then given up on: everything stops.
-    assert re.search(r"web exited with status \d+; restarting in 1 s", result.stdout)
-    assert "restarting in 8 s" in result.stdout and "times in 60 s; stopping everything" in result.stdout
+    assert re.search(r"web exited with status \d+; restarting in 0.25 s", result.stdout)
+    assert "restarting in 2 s" in result.stdout and "times in 60 s; stopping everything" in result.stdout
     assert "[scriptorium] stopped" in result.stdout
     assert not _answers(redis_port)
 

@@ -21,7 +21,7 @@ from tests.support.processes import ROOT, database_url_for_subprocess, wait_for
 from webapp.documents import services as documents
 from webapp.documents.models import Revision, SectionStatus
 from webapp.runs import services, writing
-from webapp.runs.models import RunStatus, TaskStatus, WritingRun
+from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
 
 
 def _route(app, routes) -> None:
@@ -446,3 +446,46 @@ def test_a_section_deleted_or_split_after_approval_is_skipped_not_written(db, mo
     assert [by_heading[t.pk].status for t in tasks] == [TaskStatus.SKIPPED, TaskStatus.DONE, TaskStatus.SKIPPED]
     assert "no longer a leaf" in by_heading[tasks[0].pk].error and "Terns dive" in document.sections.get(
         heading="Terns").text
+
+
+def test_work_whose_message_was_lost_is_queued_again_once(people, monkeypatch, settings):
+    """The broker was away when a review (or a batch) was queued: the watcher queues it again
+    after QUEUED_LOST_S, once per run; a duplicate that does arrive finds the tasks claimed."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.runs import lifecycle
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    long_ago = timezone.now() - timedelta(seconds=settings.QUEUED_LOST_S + 5)
+    reviewing_run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.REVIEWING)
+    for role in ("reviewer", "finisher"):
+        AgentTask.objects.create(run=reviewing_run, role=role, heartbeat_at=long_ago)
+    writing_run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    lost = AgentTask.objects.create(run=writing_run, role="writer", section=document.sections.get(),
+                                    heartbeat_at=long_ago)
+    AgentTask.objects.create(run=writing_run, role="writer", heartbeat_at=timezone.now())  # queued just now
+    queued = []
+    monkeypatch.setattr(services, "enqueue", lambda name, *args, **kwargs: queued.append((name, *args)))
+    assert services.requeue_stale() == 2
+    assert sorted(queued) == sorted([(lifecycle.REVIEW_TASK, reviewing_run.id),
+                                     (lifecycle.WRITE_TASK, writing_run.id, [lost.id])])
+    queued.clear()
+    assert services.requeue_stale() == 0 and queued == []  # not again until it has waited as long again
+
+
+def test_a_run_that_cannot_be_queued_fails_saying_why(people, monkeypatch, django_capture_on_commit_callbacks):
+    from webapp.celery import app
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionRefusedError("the broker is down")
+
+    monkeypatch.setattr(app, "send_task", unreachable)
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.run_start(document=document, user=owner)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "could not be queued" in run.error

@@ -31,15 +31,14 @@ def enqueue(name: str, *args, countdown: float | None = None,
     """Queue the task registered as `name` once the current transaction commits (at once outside
     one), routed by CELERY_TASK_ROUTES. Services queue their next step by name, so they never
     import the tasks that call them. If the broker cannot be reached, the saved change stays and
-    `on_error` is told (to mark the work failed, with a way to retry) instead of the request
-    failing after its rows were committed."""
+    `on_error` is told (to mark the work failed, with a way to retry); without one the failure is
+    logged, and the runs' watcher queues work that has waited too long again."""
     def send() -> None:
         try:
             app.send_task(name, args=list(args), countdown=countdown)
         except Exception as error:  # noqa: BLE001  (kombu raises several kinds when the broker is away)
             log.warning("could not queue %s%s: %s", name, tuple(args), error)
-            if on_error is None:
-                raise
-            on_error(error)
+            if on_error is not None:
+                on_error(error)
 
     transaction.on_commit(send)

@@ -142,7 +142,7 @@ def agents_workers(gpus: int) -> list[tuple[str, dict[str, str]]]:
 
 
 # Supervision: a process that exits is started again after a pause that doubles with each crash
-# (1, 2, 4, ... RESTART_MAX_DELAY_S seconds); one that crashes more than MAX_CRASHES times within
+# (1, 2, 4, ... RESTART_MAX_DELAY_S seconds; SCRIPTORIUM_RESTART_DELAY_S sets the first); one that crashes more than MAX_CRASHES times within
 # CRASH_WINDOW_S is given up on, and then everything stops (exit status 1).
 RESTART_MAX_DELAY_S = 30.0
 MAX_CRASHES, CRASH_WINDOW_S = 4, 60.0
@@ -170,8 +170,9 @@ class Supervised:
             _log(f"{self.name} exited with status {self.process.returncode}, {len(self.crashes)} times in "
                  f"{CRASH_WINDOW_S:.0f} s; stopping everything")
             return False
-        delay = min(RESTART_MAX_DELAY_S, 2.0 ** (len(self.crashes) - 1))
-        _log(f"{self.name} exited with status {self.process.returncode}; restarting in {delay:.0f} s")
+        first = float(os.environ.get("SCRIPTORIUM_RESTART_DELAY_S", "1"))
+        delay = min(RESTART_MAX_DELAY_S, first * 2.0 ** (len(self.crashes) - 1))
+        _log(f"{self.name} exited with status {self.process.returncode}; restarting in {delay:g} s")
         self.restart_at = now + delay
         return True
 

@@ -6,12 +6,15 @@ serving metrics) and /healthz use this one client."""
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable
 
 import redis
 from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+log = logging.getLogger(__name__)
 
 CANCEL_TTL_S = 24 * 3600
 
@@ -45,7 +48,13 @@ class CancelFlags:
         names = list(names)
         if not names:
             return {}
-        values = client().mget([self.prefix + name for name in names])
+        try:
+            values = client().mget([self.prefix + name for name in names])
+        except redis.RedisError as error:
+            # Redis is away (restarting): nobody can have set a flag meanwhile that we could read,
+            # and a writer must not fail for it; the next check reads again.
+            log.warning("could not read cancel flags (%s); going on", error)
+            return {}
         return {name: value.decode() for name, value in zip(names, values, strict=True) if value}
 
     def __call__(self, active: list[str]) -> set[str]:

@@ -243,6 +243,8 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 # worker has not checkpointed for this long is given to another worker.
 SECTION_MAX_WORDS = env_int("SECTION_MAX_WORDS", 600)
 WRITER_STALE_S = env_int("WRITER_STALE_S", 30)
+# A task queued this long ago and never started lost its message (the broker was away): queued again.
+QUEUED_LOST_S = env_int("QUEUED_LOST_S", 4 * WRITER_STALE_S)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False

@@ -42,7 +42,8 @@ def finish_if_done(*, run_id: int) -> None:
             review_document(document=run.document, run=run)
             lifecycle.set_status(run, RunStatus.DONE)
         else:
-            AgentTask.objects.bulk_create([AgentTask(run=run, role=role) for role in (reviewer.ROLE, finisher.ROLE)])
+            AgentTask.objects.bulk_create([AgentTask(run=run, role=role, heartbeat_at=timezone.now())
+                                           for role in (reviewer.ROLE, finisher.ROLE)])
             lifecycle.set_status(run, RunStatus.REVIEWING)
             enqueue(lifecycle.REVIEW_TASK, run.id)
 

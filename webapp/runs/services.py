@@ -38,8 +38,15 @@ log = logging.getLogger(__name__)
 def run_start(*, document: Document, user, batch_size: int = 8) -> WritingRun:
     run = WritingRun.objects.create(document=document, created_by=user, batch_size=batch_size)
     lifecycle.announce(run)
-    enqueue(lifecycle.PLAN_TASK, run.id)
+    enqueue(lifecycle.PLAN_TASK, run.id, on_error=lambda error: _not_queued(run.pk))
     return run
+
+
+def _not_queued(run_id: int) -> None:
+    with transaction.atomic():
+        run = WritingRun.objects.select_for_update().get(pk=run_id)
+        lifecycle.set_status(run, RunStatus.FAILED, "The run could not be queued: the task queue (Redis) is "
+                                                    "unreachable. Start it again when the service is back.")
 
 
 def run_plan(*, run_id: int) -> WritingRun:
@@ -81,7 +88,8 @@ def run_approve(*, run: WritingRun) -> WritingRun:
     parents = {section.parent_id for section in tree}
     AgentTask.objects.bulk_create([
         AgentTask(run=run, role=section_writer.ROLE, section=section, base_version=section.version,
-                  status=TaskStatus.QUEUED if _writable(section) else TaskStatus.SKIPPED)
+                  status=TaskStatus.QUEUED if _writable(section) else TaskStatus.SKIPPED,
+                  heartbeat_at=timezone.now())  # while queued: when it was queued (see requeue_stale)
         for section in tree if section.id not in parents])
     lifecycle.set_status(run, RunStatus.WRITING)
     queued = list(run.tasks.filter(status=TaskStatus.QUEUED).values_list("id", flat=True))
@@ -109,7 +117,7 @@ def section_regenerate(*, section: Section, user, instruction: str = "") -> Writ
         raise RegenerateRefused(f"“{section.heading}” is being written already.")
     run = WritingRun.objects.create(document=section.document, created_by=user, status=RunStatus.WRITING,
                                     kind="section", outline_path="existing", batch_size=1)
-    task = AgentTask.objects.create(run=run, role=section_writer.ROLE, section=section,
+    task = AgentTask.objects.create(run=run, role=section_writer.ROLE, section=section, heartbeat_at=timezone.now(),
                                     base_version=section.version, instruction=instruction[:2000])
     lifecycle.announce(run)
     enqueue(lifecycle.WRITE_TASK, run.id, [task.id])
@@ -168,7 +176,22 @@ def requeue_stale() -> int:
     by_run: dict[int, list[int]] = {}
     for task_id, run_id in tasks.values_list("id", "run_id"):
         by_run.setdefault(run_id, []).append(task_id)
+    # Work queued long ago and never started: its message was lost (the broker was away when it
+    # was sent, or restarted without it). Queued again; a copy that does arrive finds it claimed.
+    lost = AgentTask.objects.filter(status=TaskStatus.QUEUED, run__status__in=[RunStatus.WRITING, RunStatus.REVIEWING],
+                                    heartbeat_at__lt=timezone.now() - timedelta(seconds=settings.QUEUED_LOST_S))
+    lost_reviews = set()
+    for task_id, run_id, run_status in lost.values_list("id", "run_id", "run__status"):
+        if run_status == RunStatus.REVIEWING:
+            lost_reviews.add(run_id)
+        else:
+            by_run.setdefault(run_id, []).append(task_id)
+    lost.update(heartbeat_at=timezone.now())
+    for run_id in lost_reviews - reviews:
+        log.info("re-queueing the lost review of run %d (pid %d)", run_id, os.getpid())
+        enqueue(lifecycle.REVIEW_TASK, run_id)
+    reviews |= lost_reviews
     for run_id, task_ids in by_run.items():
-        log.info("re-queueing %d stale section(s) of run %d (pid %d)", len(task_ids), run_id, os.getpid())
+        log.info("re-queueing %d stale or lost section(s) of run %d (pid %d)", len(task_ids), run_id, os.getpid())
         enqueue(lifecycle.WRITE_TASK, run_id, task_ids)
     return sum(len(ids) for ids in by_run.values()) + len(reviews)
