@@ -142,8 +142,9 @@ def agents_workers(gpus: int) -> list[tuple[str, dict[str, str]]]:
 
 
 # Supervision: a process that exits is started again after a pause that doubles with each crash
-# (1, 2, 4, ... RESTART_MAX_DELAY_S seconds; SCRIPTORIUM_RESTART_DELAY_S sets the first); one that crashes more than MAX_CRASHES times within
-# CRASH_WINDOW_S is given up on, and then everything stops (exit status 1).
+# (1, 2, 4, ... RESTART_MAX_DELAY_S seconds; SCRIPTORIUM_RESTART_DELAY_S sets the first); one
+# that crashes more than MAX_CRASHES times within CRASH_WINDOW_S is given up on, and then
+# everything stops (exit status 1).
 RESTART_MAX_DELAY_S = 30.0
 MAX_CRASHES, CRASH_WINDOW_S = 4, 60.0
 
