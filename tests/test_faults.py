@@ -1,5 +1,5 @@
-"""Faults that cost nothing: Redis (broker, channel layer, events, cancel flags) restarted while
-a writing run streams. A private Redis serves a real web server and a real worker here (the one
+"""Faults that cost nothing: Redis (broker, channel layer, events, cancel flags), or PostgreSQL,
+restarted while a writing run streams. A private Redis serves a real web server and a real worker here (the one
 other tests share is not touched); the run finishes, every section ends with the text the shared
 document holds, nothing is written twice, and sockets connect again.
 
@@ -8,6 +8,7 @@ test_live_page_in_a_real_browser.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import re
@@ -172,3 +173,132 @@ def test_a_redis_restart_mid_run_loses_no_text(transactional_db, tmp_path, tiny_
             worker.kill()
         server.stop()
         redis_server.stop()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of this test's own (initdb into a temporary directory, as the
+    `postgres` user), so restarting it disturbs nothing else."""
+
+    def __init__(self):
+        import shutil
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="scriptorium-pg-"))
+        shutil.chown(self.root, "postgres", "postgres")  # its log and socket go here
+        self.data, self.port = self.root / "data", free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/faults"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> PrivatePostgres:
+        import shutil
+
+        if not self.data.exists():
+            self.data.mkdir(mode=0o700)
+            shutil.chown(self.data, "postgres", "postgres")
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start")
+        return self
+
+    def create_database(self) -> None:
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "faults")
+
+    def restart(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-m", "fast", "-w", "restart")
+
+    def stop(self) -> None:
+        import shutil
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def query(self, sql: str) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=faults") as connection:
+            return connection.execute(sql).fetchall()
+
+
+SETUP = """
+from tests.support.factories import make_document, make_project, make_user
+from webapp.runs import services
+owner = make_user("pia")
+document = make_document(make_project(owner, name="Faults"), owner, sections=("Gulls", "Terns"))
+document.sections.update(word_budget=200)
+document.auto_approve_outline = True
+document.save()
+print("RUN", services.run_start(document=document, user=owner).pk)
+"""
+
+CHECK = """
+import json
+from webapp.documents import crdt
+from webapp.documents.models import Document
+document = Document.objects.get()
+shared = crdt.load(document.pk)
+print("CHECK", json.dumps([(s.heading, s.text, crdt.section_text(shared, s.key)) for s in document.sections.all()]))
+"""
+
+
+@pytest.mark.skipif(not Path("/usr/local/bin/initdb").exists() and not list(Path("/usr/lib/postgresql").glob(
+    "*/bin/initdb")), reason="needs PostgreSQL's initdb")
+def test_a_postgresql_restart_mid_run_loses_no_text(tmp_path, tiny_model_dir):
+    """PostgreSQL restarted (every connection cut) while two sections stream: the writers'
+    failed checkpoints hand their sections to the watcher, which resumes them from what was
+    saved; the run finishes and every section holds the text the shared document holds."""
+    import json
+
+    database = PrivatePostgres().start()
+    redis_server = PrivateRedis(tmp_path).start()
+    try:
+        database.create_database()
+        env = dict(os.environ, DATABASE_URL=database.url, REDIS_URL=redis_server.url,
+                   SCRIPTORIUM_DATA_DIR=str(tmp_path / "data"), SCRIPTORIUM_MODEL=str(tiny_model_dir),
+                   SCRIPTORIUM_LLM_DTYPE="float32", SCRIPTORIUM_LLM_DEVICE="cpu", WRITER_STALE_S="4")
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+
+        def manage(*args: str) -> str:
+            return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                                  capture_output=True, text=True, timeout=180).stdout
+
+        manage("migrate", "--noinput")
+        with open(tmp_path / "worker.log", "w") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q",
+                                       "agents,default,training", "--pool", "threads", "--concurrency", "4", "-n",
+                                       f"pg-faults-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO"], cwd=ROOT,
+                                      env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            run_id = int(re.search(r"RUN (\d+)", manage("shell", "-c", SETUP)).group(1))
+
+            def streaming():
+                rows = database.query("SELECT checkpoint_text FROM runs_agenttask WHERE role = 'writer'")
+                return any(len(text.split()) >= 15 for (text,) in rows)
+
+            wait_for(streaming, timeout=180)
+            database.restart()
+
+            def finished():
+                with contextlib.suppress(Exception):  # the database may still be starting
+                    status = database.query(f"SELECT status, error FROM runs_writingrun WHERE id = {run_id}")[0]
+                    return status if status[0] in ("done", "failed", "cancelled") else None
+                return None
+
+            status, error = wait_for(finished, timeout=300)
+            assert status == "done", (error, (tmp_path / "worker.log").read_text()[-3000:])
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        sections = json.loads(manage("shell", "-c", CHECK).split("CHECK ", 1)[1])
+        for heading, text, shared in sections:
+            assert len(text.split()) > 50 and text == shared, heading  # no text lost
+            sentences = [s.strip() for s in text.split(".") if len(s.strip()) > 30]
+            assert len(sentences) == len(set(sentences)), f"a sentence of {heading} appears twice"
+    finally:
+        redis_server.stop()
+        database.stop()
