@@ -91,7 +91,7 @@ def _post_form(opener, server: WebServer, page: str, action: str) -> None:
 def test_a_redis_restart_mid_run_loses_no_text(transactional_db, tmp_path, tiny_model_dir):
     owner = make_user("rhea")
     document = make_document(make_project(owner, name="Faults"), owner, sections=("Gulls", "Terns"))
-    document.sections.update(word_budget=200)
+    document.sections.update(word_budget=120)
     document.auto_approve_outline = True
     document.save()
     redis_server = PrivateRedis(tmp_path).start()
@@ -227,7 +227,7 @@ from tests.support.factories import make_document, make_project, make_user
 from webapp.runs import services
 owner = make_user("pia")
 document = make_document(make_project(owner, name="Faults"), owner, sections=("Gulls", "Terns"))
-document.sections.update(word_budget=200)
+document.sections.update(word_budget=120)
 document.auto_approve_outline = True
 document.save()
 print("RUN", services.run_start(document=document, user=owner).pk)
