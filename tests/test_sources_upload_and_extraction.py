@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -183,13 +185,12 @@ def test_an_upload_whose_row_cannot_be_saved_leaves_no_file(project, editor, mon
         raise RuntimeError("the database refused the row")
 
     monkeypatch.setattr(Source, "save", broken)
-    def files() -> set:
-        return {path for path in Path(settings.MEDIA_ROOT).rglob("*") if path.is_file()}
+    name = f"orphan-{uuid.uuid4().hex[:8]}"  # other test processes store files in the same folder
 
-    before = files()
     with pytest.raises(RuntimeError):
-        sources.source_upload(project=project, user=editor, upload=SimpleUploadedFile("a.txt", b"Terns dive."))
-    assert files() == before
+        sources.source_upload(project=project, user=editor,
+                              upload=SimpleUploadedFile(f"{name}.txt", b"Terns dive."))
+    assert [path for path in Path(settings.MEDIA_ROOT).rglob(f"{name}*")] == []
 
 
 def test_with_the_broker_down_an_upload_is_kept_failed_with_a_retry(client, project, editor, monkeypatch,
