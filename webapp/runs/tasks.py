@@ -3,16 +3,20 @@ services queue them by name (lifecycle.*_TASK), so nothing below imports this mo
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
 from celery import shared_task
 from django.conf import settings
+from django.db import close_old_connections
 
 from agents.llm.types import GenerationRequest
 from webapp import llm
 from webapp.runs import lifecycle, reviewing, services, writing
 from webapp.runs.models import RunStatus, WritingRun
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name=lifecycle.PLAN_TASK)
@@ -32,10 +36,21 @@ def review_run(run_id: int) -> None:
 
 @shared_task(name=lifecycle.WATCH_TASK, ignore_result=True)
 def watch_runs() -> int:
-    """Re-queue sections of dead workers; look again later while anything is being written."""
-    requeued = services.requeue_stale()
-    if WritingRun.objects.filter(status__in=[RunStatus.WRITING, RunStatus.REVIEWING]).exists():
-        watch_runs.apply_async(countdown=max(1, settings.WRITER_STALE_S // 2))
+    """Re-queue sections of dead workers; look again later while anything is being written. If
+    the database or the broker is away, look again later all the same: a watcher that stopped
+    on a restarting database left the sections it was there for unwritten."""
+    requeued, again = 0, True
+    try:
+        requeued = services.requeue_stale()
+        again = WritingRun.objects.filter(status__in=[RunStatus.WRITING, RunStatus.REVIEWING]).exists()
+    except Exception:  # noqa: BLE001  (logged; the next look tries again)
+        log.exception("the runs' watcher could not look; it looks again in a moment")
+        close_old_connections()  # a connection the database dropped is not reused
+    if again:
+        try:
+            watch_runs.apply_async(countdown=max(1, settings.WRITER_STALE_S // 2))
+        except Exception:  # noqa: BLE001  (the broker is away; a worker's start arms a new watcher)
+            log.exception("the runs' watcher could not queue its next look")
     return requeued
 
 
