@@ -137,6 +137,26 @@ def test_a_prompt_past_the_context_is_refused_before_any_work(server):
     assert status == 400 and "context" in body["error"]["message"]
 
 
+def test_response_format_guides_the_answer_through_the_server_and_the_backend(server):
+    schema = {"type": "object", "properties": {"bird": {"type": "string", "maxLength": 12},
+                                               "count": {"type": "integer", "minimum": 0, "maximum": 99}},
+              "required": ["bird", "count"], "additionalProperties": False}
+    response_format = {"type": "json_schema", "json_schema": {"name": "sighting", "schema": schema}}
+    status, body = _post(server, {"messages": [{"role": "user", "content": "A sighting"}], "max_tokens": 60,
+                                  "response_format": response_format})
+    assert status == 200, body
+    answer = json.loads(body["choices"][0]["message"]["content"])  # a random model, held to the schema
+    assert set(answer) == {"bird", "count"} and 0 <= answer["count"] <= 99 and len(answer["bird"]) <= 12
+    assert body["choices"][0]["finish_reason"] == "stop"
+    # The app's backend for a remote server sends it on (what vLLM and llama.cpp's server take too).
+    texts, ends = _collect(OpenAIEngine(server, "tiny"), [GenerationRequest(
+        id="g", messages=[{"role": "user", "content": "Another"}], max_new_tokens=60, response_format=response_format)])
+    assert set(json.loads(texts["g"])) == {"bird", "count"} and ends["g"].finish_reason == "stop"
+    status, body = _post(server, {"messages": [{"role": "user", "content": "x"}],
+                                  "response_format": {"type": "json_schema", "json_schema": {"schema": 7}}})
+    assert status == 400 and "schema" in body["error"]["message"]
+
+
 def test_sigterm_stops_the_server_within_seconds_answering_what_runs(served, tiny_model_dir):
     """A non-streamed request as long as the context runs when SIGTERM comes: it is answered
     (cancelled) and the server exits, instead of waiting for it (SIGTERM used to be ignored)."""

@@ -56,6 +56,8 @@ class OpenAIEngine:
             body.update(continue_final_message=True, add_generation_prompt=False)
         if request.priority:
             body["priority"] = "interactive"
+        if request.response_format:  # vLLM, SGLang, llama.cpp's server and serve_llm all take it
+            body["response_format"] = request.response_format
         return body
 
     def _run(self, request: GenerationRequest, out: queue.Queue[Delta], stop: threading.Event) -> None:

@@ -5,11 +5,14 @@ the deltas it yields. Per request, so a row behaves the same in any batch."""
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import torch
 
+from agents.llm.guided import Guide, GuideError
 from agents.llm.types import Delta, GenerationRequest
 
 
@@ -25,6 +28,54 @@ def check_sampling(request: GenerationRequest) -> None:
         raise ValueError("top_p and repetition_penalty must be above 0")
     if request.min_new_tokens < 0:
         raise ValueError("min_new_tokens must not be negative")
+    if not isinstance(request.block_ngrams, int) or not 0 <= request.block_ngrams <= 16 or request.block_ngrams == 1:
+        raise ValueError("block_ngrams must be 0 (off) or a whole number from 2 to 16")
+
+
+class NgramPool:
+    """The token n-grams the requests of one pool have written: `banned(owner, tokens)` are the
+    next tokens that would repeat an n-gram somebody else wrote. Text seeded with `seed` (written
+    before, elsewhere) belongs to nobody, so it is banned for everyone."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.next: dict[tuple[int, ...], dict[int, set[str]]] = {}
+        self._lock = threading.Lock()  # rows of one pool may sit in different engines' threads
+
+    def seed(self, tokens: list[int], owner: str = "") -> None:
+        with self._lock:
+            for end in range(self.n, len(tokens) + 1):
+                self._add(tokens[end - self.n:end], owner)
+
+    def add(self, owner: str, tokens: list[int]) -> None:
+        if len(tokens) >= self.n:
+            with self._lock:
+                self._add(tokens[-self.n:], owner)
+
+    def _add(self, gram: list[int], owner: str) -> None:
+        self.next.setdefault(tuple(gram[:-1]), {}).setdefault(gram[-1], set()).add(owner)
+
+    def banned(self, owner: str, tokens: list[int]) -> list[int]:
+        if len(tokens) < self.n - 1:
+            return []
+        with self._lock:
+            followers = self.next.get(tuple(tokens[len(tokens) - self.n + 1:]), {})
+            return [token for token, owners in followers.items() if owners - {owner}]
+
+
+class NgramPools:
+    """Pools by name, alive while a request uses them."""
+
+    def __init__(self):
+        self._pools: weakref.WeakValueDictionary[tuple[str, int], NgramPool] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, n: int) -> NgramPool:
+        with self._lock:
+            pool = self._pools.get((name, n))
+            if pool is None:
+                pool = self._pools[(name, n)] = NgramPool(n)
+            return pool
 
 
 @dataclass(eq=False)
@@ -45,14 +96,28 @@ class RequestState:
     seen_ids: torch.Tensor | None = None  # the same ids as a tensor, rebuilt only when `seen` grows
     proposed: int = 0  # speculative decoding: draft tokens proposed, and accepted
     accepted: int = 0
+    guide: Guide | None = None  # guided decoding: where the row is in its grammar
+    pool: NgramPool | None = None  # n-grams it must not repeat from its siblings
+
+    @property
+    def constrained(self) -> bool:
+        """Its tokens depend on more than its logits (no speculative decoding for it)."""
+        return self.guide is not None or self.pool is not None
 
 
-def new_state(request: GenerationRequest, prompt_tokens: int, tokenizer, started: float | None = None) -> RequestState:
+def new_state(request: GenerationRequest, prompt_tokens: int, tokenizer, started: float | None = None,
+              eos_ids: set[int] | None = None, pools: NgramPools | None = None) -> RequestState:
     generator = None
     if request.temperature > 0:
         generator = torch.Generator()
         generator.manual_seed(request.seed)
     state = RequestState(request, prompt_tokens, generator, started if started is not None else time.monotonic())
+    if request.response_format:
+        state.guide = Guide(tokenizer, eos_ids or set(), request.response_format)
+    if request.block_ngrams and pools is not None:
+        state.pool = pools.get(request.ngram_pool or request.id, request.block_ngrams)
+        for text in request.avoid:
+            state.pool.seed(tokenizer(text, add_special_tokens=False).input_ids)
     if request.repetition_penalty != 1.0 and request.assistant_prefix:
         # The draft being continued counts as "already said".
         state.seen.update(tokenizer(request.assistant_prefix, add_special_tokens=False).input_ids)
@@ -67,10 +132,26 @@ class Sampler:
         self._eos = sorted(eos_ids)
 
     def pick(self, logits: torch.Tensor, state: RequestState) -> int:
-        if len(state.tokens) < state.request.min_new_tokens and self._eos:
+        if state.guide is not None:  # the grammar decides where the answer may end
+            logits = state.guide.mask(logits)
+        elif len(state.tokens) < state.request.min_new_tokens and self._eos:
             logits = logits.clone()
             logits[self._eos] = float("-inf")
+        if state.pool is not None:
+            banned = state.pool.banned(state.request.id, state.tokens)
+            if banned:
+                logits = logits.clone()
+                logits[banned] = float("-inf")
         return choose(logits, state)
+
+    def step(self, logits: torch.Tensor, state: RequestState) -> tuple[int, Delta | None]:
+        """Pick and take the next token. A grammar that fails (a dead end) ends this request
+        alone, as an error."""
+        try:
+            token = self.pick(logits, state)
+            return token, self.advance(state, token)
+        except GuideError as error:
+            return -1, self.finish(state, "error", str(error))
 
     def _new_text(self, state: RequestState) -> str:
         """Incremental detokenisation: only text that can no longer change (no half characters)."""
@@ -87,12 +168,18 @@ class Sampler:
         request = state.request
         if state.first_token_s is None:
             state.first_token_s = time.monotonic() - state.started
+        if state.guide is not None:
+            state.guide.accept(token)
         if token in self.eos_ids:
             return self.finish(state, "stop")
         state.tokens.append(token)
         if request.repetition_penalty != 1.0:
             state.seen.add(token)
+        if state.pool is not None:
+            state.pool.add(request.id, state.tokens)
         state.text += self._new_text(state)
+        if state.guide is not None and state.guide.finished:
+            return self.finish(state, "stop")
         if request.stop:
             window = state.text[max(0, state.sent - max(map(len, request.stop))):]
             hits = [window.find(stop) for stop in request.stop if stop in window]

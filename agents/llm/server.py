@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from agents.llm import guided
 from agents.llm.metrics import prometheus_text
 from agents.llm.serving import ServingCore
 from agents.llm.types import BULK, INTERACTIVE, AdapterSpec, Delta, GenerationRequest
@@ -134,13 +135,20 @@ class OpenAICompatibleApp:
         if user is not None and not isinstance(user, str):
             raise BadRequest("user must be a string")
         max_tokens = _whole(data, ("max_completion_tokens", "max_tokens"), 256, 1, self.core.max_positions)
+        response_format = data.get("response_format")
+        if response_format is not None:
+            try:
+                guided.grammar_for(response_format)
+            except guided.GuideError as error:
+                raise BadRequest(str(error)) from None
         request = GenerationRequest(
             id=f"chatcmpl-{uuid.uuid4().hex[:20]}", messages=messages, assistant_prefix=prefix,
             max_new_tokens=max_tokens, temperature=_number(data, "temperature", 0.0, 0.0, 2.0),
             top_p=_number(data, "top_p", 1.0, 1e-9, 1.0), seed=_whole(data, ("seed",), 0, -2**63, 2**63 - 1),
             stop=tuple(stop), repetition_penalty=_number(data, "repetition_penalty", 1.0, 1e-3, 10.0),
             min_new_tokens=_whole(data, ("min_tokens",), 0, 0, max_tokens),
-            priority=INTERACTIVE if priority == "interactive" else BULK, group=f"client-{user or client}")
+            priority=INTERACTIVE if priority == "interactive" else BULK, group=f"client-{user or client}",
+            response_format=response_format or None)
         if adapter_name:
             try:
                 request.adapter = self.resolve_adapter(adapter_name)

@@ -35,7 +35,7 @@ from agents.llm.files import ModelFolderError
 from agents.llm.kv_cache import PrefixCache, SlotKVCache
 from agents.llm.metrics import TTFT_BUCKETS, CoreStats
 from agents.llm.runner import ModelRunner
-from agents.llm.sampling import RequestState, Sampler, check_sampling, new_state
+from agents.llm.sampling import NgramPools, RequestState, Sampler, check_sampling, new_state
 from agents.llm.scheduler import WaitingRequests, victim
 from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay
 
@@ -111,6 +111,7 @@ class ServingCore:
                               engine.dtype, engine.device)
         self.runner = ModelRunner(engine, self.kv)
         self.prefixes = PrefixCache(prefix_cache_tokens)
+        self.pools = NgramPools()
         self.waiting: WaitingRequests[Sequence] = WaitingRequests()
         self.rows: list[Sequence] = []  # row i lives in KV slot i; rows[:decoding] decode, the rest prefill
         self.decoding = 0
@@ -143,7 +144,7 @@ class ServingCore:
             if reserve > self.kv_budget:
                 raise ValueError(f"the request needs {reserve} KV positions (prompt and max_new_tokens); "
                                  f"this server's KV budget is {self.kv_budget}")
-            state = new_state(request, len(ids), self.engine.tokenizer, started)
+            state = new_state(request, len(ids), self.engine.tokenizer, started, self.engine.eos_ids, self.pools)
         except Exception as error:  # noqa: BLE001  (a chat template may raise anything on odd input)
             out.put(Delta(request.id, finished=True, finish_reason="error", error=str(error) or type(error).__name__))
             return out
@@ -267,7 +268,7 @@ class ServingCore:
         if self.decoding:
             first = self.rows[0]
             if (self.engine.draft is not None and len(self.rows) == 1 and not len(self.waiting)
-                    and first.request.temperature <= 0):
+                    and first.request.temperature <= 0 and not first.state.constrained):
                 self._speculate(first)
             else:
                 self._decode()
@@ -428,8 +429,7 @@ class ServingCore:
             self.stats.prompt_tokens += len(sequence.ids)
             self.stats.generated_tokens += 1
             assert logits is not None, "a new row's prefill gives its first logits"
-            token = self.sampler.pick(logits, sequence.state)
-            delta = self.sampler.advance(sequence.state, token)
+            token, delta = self.sampler.step(logits, sequence.state)
             self.stats.first_token(time.monotonic() - sequence.submitted)
             self._send(sequence, delta)
             if delta is not None and delta.finished:
@@ -462,8 +462,7 @@ class ServingCore:
         done = []
         for row, sequence in enumerate(rows):
             sequence.length += 1
-            token = self.sampler.pick(logits[row], sequence.state)
-            delta = self.sampler.advance(sequence.state, token)
+            token, delta = self.sampler.step(logits[row], sequence.state)
             self._send(sequence, delta)
             if delta is not None and delta.finished:
                 done.append(sequence)

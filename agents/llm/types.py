@@ -44,6 +44,15 @@ class GenerationRequest:
     # groups (a writing run, an HTTP client).
     priority: int = 0
     group: str = ""
+    # Guided decoding (guided.py): an OpenAI-style response_format; the row can only write what
+    # its schema or grammar accepts.
+    response_format: dict | None = None
+    # Keep requests from repeating each other: with block_ngrams n > 0, a token that would
+    # complete an n-gram another request of the same `ngram_pool` wrote (or one in `avoid`, text
+    # written before) is not chosen. Section writers of one run share a pool.
+    block_ngrams: int = 0
+    ngram_pool: str = ""
+    avoid: tuple[str, ...] = ()
 
 
 BULK, INTERACTIVE = 0, 1
