@@ -96,10 +96,12 @@ def writer_prompt(brief: Brief, sections: list[PlannedSection],
 def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: list[section_writer.SectionTask],
           adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
           cancel: section_writer.WriterCancel | None = None,
-          drafts: dict[str, str] | None = None) -> dict[str, section_writer.WrittenSection]:
-    """Write `tasks` (some or all of the outline's leaves) as one batch; see section_writer."""
+          drafts: dict[str, str] | None = None, pool: str = "") -> dict[str, section_writer.WrittenSection]:
+    """Write `tasks` (some or all of the outline's leaves) as one batch; see section_writer.
+    Writers of one `pool` (a run) do not repeat each other's phrases, nor those in a task's
+    `avoid` (sibling sections written before)."""
     return section_writer.write_sections(engine, brief, outline_text(sections), tasks, adapter=adapter,
-                                         on_text=on_text, cancel=cancel, drafts=drafts)
+                                         on_text=on_text, cancel=cancel, drafts=drafts, pool=pool)
 
 
 # --- review and finish ------------------------------------------------------------------------
@@ -161,8 +163,11 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
     for task in tasks:
         task.passages = passages(passage_query(task))[:PASSAGES_PER_WRITER] if passages else []
     written: dict[str, section_writer.WrittenSection] = {}
+    pool = f"article-{uuid.uuid4().hex[:8]}"
     for start in range(0, len(tasks), batch_size):
-        written.update(write(engine, brief, sections, tasks[start:start + batch_size]))
+        for task in tasks[start:start + batch_size]:
+            task.avoid = [w.text for w in written.values()]
+        written.update(write(engine, brief, sections, tasks[start:start + batch_size], pool=pool))
     texts = [(t.heading, written[t.key].text) for t in tasks]
     proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks]) \
         if review_article else []
@@ -170,7 +175,9 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
     return Article(title=done.title if done else brief.topic, lead=done.lead if done else "",
                    sections=texts, headings=[s.heading for s in sections], outline_path=path,
                    seconds=time.monotonic() - started, proposals=proposals,
-                   extra={"title_path": done.title_path, "lead_path": done.lead_path} if done else {})
+                   extra={"passages": {i: t.passages for i, t in enumerate(tasks)},
+                          "cut": [c for t in tasks for c in written[t.key].cut]}
+                   | ({"title_path": done.title_path, "lead_path": done.lead_path} if done else {}))
 
 
 def single_agent(engine: Engine, brief: Brief, passages: Callable[..., list[str]] | None = None) -> Article:
@@ -200,4 +207,5 @@ def single_agent(engine: Engine, brief: Brief, passages: Callable[..., list[str]
             found_sections[-1] = (found_sections[-1][0], (found_sections[-1][1] + "\n" + line).strip())
     kept = [(h, t) for h, t in found_sections if t]
     return Article(title=brief.topic, sections=kept, headings=[h for h, _ in kept if h],
-                   outline_path="single", seconds=time.monotonic() - started)
+                   outline_path="single", seconds=time.monotonic() - started,
+                   extra={"passages": {i: found for i in range(len(kept))}} if passages else {})

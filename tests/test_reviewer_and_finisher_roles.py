@@ -90,8 +90,9 @@ def test_reviewer_and_finisher_on_the_tiny_model_through_the_real_backend(tiny_m
     assert result.title and result.lead and result.title_path in ("model", "fallback")
 
 
-def test_a_lead_keeps_this_article_but_not_sentences_about_the_writing():
-    answer = ("Gulls are loud birds of every coast in Britain. This opening sentence sets the stage for an "
-              "informative article. This article shows where to find them.")
-    assert finisher.read_lead(answer, 20) == ("Gulls are loud birds of every coast in Britain. This article shows "
-                                              "where to find them.")
+def test_a_lead_keeps_the_subject_but_not_sentences_about_the_writing_or_the_article():
+    # "This article shows..." used to be kept; a reader's lead talks about gulls, not the article.
+    answer = ("Gulls are loud birds of every coast in Britain, from sea cliffs to city roofs. This opening sentence "
+              "sets the stage for an informative article. This article shows where to find them.")
+    assert finisher.read_lead(answer, 20) == ("Gulls are loud birds of every coast in Britain, from sea cliffs to "
+                                              "city roofs.")

@@ -107,8 +107,8 @@ def test_a_suggestion_whose_words_were_edited_is_outdated_never_applied_elsewher
     assert document.sections.get(heading="Gulls").text == changed
 
 
-LEAD = ("Gulls and terns share our coasts all year. This article shows walkers how to tell them apart and where "
-        "to find them, with notes on their habits and their voices.")
+LEAD = ("Gulls and terns share our coasts all year. Walkers can learn to tell them apart and where to find them, "
+        "from their habits and their voices.")
 
 
 def test_the_finisher_writes_the_lead_and_proposes_a_title_people_decide_on(client, document, owner, editor):

@@ -64,3 +64,11 @@ def _convert(source: Path, target: Path) -> None:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+
+
+def bundled_tokenizer_vocabulary() -> list[str]:
+    """The bundled model's tokens, read from the GGUF file's metadata (about 2 s; no conversion)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf_path()).fields["tokenizer.ggml.tokens"]
+    return [bytes(field.parts[index]).decode("utf-8", "replace") for index in field.data]

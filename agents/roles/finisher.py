@@ -13,6 +13,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from agents import quality
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.outline import MAX_HEADING_WORDS, Brief
 from agents.roles import answers, section_writer
@@ -89,7 +90,8 @@ def read_lead(answer: str, words: int) -> str | None:
     for sentence in answers.sentences(" ".join(section_writer.tidy(answers.unwrap(answer), "").split())):
         if kept and section_writer.word_count(" ".join(kept + [sentence])) > 1.3 * words:
             break
-        if re.search(r"[.!?][\"')\]]*$", sentence) and not LEAD_META.search(sentence):
+        if re.search(r"[.!?][\"')\]]*$", sentence) and not LEAD_META.search(sentence) \
+                and not quality.is_meta(sentence):
             kept.append(sentence.strip("\"“”"))
     text = " ".join(kept)
     if not 0.6 * words <= section_writer.word_count(text) <= 2 * words \
@@ -103,7 +105,8 @@ def fallback_lead(brief: Brief, headings: list[str]) -> str:
     if not named:
         return f"{fallback_title(brief.topic)}."
     listed = f"{', '.join(named[:-1])} and {named[-1]}" if len(named) > 1 else named[0]
-    return f"This article is about {brief.topic.strip().rstrip('.')}. Its sections: {listed}."
+    # A standfirst naming the parts, not a sentence about the article ("This article is about...").
+    return f"{fallback_title(brief.topic)}: {listed}."
 
 
 def finish(engine: Engine, brief: Brief, sections: list[tuple[str, str]], adapter: AdapterSpec | None = None,

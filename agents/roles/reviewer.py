@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
+from agents import quality
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.roles import answers
 
@@ -69,8 +70,7 @@ def review_repetition(sections: list[tuple[str, str, str]]) -> list[Proposal]:
 
 # --- talk about the document --------------------------------------------------------------
 
-META = re.compile(r"\b(?:this|the|our|my|each|every|next|previous) (?:section|article|outline|essay|paragraph|"
-                  r"editor|draft|version)s?\b|\b\d+ (?:words|paragraphs|sentences)\b|\bI (?:just )?want to\b", re.I)
+META = quality.META  # one definition of "talk about the writing", shared with the writers' filter
 
 
 def review_meta(sections: list[tuple[str, str, str]]) -> list[Proposal]:

@@ -17,8 +17,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agents import citations, quality
 from agents.llm.types import AdapterSpec, Engine, GenerationRequest
 from agents.outline import Brief
+from agents.retrieval import default_embedder
 
 ROLE = "writer"
 TOKENS_PER_WORD = 1.45  # SmolLM2's tokenizer on English prose, measured on training/data/heldout.txt
@@ -40,6 +42,7 @@ class SectionTask:
     after: str = ""
     passages: list[str] = field(default_factory=list)  # cited as [1], [2], ... in this order
     instruction: str = ""  # a person's request when regenerating
+    avoid: list[str] = field(default_factory=list)  # sibling sections' text: not to be repeated
 
 
 @dataclass
@@ -49,6 +52,7 @@ class WrittenSection:
     words: int
     rounds: int
     finish: str  # "ok", "short" (still under 85% after the last round) or "cancelled"
+    cut: list[tuple[str, str]] = field(default_factory=list)  # (defect, sentence) cut while streaming
 
 
 def shared_prefix(brief: Brief, outline_text: str) -> str:
@@ -77,6 +81,13 @@ def section_prompt(task: SectionTask) -> str:
     return "\n".join(lines)
 
 
+# The words of the prompt that are instructions, not subject (every part of the brief and the
+# section left blank): a sentence sharing ECHO_N words in a row with them echoes the prompt.
+TEMPLATE = "\n".join([SYSTEM, "The article: \nReaders: \nTone: \nLanguage: \nThe outline of the whole article:",
+                      section_prompt(SectionTask("", "", 0, goal=" ", key_points=[" "], before=" ", after=" ",
+                                                 instruction=" ", passages=[" "]))])
+
+
 def messages(brief: Brief, outline_text: str, task: SectionTask) -> list[dict[str, str]]:
     """The chat the writer is given (a continuation round adds its draft as the answer's start)."""
     return [{"role": "system", "content": shared_prefix(brief, outline_text)},
@@ -102,8 +113,32 @@ ECHOES = re.compile(r"^\s*(#|(the article|readers|tone|language|the outline of t
 LABEL = re.compile(r"^(?:\*\*)?[A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}:(?:\*\*)?\s+(?=\S)")
 
 
-def tidy(text: str, heading: str) -> str:
-    """Drop headings, labels and prompt lines the model echoed, and sentences it already wrote."""
+def writer_instructions(brief: Brief, headings: list[str]) -> quality.Instructions:
+    """What every writer is told, less the subject's own names: for scoring finished articles."""
+    return quality.Instructions.of(TEMPLATE, [brief.topic, brief.notes, brief.audience, *headings])
+
+
+def checks_for(brief: Brief, outline_text: str, task: SectionTask) -> quality.Checks:
+    """What this writer's sentences are judged against: the instructions it was given (echoes),
+    and the words the brief, the outline, its task and its sources allow beyond the lexicon."""
+    subject = [brief.topic, brief.notes, brief.audience, brief.tone, outline_text, task.heading, task.goal,
+               task.before, task.after, task.instruction, *task.key_points, *task.passages]
+    try:
+        lexicon: quality.Lexicon | None = quality.default_lexicon()
+    except Exception:  # noqa: BLE001  (no word list here: junk words go unchecked, the rest still runs)
+        lexicon = None
+    embed = default_embedder().embed
+    cite = citations.Support(task.passages, embed).cite if task.passages else None
+    on_brief = quality.OnBrief([f"{brief.topic}. {brief.notes}".strip(". "), f"{task.heading}. {task.goal}"], embed)
+    return quality.Checks(quality.Instructions.of(TEMPLATE, subject), lexicon, quality.allowed_words(*subject), cite,
+                          on_brief)
+
+
+def tidy(text: str, heading: str, checks: quality.Checks | None = None) -> str:
+    """Drop headings, labels and prompt lines the model echoed, sentences it already wrote and,
+    with `checks`, sentences with a defect (quality.py)."""
+    if checks is not None:
+        text = checks.clean(text)
     text = re.sub(r"\s*\(\d+ words\)", "", text)  # an echoed budget, often in the middle of real text
     lines = [line for line in text.strip().splitlines()
              if not ECHOES.search(line) and line.strip().strip("*:").lower() != heading.lower()
@@ -138,8 +173,11 @@ def fit(text: str, budget: int, cut_off: bool) -> str:
     return text.strip()
 
 
+BLOCK_NGRAMS = 4  # writers of one run may not repeat each other's token 4-grams
+
+
 def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
-             adapter: AdapterSpec | None) -> GenerationRequest:
+             adapter: AdapterSpec | None, pool: str) -> GenerationRequest:
     remaining = max(20, task.words - word_count(draft))
     return GenerationRequest(
         id=f"{ROLE}-{task.key}-{uuid.uuid4().hex[:6]}", adapter=adapter,
@@ -151,6 +189,7 @@ def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
         # Small models like to stop early; the end token only becomes possible near the budget.
         min_new_tokens=math.floor(remaining * LOW * TOKENS_PER_WORD),
         repetition_penalty=1.15,
+        block_ngrams=BLOCK_NGRAMS, ngram_pool=pool, avoid=tuple(task.avoid),
     )
 
 
@@ -162,10 +201,15 @@ WriterCancel = Callable[[dict[str, str]], set[str]]
 def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
                    adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
                    cancel: WriterCancel | None = None, max_rounds: int = 3,
-                   drafts: dict[str, str] | None = None) -> dict[str, WrittenSection]:
+                   drafts: dict[str, str] | None = None, pool: str = "") -> dict[str, WrittenSection]:
     """Write every task as one batch, with continuation rounds for those that fall short.
-    `on_text(key, new_text)` sees the text as it is generated. `drafts` resumes sections from
-    text already written (a checkpoint of an interrupted run): they continue, not start over."""
+    `on_text(key, new_text)` is called for every token, with the text that may be shown: a
+    sentence goes out once it is finished and free of defects (echoes of the prompt, talk about
+    the writing, junk words); one that is not is cut and the writing goes on. `drafts` resumes
+    sections from text already written (a checkpoint of an interrupted run). Writers sharing
+    `pool` (a run) do not repeat each other's 4-grams."""
+    pool = pool or f"writers-{uuid.uuid4().hex[:8]}"
+    checks = {task.key: checks_for(brief, outline_text, task) for task in tasks}
     key_of: dict[str, str] = {}  # every request of this call -> its task's key
     check = None
     if cancel is not None:
@@ -175,38 +219,46 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
             return asked({request_id: key_of[request_id] for request_id in active if request_id in key_of})
 
     # A checkpoint may stop mid-sentence: continue from its last full sentence.
-    drafts = {task.key: fit(tidy((drafts or {}).get(task.key, ""), task.heading), task.words, cut_off=True)
+    drafts = {task.key: fit(tidy((drafts or {}).get(task.key, ""), task.heading, checks[task.key]), task.words,
+                            cut_off=True)
               for task in tasks}
+    cut: dict[str, list[tuple[str, str]]] = {task.key: [] for task in tasks}
     results: dict[str, WrittenSection] = {}
     pending = list(tasks)
     for round_number in range(1, max_rounds + 1):
         if not pending:
             break
-        batch = [_request(brief, outline_text, t, drafts[t.key], adapter) for t in pending]
+        batch = [_request(brief, outline_text, t, drafts[t.key], adapter, pool) for t in pending]
         task_of = {request.id: task for request, task in zip(batch, pending, strict=True)}
         key_of.update({request_id: task.key for request_id, task in task_of.items()})
         new_text = {t.key: "" for t in pending}
+        gates = {t.key: quality.SentenceGate(checks[t.key]) for t in pending}
         reasons: dict[str, str] = {}
         for delta in engine.stream(batch, cancel=check):
             task = task_of[delta.request_id]
-            if delta.text:
-                new_text[task.key] += delta.text
-                if on_text:
-                    on_text(task.key, delta.text)
+            gate = gates[task.key]
+            shown = gate.feed(delta.text) + (gate.close() if delta.finished else "")
+            new_text[task.key] += shown
+            if on_text and (delta.text or shown):
+                on_text(task.key, shown)
             if delta.finished:
+                cut[task.key] += gate.cut
                 reasons[task.key] = delta.finish_reason or "stop"
                 if delta.finish_reason == "error":
                     raise RuntimeError(f"writing “{task.heading}” failed: {delta.error}")
         still_short = []
         for task in pending:
             joined = (drafts[task.key] + "\n\n" + new_text[task.key]) if drafts[task.key] else new_text[task.key]
-            text = fit(tidy(joined, task.heading), task.words, cut_off=reasons.get(task.key) == "length")
+            text = fit(tidy(joined, task.heading, checks[task.key]), task.words,
+                       cut_off=reasons.get(task.key) == "length")
             drafts[task.key] = text
             if reasons.get(task.key) == "cancelled":
-                results[task.key] = WrittenSection(task.key, text, word_count(text), round_number, "cancelled")
+                results[task.key] = WrittenSection(task.key, text, word_count(text), round_number, "cancelled",
+                                                   cut[task.key])
             elif word_count(text) >= LOW * task.words or round_number == max_rounds:
                 finish = "ok" if word_count(text) >= LOW * task.words else "short"
-                results[task.key] = WrittenSection(task.key, text, word_count(text), round_number, finish)
+                results[task.key] = WrittenSection(task.key, text, word_count(text), round_number, finish,
+                                                   cut[task.key])
             else:
                 still_short.append(task)
         pending = still_short

@@ -169,10 +169,16 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
     if not work:
         reviewing.finish_if_done(run_id=run.id)
         return
+    # What the document's other sections already say, so this batch does not say it again.
+    siblings = [text for text in Section.objects.filter(document=document).exclude(
+        pk__in=[int(w.key) for w in work]).exclude(text="").values_list("text", flat=True)]
+    for writer in work:
+        writer.avoid = siblings
     streamer, watch = _Streamer(run, by_key), _Watch(run, engine, by_key)
     try:
         results = coordinator.write(engine, brief, sections, work, adapter=adapter, on_text=streamer, cancel=watch,
-                                    drafts={key: task.checkpoint_text for key, task in by_key.items()})
+                                    drafts={key: task.checkpoint_text for key, task in by_key.items()},
+                                    pool=f"run-{run.pk}")
     except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
         log.exception("writing failed")
         streamer.release()
