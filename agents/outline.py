@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 MAX_DEPTH = 3
@@ -258,7 +259,7 @@ def _repair_level(sections: list[PlannedSection], brief: Brief, budget: int, dep
         points = [_clean(p, 200) for p in section.key_points]
         kept.append(PlannedSection(
             heading=heading,
-            goal=_clean(section.goal, 400) or f"Explain {heading.lower()} for {brief.audience or 'the reader'}.",
+            goal=_clean(section.goal, 400),  # none: the chief editor has the model write one
             key_points=[p for p in dict.fromkeys(points) if _is_text(p)][:MAX_KEY_POINTS],
             words=section.words,
             children=section.children if depth < MAX_DEPTH else [],
@@ -316,12 +317,14 @@ BODY_HEADINGS = ["Background", "Key ideas", "How it works", "In practice", "Comm
                  "Challenges and limits", "What comes next", "Further details"]
 
 
-def fallback_outline(brief: Brief) -> list[PlannedSection]:
-    """An outline built from the brief alone (and source titles when there are sources), used
-    when the model's answers could not be repaired. Always valid."""
+def fallback_outline(brief: Brief, subtopics: Sequence[str] = ()) -> list[PlannedSection]:
+    """An outline built from the brief alone: its subtopics (and source titles when there are
+    sources) first, then generic headings; used when the model's answers could not be repaired.
+    Always valid."""
     topic = _clean(brief.topic, 80) or "the topic"
-    body_count = max(1, min(len(BODY_HEADINGS), round(brief.target_words / 300) - 1))
-    titles = [t for t in (_clean(t, 80) for t in brief.source_titles) if _is_text(t)]
+    body_count = max(1, min(len(BODY_HEADINGS), round(brief.target_words / 300) - 1), len(subtopics))
+    titles = [t for t in (_clean(t, 80) for t in list(subtopics) + brief.source_titles) if _is_text(t)]
+    titles = list(dict.fromkeys(titles))
     body = (titles + [h for h in BODY_HEADINGS if h not in titles])[:body_count]
     sections = [PlannedSection("Introduction", f"Introduce {topic} and say what the reader will learn.", [], 1)]
     sections += [PlannedSection(heading, f"Cover {heading.lower()} of {topic}.", [], 3) for heading in body]
