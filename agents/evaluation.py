@@ -6,12 +6,18 @@
   its all-MiniLM-L6-v2 embedding to any generated heading, averaged over the reference headings.
 - Repetition: the share of word 4-grams of the article that also occur in another section.
 - Citation share: the share of sentences that carry a citation like [2] (when sources are given).
+- What a reader sees (`reader_scores`): prompt echoes, meta sentences and junk words (the
+  definitions of agents/quality.py), off-brief sentences, subtopic coverage, duplicate headings
+  and citation support (agents/citations.py).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+
+from agents import quality
+from agents.outline import Brief
 
 
 def length_score(words: int, target: int) -> float:
@@ -48,3 +54,65 @@ def citation_share(text: str) -> float:
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
     cited = sum(1 for s in sentences if re.search(r"\[\d+\]", s))
     return 100 * cited / len(sentences) if sentences else 0.0
+
+
+# --- what a reader sees (issue 15) ------------------------------------------------------------
+
+OFF_BRIEF = quality.OFF_BRIEF  # cosine of a sentence to the brief below which it is off it (bench/calibrate.py)
+
+
+def reader_scores(brief: Brief, sections: list[tuple[str, str]], headings: list[str], embed,
+                  lexicon: quality.Lexicon | None, passages: dict[int, list[str]] | None = None,
+                  sources_text: str = "") -> dict[str, float | None]:
+    """Per article, in percent unless named a count: prompt-echo sentences (count), meta
+    sentences, junk words, repeated 4-grams across sections, off-brief sentences, the brief's
+    subtopics covered by a heading (None without subtopics), duplicate heading pairs (count),
+    and with `passages` (section index -> the passages its writer was given, numbered from 1)
+    cited sentences and citations that clear the support threshold."""
+    from agents.citations import MARK, Support
+    from agents.roles import chief_editor, section_writer
+
+    all_headings = headings + [h for h, _ in sections]
+    told = section_writer.writer_instructions(brief, all_headings)
+    per_section = [quality.sentences(text) for _, text in sections]
+    said = [s for found in per_section for s in found]
+    count = max(1, len(said))
+    allowed = quality.allowed_words(brief.topic, brief.notes, brief.audience, sources_text, *all_headings)
+    words = [w for _, text in sections for w in quality.WORD.findall(text)]
+    junk = [w for _, text in sections for w in (lexicon.junk(text, allowed) if lexicon else [])]
+    about = f"{brief.topic}. {brief.notes}".strip(". ")
+    off = 0
+    for (heading, _), found in zip(sections, per_section, strict=True):
+        on_brief = quality.OnBrief([about, heading], embed)
+        off += sum(not on_brief(sentence) for sentence in found)
+    topics = chief_editor.subtopics(brief)
+    covered = chief_editor.covered(topics, headings, embed)
+    scores: dict[str, float | None] = {
+        "echo": float(sum(told.echoed(s) for s in said)),
+        "meta": 100 * sum(quality.is_meta(s) for s in said) / count,
+        "junk": 100 * len(junk) / max(1, len(words)),
+        "repeated_4grams": repetition([text for _, text in sections]),
+        "off_brief": 100 * off / count,
+        "subtopics_covered": 100 * sum(covered) / len(covered) if covered else None,
+        "duplicate_headings": float(len(chief_editor.duplicate_pairs(headings, embed))),
+        "cited": None, "supported": None,
+    }
+    if passages is not None and any(passages.values()):
+        cited = supported = marks = 0
+        with_sources = 0
+        for index, found in enumerate(per_section):
+            given = passages.get(index) or []
+            if not given:
+                continue
+            support = Support(given, embed)
+            for sentence in found:
+                with_sources += 1
+                numbers = [int(n) for n in MARK.findall(sentence)]
+                if numbers:
+                    cited += 1
+                    scores_here = support.scores(sentence)
+                    marks += len(numbers)
+                    supported += sum(scores_here.get(n, 0.0) >= support.threshold for n in numbers)
+        scores["cited"] = 100 * cited / max(1, with_sources)
+        scores["supported"] = 100 * supported / marks if marks else None
+    return scores

@@ -44,9 +44,11 @@ META = re.compile(
     r"|\bthe main (?:topic|point of (?:this|the) (?:text|piece))\b"
     r"|\b\d+ (?:words|paragraphs|sentences)\b|\bin \d+ words\b"
     # the writer talking about its own writing
-    r"|\bI (?:just )?want to\b|\bI(?:'ve| have)? (?:made|changed|added|removed|edited|rewrote|rewritten|included|"
+    r"|\bI (?:just )?want to\b|\bI suggest\b|\bmy (?:article|work|writing|essay|text|draft)\b"
+    r"|\byour (?:own )?writing\b|\bedit(?:ing)? (?:anything|this|my|your)\b"
+    r"|\bI(?:'ve| have)? (?:also |then |just )?(?:made|changed|added|removed|edited|rewrote|rewritten|included|"
     r"kept|tried|mentioned|revised|corrected|fixed|simplified|shortened)\b"
-    r"|\b(?:we|I)(?:'ll| will| are going to| am going to| shall) (?:now )?(?:cover|discuss|talk|look|explore|explain|"
+    r"|\b(?:we|I)(?:'ll| will| are going to| am going to|'m going to|'re going to| shall) (?:now )?(?:tell|cover|discuss|talk|look|explore|explain|"
     r"write|describe|see|learn|start|begin|go)\b"
     r"|\bwe(?:'ve| have) (?:covered|discussed|talked|seen|looked|explored|mentioned)\b"
     r"|\b(?:here'?s|here is) (?:how|what|an? |the |my |your )"
@@ -69,7 +71,7 @@ def is_meta(sentence: str) -> bool:
 # --- echoes of the prompt -------------------------------------------------------------------
 
 FORMATS = re.compile(r"\(\s*\d[\d,]*\s*words?\s*\)|<<|>>|\bsection for\b|\*\*\*"
-                     r"|(?:^|\s)[#@][A-Za-z]\w+|(?:^|\s)#{1,6}\s"
+                     r"|(?:^|\s)[#@][A-Za-z]\w+|(?:^|\s)#{1,6}\s|\[(?:insert|your|link|article|source|citation)\b"
                      r"|\b\d{4}-\d\d-\d\dT\d\d"
                      r"|^\s*(?:goal|cover|readers|tone|language|topic|sources?|length|by|posted(?: on)?|written by|"
                      r"author|date|title|heading|word count)\s*:", re.I)
@@ -202,6 +204,7 @@ class Checks:
 
     def defect(self, sentence: str) -> str | None:
         """"echo", "meta", "junk", "off-brief" or None."""
+        sentence = re.sub(r"^\s*(?:\[\d{1,2}\]\s*)+", "", sentence)  # a citation first is no sentence start
         if self.instructions.echoed(sentence):
             return "echo"
         if not FULL_SENTENCE.match(sentence) or LOWERCASE_START.match(sentence):

@@ -11,6 +11,7 @@ import pytest
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import Delta
 from agents.outline import Brief, check_outline
+from agents.roles import chief_editor
 from agents.roles.chief_editor import plan_outline
 from tests.support.fakes import ScriptedEngine
 
@@ -73,3 +74,50 @@ def test_the_bundled_model_plans_a_valid_outline(bundled_engine):
     print(result.path, [(s.heading, s.words) for s in result.sections])
     if result.path != "fallback":
         assert any("print" in h.lower() for h in headings), headings
+
+
+def test_the_tiny_model_answers_in_the_outline_schema_so_no_fallback(tiny_model_dir):
+    """Guided decoding: a random-weight model can only write the schema, so its first answer is
+    an outline of the asked size (its headings are random words; repair keeps what is text)."""
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    brief = Brief(topic="Terns", target_words=1200)
+    result = plan_outline(engine, brief)
+    data = json.loads(result.answers[0])
+    low, high = chief_editor._sections_wanted(brief)
+    assert low <= len(data["sections"]) <= high
+    assert all(s["goal"].split()[0] in chief_editor.GOAL_VERBS.split("|") for s in data["sections"])
+    assert result.path != "fallback" and len(result.answers) == 1
+
+
+def test_the_briefs_own_subtopics():
+    assert chief_editor.subtopics(Brief(
+        "The history of lighthouses: from the Pharos of Alexandria to automated modern lights")) == \
+        ["The Pharos of Alexandria", "Automated modern lights"]
+    assert chief_editor.subtopics(Brief("A walker's guide to the night sky: the Moon, planets and meteor showers")) \
+        == ["The Moon", "Planets", "Meteor showers"]
+    assert chief_editor.subtopics(Brief("Gardening", notes="- choosing a site\n- soil and compost\n- watering")) == \
+        ["Choosing a site", "Soil and compost", "Watering"]
+    assert chief_editor.subtopics(Brief("Container shipping", notes="Cover Malcom McLean; the standard box",
+                                        source_titles=["Ports"])) == ["Malcom McLean", "The standard box", "Ports"]
+    assert chief_editor.subtopics(Brief("How container shipping reshaped world trade after 1956")) == []
+
+
+def test_duplicates_merge_the_title_goes_and_every_subtopic_gets_a_heading():
+    """What the issue's reports showed: two sections retelling one story, and the brief's later
+    half missing. The model's answer is scripted; the embeddings are the real MiniLM ones."""
+    answer = json.dumps({"sections": [
+        {"heading": "The History of Lighthouses", "goal": "Introduce the history of lighthouses.", "key_points": ["A"]},
+        {"heading": "Ancient Alexandria", "goal": "Tell the story of the Pharos.", "key_points": ["Ptolemy"]},
+        {"heading": "The Pharos of Alexandria", "goal": "Tell the story of the Pharos.", "key_points": ["Fire"]},
+        {"heading": "Fresnel lenses", "goal": "Explain the lens.", "key_points": ["Prisms"]}]})
+    brief = Brief("The history of lighthouses: from the Pharos of Alexandria to automated modern lights", 1200)
+    engine = ScriptedEngine(answer, "Explain how lights came to run without keepers.")
+    result = plan_outline(engine, brief)
+    headings = [s.heading for s in result.sections]
+    assert "The History of Lighthouses" not in headings  # it only restated the title
+    assert sum("Alexandria" in h for h in headings) == 1  # the two retellings became one
+    assert "Automated modern lights" in headings and "Fresnel lenses" in headings
+    added = next(s for s in result.sections if s.heading == "Automated modern lights")
+    assert added.goal == "Explain how lights came to run without keepers."  # written by the model
+    assert engine.requests[1].response_format["type"] == "regex"
+    check_outline(result.sections, 1200)

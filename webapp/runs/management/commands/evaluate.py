@@ -1,4 +1,7 @@
-"""Score the agent team against a single agent on the briefs in training/data/briefs.json."""
+"""Score the agent team against a single agent on briefs (training/data/briefs.json, or your own
+with --briefs): length, headings, and what a reader sees (prompt echoes, meta sentences, junk
+words, repetition across sections, off-brief sentences, subtopics covered, duplicate headings,
+citations and their support)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ import json
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from agents import coordinator, evaluation
+from agents import coordinator, evaluation, quality
 from agents.outline import Brief
 from agents.retrieval import PassageIndex, default_embedder
 from webapp import llm
@@ -17,59 +20,116 @@ from webapp.documents.extract import chunk_text, normalise
 
 BRIEFS = settings.BASE_DIR / "training" / "data" / "briefs.json"
 
+COLUMNS = [("words", "words", "{:.0f}"), ("S_l", "S_l", "{:.1f}"), ("heading_recall", "heading recall", "{:.1f}"),
+           ("echo", "echo sentences", "{:.0f}"), ("meta", "meta %", "{:.1f}"), ("junk", "junk words %", "{:.2f}"),
+           ("repeated_4grams", "repeated 4-grams %", "{:.1f}"), ("off_brief", "off-brief %", "{:.1f}"),
+           ("subtopics_covered", "subtopics covered %", "{:.0f}"),
+           ("duplicate_headings", "duplicate headings", "{:.0f}"), ("cited", "cited sentences %", "{:.1f}"),
+           ("supported", "supported citations %", "{:.0f}"), ("seconds", "seconds", "{:.0f}")]
+
 
 class Command(BaseCommand):
     help = "Write each brief with the hierarchical pipeline and with one agent, and print their scores."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--briefs", type=Path, default=BRIEFS)
+        parser.add_argument("--briefs", type=Path, default=BRIEFS,
+                            help="a JSON list of {topic, words, audience?, notes?, reference?: [headings], "
+                                 "sources?: folder of .md/.txt files relative to the file}")
         parser.add_argument("--limit", type=int, default=0, help="only the first N briefs")
+        parser.add_argument("--only", type=int, nargs="*", default=None, help="only these briefs (0-based)")
         parser.add_argument("--no-baseline", action="store_true", help="skip the single-agent baseline")
+        parser.add_argument("--save", type=Path, help="also write every score and text to this JSON file")
+        parser.add_argument("--rescore", type=Path,
+                            help="write nothing: score again the articles an earlier --save kept (same briefs file)")
 
-    def handle(self, *args, briefs: Path, limit: int, no_baseline: bool, **options) -> None:
-        items = json.loads(briefs.read_text())[: limit or None]
-        engine = llm.get_engine()
+    def handle(self, *args, briefs: Path, limit: int, only: list[int] | None, no_baseline: bool,
+               save: Path | None, rescore: Path | None, **options) -> None:
+        try:
+            items = json.loads(briefs.read_text())
+        except (OSError, ValueError) as error:
+            raise CommandError(f"{briefs}: {error}") from None
+        if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("topic") for i in items):
+            raise CommandError(f"{briefs}: expected a JSON list of briefs, each with a topic")
+        chosen = [(n, item) for n, item in enumerate(items) if only is None or n in only][: limit or None]
         embed = default_embedder().embed
-        # The team as a run writes (the reviewer's proposals change no text until a person
-        # accepts one, so the scores leave it out), and the single-agent baseline.
-        systems = [("team", functools.partial(coordinator.write_article, review_article=False))]
-        systems += [] if no_baseline else [("single", coordinator.single_agent)]
-        rows, totals = [], {name: [] for name, _ in systems}
-        for item in items:
-            brief = Brief(topic=item["topic"], target_words=item["words"], audience=item.get("audience", ""))
-            index = _index(briefs.parent / item["sources"]) if item.get("sources") else None
-            for name, write in systems:
-                article = write(engine, brief, passages=index)
-                scores = {
-                    "words": article.words,
-                    "S_l": evaluation.length_score(article.words, brief.target_words),
-                    "heading_recall": evaluation.heading_soft_recall(article.headings, item["reference"], embed),
-                    "repetition": evaluation.repetition([text for _, text in article.sections]),
-                    "citations": evaluation.citation_share(article.text) if index else None,
-                    "seconds": article.seconds,
-                }
-                totals[name].append(scores)
-                rows.append((item["topic"][:40], brief.target_words, name, article.outline_path, scores))
-                self.stderr.write(f"{name} {item['topic'][:40]}: {scores}")
-        self.stdout.write("| brief | target | system | outline | words | S_l | heading recall | repetition % | "
-                          "cited sentences % | seconds |\n|---|---|---|---|---|---|---|---|---|---|")
-        for topic, target, name, path, s in rows:
-            self.stdout.write(f"| {topic} | {target} | {name} | {path} | {s['words']} | {s['S_l']:.1f} | "
-                              f"{s['heading_recall']:.1f} | {s['repetition']:.1f} | {_cited(s['citations'])} | "
-                              f"{s['seconds']:.0f} |")
-        for name, scores in totals.items():
-            mean = {key: sum(s[key] for s in scores) / len(scores) for key in scores[0] if key != "citations"}
-            cited = [s["citations"] for s in scores if s["citations"] is not None]
-            self.stdout.write(f"| **overall** | | {name} | | {mean['words']:.0f} | {mean['S_l']:.1f} | "
-                              f"{mean['heading_recall']:.1f} | {mean['repetition']:.1f} | "
-                              f"{_cited(sum(cited) / len(cited) if cited else None)} | {mean['seconds']:.0f} |")
-        self.stdout.write("\nCited sentences are scored on the briefs that have sources (– elsewhere): each "
-                          "writer of the team gets the 3 passages nearest its section, the single agent the 5 "
-                          "nearest the topic.")
+        lexicon = quality.default_lexicon()
+        rows, saved, systems = [], [], ["team"] + ([] if no_baseline else ["single"])
+        if rescore is not None:
+            saved = json.loads(rescore.read_text())
+            systems = list(dict.fromkeys(entry["system"] for entry in saved))
+            for entry in saved:
+                item = items[entry["brief"]]
+                brief, index = _brief(item), _sources(briefs, item)
+                passages = {int(k): v for k, v in entry["passages"].items()} if entry.get("passages") else None
+                entry["scores"] = _scores(item, brief, [tuple(s) for s in entry["sections"]], entry["headings"],
+                                          entry["scores"]["seconds"], embed, lexicon, passages if index else None,
+                                          " ".join(index.passages) if index else "", entry.get("lead", ""))
+                rows.append((entry["brief"], item["topic"][:40], brief.target_words, entry["system"],
+                             entry["outline"], entry["scores"]))
+        else:
+            engine = llm.get_engine()
+            # The team as a run writes (the reviewer's proposals change no text until a person
+            # accepts one, so the scores leave it out), and the single-agent baseline.
+            writers = {"team": functools.partial(coordinator.write_article, review_article=False),
+                       "single": coordinator.single_agent}
+            for number, item in chosen:
+                brief, index = _brief(item), _sources(briefs, item)
+                for name in systems:
+                    article = writers[name](engine, brief, passages=index)
+                    scores = _scores(item, brief, article.sections, article.headings, article.seconds, embed, lexicon,
+                                     article.extra.get("passages") if index else None,
+                                     " ".join(index.passages) if index else "", article.lead)
+                    rows.append((number, item["topic"][:40], brief.target_words, name, article.outline_path, scores))
+                    saved.append({"brief": number, "topic": item["topic"], "system": name,
+                                  "outline": article.outline_path, "scores": scores, "title": article.title,
+                                  "lead": article.lead, "sections": article.sections, "headings": article.headings,
+                                  "passages": article.extra.get("passages") if index else None,
+                                  "cut": article.extra.get("cut", [])})
+                    self.stderr.write(f"{name} {item['topic'][:40]}: {scores}")
+                    if save:
+                        save.write_text(json.dumps(saved, indent=1))
+        header = "| # | brief | target | system | outline | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+        self.stdout.write(header + "\n|" + "---|" * (5 + len(COLUMNS)))
+        for number, topic, target, name, path, scores in rows:
+            self.stdout.write(f"| {number} | {topic} | {target} | {name} | {path} | "
+                              + " | ".join(_cell(scores.get(key), fmt) for key, _, fmt in COLUMNS) + " |")
+        for name in systems:
+            mine = [scores for *_, system, _, scores in rows if system == name]
+            fallbacks = sum(path == "fallback" for *_, system, path, _ in rows if system == name)
+            self.stdout.write(f"| | **overall** | | {name} | {fallbacks} fallback | "
+                              + " | ".join(_cell(_mean([s.get(key) for s in mine]), fmt) for key, _, fmt in COLUMNS)
+                              + " |")
+        self.stdout.write("\nMeans over the briefs where a score applies (– where none): subtopics only where the "
+                          "brief lists some, citations only with sources (each writer of the team gets the 3 "
+                          "passages nearest its section, the single agent the 5 nearest the topic). Echo sentences "
+                          "and duplicate headings are counts per article.")
 
 
-def _cited(share: float | None) -> str:
-    return "–" if share is None else f"{share:.1f}"
+def _brief(item: dict) -> Brief:
+    return Brief(topic=item["topic"], target_words=int(item.get("words", 1500)), audience=item.get("audience", ""),
+                 notes=item.get("notes", ""))
+
+
+def _sources(briefs: Path, item: dict) -> PassageIndex | None:
+    return _index(briefs.parent / item["sources"]) if item.get("sources") else None
+
+
+def _scores(item: dict, brief: Brief, sections: list, headings: list[str], seconds: float, embed,
+            lexicon: quality.Lexicon, passages: dict | None, sources_text: str, lead: str = "") -> dict:
+    words = len(lead.split()) + sum(len(text.split()) for _, text in sections)  # the finisher's lead counts
+    scores = {"words": words, "S_l": evaluation.length_score(words, brief.target_words),
+              "heading_recall": evaluation.heading_soft_recall(headings, item["reference"], embed)
+              if item.get("reference") else None, "seconds": seconds}
+    return scores | evaluation.reader_scores(brief, sections, headings, embed, lexicon, passages, sources_text)
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _cell(value, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
 
 
 def _index(folder: Path) -> PassageIndex:

@@ -1,0 +1,41 @@
+"""Citations by support (agents/citations.py) with the real MiniLM embeddings: on the labelled set
+the threshold keeps the precision it was calibrated at, a model-written citation to a passage
+that does not support its sentence is removed, and a supported sentence gets its passage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agents import citations
+from agents.retrieval import default_embedder
+
+DATA = Path(__file__).parent.parent / "training" / "data"
+
+
+def _paragraphs(path: Path) -> list[str]:
+    return [p.strip() for p in path.read_text().split("\n\n") if p.strip() and not p.startswith("#")]
+
+
+def test_the_threshold_keeps_its_measured_precision_on_the_labelled_set():
+    items = json.loads((DATA / "labelled" / "citation_support.json").read_text())["items"]
+    triples = [(sentence, _paragraphs(DATA / "sources" / source)[index], bool(label))
+               for source, index, sentence, label in items]
+    judged = citations.judge(triples, default_embedder().embed)
+    precision, recall = citations.precision_recall(judged, citations.SUPPORT)
+    assert precision >= citations.SUPPORT_PRECISION, precision
+    assert recall >= 0.8, recall  # and it still cites most supported sentences
+
+
+def test_unsupported_citations_go_and_supported_sentences_get_one():
+    passages = _paragraphs(DATA / "sources" / "lighthouses" / "lighthouse-history.md")[:4]
+    support = citations.Support(passages, default_embedder().embed)
+    # The model cites [1] (the Pharos) for a claim about the Fresnel lens, which [4] states.
+    assert support.cite("A Fresnel lens bends the light of one lamp into a strong beam [1].") == \
+        "A Fresnel lens bends the light of one lamp into a strong beam [4]."
+    assert support.cite("The Pharos of Alexandria stood for over a thousand years.") == \
+        "The Pharos of Alexandria stood for over a thousand years [1]."
+    # Nothing supports this: no citation, and a written one is removed.
+    assert support.cite("My grandmother loved the seaside in summer [2].") == \
+        "My grandmother loved the seaside in summer."
+    assert support.cite("Short one [3].") == "Short one."
