@@ -147,8 +147,8 @@ class Article:
 
 def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_per_writer: int = SECTION_MAX_WORDS,
                   sections: list[PlannedSection] | None = None, finish_article: bool = True,
-                  review_article: bool = True,
-                  passages: Callable[[str], list[str]] | None = None) -> Article:
+                  review_article: bool = True, passages: Callable[[str], list[str]] | None = None,
+                  writer_adapter: AdapterSpec | None = None) -> Article:
     """What a run of the app does, without the app: plan (unless `sections` are given), split,
     write every leaf in batches, review, finish. `passages(query)` gives each writer its sources,
     cited as [1], [2], ..."""
@@ -167,7 +167,8 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
     for start in range(0, len(tasks), batch_size):
         for task in tasks[start:start + batch_size]:
             task.avoid = [w.text for w in written.values()]
-        written.update(write(engine, brief, sections, tasks[start:start + batch_size], pool=pool))
+        written.update(write(engine, brief, sections, tasks[start:start + batch_size], adapter=writer_adapter,
+                             pool=pool))
     texts = [(t.heading, written[t.key].text) for t in tasks]
     proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks]) \
         if review_article else []
@@ -176,7 +177,7 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
                    sections=texts, headings=[s.heading for s in sections], outline_path=path,
                    seconds=time.monotonic() - started, proposals=proposals,
                    extra={"passages": {i: t.passages for i, t in enumerate(tasks)},
-                          "cut": [c for t in tasks for c in written[t.key].cut]}
+                          "cut": [list(c) for t in tasks for c in written[t.key].cut]}
                    | ({"title_path": done.title_path, "lead_path": done.lead_path} if done else {}))
 
 

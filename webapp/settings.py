@@ -236,6 +236,10 @@ SCRIPTORIUM_PREFILL_CHUNK = env_int("SCRIPTORIUM_PREFILL_CHUNK", 256)
 SCRIPTORIUM_PREFIX_CACHE_TOKENS = env_int("SCRIPTORIUM_PREFIX_CACHE_TOKENS", 8192)
 # Tasks an agents worker runs at once (threads), all feeding its one serving core.
 SCRIPTORIUM_AGENTS_CONCURRENCY = env_int("SCRIPTORIUM_AGENTS_CONCURRENCY", 8)
+# The briefs a self-training job (the writer's adapter trained on its own best sections) writes
+# for; never the evaluation briefs (training/data/briefs.json) the adapter is judged on.
+SELF_TRAIN_BRIEFS = Path(env_str("SCRIPTORIUM_SELF_TRAIN_BRIEFS", str(BASE_DIR / "training" / "data" /
+                                                                    "self_train_briefs.json")))
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "http://127.0.0.1:8001/v1")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "smollm2-135m-instruct")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

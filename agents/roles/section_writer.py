@@ -177,7 +177,7 @@ BLOCK_NGRAMS = 4  # writers of one run may not repeat each other's token 4-grams
 
 
 def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
-             adapter: AdapterSpec | None, pool: str) -> GenerationRequest:
+             adapter: AdapterSpec | None, pool: str, temperature: float = 0.0, seed: int = 0) -> GenerationRequest:
     remaining = max(20, task.words - word_count(draft))
     return GenerationRequest(
         id=f"{ROLE}-{task.key}-{uuid.uuid4().hex[:6]}", adapter=adapter,
@@ -189,7 +189,8 @@ def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
         # Small models like to stop early; the end token only becomes possible near the budget.
         min_new_tokens=math.floor(remaining * LOW * TOKENS_PER_WORD),
         repetition_penalty=1.15,
-        block_ngrams=BLOCK_NGRAMS, ngram_pool=pool, avoid=tuple(task.avoid),
+        block_ngrams=BLOCK_NGRAMS, ngram_pool=pool, avoid=tuple(task.avoid), temperature=temperature, seed=seed,
+        top_p=0.95 if temperature else 1.0,
     )
 
 
@@ -201,13 +202,15 @@ WriterCancel = Callable[[dict[str, str]], set[str]]
 def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
                    adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
                    cancel: WriterCancel | None = None, max_rounds: int = 3,
-                   drafts: dict[str, str] | None = None, pool: str = "") -> dict[str, WrittenSection]:
+                   drafts: dict[str, str] | None = None, pool: str = "", temperature: float = 0.0,
+                   seed: int = 0) -> dict[str, WrittenSection]:
     """Write every task as one batch, with continuation rounds for those that fall short.
     `on_text(key, new_text)` is called for every token, with the text that may be shown: a
     sentence goes out once it is finished and free of defects (echoes of the prompt, talk about
     the writing, junk words); one that is not is cut and the writing goes on. `drafts` resumes
     sections from text already written (a checkpoint of an interrupted run). Writers sharing
-    `pool` (a run) do not repeat each other's 4-grams."""
+    `pool` (a run) do not repeat each other's 4-grams. Greedy unless a `temperature` is given
+    (self-training samples several candidates with seeds)."""
     pool = pool or f"writers-{uuid.uuid4().hex[:8]}"
     checks = {task.key: checks_for(brief, outline_text, task) for task in tasks}
     key_of: dict[str, str] = {}  # every request of this call -> its task's key
@@ -228,7 +231,8 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
     for round_number in range(1, max_rounds + 1):
         if not pending:
             break
-        batch = [_request(brief, outline_text, t, drafts[t.key], adapter, pool) for t in pending]
+        batch = [_request(brief, outline_text, t, drafts[t.key], adapter, pool, temperature, seed + index)
+                 for index, t in enumerate(pending)]
         task_of = {request.id: task for request, task in zip(batch, pending, strict=True)}
         key_of.update({request_id: task.key for request_id, task in task_of.items()})
         new_text = {t.key: "" for t in pending}

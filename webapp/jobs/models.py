@@ -16,6 +16,7 @@ class JobKind(models.TextChoices):
     DISTILL = "distill", "Distilled student (fewer layers)"
     PRUNE = "prune", "Structured pruning"
     QUANTIZE = "quantize", "int8 quantization"
+    SELF_TRAIN = "self_train", "Writer adapter trained on its own best sections"
 
 
 class JobStatus(models.TextChoices):
@@ -31,7 +32,7 @@ class TrainingJob(models.Model):
     """One recipe from training/ run on the `training` queue. Its output is registered as a
     staged adapter or base model only when the recipe finished and its output checked out."""
 
-    kind = models.CharField(max_length=10, choices=JobKind.choices)
+    kind = models.CharField(max_length=12, choices=JobKind.choices)
     role = models.SlugField(max_length=50, blank=True, help_text="The agent role a LoRA adapter is for (writer).")
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="training_jobs",
                                    help_text="The model trained on (LoRA), distilled, pruned or quantized.")
@@ -88,6 +89,8 @@ class TrainingJob(models.Model):
             errors["until"] = "This is before the start date."
         if self.processes < 1:
             errors["processes"] = "At least one process."
+        if self.kind == JobKind.SELF_TRAIN:
+            self.role = "writer"  # what it trains: the section writer's adapter
         if errors:
             raise ValidationError(errors)
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training import distill, lora, prune, quantize
+from training import distill, lora, prune, quantize, self_train
 
-RECIPES = {"lora": lora, "distill": distill, "prune": prune, "quantize": quantize}
+RECIPES = {"lora": lora, "distill": distill, "prune": prune, "quantize": quantize, "self_train": self_train}
 SET_BY_JOB = frozenset({"help", "out", "device", "resume", "max_memory", "base", "data", "role", "teacher", "model",
-                        "briefs", "eval_text", "calibration", "text"})
+                        "briefs", "eval_text", "calibration", "text", "labels"})
 
 DATA = Path(__file__).resolve().parents[2] / "training" / "data"
 EVAL_TEXT = DATA / "heldout.txt"  # held-out prose for perplexity (and the pruner's calibration)

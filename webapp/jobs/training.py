@@ -88,6 +88,8 @@ def recipe_argv(job: TrainingJob, out: Path) -> list[str]:
     elif job.kind == JobKind.DISTILL:
         args = ["--teacher", model, "--data", str(out / "data"), "--briefs", str(recipes.BRIEFS),
                 "--eval-text", str(recipes.EVAL_TEXT)]
+    elif job.kind == JobKind.SELF_TRAIN:  # it writes its own training data (never the evaluation briefs)
+        args = ["--base", model, "--role", "writer", "--briefs", str(settings.SELF_TRAIN_BRIEFS)]
     elif job.kind == JobKind.PRUNE:
         args = ["--model", model, "--calibration", str(recipes.EVAL_TEXT), "--eval-text", str(recipes.EVAL_TEXT),
                 "--text", str(recipes.HEAL_TEXT)]
