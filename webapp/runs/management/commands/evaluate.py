@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from agents import coordinator, evaluation, quality
+from agents.llm.types import AdapterSpec
 from agents.outline import Brief
 from agents.retrieval import PassageIndex, default_embedder
 from webapp import llm
@@ -25,7 +26,8 @@ COLUMNS = [("words", "words", "{:.0f}"), ("S_l", "S_l", "{:.1f}"), ("heading_rec
            ("repeated_4grams", "repeated 4-grams %", "{:.1f}"), ("off_brief", "off-brief %", "{:.1f}"),
            ("subtopics_covered", "subtopics covered %", "{:.0f}"),
            ("duplicate_headings", "duplicate headings", "{:.0f}"), ("cited", "cited sentences %", "{:.1f}"),
-           ("supported", "supported citations %", "{:.0f}"), ("seconds", "seconds", "{:.0f}")]
+           ("supported", "supported citations %", "{:.0f}"), ("cut", "sentences cut while writing %", "{:.1f}"),
+           ("seconds", "seconds", "{:.0f}")]
 
 
 class Command(BaseCommand):
@@ -39,11 +41,13 @@ class Command(BaseCommand):
         parser.add_argument("--only", type=int, nargs="*", default=None, help="only these briefs (0-based)")
         parser.add_argument("--no-baseline", action="store_true", help="skip the single-agent baseline")
         parser.add_argument("--save", type=Path, help="also write every score and text to this JSON file")
+        parser.add_argument("--writer-adapter", type=Path,
+                            help="a writer LoRA adapter folder (say a self-trained one) for the team's writers")
         parser.add_argument("--rescore", type=Path,
                             help="write nothing: score again the articles an earlier --save kept (same briefs file)")
 
     def handle(self, *args, briefs: Path, limit: int, only: list[int] | None, no_baseline: bool,
-               save: Path | None, rescore: Path | None, **options) -> None:
+               save: Path | None, rescore: Path | None, writer_adapter: Path | None = None, **options) -> None:
         try:
             items = json.loads(briefs.read_text())
         except (OSError, ValueError) as error:
@@ -64,13 +68,17 @@ class Command(BaseCommand):
                 entry["scores"] = _scores(item, brief, [tuple(s) for s in entry["sections"]], entry["headings"],
                                           entry["scores"]["seconds"], embed, lexicon, passages if index else None,
                                           " ".join(index.passages) if index else "", entry.get("lead", ""))
+                entry["scores"]["cut"] = _cut_share(entry.get("cut", []), entry["sections"]) \
+                    if entry["system"] == "team" else None
                 rows.append((entry["brief"], item["topic"][:40], brief.target_words, entry["system"],
                              entry["outline"], entry["scores"]))
         else:
             engine = llm.get_engine()
             # The team as a run writes (the reviewer's proposals change no text until a person
             # accepts one, so the scores leave it out), and the single-agent baseline.
-            writers = {"team": functools.partial(coordinator.write_article, review_article=False),
+            adapter = AdapterSpec(f"writer-{writer_adapter.name}", str(writer_adapter)) if writer_adapter else None
+            writers = {"team": functools.partial(coordinator.write_article, review_article=False,
+                                                 writer_adapter=adapter),
                        "single": coordinator.single_agent}
             for number, item in chosen:
                 brief, index = _brief(item), _sources(briefs, item)
@@ -79,6 +87,7 @@ class Command(BaseCommand):
                     scores = _scores(item, brief, article.sections, article.headings, article.seconds, embed, lexicon,
                                      article.extra.get("passages") if index else None,
                                      " ".join(index.passages) if index else "", article.lead)
+                    scores["cut"] = _cut_share(article.extra.get("cut", []), article.sections) if name == "team" else None
                     rows.append((number, item["topic"][:40], brief.target_words, name, article.outline_path, scores))
                     saved.append({"brief": number, "topic": item["topic"], "system": name,
                                   "outline": article.outline_path, "scores": scores, "title": article.title,
@@ -102,7 +111,8 @@ class Command(BaseCommand):
         self.stdout.write("\nMeans over the briefs where a score applies (– where none): subtopics only where the "
                           "brief lists some, citations only with sources (each writer of the team gets the 3 "
                           "passages nearest its section, the single agent the 5 nearest the topic). Echo sentences "
-                          "and duplicate headings are counts per article.")
+                          "and duplicate headings are counts per article. Sentences cut while writing: the share of "
+                          "the team's generated sentences the writers' filter removed (what the model got wrong).")
 
 
 def _brief(item: dict) -> Brief:
@@ -121,6 +131,13 @@ def _scores(item: dict, brief: Brief, sections: list, headings: list[str], secon
               "heading_recall": evaluation.heading_soft_recall(headings, item["reference"], embed)
               if item.get("reference") else None, "seconds": seconds}
     return scores | evaluation.reader_scores(brief, sections, headings, embed, lexicon, passages, sources_text)
+
+
+def _cut_share(cut: list, sections: list) -> float:
+    """Of the sentences the writers wrote, the share their filter cut (echo, meta, junk, off the
+    brief): what the model gets wrong before the filter, the rate self-training should lower."""
+    kept = sum(len(quality.sentences(text)) for _, text in sections)
+    return 100 * len(cut) / max(1, len(cut) + kept)
 
 
 def _mean(values: list) -> float | None:
