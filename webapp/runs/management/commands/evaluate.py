@@ -87,7 +87,8 @@ class Command(BaseCommand):
                     scores = _scores(item, brief, article.sections, article.headings, article.seconds, embed, lexicon,
                                      article.extra.get("passages") if index else None,
                                      " ".join(index.passages) if index else "", article.lead)
-                    scores["cut"] = _cut_share(article.extra.get("cut", []), article.sections) if name == "team" else None
+                    scores["cut"] = _cut_share(article.extra.get("cut", []), article.sections) \
+                        if name == "team" else None
                     rows.append((number, item["topic"][:40], brief.target_words, name, article.outline_path, scores))
                     saved.append({"brief": number, "topic": item["topic"], "system": name,
                                   "outline": article.outline_path, "scores": scores, "title": article.title,
