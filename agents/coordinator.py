@@ -12,9 +12,10 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
+from agents import quality
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.outline import Brief, PlannedSection, split_for_writers
 from agents.roles import chief_editor, finisher, reviewer, section_writer
@@ -96,12 +97,13 @@ def writer_prompt(brief: Brief, sections: list[PlannedSection],
 def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: list[section_writer.SectionTask],
           adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
           cancel: section_writer.WriterCancel | None = None,
-          drafts: dict[str, str] | None = None, pool: str = "") -> dict[str, section_writer.WrittenSection]:
+          drafts: dict[str, str] | None = None, pool: str = "",
+          filters: Collection[str] = quality.KINDS) -> dict[str, section_writer.WrittenSection]:
     """Write `tasks` (some or all of the outline's leaves) as one batch; see section_writer.
     Writers of one `pool` (a run) do not repeat each other's phrases, nor those in a task's
     `avoid` (sibling sections written before)."""
     return section_writer.write_sections(engine, brief, outline_text(sections), tasks, adapter=adapter,
-                                         on_text=on_text, cancel=cancel, drafts=drafts, pool=pool)
+                                         on_text=on_text, cancel=cancel, drafts=drafts, pool=pool, filters=filters)
 
 
 # --- review and finish ------------------------------------------------------------------------

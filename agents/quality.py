@@ -41,6 +41,9 @@ META = re.compile(
     r"|\b(?:this|the original|the above|the following|my|the previous) (?:text|content|response|answer|post|blog|"
     r"piece|passage|summary|rewrite)\b|\b(?:this|that|the next|the last) part (?:covers|is|will|of the)\b"
     r"|\b(?:the|this) text (?:has|had|was|is|will)\b|\b(?:been|was|were) (?:edited|revised|rewritten) to\b"
+    r"|\b(?:this|that|your|my|each) part\b|\bthis is a part\b|\b(?:another|a separate|a later|an earlier) section\b"
+    r"|\b(?:these|the|my|your) sources\b|^it (?:explains|discusses|describes|covers|provides|includes|highlights|"
+    r"outlines|summari[sz]es|introduces|presents)\b"
     r"|\bthe main (?:topic|point of (?:this|the) (?:text|piece))\b"
     r"|\b\d+ (?:words|paragraphs|sentences)\b|\bin \d+ words\b"
     # the writer talking about its own writing
@@ -189,32 +192,38 @@ def default_lexicon() -> Lexicon:
 
 # --- one sentence, all checks ---------------------------------------------------------------
 
+KINDS = frozenset({"echo", "meta", "junk", "off-brief"})
+
+
 @dataclass
 class Checks:
-    """Everything a sentence of one section is judged against."""
+    """Everything a sentence of one section is judged against (the defects in `kinds`)."""
 
     instructions: Instructions = field(default_factory=Instructions)
     lexicon: Lexicon | None = None
     allowed: frozenset[str] = frozenset()
     cite: Callable[[str], str] | None = None  # citations by support (citations.Support.cite)
     on_brief: Callable[[str], bool] | None = None  # OnBrief: the sentence is about the brief's subject
+    kinds: frozenset[str] = KINDS
 
     def keep(self, sentence: str) -> str:
         """A sentence that passed, as it is shown: with its citations checked."""
         return self.cite(sentence) if self.cite is not None else sentence
 
     def defect(self, sentence: str) -> str | None:
-        """"echo", "meta", "junk", "off-brief" or None."""
+        """"echo", "meta", "junk", "off-brief" or None (only the kinds checked)."""
         sentence = re.sub(r"^\s*(?:\[\d{1,2}\]\s*)+", "", sentence)  # a citation first is no sentence start
-        if self.instructions.echoed(sentence):
+        kinds = self.kinds
+        if "echo" in kinds and self.instructions.echoed(sentence):
             return "echo"
-        if not FULL_SENTENCE.match(sentence) or LOWERCASE_START.match(sentence):
-            return "junk"  # a fragment ("including the Tower of..."), a stray number or mark
-        if is_meta(sentence):
+        if "junk" in kinds and (not FULL_SENTENCE.match(sentence) or LOWERCASE_START.match(sentence)
+                                or len(re.findall(r"[^\W\d_]{2,}", sentence)) < 2 or "\n" in sentence.strip()):
+            return "junk"  # a fragment ("including the Tower of..."), a stray number, a list or heading line
+        if "meta" in kinds and is_meta(sentence):
             return "meta"
-        if self.lexicon is not None and self.lexicon.junk(sentence, self.allowed):
+        if "junk" in kinds and self.lexicon is not None and self.lexicon.junk(sentence, self.allowed):
             return "junk"
-        if self.on_brief is not None and not self.on_brief(sentence):
+        if "off-brief" in kinds and self.on_brief is not None and not self.on_brief(sentence):
             return "off-brief"
         return None
 

@@ -18,6 +18,18 @@ from tests.support.browser import CHROMIUM
 from tests.support.factories import make_document, make_project, make_user
 from tests.support.processes import ROOT, WebServer, database_url_for_subprocess, free_port
 
+# The app's tests run writers on a random-weight tiny model whose text is random tokens: the
+# writers' filter (agents/quality.py) would cut all of it. They run with it off, as processes they
+# start inherit; the filter is tested on recorded outputs of the bundled model
+# (test_writer_filters.py) and on in the app with the bundled model (test_writing_runs.py).
+os.environ.setdefault("SCRIPTORIUM_WRITER_FILTERS", "none")
+
+
+@pytest.fixture(autouse=True)
+def writer_filters_off_for_random_models(settings):
+    settings.SCRIPTORIUM_WRITER_FILTERS = []
+
+
 # Tests that start processes (a Celery worker, a web server) are `slow`, whatever their file says,
 # so `make test-fast` (-m "not slow") leaves them out.
 PROCESS_FIXTURES = {"celery_worker_process", "web_server", "server"}  # server: serve_llm's process

@@ -117,7 +117,8 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
     queue = f"agents-{uuid.uuid4().hex[:6]}"  # our own queue, so no other test worker takes the task
     env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_AGENTS_QUEUE=queue,
                SCRIPTORIUM_MODEL=str(bundled_model_dir(settings.DATA_DIR / "models")), WRITER_STALE_S="4",
-               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1",
+               SCRIPTORIUM_WRITER_FILTERS="echo,meta,junk,off-brief")  # a real model: the filter on
 
     def worker(name: str) -> subprocess.Popen:
         log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115  (the worker writes to it until it exits)

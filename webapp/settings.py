@@ -236,6 +236,12 @@ SCRIPTORIUM_PREFILL_CHUNK = env_int("SCRIPTORIUM_PREFILL_CHUNK", 256)
 SCRIPTORIUM_PREFIX_CACHE_TOKENS = env_int("SCRIPTORIUM_PREFIX_CACHE_TOKENS", 8192)
 # Tasks an agents worker runs at once (threads), all feeding its one serving core.
 SCRIPTORIUM_AGENTS_CONCURRENCY = env_int("SCRIPTORIUM_AGENTS_CONCURRENCY", 8)
+# What the section writers cut from their text as it streams (agents/quality.py): echo (of the
+# prompt), meta (talk about the writing), junk (words and fragments), off-brief. "none" turns the
+# filter off (the suite's app tests do: a random-weight test model writes only junk).
+_filters = env_str("SCRIPTORIUM_WRITER_FILTERS", "echo,meta,junk,off-brief")
+SCRIPTORIUM_WRITER_FILTERS = [] if _filters.strip().lower() == "none" else \
+    [kind.strip() for kind in _filters.split(",") if kind.strip()]
 # The briefs a self-training job (the writer's adapter trained on its own best sections) writes
 # for; never the evaluation briefs (training/data/briefs.json) the adapter is judged on.
 SELF_TRAIN_BRIEFS = Path(env_str("SCRIPTORIUM_SELF_TRAIN_BRIEFS", str(BASE_DIR / "training" / "data" /

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from agents import citations, quality
@@ -118,7 +118,8 @@ def writer_instructions(brief: Brief, headings: list[str]) -> quality.Instructio
     return quality.Instructions.of(TEMPLATE, [brief.topic, brief.notes, brief.audience, *headings])
 
 
-def checks_for(brief: Brief, outline_text: str, task: SectionTask) -> quality.Checks:
+def checks_for(brief: Brief, outline_text: str, task: SectionTask,
+               filters: Collection[str] = quality.KINDS) -> quality.Checks:
     """What this writer's sentences are judged against: the instructions it was given (echoes),
     and the words the brief, the outline, its task and its sources allow beyond the lexicon."""
     subject = [brief.topic, brief.notes, brief.audience, brief.tone, outline_text, task.heading, task.goal,
@@ -131,7 +132,7 @@ def checks_for(brief: Brief, outline_text: str, task: SectionTask) -> quality.Ch
     cite = citations.Support(task.passages, embed).cite if task.passages else None
     on_brief = quality.OnBrief([f"{brief.topic}. {brief.notes}".strip(". "), f"{task.heading}. {task.goal}"], embed)
     return quality.Checks(quality.Instructions.of(TEMPLATE, subject), lexicon, quality.allowed_words(*subject), cite,
-                          on_brief)
+                          on_brief, frozenset(filters))
 
 
 def tidy(text: str, heading: str, checks: quality.Checks | None = None) -> str:
@@ -173,12 +174,16 @@ def fit(text: str, budget: int, cut_off: bool) -> str:
     return text.strip()
 
 
+MIN_KEPT = 0.4  # a continuation asks for at most 2.5x the words still missing
 BLOCK_NGRAMS = 4  # writers of one run may not repeat each other's token 4-grams
 
 
 def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
-             adapter: AdapterSpec | None, pool: str, temperature: float = 0.0, seed: int = 0) -> GenerationRequest:
-    remaining = max(20, task.words - word_count(draft))
+             adapter: AdapterSpec | None, pool: str, temperature: float = 0.0, seed: int = 0,
+             kept: float = 1.0) -> GenerationRequest:
+    """`kept`: the share of its words the filter kept in the section's last round; a continuation
+    asks for that much more, so a section whose sentences are often cut still reaches its budget."""
+    remaining = max(20, task.words - word_count(draft)) / max(MIN_KEPT, kept)
     return GenerationRequest(
         id=f"{ROLE}-{task.key}-{uuid.uuid4().hex[:6]}", adapter=adapter,
         messages=messages(brief, outline_text, task),
@@ -201,18 +206,19 @@ WriterCancel = Callable[[dict[str, str]], set[str]]
 
 def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
                    adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
-                   cancel: WriterCancel | None = None, max_rounds: int = 3,
+                   cancel: WriterCancel | None = None, max_rounds: int = 4,
                    drafts: dict[str, str] | None = None, pool: str = "", temperature: float = 0.0,
-                   seed: int = 0) -> dict[str, WrittenSection]:
+                   seed: int = 0, filters: Collection[str] = quality.KINDS) -> dict[str, WrittenSection]:
     """Write every task as one batch, with continuation rounds for those that fall short.
     `on_text(key, new_text)` is called for every token, with the text that may be shown: a
     sentence goes out once it is finished and free of defects (echoes of the prompt, talk about
     the writing, junk words); one that is not is cut and the writing goes on. `drafts` resumes
     sections from text already written (a checkpoint of an interrupted run). Writers sharing
     `pool` (a run) do not repeat each other's 4-grams. Greedy unless a `temperature` is given
-    (self-training samples several candidates with seeds)."""
+    (self-training samples several candidates with seeds). `filters` are the defect kinds cut
+    (all by default; citations are checked whenever there are passages)."""
     pool = pool or f"writers-{uuid.uuid4().hex[:8]}"
-    checks = {task.key: checks_for(brief, outline_text, task) for task in tasks}
+    checks = {task.key: checks_for(brief, outline_text, task, filters) for task in tasks}
     key_of: dict[str, str] = {}  # every request of this call -> its task's key
     check = None
     if cancel is not None:
@@ -226,16 +232,19 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
                             cut_off=True)
               for task in tasks}
     cut: dict[str, list[tuple[str, str]]] = {task.key: [] for task in tasks}
+    kept_share: dict[str, float] = {}
     results: dict[str, WrittenSection] = {}
     pending = list(tasks)
     for round_number in range(1, max_rounds + 1):
         if not pending:
             break
-        batch = [_request(brief, outline_text, t, drafts[t.key], adapter, pool, temperature, seed + index)
+        batch = [_request(brief, outline_text, t, drafts[t.key], adapter, pool, temperature, seed + index,
+                          kept_share.get(t.key, 1.0))
                  for index, t in enumerate(pending)]
         task_of = {request.id: task for request, task in zip(batch, pending, strict=True)}
         key_of.update({request_id: task.key for request_id, task in task_of.items()})
         new_text = {t.key: "" for t in pending}
+        raw_words = {t.key: 0 for t in pending}
         gates = {t.key: quality.SentenceGate(checks[t.key]) for t in pending}
         reasons: dict[str, str] = {}
         for delta in engine.stream(batch, cancel=check):
@@ -243,6 +252,7 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
             gate = gates[task.key]
             shown = gate.feed(delta.text) + (gate.close() if delta.finished else "")
             new_text[task.key] += shown
+            raw_words[task.key] += delta.text.count(" ") + delta.text.count("\n")
             if on_text and (delta.text or shown):
                 on_text(task.key, shown)
             if delta.finished:
@@ -252,6 +262,8 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
                     raise RuntimeError(f"writing “{task.heading}” failed: {delta.error}")
         still_short = []
         for task in pending:
+            if raw_words[task.key]:
+                kept_share[task.key] = min(1.0, word_count(new_text[task.key]) / raw_words[task.key])
             joined = (drafts[task.key] + "\n\n" + new_text[task.key]) if drafts[task.key] else new_text[task.key]
             text = fit(tidy(joined, task.heading, checks[task.key]), task.words,
                        cut_off=reasons.get(task.key) == "length")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
+from django.conf import settings
 from django.utils import timezone
 
 from agents import coordinator
@@ -178,7 +179,7 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
     try:
         results = coordinator.write(engine, brief, sections, work, adapter=adapter, on_text=streamer, cancel=watch,
                                     drafts={key: task.checkpoint_text for key, task in by_key.items()},
-                                    pool=f"run-{run.pk}")
+                                    pool=f"run-{run.pk}", filters=settings.SCRIPTORIUM_WRITER_FILTERS)
     except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
         log.exception("writing failed")
         streamer.release()
