@@ -274,6 +274,8 @@ class SentenceGate:
         self.cut: list[tuple[str, str]] = []
 
     def feed(self, piece: str) -> str:
+        if not self.checks.kinds and self.checks.cite is None:
+            return piece  # nothing to check: every token goes out as it comes
         self.held += piece
         ends = [m.end() for m in re.finditer(r"[.!?][\"')\]]*\s+|\n\s*\n", self.held)]
         if not ends:
