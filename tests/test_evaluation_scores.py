@@ -77,7 +77,37 @@ def test_manage_py_evaluate_prints_the_table_on_the_bundled_model(db, tmp_path, 
     briefs.write_text(json.dumps([{"topic": "Why we sleep", "words": 200, "reference": ["Sleep", "Dreams"]}]))
     call_command("evaluate", briefs=briefs, no_baseline=True)
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("| Why we sleep"))
+    row = next(line for line in out.splitlines() if "| Why we sleep |" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "team" and int(cells[4]) > 100 and float(cells[5]) >= 50  # words, S_l
+    assert cells[3] == "team" and int(cells[5]) > 100 and float(cells[6]) >= 50  # words, S_l
+    assert cells[8] == "0"  # no sentence echoes the prompt: the writers' filter cut them
     assert "**overall**" in out
+
+
+def test_reader_scores_count_what_a_reader_would_not_keep():
+    from agents import quality
+    from agents.citations import SUPPORT
+    from agents.retrieval import default_embedder
+
+    embed = default_embedder().embed
+    brief = Brief(topic="A walker's guide to the night sky: the Moon, planets and meteor showers", target_words=300)
+    passages = ["The Moon shows phases because we see different parts of its sunlit half as it orbits the Earth."]
+    sections = [
+        ("The Moon", "The Moon shows phases as it orbits the Earth [1]. I hope this helps! Write the section "
+                     "in about 100 words. The Moon's craters are easy to see with binoculars."),
+        ("Planets", "Venus is the brightest planet in the evening sky. Jupiter shows four moons in binoculars. "
+                    "Mortgage rates rose again last quarter, banks said. Saturn glows a steady yellow [1]."),
+        ("Planets to see", "Venus is the brightest planet in the evening sky, after the Moon. Mars looks red."),
+    ]
+    scores = evaluation.reader_scores(brief, sections, [h for h, _ in sections], embed, quality.default_lexicon(),
+                                      {0: passages, 1: passages, 2: passages})
+    said = 10
+    assert scores["echo"] == 1  # "Write the section in about 100 words."
+    assert scores["meta"] == pytest.approx(200 / said)  # "I hope this helps!", and the echo is about the writing
+    assert scores["off_brief"] == pytest.approx(100 / said)  # mortgages
+    assert scores["subtopics_covered"] == pytest.approx(200 / 3)  # the Moon and planets; no meteor showers
+    assert scores["duplicate_headings"] == 1  # "Planets" and "Planets to see"
+    assert scores["repeated_4grams"] > 0  # "venus is the brightest planet..." twice
+    assert scores["cited"] == pytest.approx(200 / said)
+    assert scores["supported"] == 50  # [1] supports the phases, not Saturn's colour
+    assert SUPPORT > 0
