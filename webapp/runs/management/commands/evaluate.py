@@ -72,6 +72,8 @@ class Command(BaseCommand):
                     if entry["system"] == "team" else None
                 rows.append((entry["brief"], item["topic"][:40], brief.target_words, entry["system"],
                              entry["outline"], entry["scores"]))
+            if save:
+                save.write_text(json.dumps(saved, indent=1))
         else:
             engine = llm.get_engine()
             # The team as a run writes (the reviewer's proposals change no text until a person
