@@ -7,7 +7,13 @@ gets its own heading, goal, key points, its neighbours' summaries and its source
 Length following: each request may produce about 115% of its budget in tokens. A section that
 stops short of 85% is continued (its draft becomes the start of the next answer), a section that
 runs long is cut at the last sentence end inside the budget, and an unfinished last sentence is
-dropped. Repeated sentences, a habit of small models, are removed before words are counted."""
+dropped. Repeated sentences, a habit of small models, are removed before words are counted.
+
+What a reader would not keep is cut as it streams (agents/quality.py: echoes of the prompt, talk
+about the writing, junk words and fragments, sentences off the brief), a sentence at a time, and
+the writing goes on; a continuation asks for more by the share the filter kept. Citations are
+kept or attached only where the passage supports the sentence (agents/citations.py). Writers of
+one run share an n-gram pool in the engine, so they do not repeat each other's phrases."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from agents import citations, quality
+from agents.llm.files import ModelFolderError
 from agents.llm.types import AdapterSpec, Engine, GenerationRequest
 from agents.outline import Brief
 from agents.retrieval import default_embedder
@@ -128,9 +135,17 @@ def checks_for(brief: Brief, outline_text: str, task: SectionTask,
         lexicon: quality.Lexicon | None = quality.default_lexicon()
     except Exception:  # noqa: BLE001  (no word list here: junk words go unchecked, the rest still runs)
         lexicon = None
-    embed = default_embedder().embed
-    cite = citations.Support(task.passages, embed).cite if task.passages else None
-    on_brief = quality.OnBrief([f"{brief.topic}. {brief.notes}".strip(". "), f"{task.heading}. {task.goal}"], embed)
+    cite = on_brief = None
+    if task.passages or "off-brief" in filters:
+        try:
+            embed = default_embedder().embed
+        except ModelFolderError:  # no embedding model installed: no citation or off-brief checks
+            embed = None
+        if embed is not None and task.passages:
+            cite = citations.Support(task.passages, embed).cite
+        if embed is not None and "off-brief" in filters:
+            on_brief = quality.OnBrief([f"{brief.topic}. {brief.notes}".strip(". "), f"{task.heading}. {task.goal}"],
+                                       embed)
     return quality.Checks(quality.Instructions.of(TEMPLATE, subject), lexicon, quality.allowed_words(*subject), cite,
                           on_brief, frozenset(filters))
 
