@@ -227,6 +227,19 @@ class Checks:
             return "off-brief"
         return None
 
+    def recite(self, text: str) -> str:
+        """`text` with every sentence's citations checked again (after the text was tidied and
+        cut to length, which can change a sentence)."""
+        if self.cite is None:
+            return text
+        paragraphs = []
+        for paragraph in re.split(r"\n\s*\n", text or ""):
+            cited = [self.cite(sentence) for sentence in sentences(paragraph)]
+            cited = [sentence for sentence in cited if re.search(r"[^\W\d_]", sentence)]  # not a lone "[2]!"
+            if cited:
+                paragraphs.append(" ".join(cited))
+        return "\n\n".join(paragraphs)
+
     def clean(self, text: str, on_cut: Callable[[str, str], None] | None = None) -> str:
         """`text` without its defective sentences, paragraphs kept."""
         paragraphs = []

@@ -5,10 +5,14 @@ that does not support its sentence is removed, and a supported sentence gets its
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from agents import citations
+from agents import citations, quality
+from agents.outline import Brief
 from agents.retrieval import default_embedder
+from agents.roles.section_writer import SectionTask, write_sections
+from tests.support.fakes import ScriptedEngine
 
 DATA = Path(__file__).parent.parent / "training" / "data"
 
@@ -39,3 +43,23 @@ def test_unsupported_citations_go_and_supported_sentences_get_one():
     assert support.cite("My grandmother loved the seaside in summer [2].") == \
         "My grandmother loved the seaside in summer."
     assert support.cite("Short one [3].") == "Short one."
+
+
+def test_a_written_section_keeps_only_supported_citations():
+    """Through the writer: the model's wrong [n] is removed, a supported sentence gets its
+    number, and a stray mark left alone by tidying does not survive as text."""
+    passages = _paragraphs(DATA / "sources" / "lighthouses" / "lighthouse-history.md")[:4]
+    answer = ("A Fresnel lens bends the light of one lamp into a strong beam that ships see far out at sea [1]. "
+              "The Pharos of Alexandria was a great tower with a fire burning at its top for sailors. "
+              "Lighthouses were built by many peoples along their coasts [2]! [3]! " * 3)
+    task = SectionTask("1", "Lights and lenses", 60, goal="Explain how lighthouse lights work.", passages=passages)
+    written = write_sections(ScriptedEngine(answer, answer, answer, answer), Brief("The history of lighthouses", 120),
+                             "1. Lights and lenses (60 words)", [task])["1"]
+    support = citations.Support(passages, default_embedder().embed)
+    marks = 0
+    for sentence in quality.sentences(written.text):
+        assert re.search(r"[A-Za-z]", sentence), sentence
+        for number in map(int, citations.MARK.findall(sentence)):
+            marks += 1
+            assert support.scores(sentence)[number] >= citations.SUPPORT, sentence
+    assert "beam that ships see far out at sea [4]." in written.text and marks >= 2

@@ -280,8 +280,8 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
             if raw_words[task.key]:
                 kept_share[task.key] = min(1.0, word_count(new_text[task.key]) / raw_words[task.key])
             joined = (drafts[task.key] + "\n\n" + new_text[task.key]) if drafts[task.key] else new_text[task.key]
-            text = fit(tidy(joined, task.heading, checks[task.key]), task.words,
-                       cut_off=reasons.get(task.key) == "length")
+            text = checks[task.key].recite(fit(tidy(joined, task.heading, checks[task.key]), task.words,
+                                               cut_off=reasons.get(task.key) == "length"))
             drafts[task.key] = text
             if reasons.get(task.key) == "cancelled":
                 results[task.key] = WrittenSection(task.key, text, word_count(text), round_number, "cancelled",
