@@ -40,6 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=0, help="only the first N briefs")
         parser.add_argument("--only", type=int, nargs="*", default=None, help="only these briefs (0-based)")
         parser.add_argument("--no-baseline", action="store_true", help="skip the single-agent baseline")
+        parser.add_argument("--systems", nargs="+", choices=["team", "single"], default=["team", "single"],
+                            help="which to write: the team, the single-agent baseline, or both (the default)")
         parser.add_argument("--save", type=Path, help="also write every score and text to this JSON file")
         parser.add_argument("--writer-adapter", type=Path,
                             help="a writer LoRA adapter folder (say a self-trained one) for the team's writers")
@@ -47,7 +49,8 @@ class Command(BaseCommand):
                             help="write nothing: score again the articles an earlier --save kept (same briefs file)")
 
     def handle(self, *args, briefs: Path, limit: int, only: list[int] | None, no_baseline: bool,
-               save: Path | None, rescore: Path | None, writer_adapter: Path | None = None, **options) -> None:
+               save: Path | None, rescore: Path | None, writer_adapter: Path | None = None,
+               systems: list[str] | None = None, **options) -> None:
         try:
             items = json.loads(briefs.read_text())
         except (OSError, ValueError) as error:
@@ -57,7 +60,8 @@ class Command(BaseCommand):
         chosen = [(n, item) for n, item in enumerate(items) if only is None or n in only][: limit or None]
         embed = default_embedder().embed
         lexicon = quality.default_lexicon()
-        rows, saved, systems = [], [], ["team"] + ([] if no_baseline else ["single"])
+        systems = [name for name in systems or ["team", "single"] if not (no_baseline and name == "single")]
+        rows, saved = [], []
         if rescore is not None:
             saved = json.loads(rescore.read_text())
             systems = list(dict.fromkeys(entry["system"] for entry in saved))
