@@ -121,3 +121,13 @@ def test_duplicates_merge_the_title_goes_and_every_subtopic_gets_a_heading():
     assert added.goal == "Explain how lights came to run without keepers."  # written by the model
     assert engine.requests[1].response_format["type"] == "regex"
     check_outline(result.sections, 1200)
+
+
+def test_headings_that_only_repeat_each_other_are_re_asked():
+    same = json.dumps({"sections": [
+        {"heading": "Why sleep matters", "goal": "Explain why sleep matters.", "key_points": ["A"]},
+        {"heading": "The importance of sleep", "goal": "Explain why sleep is important.", "key_points": ["B"]}]})
+    engine = ScriptedEngine(same, GOOD, "Explain gulls.", "Explain terns.")
+    result = plan_outline(engine, Brief(topic="Sleep and health", target_words=800))
+    assert result.path == "re-asked" and "repeat each other" in result.problems[0]
+    assert [s.heading for s in result.sections] == ["Gulls", "Terns"]

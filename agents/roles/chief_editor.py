@@ -179,7 +179,7 @@ def on_the_brief(sections: list[PlannedSection], topics: list[str], embed: Embed
     """Near-duplicate headings merged (the later one's key points go to the first), a heading
     that only restates the article's `title` dropped, then every subtopic no heading covers gets
     a section: in place of a merged one, or added (up to `high`). Sections added here have no goal
-    yet."""
+    yet. InvalidOutline when fewer than two different headings are left (the editor re-asks)."""
     kept = list(sections)
     dropped = set()
     headings = [s.heading for s in kept]
@@ -193,8 +193,8 @@ def on_the_brief(sections: list[PlannedSection], topics: list[str], embed: Embed
             continue
         dropped.add(j)
         kept[i].key_points = list(dict.fromkeys(kept[i].key_points + kept[j].key_points))
-    if len(kept) - len(dropped) < 2 and not topics:
-        dropped = set()  # too little would be left: a repeated heading beats no outline
+    if len(kept) - len(dropped) < 2 and not topics:  # too little is left: the chief editor is asked again
+        raise InvalidOutline("its headings repeat each other or the article's title; give different headings")
     kept = [s for index, s in enumerate(kept) if index not in dropped]
     missing = [t for t, ok in zip(topics, covered(topics, [s.heading for s in kept], embed), strict=True) if not ok]
     for topic in missing:
