@@ -217,8 +217,10 @@ class Checks:
         if "echo" in kinds and self.instructions.echoed(sentence):
             return "echo"
         if "junk" in kinds and (not FULL_SENTENCE.match(sentence) or LOWERCASE_START.match(sentence)
-                                or len(re.findall(r"[^\W\d_]{2,}", sentence)) < 2 or "\n" in sentence.strip()):
-            return "junk"  # a fragment ("including the Tower of..."), a stray number, a list or heading line
+                                or len(re.findall(r"[^\W\d_]{2,}", sentence)) < 2 or "\n" in sentence.strip()
+                                or BRACKETED_WORDS.search(sentence)):
+            return "junk"  # a fragment ("including the Tower of..."), a stray number, a list or heading line,
+            # words in brackets ("[Folio] [furthermore]"; citations are numbers)
         if "meta" in kinds and is_meta(sentence):
             return "meta"
         if "junk" in kinds and self.lexicon is not None and self.lexicon.junk(sentence, self.allowed):
@@ -258,6 +260,7 @@ class Checks:
 
 # A sentence starts with a capital letter, a digit or a quote and holds at least two words.
 FULL_SENTENCE = re.compile(r"^[\"'“‘(\[]*(?:[^\W\d_]|\d)(?!\S*\s*$)", re.S)
+BRACKETED_WORDS = re.compile(r"\[[^\]\d\s][^\]]*\]")
 LOWERCASE_START = re.compile(r"^[\"'“‘(\[]*[a-z]")
 
 OFF_BRIEF = 0.15  # cosine to the brief below which a sentence is off it (bench/calibrate.py)
