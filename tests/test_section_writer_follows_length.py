@@ -83,3 +83,15 @@ def test_a_checkpointed_draft_is_continued_not_rewritten():
     assert engine.batches[0][0].assistant_prefix.startswith("Scribe 0 copied a psalter.")
     assert result.text.startswith("Scribe 0 copied a psalter.") and result.text.count("Scribe 0") == 1
     assert 85 <= result.words <= 115
+
+
+def test_a_continuation_avoids_what_its_siblings_already_wrote():
+    """Sections finished in the first round have left the engine (and its n-gram pool): the
+    next round is told their text to avoid."""
+    gulls = " ".join(f"Gull {i} nests on a roof by the harbour." for i in range(14))  # about 100 words
+    engine = ScriptedEngine(gulls, "Terns dive.", *["Terns dive for small fish along the shore."] * 3)
+    tasks = [SectionTask("a", "Gulls", 100), SectionTask("b", "Terns", 100)]
+    write_sections(engine, BRIEF, OUTLINE, tasks, filters=())
+    second_round = engine.batches[1]
+    assert len(second_round) == 1 and second_round[0].avoid and "Gull 0 nests" in second_round[0].avoid[0]
+    assert second_round[0].block_ngrams == 4 and second_round[0].ngram_pool == engine.batches[0][0].ngram_pool

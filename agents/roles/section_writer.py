@@ -253,6 +253,10 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
     for round_number in range(1, max_rounds + 1):
         if not pending:
             break
+        if round_number > 1:  # siblings that finished earlier have left the engine's pool: avoid their text
+            for t in pending:
+                t.avoid = list(dict.fromkeys(t.avoid + [drafts[other.key] for other in tasks
+                                                        if other.key != t.key and drafts[other.key]]))
         batch = [_request(brief, outline_text, t, drafts[t.key], adapter, pool, temperature, seed + index,
                           kept_share.get(t.key, 1.0))
                  for index, t in enumerate(pending)]
