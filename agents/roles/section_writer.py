@@ -189,7 +189,7 @@ def fit(text: str, budget: int, cut_off: bool) -> str:
     return text.strip()
 
 
-MIN_KEPT = 0.4  # a continuation asks for at most 2.5x the words still missing
+MIN_KEPT = 0.25  # a continuation asks for at most 4x the words still missing
 BLOCK_NGRAMS = 4  # writers of one run may not repeat each other's token 4-grams
 
 
@@ -221,7 +221,7 @@ WriterCancel = Callable[[dict[str, str]], set[str]]
 
 def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
                    adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
-                   cancel: WriterCancel | None = None, max_rounds: int = 4,
+                   cancel: WriterCancel | None = None, max_rounds: int = 5,
                    drafts: dict[str, str] | None = None, pool: str = "", temperature: float = 0.0,
                    seed: int = 0, filters: Collection[str] = quality.KINDS) -> dict[str, WrittenSection]:
     """Write every task as one batch, with continuation rounds for those that fall short.
