@@ -53,7 +53,7 @@ def test_a_written_section_keeps_only_supported_citations():
               "The Pharos of Alexandria was a great tower with a fire burning at its top for sailors. "
               "Lighthouses were built by many peoples along their coasts [2]! [3]! " * 3)
     task = SectionTask("1", "Lights and lenses", 60, goal="Explain how lighthouse lights work.", passages=passages)
-    written = write_sections(ScriptedEngine(answer, answer, answer, answer), Brief("The history of lighthouses", 120),
+    written = write_sections(ScriptedEngine(*[answer] * 6), Brief("The history of lighthouses", 120),
                              "1. Lights and lenses (60 words)", [task])["1"]
     support = citations.Support(passages, default_embedder().embed)
     marks = 0

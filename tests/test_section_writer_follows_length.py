@@ -89,7 +89,7 @@ def test_a_continuation_avoids_what_its_siblings_already_wrote():
     """Sections finished in the first round have left the engine (and its n-gram pool): the
     next round is told their text to avoid."""
     gulls = " ".join(f"Gull {i} nests on a roof by the harbour." for i in range(14))  # about 100 words
-    engine = ScriptedEngine(gulls, "Terns dive.", *["Terns dive for small fish along the shore."] * 3)
+    engine = ScriptedEngine(gulls, "Terns dive.", *["Terns dive for small fish along the shore."] * 6)
     tasks = [SectionTask("a", "Gulls", 100), SectionTask("b", "Terns", 100)]
     write_sections(engine, BRIEF, OUTLINE, tasks, filters=())
     second_round = engine.batches[1]

@@ -436,7 +436,7 @@ def test_a_section_deleted_or_split_after_approval_is_skipped_not_written(db, mo
     from webapp.runs.models import AgentTask
 
     answer = " ".join(["Terns dive for fish."] * 40)
-    monkeypatch.setattr(llm, "get_engine", lambda role="": ScriptedEngine(*[answer] * 5))
+    monkeypatch.setattr(llm, "get_engine", lambda role="": ScriptedEngine(*[answer] * 6))
     owner = make_user("sid")
     document = make_document(make_project(owner, name="Changes"), owner, sections=("Gulls", "Terns", "Puffins"))
     run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
