@@ -100,3 +100,19 @@ def test_rows_of_one_pool_do_not_repeat_each_others_ngrams(engine):
     avoided = _answers(engine, [_ask("a", tokens=30, about="x", block_ngrams=3, avoid=(free["a"][0],))])
     c = tokenizer(avoided["a"][0], add_special_tokens=False).input_ids
     assert len(grams(c) & grams(tokenizer(free["a"][0], add_special_tokens=False).input_ids)) <= 2
+
+
+def test_text_to_avoid_is_tokenized_once_per_pool():
+    from agents.llm.sampling import NgramPool
+
+    calls = []
+
+    def tokenize(text):
+        calls.append(text)
+        return [ord(ch) for ch in text]
+
+    pool = NgramPool(3)
+    for _ in range(5):  # five writers of one run, each told the same sibling text
+        pool.seed_text("abcdef", tokenize)
+    assert calls == ["abcdef"]
+    assert pool.banned("writer", [ord("a"), ord("b")]) == [ord("c")]

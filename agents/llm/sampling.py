@@ -40,12 +40,23 @@ class NgramPool:
     def __init__(self, n: int):
         self.n = n
         self.next: dict[tuple[int, ...], dict[int, set[str]]] = {}
+        self.seeded: set[int] = set()
         self._lock = threading.Lock()  # rows of one pool may sit in different engines' threads
 
     def seed(self, tokens: list[int], owner: str = "") -> None:
         with self._lock:
             for end in range(self.n, len(tokens) + 1):
                 self._add(tokens[end - self.n:end], owner)
+
+    def seed_text(self, text: str, tokenize) -> None:
+        """Text written before (`avoid`): tokenized and added once per pool, however many of its
+        requests name it."""
+        key = hash(text)
+        with self._lock:
+            if key in self.seeded:
+                return
+            self.seeded.add(key)
+        self.seed(tokenize(text))
 
     def add(self, owner: str, tokens: list[int]) -> None:
         if len(tokens) >= self.n:
@@ -117,7 +128,7 @@ def new_state(request: GenerationRequest, prompt_tokens: int, tokenizer, started
     if request.block_ngrams and pools is not None:
         state.pool = pools.get(request.ngram_pool or request.id, request.block_ngrams)
         for text in request.avoid:
-            state.pool.seed(tokenizer(text, add_special_tokens=False).input_ids)
+            state.pool.seed_text(text, lambda t: tokenizer(t, add_special_tokens=False).input_ids)
     if request.repetition_penalty != 1.0 and request.assistant_prefix:
         # The draft being continued counts as "already said".
         state.seen.update(tokenizer(request.assistant_prefix, add_special_tokens=False).input_ids)
