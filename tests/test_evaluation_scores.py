@@ -86,7 +86,6 @@ def test_manage_py_evaluate_prints_the_table_on_the_bundled_model(db, tmp_path, 
 
 def test_reader_scores_count_what_a_reader_would_not_keep():
     from agents import quality
-    from agents.citations import SUPPORT
     from agents.retrieval import default_embedder
 
     embed = default_embedder().embed
@@ -110,4 +109,3 @@ def test_reader_scores_count_what_a_reader_would_not_keep():
     assert scores["repeated_4grams"] > 0  # "venus is the brightest planet..." twice
     assert scores["cited"] == pytest.approx(200 / said)
     assert scores["supported"] == 50  # [1] supports the phases, not Saturn's colour
-    assert SUPPORT > 0
