@@ -16,7 +16,7 @@ from django.conf import settings
 
 from tests.support.browser import CHROMIUM
 from tests.support.factories import make_document, make_project, make_user
-from tests.support.processes import ROOT, WebServer, database_url_for_subprocess, free_port
+from tests.support.processes import ROOT, ObjectStore, WebServer, database_url_for_subprocess, free_port
 
 # The app's tests run writers on a random-weight tiny model whose text is random tokens: the
 # writers' filter (agents/quality.py) would cut all of it. They run with it off, as processes they
@@ -144,6 +144,27 @@ def web_server(transactional_db, redis_server, tmp_path):
     server = WebServer(env, tmp_path / "web.log").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def object_store(tmp_path):
+    """An S3-compatible server (moto's) with an empty bucket, for this test only."""
+    store = ObjectStore(tmp_path / "s3.log").start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def s3_storage(object_store, settings, monkeypatch, tmp_path):
+    """This process's files in that object storage, as STORAGE_URL puts them, and a model cache of
+    its own: what a web or worker machine without a shared folder has."""
+    from webapp.settings import storages_from_env
+
+    for name, value in object_store.env.items():
+        monkeypatch.setenv(name, value)
+    settings.STORAGES = storages_from_env()
+    settings.MODEL_CACHE_DIR = tmp_path / "model-cache"
+    return object_store
 
 
 @pytest.fixture(scope="session")

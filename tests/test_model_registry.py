@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -30,7 +31,15 @@ def _ask(engine, role, rid="q", max_new_tokens=8, cancel=None):
 
 
 @pytest.fixture
-def registered(db, tiny_model_dir, tiny_adapters, tmp_path):
+def own_store(settings, tmp_path):
+    """A models store of this test's own, so what it tampers with no other test sees."""
+    settings.STORAGES = {**settings.STORAGES, "models": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "store")}}}
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def registered(db, tiny_model_dir, tiny_adapters, tmp_path, own_store):
     base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
     folders = {}
     for version, source in ((1, "writer"), (2, "reviewer")):  # two versions of the writer's adapter
@@ -67,9 +76,12 @@ def test_only_one_version_per_role_is_active(registered):
 
 def test_an_adapter_changed_on_disk_fails_its_role_only(registered, tiny_model_dir):
     _, folders = registered
-    services.adapter_activate(adapter=AdapterVersion.objects.get(version=1))
-    (folders[1] / "adapter_model.safetensors").write_bytes(b"tampered")
+    adapter = services.adapter_activate(adapter=AdapterVersion.objects.get(version=1))
+    (folders[1] / "adapter_model.safetensors").write_bytes(b"tampered")  # the folder it came from: no matter
     engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="tiny")
+    assert _ask(engine, "writer")[1].finish_reason == "length"
+    (Path(services.local_path(adapter)) / "adapter_model.safetensors").write_bytes(b"tampered")  # the stored copy
+    engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="tiny")  # one that never loaded it
     _, failed = _ask(engine, "writer")
     assert failed.finish_reason == "error" and "checksum mismatch" in failed.error
     text, fine = _ask(engine, "reviewer")  # no adapter: the base model

@@ -18,10 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from django.conf import settings
 
+from agents.llm.files import ModelFolderError
 from agents.llm.metrics import prometheus_text
 from agents.llm.types import CancelCheck, Delta, Engine, GenerationRequest
 from webapp.redis import client as redis_client
 from webapp.registry import services as registry
+from webapp.registry import store
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def model_folder() -> tuple[str, str]:
         return os.path.basename(os.path.normpath(settings.SCRIPTORIUM_MODEL)), settings.SCRIPTORIUM_MODEL
     active = registry.active_base_model()
     if active is not None:
-        return active.name, active.path
+        return active.name, _local(active)
     from agents.llm.bundled import BUNDLED_NAME, bundled_model_dir
 
     return BUNDLED_NAME, str(bundled_model_dir(settings.DATA_DIR / "models"))
@@ -55,8 +57,16 @@ def get_engine(role: str = "") -> Engine:
         return _openai_engine()
     assigned = registry.model_for_role(role) if role else None
     if assigned is not None:
-        return load_engine(assigned.name, assigned.path)
+        return load_engine(assigned.name, _local(assigned))
     return load_engine(*_default_model())
+
+
+def _local(model) -> str:
+    """This machine's folder of a registered base model (downloaded by its checksum if need be)."""
+    try:
+        return registry.local_path(model)
+    except store.FetchError as error:
+        raise ModelFolderError(f"{model.name}: {error}") from error
 
 
 @functools.cache

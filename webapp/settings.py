@@ -146,15 +146,58 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
+
+def storages_from_env() -> dict:
+    """Where files live: uploaded sources under "default", model and adapter versions and
+    training checkpoints under "models". STORAGE_URL (s3://bucket/prefix?endpoint_url=...&region=...)
+    or AWS_STORAGE_BUCKET_NAME puts both in S3-compatible object storage (credentials from
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, as boto3 reads them); else both are folders under
+    the data directory, which suits one machine."""
+    from urllib.parse import parse_qs, urlsplit
+
+    static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    url = env_str("STORAGE_URL")
+    bucket = env_str("AWS_STORAGE_BUCKET_NAME")
+    if not url and not bucket:
+        return {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+                "models": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                           "OPTIONS": {"location": str(DATA_DIR / "store")}},
+                "staticfiles": static}
+    prefix, query = "", {}
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"STORAGE_URL must look like s3://bucket/prefix?endpoint_url=..., not {url!r}")
+        bucket, prefix = parts.netloc, parts.path.strip("/")
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        unknown = set(query) - {"endpoint_url", "region", "addressing_style"}
+        if unknown:
+            raise ValueError(f"STORAGE_URL: unknown options {sorted(unknown)} (endpoint_url, region, addressing_style)")
+    options = {
+        "bucket_name": bucket,
+        "endpoint_url": query.get("endpoint_url") or env_str("AWS_S3_ENDPOINT_URL") or None,
+        "region_name": query.get("region") or env_str("AWS_S3_REGION_NAME") or None,
+        "addressing_style": query.get("addressing_style") or env_str("AWS_S3_ADDRESSING_STYLE") or None,
+        "file_overwrite": False,  # two uploads of one name keep both
+        "default_acl": None,
+        "querystring_auth": True,
+    }
+
+    def under(folder: str) -> dict:
+        return {"BACKEND": "storages.backends.s3.S3Storage",
+                "OPTIONS": dict(options, location="/".join(p for p in (prefix, folder) if p))}
+
+    return {"default": under("media"), "models": under("store"), "staticfiles": static}
+
+
+STORAGES = storages_from_env()
+# Where a worker keeps the model and adapter versions it downloaded, one folder per checksum.
+MODEL_CACHE_DIR = Path(env_str("SCRIPTORIUM_MODEL_CACHE", str(DATA_DIR / "model-cache"))).resolve()
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ without a collectstatic step
 # WhiteNoise hands Django a synchronous file iterator; under ASGI Django says so on every file.
 warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
 
-# Uploaded sources. On several machines this must be a shared mount (web writes, workers read).
+# Uploaded sources, where STORAGE_URL does not put them in object storage.
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 MEDIA_URL = "media/"
 

@@ -121,6 +121,8 @@ class TransformersEngine:
 
     def _ensure_adapter(self, spec: AdapterSpec, in_use: set[str]) -> None:
         """Load an adapter unless it is loaded; evict the least recently used beyond the limit."""
+        if spec.problem:  # its files could not be had here (a failed download)
+            raise ModelFolderError(spec.problem)
         if spec.name in self._adapters:
             if self._adapters[spec.name] != spec:
                 raise ModelFolderError(f"{spec.path}: another adapter is already loaded as {spec.name!r}")

@@ -18,6 +18,9 @@ class AdapterSpec:
     path: str
     sha256: str = ""
     base_model: str = ""
+    # Why the files could not be had on this machine (a failed download): the requests that use
+    # this adapter fail with it, the rest of the batch runs on.
+    problem: str = ""
 
 
 @dataclass

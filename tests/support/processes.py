@@ -80,3 +80,47 @@ class WebServer:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+class ObjectStore:
+    """moto's S3-compatible server in its own process, with one bucket: the object storage of
+    the tests that need one (STORAGE_URL points at it)."""
+
+    def __init__(self, log: Path, bucket: str = "scriptorium"):
+        self.port, self.log, self.bucket = free_port(), log, bucket
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.url = f"s3://{bucket}/site?endpoint_url={self.endpoint}&region=us-east-1"
+        self.env = {"STORAGE_URL": self.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ObjectStore:
+        with open(self.log, "a") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                             str(self.port)], stdout=out, stderr=subprocess.STDOUT)
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the S3 server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                return urllib.request.urlopen(self.endpoint, timeout=1).status == 200
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=30)
+        self.client().create_bucket(Bucket=self.bucket)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

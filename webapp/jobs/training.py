@@ -80,9 +80,10 @@ def _claim(job_id: int) -> TrainingJob | None:
     return TrainingJob.objects.select_related("base_model", "project").get(pk=job_id)
 
 
-def recipe_argv(job: TrainingJob, out: Path) -> list[str]:
-    """The command line a job runs: what an admin would type to run it by hand."""
-    model = job.base_model.path
+def recipe_argv(job: TrainingJob, out: Path, model: str = "") -> list[str]:
+    """The command line a job runs: what an admin would type to run it by hand. `model` is the
+    base model's folder on the machine that runs it (default: the one it was registered from)."""
+    model = model or job.base_model.path
     if job.kind == JobKind.LORA:
         args = ["--base", model, "--data", str(out / "data"), "--role", job.role]
     elif job.kind == JobKind.DISTILL:
@@ -136,7 +137,7 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
     try:
         if job.kind in (JobKind.LORA, JobKind.DISTILL):
             _export(job, out)
-        argv = recipe_argv(job, out)
+        argv = recipe_argv(job, out, registry.local_path(job.base_model))  # fetched here by checksum if need be
     except Exception as error:  # noqa: BLE001  (any failure before the recipe starts ends the job)
         _end(job, JobStatus.FAILED, error=f"Could not prepare the training data: {error}")
         return

@@ -17,8 +17,10 @@ class BaseModel(models.Model):
     """A local causal-LM folder that engines can serve. The active one is what workers load."""
 
     name = models.SlugField(max_length=100, unique=True)
-    path = models.CharField(max_length=500, help_text="A local Hugging Face model folder.")
+    path = models.CharField(max_length=500, help_text="The folder it was registered from, on the machine that did.")
     sha256 = models.CharField(max_length=64, blank=True)
+    stored = models.CharField(max_length=300, blank=True, editable=False,
+                              help_text="Its key in the models storage; every machine fetches it from there.")
     metrics = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=VersionStatus.choices, default=VersionStatus.STAGED)
     notes = models.TextField(blank=True)
@@ -57,8 +59,10 @@ class AdapterVersion(models.Model):
     role = models.SlugField(max_length=50)
     version = models.PositiveIntegerField()
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="adapters")
-    path = models.CharField(max_length=500)
+    path = models.CharField(max_length=500, help_text="The folder it was registered from, on the machine that did.")
     sha256 = models.CharField(max_length=64)
+    stored = models.CharField(max_length=300, blank=True, editable=False,
+                              help_text="Its key in the models storage; every machine fetches it from there.")
     metrics = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=VersionStatus.choices, default=VersionStatus.STAGED)
     notes = models.TextField(blank=True)

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from agents.llm.files import ModelFolderError, check_adapter_folder, check_model_folder, folder_sha256
 from agents.llm.types import AdapterSpec
+from webapp.registry import store
 from webapp.registry.models import AdapterVersion, BaseModel, VersionStatus
 
 
@@ -24,8 +25,10 @@ def base_model_register(*, name: str, path: str, activate: bool = False, notes: 
         folder = check_model_folder(path)
     except ModelFolderError as error:
         raise RegistryError(str(error)) from error
+    sha256 = folder_sha256(folder)
     model, _ = BaseModel.objects.update_or_create(
-        name=name, defaults={"path": str(folder.resolve()), "sha256": folder_sha256(folder), "notes": notes})
+        name=name, defaults={"path": str(folder.resolve()), "sha256": sha256, "notes": notes,
+                             "stored": _publish(folder, sha256)})
     if activate:
         base_model_activate(model=model)
     return model
@@ -51,13 +54,44 @@ def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: di
     if trained_on and base_model.sha256 and trained_on != base_model.sha256:
         raise RegistryError(f"{folder}: the adapter was trained on a model whose checksum differs from "
                             f"{base_model.name}'s registered one ({trained_on[:12]}… vs {base_model.sha256[:12]}…)")
+    sha256 = folder_sha256(folder)
+    stored = _publish(folder, sha256)
     latest = AdapterVersion.objects.select_for_update().filter(role=role).aggregate(m=Max("version"))["m"]
     adapter = AdapterVersion.objects.create(
         role=role, version=(latest or 0) + 1, base_model=base_model, path=str(Path(folder).resolve()),
-        sha256=folder_sha256(folder), metrics=metrics or {}, notes=notes)
+        sha256=sha256, stored=stored, metrics=metrics or {}, notes=notes)
     if activate:
         adapter_activate(adapter=adapter)
     return adapter
+
+
+def _publish(folder: Path, sha256: str) -> str:
+    """Copy a version's files into the models storage, where every machine fetches them from."""
+    try:
+        return store.publish(folder, sha256)
+    except Exception as error:  # noqa: BLE001  (a store that cannot be written: nothing is registered)
+        raise RegistryError(f"{folder}: could not be copied to the models storage ({type(error).__name__}: "
+                            f"{error})") from error
+
+
+def local_path(version: BaseModel | AdapterVersion) -> str:
+    """This machine's folder of a registered version: fetched from the models storage by its
+    checksum (once, verified), or the folder it was registered from where it was never stored.
+    Raises store.FetchError with the reason when it cannot be had."""
+    if not version.stored:
+        return version.path
+    return str(store.local_folder(version.sha256, version.stored))
+
+
+def adapter_spec(adapter: AdapterVersion) -> AdapterSpec:
+    """What the engine needs to serve an adapter version. A version that cannot be fetched to
+    this machine carries the reason, and fails the requests that use it (and only those)."""
+    try:
+        path, problem = local_path(adapter), ""
+    except store.FetchError as error:
+        path, problem = adapter.path, f"{adapter.name}: {error}"
+    return AdapterSpec(name=adapter.name, path=path, sha256=adapter.sha256, base_model=adapter.base_model.name,
+                       problem=problem)
 
 
 def _trained_on(folder: Path) -> str:
@@ -107,7 +141,7 @@ def resolve_adapter(role: str) -> AdapterSpec | None:
     adapter = AdapterVersion.objects.select_related("base_model").filter(role=role, status=VersionStatus.ACTIVE).first()
     if adapter is None:
         return None
-    return AdapterSpec(name=adapter.name, path=adapter.path, sha256=adapter.sha256, base_model=adapter.base_model.name)
+    return adapter_spec(adapter)
 
 
 def active_base_model() -> BaseModel | None:

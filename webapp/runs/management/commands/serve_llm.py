@@ -26,7 +26,7 @@ def resolve(name: str) -> AdapterSpec | None:
             raise LookupError(f"no active adapter for {role!r}")
         return spec
     adapter = AdapterVersion.objects.select_related("base_model").get(role=role, version=int(version))
-    return AdapterSpec(adapter.name, adapter.path, adapter.sha256, adapter.base_model.name)
+    return services.adapter_spec(adapter)
 
 
 def list_adapters() -> list[str]:
