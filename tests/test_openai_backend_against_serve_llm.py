@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +16,7 @@ from django.conf import settings
 from agents.llm.openai_backend import OpenAIEngine
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import AdapterSpec, GenerationRequest
-from tests.support.processes import database_url_for_subprocess, free_port
+from tests.support.processes import database_url_for_subprocess, free_port, start_serve_llm
 from tests.support.streams import collect as _collect
 from webapp.registry import services
 
@@ -35,24 +33,10 @@ def served(transactional_db, tiny_model_dir, tiny_adapters, tmp_path):
     """`manage.py serve_llm` on the tiny model: (its URL, its process)."""
     base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
     services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
-    port = free_port()
     env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_LLM_DTYPE="float32",
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), SCRIPTORIUM_LLM_DEVICE="cpu")
     env.pop("SCRIPTORIUM_MODEL", None)
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "manage.py", "serve_llm", "--port", str(port)], cwd=ROOT,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2)
-            break
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
+    url, process = start_serve_llm(env, tmp_path / "serve.log")
     yield url, process
     process.terminate()
     process.wait(timeout=20)

@@ -73,7 +73,8 @@ def _local(model) -> str:
 def _openai_engine() -> Engine:
     from agents.llm.openai_backend import OpenAIEngine
 
-    return OpenAIEngine(settings.OPENAI_BASE_URL, settings.OPENAI_MODEL, api_key=settings.OPENAI_API_KEY)
+    return OpenAIEngine(settings.OPENAI_BASE_URL, settings.OPENAI_MODEL, api_key=settings.OPENAI_API_KEY,
+                        adapters_by_name=bool(settings.SCRIPTORIUM_LORA_SERVERS))
 
 
 _ENGINES: dict[tuple[str, str], Engine] = {}  # (name, folder) -> the engine, created once

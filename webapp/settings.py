@@ -292,6 +292,13 @@ SELF_TRAIN_BRIEFS = Path(env_str("SCRIPTORIUM_SELF_TRAIN_BRIEFS", str(BASE_DIR /
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "http://127.0.0.1:8001/v1")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "smollm2-135m-instruct")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+# Model servers that load role adapters at run time (vLLM started with --enable-lora and
+# VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or serve_llm): activating a version loads it on each and
+# unloads the one it replaces; requests then name the adapter ("writer@3") as their model. Each
+# server finds an adapter's files in SCRIPTORIUM_LORA_SERVER_DIR/<sha256> on its own machine
+# (`manage.py fetch_adapters` keeps that folder filled; serve_llm fetches by itself).
+SCRIPTORIUM_LORA_SERVERS = env_list("SCRIPTORIUM_LORA_SERVERS", [])
+SCRIPTORIUM_LORA_SERVER_DIR = env_str("SCRIPTORIUM_LORA_SERVER_DIR", "/var/lib/scriptorium/adapters")
 # Writing runs: sections longer than this are split for several writers; a running section whose
 # worker has not checkpointed for this long is given to another worker.
 SECTION_MAX_WORDS = env_int("SECTION_MAX_WORDS", 600)

@@ -3,7 +3,8 @@ streaming (vLLM, llama.cpp's server, Ollama, or our own `manage.py serve_llm`).
 
 Each request is one streaming HTTP call (httpx) on its own thread; deltas from all of them come
 back through one queue in the order they arrive. A request with an adapter asks for the model
-"<model>:<adapter name>", which is how our own server names adapters. What our roles rely on is
+"<model>:<adapter name>", which is how our own server names adapters, or for the adapter's own
+name where the servers load adapters at run time (vLLM). What our roles rely on is
 sent, never dropped: `repetition_penalty` and `min_tokens` as the extra parameters vLLM accepts,
 an assistant prefix as a final assistant message with `continue_final_message`. A server that
 refuses one of them answers 4xx, and the request ends with that error.
@@ -24,11 +25,16 @@ from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay
 
 
 class OpenAIEngine:
-    def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout_s: float = 600.0):
+    """`adapters_by_name`: an adapter is asked for as the model named like it ("writer@3"), as
+    vLLM serves the adapters loaded through its /v1/load_lora_adapter; else "<model>:<adapter>"."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout_s: float = 600.0,
+                 adapters_by_name: bool = False):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
         self.timeout_s = timeout_s
+        self.adapters_by_name = adapters_by_name
 
     def stream(self, requests: Iterable[GenerationRequest], cancel: CancelCheck | None = None) -> Iterator[Delta]:
         batch = list(requests)
@@ -41,7 +47,9 @@ class OpenAIEngine:
 
     def payload(self, request: GenerationRequest) -> dict:
         messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]
-        model = f"{self.model}:{request.adapter.name}" if request.adapter else self.model
+        model = self.model
+        if request.adapter:
+            model = request.adapter.name if self.adapters_by_name else f"{self.model}:{request.adapter.name}"
         body: dict[str, Any] = {"model": model, "messages": list(messages), "max_tokens": request.max_new_tokens,
                 "temperature": request.temperature, "top_p": request.top_p, "seed": request.seed,
                 "stream": True, "stream_options": {"include_usage": True}}

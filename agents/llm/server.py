@@ -2,11 +2,14 @@
 workers: POST /v1/chat/completions (streaming or not), GET /v1/models and GET /metrics.
 
 `model` names the base model, or `base:adapter` for a LoRA adapter ("writer" for the version the
-role uses now, "writer@3" for a given version). Every request joins the core's running batch at
-the next step (continuous batching), grouped per client (`user`, else the address) so clients
-share rows fairly. Besides OpenAI's fields it accepts what vLLM accepts for our roles:
-`repetition_penalty`, `min_tokens`, and `continue_final_message` (the last message is the
-assistant's answer so far, to be continued). A plain ASGI app: `manage.py serve_llm` runs it.
+role uses now, "writer@3" for a given version), or an adapter loaded at run time by name, as
+vLLM does it: POST /v1/load_lora_adapter {"lora_name", "lora_path"} and /v1/unload_lora_adapter
+{"lora_name"} (the registry calls them when a version is activated or rolled back). Every
+request joins the core's running batch at the next step (continuous batching), grouped per
+client (`user`, else the address) so clients share rows fairly. Besides OpenAI's fields it
+accepts what vLLM accepts for our roles: `repetition_penalty`, `min_tokens`, and
+`continue_final_message` (the last message is the assistant's answer so far, to be continued).
+A plain ASGI app: `manage.py serve_llm` runs it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from agents.llm.types import BULK, INTERACTIVE, AdapterSpec, Delta, GenerationRe
 log = logging.getLogger(__name__)
 
 AdapterResolver = Callable[[str], AdapterSpec | None]
+AdapterLoader = Callable[[str, str], AdapterSpec]  # (name, path on this machine) -> a checked adapter
 
 
 class BadRequest(Exception):
@@ -57,12 +61,15 @@ def _whole(data: dict, names: tuple[str, ...], default: int, low: int, high: int
 
 class OpenAICompatibleApp:
     def __init__(self, core: ServingCore, base_model: str, resolve_adapter: AdapterResolver,
-                 list_adapters: Callable[[], list[str]] = list, api_key: str = ""):
+                 list_adapters: Callable[[], list[str]] = list, api_key: str = "",
+                 load_adapter: AdapterLoader | None = None):
         self.core = core
         self.base_model = base_model
         self.resolve_adapter = resolve_adapter
         self.list_adapters = list_adapters
         self.api_key = api_key
+        self.load_adapter = load_adapter
+        self.loaded: dict[str, AdapterSpec] = {}  # adapters loaded at run time, by the name requests use
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # run with lifespan="off": nothing to set up per server
@@ -81,6 +88,14 @@ class OpenAICompatibleApp:
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-type", b"text/plain; version=0.0.4"), (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
+            elif path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter") and method == "POST":
+                load = path == "/v1/load_lora_adapter"
+                status, message = await asyncio.to_thread(self._lora, await _body(receive), load)
+                if status == 200:
+                    await _text(send, status, message)
+                else:
+                    kind = "not_found" if status == 404 else "invalid_request_error"
+                    await _json(send, status, _error(message, kind))
             elif path == "/v1/chat/completions" and method == "POST":
                 client = (scope.get("client") or ("local", 0))[0]
                 await self._chat(await _body(receive), send, receive, client)
@@ -91,7 +106,37 @@ class OpenAICompatibleApp:
 
     def _models(self) -> dict:
         names = [self.base_model] + [f"{self.base_model}:{a}" for a in self.list_adapters()]
-        return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "scriptorium"} for n in names]}
+        data = [{"id": n, "object": "model", "owned_by": "scriptorium"} for n in names]
+        data += [{"id": name, "object": "model", "owned_by": "scriptorium", "root": spec.path,
+                  "parent": self.base_model} for name, spec in sorted(self.loaded.items())]
+        return {"object": "list", "data": data}
+
+    def _lora(self, body: bytes, load: bool) -> tuple[int, str]:
+        """vLLM's dynamic LoRA endpoints, with its answers: loading a name twice or unloading one
+        that is not loaded is an error; a folder that is not a usable adapter is refused."""
+        if self.load_adapter is None:
+            return 404, "this server does not load adapters at run time"
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            data = None
+        name = data.get("lora_name") if isinstance(data, dict) else None
+        if not isinstance(name, str) or not name or name == self.base_model or ":" in name:
+            return 400, "lora_name must be a non-empty name other than the base model's, without ':'"
+        if not load:
+            if self.loaded.pop(name, None) is None:
+                return 404, f"The lora adapter '{name}' cannot be found."
+            return 200, f"Success: LoRA adapter '{name}' removed successfully."
+        if name in self.loaded:
+            return 400, f"The lora adapter '{name}' has already been loaded."
+        folder = data.get("lora_path")
+        if not isinstance(folder, str) or not folder:
+            return 400, "lora_path must name the adapter's folder"
+        try:
+            self.loaded[name] = self.load_adapter(name, folder)
+        except Exception as error:  # noqa: BLE001  (the loader's reason, for the caller to show)
+            return 400, f"could not load {name!r}: {error}"
+        return 200, f"Success: LoRA adapter '{name}' added successfully."
 
     def _authorised(self, scope) -> bool:
         headers = dict(scope.get("headers") or [])
@@ -109,8 +154,10 @@ class OpenAICompatibleApp:
         if not isinstance(model, str):
             raise BadRequest("model must be a string")
         base, _, adapter_name = model.partition(":")
-        if base != self.base_model:
-            raise BadRequest(f"unknown model {base!r}; this server serves {self.base_model!r}")
+        loaded = self.loaded.get(model)
+        if loaded is None and base != self.base_model:
+            raise BadRequest(f"unknown model {base!r}; this server serves {self.base_model!r}"
+                             + (f" and the adapters {', '.join(sorted(self.loaded))}" if self.loaded else ""))
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages or not all(
                 isinstance(m, dict) and isinstance(m.get("content"), str)
@@ -149,7 +196,9 @@ class OpenAICompatibleApp:
             min_new_tokens=_whole(data, ("min_tokens",), 0, 0, max_tokens),
             priority=INTERACTIVE if priority == "interactive" else BULK, group=f"client-{user or client}",
             response_format=response_format or None)
-        if adapter_name:
+        if loaded is not None:
+            request.adapter = loaded
+        elif adapter_name:
             try:
                 request.adapter = self.resolve_adapter(adapter_name)
             except (LookupError, ValueError) as error:
@@ -234,6 +283,13 @@ async def _body(receive) -> bytes:
 async def _wait_disconnect(receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def _text(send, status: int, text: str) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _json(send, status: int, payload: dict) -> None:

@@ -124,3 +124,23 @@ class ObjectStore:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+def start_serve_llm(env: dict, log: Path, *args: str) -> tuple[str, subprocess.Popen]:
+    """`manage.py serve_llm` on a free port, once it answers: (its /v1 URL, its process)."""
+    port = free_port()
+    with open(log, "a") as out:
+        process = subprocess.Popen([sys.executable, "manage.py", "serve_llm", "--port", str(port), *args], cwd=ROOT,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve_llm exited:\n{log.read_text()[-3000:]}")
+        try:
+            return urllib.request.urlopen(url + "/models", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(answers, timeout=60)
+    return url, process

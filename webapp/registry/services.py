@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from agents.llm.files import ModelFolderError, check_adapter_folder, check_model_folder, folder_sha256
 from agents.llm.types import AdapterSpec
-from webapp.registry import store
+from webapp.registry import lora_servers, store
 from webapp.registry.models import AdapterVersion, BaseModel, VersionStatus
 
 
@@ -83,11 +84,11 @@ def local_path(version: BaseModel | AdapterVersion) -> str:
     return str(store.local_folder(version.sha256, version.stored))
 
 
-def adapter_spec(adapter: AdapterVersion) -> AdapterSpec:
+def adapter_spec(adapter: AdapterVersion, fetch: bool = True) -> AdapterSpec:
     """What the engine needs to serve an adapter version. A version that cannot be fetched to
     this machine carries the reason, and fails the requests that use it (and only those)."""
     try:
-        path, problem = local_path(adapter), ""
+        path, problem = (local_path(adapter) if fetch else adapter.path), ""
     except store.FetchError as error:
         path, problem = adapter.path, f"{adapter.name}: {error}"
     return AdapterSpec(name=adapter.name, path=path, sha256=adapter.sha256, base_model=adapter.base_model.name,
@@ -110,11 +111,23 @@ def adapter_activate(*, adapter: AdapterVersion) -> AdapterVersion:
     if assigned is not None and assigned.pk != adapter.base_model_id:
         raise RegistryError(f"{adapter.role!r} is served by {assigned.name}, but {adapter.name} was trained on "
                             f"{adapter.base_model.name}.")
-    AdapterVersion.objects.select_for_update().filter(role=adapter.role, status=VersionStatus.ACTIVE).exclude(
-        pk=adapter.pk).update(status=VersionStatus.RETIRED)
+    others = AdapterVersion.objects.select_for_update().filter(role=adapter.role, status=VersionStatus.ACTIVE).exclude(
+        pk=adapter.pk)
+    replaced = others.first()
+    others.update(status=VersionStatus.RETIRED)
     adapter.status, adapter.activated_at = VersionStatus.ACTIVE, timezone.now()
     adapter.save(update_fields=["status", "activated_at"])
+    _switch_on_servers(load=adapter, unload=replaced)
     return adapter
+
+
+def _switch_on_servers(*, load: AdapterVersion | None, unload: AdapterVersion | None) -> None:
+    """Model servers that load adapters at run time follow (inside the caller's transaction: a
+    server that refuses undoes the change)."""
+    try:
+        lora_servers.switch(load=load, unload=unload)
+    except lora_servers.LoraServerError as error:
+        raise RegistryError(f"The model servers did not follow, so nothing changed: {error}") from error
 
 
 @transaction.atomic
@@ -130,9 +143,12 @@ def adapter_rollback(*, role: str) -> AdapterVersion:
     return adapter_activate(adapter=previous)
 
 
+@transaction.atomic
 def adapter_deactivate(*, role: str) -> None:
     """The role goes back to the plain base model."""
+    current = AdapterVersion.objects.select_for_update().filter(role=role, status=VersionStatus.ACTIVE).first()
     AdapterVersion.objects.filter(role=role, status=VersionStatus.ACTIVE).update(status=VersionStatus.RETIRED)
+    _switch_on_servers(load=None, unload=current)
 
 
 def resolve_adapter(role: str) -> AdapterSpec | None:
@@ -141,7 +157,9 @@ def resolve_adapter(role: str) -> AdapterSpec | None:
     adapter = AdapterVersion.objects.select_related("base_model").filter(role=role, status=VersionStatus.ACTIVE).first()
     if adapter is None:
         return None
-    return adapter_spec(adapter)
+    # A process that forwards to model servers sends the adapter's name; only one that serves
+    # it needs the files.
+    return adapter_spec(adapter, fetch=settings.SCRIPTORIUM_LLM_BACKEND == "transformers")
 
 
 def active_base_model() -> BaseModel | None:

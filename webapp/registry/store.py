@@ -6,8 +6,9 @@ manifest, `manifests/<sha256>.json`, so a copy cut short is never taken for a wh
 process that needs a version (an `agents` worker serving it, a `training` worker training on it,
 serve_llm) asks for its local folder: on object storage that is a cache folder named by the
 checksum, downloaded on first use, verified against the checksum and only then moved into place,
-so two processes or threads never see half a download and a corrupt one is never used. What cannot be fetched raises FetchError
-with the reason; callers fail only the requests that need that version.
+so two processes or threads never see half a download and a corrupt one is never used. What
+cannot be fetched raises FetchError with the reason; callers fail only the requests that need
+that version.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ class Command(BaseCommand):
     def handle(self, *args, role: str, version: int | None, rollback: bool, none: bool, **options) -> None:
         if sum([version is not None, rollback, none]) != 1:
             raise CommandError("Give a version, or --rollback, or --none.")
-        if none:
-            services.adapter_deactivate(role=role)
-            self.stdout.write(f"{role} now uses the base model.")
-            return
         try:
+            if none:
+                services.adapter_deactivate(role=role)
+                self.stdout.write(f"{role} now uses the base model.")
+                return
             if rollback:
                 adapter = services.adapter_rollback(role=role)
             else:

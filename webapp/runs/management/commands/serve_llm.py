@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from agents.llm.files import ModelFolderError, check_adapter_folder, folder_sha256
 from agents.llm.server import OpenAICompatibleApp
 from agents.llm.types import AdapterSpec
 from webapp import llm
-from webapp.registry import services
+from webapp.registry import services, store
 from webapp.registry.models import AdapterVersion
 
 SHUTDOWN_S = 5  # what is still open after a SIGTERM is closed after this long
@@ -27,6 +29,20 @@ def resolve(name: str) -> AdapterSpec | None:
         return spec
     adapter = AdapterVersion.objects.select_related("base_model").get(role=role, version=int(version))
     return services.adapter_spec(adapter)
+
+
+def load(name: str, path: str) -> AdapterSpec:
+    """An adapter loaded at run time (POST /v1/load_lora_adapter). A folder named by a registered
+    version's checksum that is not here yet is fetched from the models storage into it, as
+    `fetch_adapters` does beside a vLLM server."""
+    folder = Path(path)
+    if not folder.is_dir():
+        version = AdapterVersion.objects.filter(sha256=folder.name).exclude(stored="").first()
+        if version is None:
+            raise ModelFolderError(f"{folder}: no such adapter folder, and no registered version has that checksum")
+        folder = store.local_folder(version.sha256, version.stored, cache=folder.parent)
+    check_adapter_folder(folder)
+    return AdapterSpec(name, str(folder), folder_sha256(folder))
 
 
 def list_adapters() -> list[str]:
@@ -52,7 +68,7 @@ class Command(BaseCommand):
             raise CommandError(f"listening on {host} needs --api-key (or SCRIPTORIUM_LLM_API_KEY)")
         name, _ = llm.model_folder()
         core = llm.get_engine().core
-        app = OpenAICompatibleApp(core, name, resolve, list_adapters, api_key=api_key)
+        app = OpenAICompatibleApp(core, name, resolve, list_adapters, api_key=api_key, load_adapter=load)
         self.stdout.write(f"Serving {name} at http://{host}:{port}/v1 (model ids: {name}, {name}:<role>[@version])")
 
         class Server(uvicorn.Server):

@@ -1,0 +1,118 @@
+"""Large models run on vLLM, which loads role adapters at run time. `serve_llm` implements the same
+endpoints (/v1/load_lora_adapter, /v1/unload_lora_adapter), so the whole path runs here over
+HTTP: activating a version loads it on every model server, rolling back unloads it, and the
+role's requests name the loaded adapter."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from agents.llm.transformers_backend import TransformersEngine
+from agents.llm.types import AdapterSpec, GenerationRequest
+from tests.support.processes import database_url_for_subprocess, free_port, start_serve_llm
+from tests.support.streams import collect
+from tests.support.tiny_models import build_adapter
+from webapp import llm
+from webapp.registry import services, store
+from webapp.registry.models import AdapterVersion, VersionStatus
+
+
+@pytest.fixture
+def model_server(transactional_db, tiny_model_dir, tmp_path):
+    """serve_llm on the tiny model as the registry's active base model, with no adapter active."""
+    services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_LLM_DTYPE="float32",
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), SCRIPTORIUM_LLM_DEVICE="cpu")
+    env.pop("SCRIPTORIUM_MODEL", None)
+    url, process = start_serve_llm(env, tmp_path / "serve.log")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture
+def through_servers(model_server, settings, tmp_path, tiny_adapters):
+    """This process as a worker of the `openai` backend, with the registry driving the server."""
+    settings.SCRIPTORIUM_LLM_BACKEND = "openai"
+    settings.OPENAI_BASE_URL, settings.OPENAI_MODEL = model_server, "tiny"
+    settings.SCRIPTORIUM_LORA_SERVERS = [model_server]
+    settings.SCRIPTORIUM_LORA_SERVER_DIR = str(tmp_path / "server-adapters")  # nothing there: the server fetches
+    llm._openai_engine.cache_clear()
+    base = services.active_base_model()
+    for source in ("writer", "reviewer"):  # two versions of the writer's adapter
+        services.adapter_register(role="writer", path=str(tiny_adapters[source]), base_model=base)
+    yield model_server
+    llm._openai_engine.cache_clear()
+
+
+def _loaded(server: str) -> list[str]:
+    models = json.load(urllib.request.urlopen(server + "/models"))["data"]
+    return sorted(m["id"] for m in models if m.get("parent") == "tiny")
+
+
+def _ask() -> str:
+    request = GenerationRequest(id="q", messages=[{"role": "user", "content": "Write about terns."}],
+                                max_new_tokens=10)
+    texts, ends = collect(llm.get_engine("writer"), llm.with_role_adapters([("writer", request)]))
+    assert ends["q"].finish_reason == "length", ends["q"].error
+    return texts["q"]
+
+
+def _expected(tiny_model_dir, tiny_adapters, source: str | None) -> str:
+    engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="tiny")
+    adapter = AdapterSpec(source, str(tiny_adapters[source])) if source else None
+    texts, _ = collect(engine, [GenerationRequest(id="q", messages=[{"role": "user", "content": "Write about terns."}],
+                                                  max_new_tokens=10, adapter=adapter)])
+    engine.close()
+    return texts["q"]
+
+
+def test_activation_and_rollback_load_and_unload_adapters_on_the_servers(through_servers, tiny_model_dir,
+                                                                          tiny_adapters, settings):
+    server = through_servers
+    v1, v2 = AdapterVersion.objects.order_by("version")
+    base_text = _ask()
+    assert _loaded(server) == [] and base_text == _expected(tiny_model_dir, tiny_adapters, None)
+
+    services.adapter_activate(adapter=v1)
+    assert _loaded(server) == ["writer@1"]
+    v1_text = _ask()  # the request names writer@1, loaded by the activation
+    assert v1_text == _expected(tiny_model_dir, tiny_adapters, "writer") != base_text
+    # The server fetched the version by its checksum into its adapter folder, and verified it.
+    fetched = Path(settings.SCRIPTORIUM_LORA_SERVER_DIR)
+    assert [p.name for p in fetched.iterdir() if not p.name.startswith(".")] == [v1.sha256]
+
+    services.adapter_activate(adapter=v2)
+    assert _loaded(server) == ["writer@2"]  # the version it replaced is unloaded
+    assert _ask() == _expected(tiny_model_dir, tiny_adapters, "reviewer")
+
+    services.adapter_rollback(role="writer")
+    assert _loaded(server) == ["writer@1"]
+    assert _ask() == v1_text
+
+    services.adapter_deactivate(role="writer")
+    assert _loaded(server) == [] and _ask() == base_text
+
+
+def test_a_server_that_cannot_load_the_version_leaves_the_registry_as_it_was(through_servers, settings, tmp_path):
+    v1, v2 = AdapterVersion.objects.order_by("version")
+    services.adapter_activate(adapter=v1)
+    settings.SCRIPTORIUM_LORA_SERVERS = [through_servers, f"http://127.0.0.1:{free_port()}/v1"]  # one is down
+    with pytest.raises(services.RegistryError, match="did not follow, so nothing changed"):
+        services.adapter_activate(adapter=v2)
+    assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE) == v1
+    # A version whose files left the store: the server cannot fetch it, so it is not activated.
+    settings.SCRIPTORIUM_LORA_SERVERS = [through_servers]
+    folder = build_adapter(Path(services.active_base_model().path), tmp_path / "v3", seed=99)
+    v3 = services.adapter_register(role="writer", path=str(folder), base_model=services.active_base_model())
+    store._storage().delete(f"manifests/{v3.sha256}.json")
+    with pytest.raises(services.RegistryError, match="not in the store"):
+        services.adapter_activate(adapter=v3)
+    assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE) == v1
+    assert _loaded(through_servers) == ["writer@1", "writer@2"]  # the one server that loaded writer@2 keeps it
