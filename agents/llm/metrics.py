@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import time
 from collections import Counter, deque
@@ -22,6 +24,13 @@ HELP = {
     "preemptions_total": "Rows given up to a more entitled request (resumed later)",
     "time_to_first_token_seconds": "Seconds from submission to the first token",
     "requests_finished_total": "Finished requests by reason",
+}
+HELP |= {
+    "device_memory_used_bytes": "Memory this process holds on its device (CUDA: allocated by torch; CPU: resident)",
+    "device_memory_reserved_bytes": "Memory torch's CUDA allocator has reserved",
+    "device_memory_total_bytes": "The device's memory",
+    "device_utilization_percent": "The GPU's busy time over the last sample period (NVML)",
+    "load": "Rows running over the rows a batch may hold",
 }
 COUNTERS = re.compile(r".*_total$")
 TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -56,6 +65,40 @@ class CoreStats:
         return sum(n for _, n in recent[1:]) / max(1e-6, recent[-1][0] - recent[0][0])
 
 
+def device_name(device: str) -> str:
+    """The device a core runs on, as people name it: "cuda:0 (NVIDIA H200)", "cpu (AMD EPYC ...)"."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+    return f"cpu ({model})" if model else "cpu"
+
+
+def device_metrics(device: str) -> dict[str, float]:
+    """The memory this process holds on its device, the device's size, and (on a GPU, where NVML
+    answers) how busy it is."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index or 0
+        free, total = torch.cuda.mem_get_info(index)
+        values = {"device_memory_used_bytes": float(torch.cuda.memory_allocated(index)),
+                  "device_memory_reserved_bytes": float(torch.cuda.memory_reserved(index)),
+                  "device_memory_total_bytes": float(total)}
+        with contextlib.suppress(Exception):  # NVML (pynvml) is optional
+            values["device_utilization_percent"] = float(torch.cuda.utilization(index))
+        return values
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/statm") as statm:
+        resident = int(statm.read().split()[1]) * page
+    return {"device_memory_used_bytes": float(resident),
+            "device_memory_total_bytes": float(os.sysconf("SC_PHYS_PAGES") * page)}
+
+
 def prometheus_text(metrics: dict[str, float], labels: dict[str, str] | None = None) -> str:
     base = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted((labels or {}).items()))
     lines, declared = [], set()
@@ -72,7 +115,7 @@ def prometheus_text(metrics: dict[str, float], labels: dict[str, str] | None = N
 
     histogram = "time_to_first_token_seconds"
     for key, value in metrics.items():
-        if key.startswith(histogram):
+        if key.startswith(histogram) or isinstance(value, str):  # text (the device's name) goes in labels
             continue
         if key.startswith("requests_finished_total_"):
             declare("requests_finished_total", "counter")

@@ -84,7 +84,8 @@ class OpenAICompatibleApp:
             if path == "/v1/models" and method == "GET":
                 await _json(send, 200, await asyncio.to_thread(self._models))
             elif path == "/metrics" and method == "GET":
-                body = prometheus_text(self.core.metrics(), {"model": self.base_model}).encode()
+                body = prometheus_text(self.core.metrics(), {"model": self.base_model,
+                                                             "device": self.core.device_name}).encode()
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-type", b"text/plain; version=0.0.4"), (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})

@@ -33,7 +33,7 @@ import torch
 from agents.llm import speculative
 from agents.llm.files import ModelFolderError
 from agents.llm.kv_cache import PrefixCache, SlotKVCache
-from agents.llm.metrics import TTFT_BUCKETS, CoreStats
+from agents.llm.metrics import TTFT_BUCKETS, CoreStats, device_metrics, device_name
 from agents.llm.runner import ModelRunner
 from agents.llm.sampling import NgramPools, RequestState, Sampler, check_sampling, new_state
 from agents.llm.scheduler import WaitingRequests, victim
@@ -109,6 +109,7 @@ class ServingCore:
         self.spare = engine.draft_tokens + 1 if engine.draft is not None else 0  # speculative look-ahead
         self.kv = SlotKVCache(config.num_hidden_layers, getattr(config, "num_key_value_heads", heads), head_dim,
                               engine.dtype, engine.device)
+        self.device_name = device_name(self.kv.device)  # for /healthz and the metrics' labels
         self.runner = ModelRunner(engine, self.kv)
         self.prefixes = PrefixCache(prefix_cache_tokens)
         self.pools = NgramPools()
@@ -208,12 +209,13 @@ class ServingCore:
                 "time_to_first_token_seconds_count": stats.ttft_count,
                 "prefix_cache_tokens": self.prefixes.tokens, "prefix_cache_hits_total": self.prefixes.hits,
                 "prefix_cache_hit_tokens_total": self.prefixes.hit_tokens,
+                "load": round(len(self.rows) / self.max_rows, 3),
             }
             for bound, count in zip(TTFT_BUCKETS, stats.ttft_buckets, strict=True):
                 values[f"time_to_first_token_seconds_bucket_le_{bound:g}"] = count
             for reason, count in stats.finished.items():
                 values[f"requests_finished_total_{reason}"] = count
-        return values
+        return values | device_metrics(self.kv.device)
 
     # --- the core's thread ------------------------------------------------------------------
 
