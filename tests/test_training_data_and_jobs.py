@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from agents.llm.files import folder_sha256
 from agents.outline import Brief
 from agents.roles import section_writer
 from tests.support.factories import PASSWORD, make_document, make_project, make_user
@@ -244,6 +246,34 @@ def test_cancelled_empty_and_mismatched_jobs_register_nothing(celery_worker_proc
     assert mismatch.status == JobStatus.FAILED and "was not registered" in mismatch.error
     assert "checksum differs" in mismatch.error
     assert AdapterVersion.objects.count() == 0
+
+
+@pytest.mark.slow
+def test_a_stopped_job_resumes_from_its_stored_checkpoint_without_its_folder(celery_worker_process, tiny_base,
+                                                                           owner):
+    """Checkpoints go to the models storage as the job runs: a new job on any machine (here: with
+    the first job's folder gone) continues from the step it stopped at."""
+    project = make_project(owner)
+    for headings in (("Morning", "Gulls", "Terns"), ("Dunes", "Pools")):
+        for index, section in enumerate(make_document(project, owner, sections=headings).sections.all()):
+            writer_task(section, sentences(2 * index))
+    first = run_job(tiny_base, options={"steps": 5000, "batch_size": 2, "micro_batch": 1, "save_every": 2})
+    wait_for(lambda: TrainingJob.objects.get(pk=first.pk).checkpoint_sha256, timeout=180)
+    assert training.job_cancel(first)
+    first = wait_job(first, {JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.DONE})
+    assert first.status == JobStatus.CANCELLED, first.error
+    stopped_at = json.loads((Path(first.checkpoint) / "trainer.json").read_text())["step"]
+    assert folder_sha256(first.checkpoint) == first.checkpoint_sha256  # the last one it wrote is the stored one
+    shutil.rmtree(first.output_dir)  # another machine has none of it
+
+    again = training.job_resume(first, options={"steps": stopped_at + 3})
+    again = wait_job(again, {JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
+    assert again.status == JobStatus.DONE, again.error
+    assert again.resumed_from == first and again.step == stopped_at + 3 and len(again.losses) == 3
+    assert f"resumed from step {stopped_at}" in (Path(again.output_dir) / "log.txt").read_text()
+    assert again.adapter is not None and again.adapter.stored
+    with pytest.raises(ValidationError, match="no stored checkpoint"):
+        training.job_resume(again)
 
 
 def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client, db, tiny_model_dir, tmp_path,

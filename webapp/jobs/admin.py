@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
@@ -35,10 +36,11 @@ class TrainingJobAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "role", "base_model", "status", "progress_text", "created_at"]
     list_filter = ["status", "kind", "role"]
     search_fields = ["role", "error"]
-    actions = ["cancel"]
+    actions = ["cancel", "resume"]
     fields = ["kind", "role", "base_model", "options", "project", "since", "until", "heldout", "processes"]
-    result_fields = ["status", "progress", "loss_curve", "metrics", "registered", "checkpoint", "error", "command",
-                     "logs", "output_dir", "created_by", "started_at", "finished_at"]
+    result_fields = ["status", "progress", "loss_curve", "metrics", "registered", "checkpoint", "checkpoint_sha256",
+                     "resumed_from", "error", "command", "logs", "output_dir", "created_by", "started_at",
+                     "finished_at"]
 
     def get_fields(self, request, obj=None):
         return self.fields + self.result_fields if obj else self.fields
@@ -98,6 +100,16 @@ class TrainingJobAdmin(admin.ModelAdmin):
             return "—"
         text = path.read_text(errors="replace")[-8000:]
         return format_html('<pre class="job-log">{}</pre>', text)
+
+    @admin.action(description="Resume the selected stopped jobs from their stored checkpoints (as new jobs)")
+    def resume(self, request, queryset) -> None:
+        for job in queryset:
+            try:
+                again = training.job_resume(job, user=request.user)
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.WARNING)
+            else:
+                self.message_user(request, f"Job {again.pk} resumes job {job.pk} on the training workers.")
 
     @admin.action(description="Cancel the selected jobs (they checkpoint and stop)")
     def cancel(self, request, queryset) -> None:

@@ -52,6 +52,11 @@ class TrainingJob(models.Model):
     output_dir = models.CharField(max_length=500, blank=True, editable=False)
     checkpoint = models.CharField(max_length=500, blank=True, editable=False,
                                   help_text="The newest checkpoint a stopped job left.")
+    checkpoint_sha256 = models.CharField(max_length=64, blank=True, editable=False,
+                                         help_text="The newest checkpoint's checksum in the models storage, "
+                                                   "from which any training worker can resume the job.")
+    resumed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                     editable=False, help_text="The stopped job whose checkpoint this one continues.")
     error = models.TextField(blank=True, editable=False)
     adapter = models.ForeignKey(AdapterVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
                                 editable=False)

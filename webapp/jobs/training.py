@@ -7,6 +7,10 @@ The worker reads the recipe's metrics.jsonl for progress and the loss curve, and
 result.json when it ends. Cancelling sends SIGTERM: the recipe saves a checkpoint and stops. If
 the worker itself dies, the child gets SIGTERM too (PR_SET_PDEATHSIG) and checkpoints, and the
 job is marked failed once its heartbeat is stale, naming the checkpoint it left.
+
+Every new checkpoint is copied to the models storage by its checksum as the job runs, and the
+output is registered (and so stored) when it ends: a stopped job is resumed from its stored
+checkpoint by a new job (`job_resume`) on any training worker, on any machine.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,10 +33,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from agents.llm.files import folder_sha256
 from webapp.celery import enqueue
 from webapp.jobs import recipes, training_data
 from webapp.jobs.models import JobKind, JobStatus, TrainingJob
 from webapp.registry import services as registry
+from webapp.registry import store
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,18 @@ def job_start(job: TrainingJob) -> TrainingJob:
     job.save()
     enqueue(RUN_TASK, job.pk)
     return job
+
+
+def job_resume(job: TrainingJob, user=None, options: dict | None = None) -> TrainingJob:
+    """A new job that continues a stopped one from its stored checkpoint, on whichever training
+    worker takes it (`options` changes some of its options, say more or fewer steps)."""
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED) or not job.checkpoint_sha256:
+        raise ValidationError(f"Job {job.pk} has no stored checkpoint to resume from "
+                              f"({job.get_status_display().lower()}).")
+    again = TrainingJob(kind=job.kind, role=job.role, base_model=job.base_model, options=job.options | (options or {}),
+                        project=job.project, since=job.since, until=job.until, heldout=job.heldout,
+                        processes=job.processes, resumed_from=job, created_by=user or job.created_by)
+    return job_start(again)
 
 
 def job_cancel(job: TrainingJob) -> bool:
@@ -62,10 +81,15 @@ def reap_stale() -> int:
                                           heartbeat_at__lt=cutoff):
         checkpoint = Path(job.output_dir) / "run" / "checkpoint"
         found = bool(job.output_dir) and checkpoint.is_dir()
+        if found:
+            left = f"Its last checkpoint is {checkpoint}"
+            left += "; resume it from the stored copy on any training worker." if job.checkpoint_sha256 else "."
+        else:
+            left = ("It stored a checkpoint; resume it on any training worker." if job.checkpoint_sha256
+                    else "It left no checkpoint.")
         count += TrainingJob.objects.filter(pk=job.pk, heartbeat_at=job.heartbeat_at).update(
             status=JobStatus.FAILED, finished_at=timezone.now(), checkpoint=str(checkpoint) if found else "",
-            error="The worker running this job stopped (killed or lost). "
-                  + (f"Its last checkpoint is {checkpoint}." if found else "It left no checkpoint."))
+            error="The worker running this job stopped (killed or lost). " + left)
     return count
 
 
@@ -138,8 +162,11 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
         if job.kind in (JobKind.LORA, JobKind.DISTILL):
             _export(job, out)
         argv = recipe_argv(job, out, registry.local_path(job.base_model))  # fetched here by checksum if need be
+        if job.resumed_from is not None:
+            _fetch_checkpoint(job.resumed_from, out)
+            argv.append("--resume")
     except Exception as error:  # noqa: BLE001  (any failure before the recipe starts ends the job)
-        _end(job, JobStatus.FAILED, error=f"Could not prepare the training data: {error}")
+        _end(job, JobStatus.FAILED, error=f"Could not prepare the job: {error}")
         return
     _log(out, "running " + " ".join(argv))
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
@@ -147,10 +174,11 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    preexec_fn=_die_with_parent)
     metrics_file, seen = out / "run" / "metrics.jsonl", 0
-    signalled = False
+    signalled, stored = False, 0.0
     while True:
         code = process.poll()
         seen = _read_progress(job, metrics_file, seen)
+        stored = _store_checkpoint(job, out, stored)
         status = TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
         if status == JobStatus.CANCELLING and not signalled and code is None:
             os.killpg(process.pid, signal.SIGTERM)  # every rank under torchrun
@@ -159,7 +187,47 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
             break
         TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
         time.sleep(poll_s)
+    if code != 0:
+        _store_checkpoint(job, out, stored)  # the one it wrote as it stopped
     _finish(job, out, code, cancelled=signalled)
+
+
+def _store_checkpoint(job: TrainingJob, out: Path, stored: float) -> float:
+    """Copy the recipe's newest checkpoint to the models storage (by its checksum) when it has
+    changed since `stored` (its trainer.json's time); return the time of the one stored now."""
+    checkpoint = out / "run" / "checkpoint"
+    try:
+        written = (checkpoint / "trainer.json").stat().st_mtime
+    except OSError:
+        return stored
+    if written == stored:
+        return stored
+    snapshot = out / "checkpoint.storing"
+    shutil.rmtree(snapshot, ignore_errors=True)
+    try:
+        shutil.copytree(checkpoint, snapshot)  # the recipe swaps a new one in whole: copy, then store the copy
+        sha256 = folder_sha256(snapshot)
+        store.publish(snapshot, sha256)
+    except (OSError, shutil.Error):
+        return stored  # swapped while it was copied: the next poll stores the new one
+    except Exception:  # noqa: BLE001  (the store is down: training goes on, the next poll tries again)
+        log.warning("job %s: could not store its checkpoint", job.pk, exc_info=True)
+        return stored
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+    previous = TrainingJob.objects.filter(pk=job.pk).values_list("checkpoint_sha256", flat=True).first()
+    TrainingJob.objects.filter(pk=job.pk).update(checkpoint_sha256=sha256)
+    if previous and previous != sha256:
+        store.remove(previous)
+    _log(out, f"checkpoint stored ({sha256[:12]}…)")
+    return written
+
+
+def _fetch_checkpoint(stopped: TrainingJob, out: Path) -> None:
+    """Put the stopped job's stored checkpoint where the recipe's --resume looks for it."""
+    folder = store.local_folder(stopped.checkpoint_sha256, store.key_for(stopped.checkpoint_sha256))
+    shutil.copytree(folder, out / "run" / "checkpoint")
+    _log(out, f"resuming job {stopped.pk} from its stored checkpoint ({stopped.checkpoint_sha256[:12]}…)")
 
 
 def _read_progress(job: TrainingJob, metrics_file: Path, seen: int) -> int:

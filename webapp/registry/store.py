@@ -70,6 +70,23 @@ def publish(folder: str | Path, sha256: str) -> str:
     return key
 
 
+def remove(sha256: str) -> None:
+    """Delete a version from the store (a superseded training checkpoint): the manifest first, so
+    nobody starts a download of what is being deleted."""
+    storage, key = _storage(), key_for(sha256)
+    storage.delete(_manifest(key))
+    if isinstance(storage, FileSystemStorage):
+        shutil.rmtree(storage.path(key), ignore_errors=True)
+        return
+    folders = [key]
+    while folders:
+        folder = folders.pop()
+        subfolders, files = storage.listdir(folder)
+        folders += [f"{folder}/{name}" for name in subfolders]
+        for name in files:
+            storage.delete(f"{folder}/{name}")
+
+
 def is_local() -> bool:
     """True when the store is a folder on this machine, so versions need no download."""
     return isinstance(_storage(), FileSystemStorage)
