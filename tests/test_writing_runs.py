@@ -493,3 +493,71 @@ def test_a_run_that_cannot_be_queued_fails_saying_why(people, monkeypatch, djang
         run = services.run_start(document=document, user=owner)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "could not be queued" in run.error
+
+
+def test_a_worker_that_takes_long_to_get_ready_keeps_its_sections(people, monkeypatch, settings):
+    """A cold worker downloads and loads its model before the first token: longer than
+    WRITER_STALE_S on a big model. Its sections used to go stale meanwhile and be handed to other
+    workers again and again (seven attempts in the multi-host test); now it keeps them alive."""
+    from webapp import llm
+    from webapp.runs import lifecycle
+
+    settings.WRITER_STALE_S = 1
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    task = AgentTask.objects.create(run=run, role="writer", section=document.sections.get())
+    stolen = []
+
+    def slow_to_load(*args, **kwargs):
+        for _ in range(3):  # three times the stale limit, a look each second
+            time.sleep(1)
+            stolen.extend(lifecycle.claim([task.pk]))  # what another worker's write_batch tries
+        raise RuntimeError("no model today")
+
+    monkeypatch.setattr(llm, "for_run", slow_to_load)
+    writing.run_write_batch(run_id=run.pk, task_ids=[task.pk])
+    task.refresh_from_db()
+    assert stolen == [] and task.attempts == 1
+    assert task.status == TaskStatus.FAILED and "no model today" in task.error
+
+
+def test_a_writer_whose_section_was_given_to_another_worker_stops_and_saves_nothing(people, monkeypatch,
+                                                                                     tiny_model_dir):
+    """A worker the watcher took for dead (starved of the CPU past WRITER_STALE_S) used to write on
+    beside the worker its section was given to: two writers, one section. Each attempt now holds
+    its task; the one that lost it stops at its next check and keeps nothing."""
+    import threading
+
+    from django.db import connection
+    from django.db.models import F
+
+    from agents.llm.transformers_backend import TransformersEngine
+    from webapp import llm
+
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    monkeypatch.setattr(llm, "get_engine", lambda role="": engine)
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    document.sections.update(word_budget=2000)
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    task = AgentTask.objects.create(run=run, role="writer", section=document.sections.get())
+    def write() -> None:
+        try:
+            writing.run_write_batch(run_id=run.pk, task_ids=[task.pk])
+        finally:
+            connection.close()  # this thread's own
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_for(lambda: len(AgentTask.objects.get(pk=task.pk).checkpoint_text.split()) >= 20, timeout=60)
+        AgentTask.objects.filter(pk=task.pk).update(attempts=F("attempts") + 1)  # what another worker's claim does
+        claimed_at = time.monotonic()
+        writer.join(timeout=30)
+        assert not writer.is_alive() and time.monotonic() - claimed_at < 5  # it stopped at its next check
+    finally:
+        engine.close()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.RUNNING and task.attempts == 2  # the other worker's to finish
+    assert not Revision.objects.filter(section=task.section, agent_role="writer").exists()

@@ -6,9 +6,14 @@ Celery tasks that call it."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import close_old_connections, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -23,6 +28,8 @@ WRITE_TASK = "agents.write_batch"
 REVIEW_TASK = "agents.review_run"
 WATCH_TASK = "agents.watch_runs"
 GENERATE_TASK = "agents.generate"
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 1.0  # database checkpoint of streamed text, and the writers' heartbeat
 
@@ -82,9 +89,55 @@ def claim(task_ids: list[int]) -> list[AgentTask]:
     return claimed
 
 
-def heartbeat(task_ids: list[int]) -> None:
-    """These tasks are alive (the watcher gives a task whose heartbeat stops to another worker)."""
-    AgentTask.objects.filter(pk__in=task_ids, status=TaskStatus.RUNNING).update(heartbeat_at=timezone.now())
+def heartbeat(tasks: list[AgentTask]) -> set[int]:
+    """These tasks are alive (the watcher gives a task whose heartbeat stops to another worker).
+    Each is held by the attempt that claimed it: the ids returned are of those another worker
+    has claimed since (a later attempt), which this worker must stop writing."""
+    now, lost = timezone.now(), set()
+    for task in tasks:
+        if not held(task).filter(status=TaskStatus.RUNNING).update(heartbeat_at=now) \
+                and AgentTask.objects.filter(pk=task.pk).exclude(attempts=task.attempts).exists():
+            lost.add(task.pk)  # (not merely finished: claimed again)
+    return lost
+
+
+def held(task: AgentTask):
+    """The task's row while this attempt holds it: updates through it do nothing once another
+    worker has claimed the task."""
+    return AgentTask.objects.filter(pk=task.pk, attempts=task.attempts)
+
+
+@contextlib.contextmanager
+def kept_alive(tasks: list[AgentTask]) -> Iterator[None]:
+    """Heartbeats for these tasks from a thread of their own while their worker works on them:
+    getting ready (loading, or downloading and verifying, a model or an adapter) may take longer
+    than WRITER_STALE_S, and a task thread starved of the CPU may not checkpoint for as long;
+    either way the watcher would give the tasks to a second worker. A killed worker stops this
+    thread too, which is what the watcher is there for."""
+    if connection.in_atomic_block:  # another connection would wait on rows this transaction holds
+        yield
+        return
+    done = threading.Event()
+    every = min(CHECKPOINT_EVERY_S, settings.WRITER_STALE_S / 4)
+
+    def beat() -> None:
+        try:
+            while not done.wait(every):
+                try:
+                    heartbeat(tasks)
+                except Exception:  # noqa: BLE001  (the database is away a moment: the next beat tries again)
+                    log.warning("could not record a heartbeat", exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def release_sections(run: WritingRun) -> None:

@@ -51,14 +51,14 @@ def finish_if_done(*, run_id: int) -> None:
 class _RunCancelled:
     """The reviewer's cancel check: the whole run cancelled. Also keeps the tasks' heartbeat."""
 
-    def __init__(self, run: WritingRun, task_ids: list[int]):
-        self.flag, self.task_ids, self.last = lifecycle.run_flag(run), task_ids, time.monotonic()
+    def __init__(self, run: WritingRun, tasks: list[AgentTask]):
+        self.flag, self.tasks, self.last, self.lost = lifecycle.run_flag(run), tasks, time.monotonic(), False
 
     def __call__(self, active: list[str]) -> set[str]:
         if time.monotonic() - self.last >= lifecycle.CHECKPOINT_EVERY_S:
-            lifecycle.heartbeat(self.task_ids)
+            self.lost = self.lost or bool(lifecycle.heartbeat(self.tasks))  # another worker has the review now
             self.last = time.monotonic()
-        return set(active) if lifecycle.flags.read([self.flag]) else set()
+        return set(active) if self.lost or lifecycle.flags.read([self.flag]) else set()
 
 
 def run_review(*, run_id: int) -> None:
@@ -71,23 +71,24 @@ def run_review(*, run_id: int) -> None:
                                    .values_list("id", flat=True)))
     if not claimed:
         return
-    cancel = _RunCancelled(run, [task.pk for task in claimed])
+    cancel = _RunCancelled(run, claimed)
     error = ""
-    for task in claimed:
-        tokens: list[str] = []
-        try:
-            act = review_document if task.role == reviewer.ROLE else finish_document
-            act(document=run.document, run=run, cancel=cancel,
-                engine=llm.for_run(task.role, run.pk, BULK if task.role == reviewer.ROLE else INTERACTIVE),
-                on_text=tokens.append)
-        except Exception as failure:  # noqa: BLE001  (recorded on the task and the run)
-            log.exception("%s failed", task.role)
-            error = f"The {task.role} failed: {failure}"[:2000]
-            AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.FAILED, error=error,
-                                                        tokens=len(tokens), finished_at=timezone.now())
-        else:
-            AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.DONE, tokens=len(tokens),
-                                                        finished_at=timezone.now())
+    with lifecycle.kept_alive(claimed):  # alive while a cold worker loads (or downloads) the model, too
+        for task in claimed:
+            tokens: list[str] = []
+            try:
+                act = review_document if task.role == reviewer.ROLE else finish_document
+                act(document=run.document, run=run, cancel=cancel, on_text=tokens.append,
+                    engine=llm.for_run(task.role, run.pk, BULK if task.role == reviewer.ROLE else INTERACTIVE))
+            except Exception as failure:  # noqa: BLE001  (recorded on the task and the run)
+                log.exception("%s failed", task.role)
+                error = f"The {task.role} failed: {failure}"[:2000]
+                lifecycle.held(task).update(status=TaskStatus.FAILED, error=error, tokens=len(tokens),
+                                            finished_at=timezone.now())
+            else:
+                lifecycle.held(task).update(status=TaskStatus.DONE, tokens=len(tokens), finished_at=timezone.now())
+            if cancel.lost:
+                return  # another worker took the review over (this one looked dead): it finishes the run
     with transaction.atomic():
         run = WritingRun.objects.select_for_update().get(pk=run_id)
         if run.status == RunStatus.REVIEWING and not run.tasks.filter(status=TaskStatus.RUNNING).exists():

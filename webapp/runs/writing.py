@@ -5,6 +5,7 @@ section over or changed it meanwhile (then theirs stays, and ours is kept as a r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -12,7 +13,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents import coordinator
-from agents.llm.types import BULK, INTERACTIVE, Engine
+from agents.llm.types import BULK, INTERACTIVE, AdapterSpec, Engine
+from agents.outline import Brief, PlannedSection
 from agents.roles import section_writer
 from webapp import events, llm
 from webapp.documents import crdt, sources
@@ -74,9 +76,10 @@ class _Streamer:
         Agents panel shows them as they grow)."""
         now = timezone.now()
         for key, task in self.tasks.items():
-            AgentTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
-                checkpoint_text=self.text[key], heartbeat_at=now, words=len(self.text[key].split()),
-                tokens=self.tokens[key])
+            if not lifecycle.held(task).filter(status=TaskStatus.RUNNING).update(
+                    checkpoint_text=self.text[key], heartbeat_at=now, words=len(self.text[key].split()),
+                    tokens=self.tokens[key]):
+                continue  # another worker took it over: its checkpoints count now
             # Into the section too, unless a person changed it since writing began.
             Section.objects.filter(pk=task.section_id, version=task.base_version).update(
                 text=self.text[key], status=SectionStatus.WRITING)
@@ -86,10 +89,12 @@ class _Streamer:
     def flush(self) -> None:
         self._send(time.monotonic())
 
-    def release(self) -> None:
-        """The agent is done with its sections (finished, cancelled or failed): people may type."""
-        for task in self.tasks.values():
-            self.peer.set_writer(task.section.key, None)
+    def release(self, lost: frozenset[str] = frozenset()) -> None:
+        """The agent is done with its sections (finished, cancelled or failed): people may type.
+        Sections in `lost` are another worker's now, and stay its."""
+        for key, task in self.tasks.items():
+            if key not in lost:
+                self.peer.set_writer(task.section.key, None)
 
 
 class _Watch:
@@ -107,6 +112,7 @@ class _Watch:
         self.task_flags = {key: lifecycle.task_flag(task) for key, task in tasks.items()}
         self.core = getattr(engine, "core", None)
         self.tasks, self.last, self.shown = tasks, time.monotonic(), {}
+        self.lost: set[str] = set()  # sections another worker claimed since (this one looked dead to the watcher)
 
     def __call__(self, active: dict[str, str]) -> set[str]:
         if time.monotonic() - self.last >= lifecycle.CHECKPOINT_EVERY_S:
@@ -115,10 +121,12 @@ class _Watch:
         set_flags = lifecycle.flags.read([self.run_flag] + [self.task_flags[key] for key in set(active.values())])
         if self.run_flag in set_flags:
             return set(active)
-        return {request_id for request_id, key in active.items() if self.task_flags[key] in set_flags}
+        return {request_id for request_id, key in active.items() if self.task_flags[key] in set_flags
+                or key in self.lost}
 
     def _keep_alive(self, active: dict[str, str]) -> None:
-        lifecycle.heartbeat([task.pk for task in self.tasks.values()])
+        lost = lifecycle.heartbeat(list(self.tasks.values()))
+        self.lost |= {key for key, task in self.tasks.items() if task.pk in lost}
         moved = False
         for request_id, key in active.items() if self.core is not None else ():
             ahead = self.core.position(request_id)
@@ -142,6 +150,52 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
     claimed = lifecycle.claim(task_ids)
     if not claimed:
         return
+    with lifecycle.kept_alive(claimed):
+        _write(run, claimed)
+
+
+def _write(run: WritingRun, claimed: list[AgentTask]) -> None:
+    try:
+        prepared = _prepare(run, claimed)
+    except Exception as error:  # noqa: BLE001  (no model, a failed download: the tasks say why)
+        log.exception("preparing the writers failed")
+        AgentTask.objects.filter(pk__in=[t.pk for t in claimed]).update(
+            status=TaskStatus.FAILED, error=f"The writer could not start: {error}"[:2000], finished_at=timezone.now())
+        reviewing.finish_if_done(run_id=run.id)
+        return
+    if prepared is None:
+        return
+    engine, by_key = prepared.engine, prepared.by_key
+    streamer, watch = _Streamer(run, by_key), _Watch(run, engine, by_key)
+    try:
+        results = coordinator.write(engine, prepared.brief, prepared.sections, prepared.work, adapter=prepared.adapter,
+                                    on_text=streamer, cancel=watch,
+                                    drafts={key: task.checkpoint_text for key, task in by_key.items()},
+                                    pool=f"run-{run.pk}", filters=settings.SCRIPTORIUM_WRITER_FILTERS)
+    except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
+        log.exception("writing failed")
+        streamer.release(frozenset(watch.lost))
+        for task in by_key.values():
+            lifecycle.held(task).update(status=TaskStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now())
+        reviewing.finish_if_done(run_id=run.id)
+        return
+    _keep(run, engine, results, by_key, streamer, watch, prepared.cited)
+
+
+@dataclasses.dataclass
+class _Prepared:
+    engine: Engine
+    adapter: AdapterSpec | None
+    brief: Brief
+    sections: list[PlannedSection]
+    work: list[section_writer.SectionTask]
+    by_key: dict[str, AgentTask]  # section key -> its task
+    cited: dict[str, list[int]]  # section key -> the passages its writer was given
+
+
+def _prepare(run: WritingRun, claimed: list[AgentTask]) -> _Prepared | None:
+    """The engine, the adapter and each claimed section's writer (with its passages and the text
+    it must not repeat); None when no claimed section is left to write."""
     document = run.document
     brief, sections = document.brief(), document.planned()
     outline = coordinator.outline_text(sections)
@@ -169,28 +223,29 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
             prompt=coordinator.writer_prompt(brief, sections, writer), adapter_version=task.adapter_version)
     if not work:
         reviewing.finish_if_done(run_id=run.id)
-        return
+        return None
     # What the document's other sections already say, so this batch does not say it again.
     siblings = [text for text in Section.objects.filter(document=document).exclude(
         pk__in=[int(w.key) for w in work]).exclude(text="").values_list("text", flat=True)]
     for writer in work:
         writer.avoid = siblings
-    streamer, watch = _Streamer(run, by_key), _Watch(run, engine, by_key)
-    try:
-        results = coordinator.write(engine, brief, sections, work, adapter=adapter, on_text=streamer, cancel=watch,
-                                    drafts={key: task.checkpoint_text for key, task in by_key.items()},
-                                    pool=f"run-{run.pk}", filters=settings.SCRIPTORIUM_WRITER_FILTERS)
-    except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
-        log.exception("writing failed")
-        streamer.release()
-        AgentTask.objects.filter(pk__in=[t.pk for t in by_key.values()]).update(
-            status=TaskStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now())
-        reviewing.finish_if_done(run_id=run.id)
-        return
+    return _Prepared(engine, adapter, brief, sections, work, by_key, cited)
+
+
+def _keep(run: WritingRun, engine, results: dict, by_key: dict[str, AgentTask], streamer: _Streamer, watch: _Watch,
+          cited: dict[str, list[int]]) -> None:
+    """Each finished writer's text into its section (or the person's, where they took it over;
+    or nowhere, where another worker claimed the section meanwhile: its text will count)."""
     streamer.flush()
     taken_by = watch.taken_over()
+    gone = lifecycle.heartbeat(list(by_key.values()))
+    lost = watch.lost | {key for key, task in by_key.items() if task.pk in gone}
     for key, written in results.items():
         task = by_key[key]
+        if key in lost:
+            log.warning("section %s was given to another worker while this one wrote it; its text is dropped",
+                        task.section_id)
+            continue
         if key in taken_by:  # the person's now: their editor holds the text so far, as streamed
             Section.objects.filter(pk=task.section_id, status=SectionStatus.WRITING).update(
                 text=streamer.text[key], status=SectionStatus.EDITED)
@@ -200,10 +255,9 @@ def run_write_batch(*, run_id: int, task_ids: list[int]) -> None:
             continue
         _save(run, task, written, streamer.peer, lifecycle.model_version(engine, task.adapter_version), cited[key])
         status = TaskStatus.CANCELLED if written.finish == "cancelled" else TaskStatus.DONE
-        AgentTask.objects.filter(pk=task.pk).update(status=status, checkpoint_text=written.text,
-                                                    words=written.words, tokens=streamer.tokens[key],
-                                                    finished_at=timezone.now())
-    streamer.release()
+        lifecycle.held(task).update(status=status, checkpoint_text=written.text, words=written.words,
+                                    tokens=streamer.tokens[key], finished_at=timezone.now())
+    streamer.release(frozenset(lost))
     lifecycle.progress(run.pk, run.document_id)
     reviewing.finish_if_done(run_id=run.id)
 
