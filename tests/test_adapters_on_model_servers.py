@@ -116,3 +116,21 @@ def test_a_server_that_cannot_load_the_version_leaves_the_registry_as_it_was(thr
         services.adapter_activate(adapter=v3)
     assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE) == v1
     assert _loaded(through_servers) == ["writer@1", "writer@2"]  # the one server that loaded writer@2 keeps it
+
+
+def test_fetch_adapters_fills_a_server_folder_and_reloads_what_a_restarted_server_forgot(through_servers, settings,
+                                                                                        tmp_path):
+    from django.core.management import call_command
+
+    v1, v2 = AdapterVersion.objects.order_by("version")
+    services.adapter_activate(adapter=v1)
+    into = tmp_path / "beside-vllm"
+    call_command("fetch_adapters", "--into", str(into))
+    assert sorted(p.name for p in into.iterdir() if not p.name.startswith(".")) == sorted([v1.sha256, v2.sha256])
+    request = urllib.request.Request(through_servers + "/unload_lora_adapter", method="POST",
+                                     data=json.dumps({"lora_name": "writer@1"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request)  # as a restarted server would have: nothing loaded
+    assert _loaded(through_servers) == []
+    call_command("fetch_adapters", "--into", str(into), "--load")
+    assert _loaded(through_servers) == ["writer@1"]

@@ -121,7 +121,10 @@ def worker_args(queue: str, concurrency: int, name: str = "") -> list[str]:
         pool = ["--pool", "solo"]
     else:
         pool = ["--concurrency", str(concurrency)]
-    return [PYTHON, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-n", f"{name or queue}@%h",
+    # Workers are named per machine: its host name, or SCRIPTORIUM_NODE_NAME where several
+    # machines share one (containers, or the multi-host test's process groups).
+    node = os.environ.get("SCRIPTORIUM_NODE_NAME") or "%h"
+    return [PYTHON, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-n", f"{name or queue}@{node}",
             "--loglevel", "INFO", *pool]
 
 

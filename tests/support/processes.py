@@ -3,6 +3,7 @@ wait on them."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -144,3 +145,56 @@ def start_serve_llm(env: dict, log: Path, *args: str) -> tuple[str, subprocess.P
 
     wait_for(answers, timeout=60)
     return url, process
+
+
+class Host:
+    """One machine of a deployment, as a process group of its own: `python -m webapp.launcher run
+    --only <parts>` with its own data folder and model cache (no folder shared with the others)."""
+
+    def __init__(self, name: str, parts: str, env: dict, root: Path):
+        self.name, self.parts = name, parts
+        self.data = root / name
+        self.data.mkdir(parents=True)
+        self.log = root / f"{name}.log"
+        self.env = dict(env, SCRIPTORIUM_DATA_DIR=str(self.data), SCRIPTORIUM_NODE_NAME=name, PYTHONUNBUFFERED="1")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Host:
+        with open(self.log, "a") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "webapp.launcher", "run", "--only", self.parts],
+                                            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def up(self, predicate=None, timeout: float = 90) -> Host:
+        """Wait until the launcher says it is up (and `predicate()`, when given, holds)."""
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+            return "Scriptorium is up" in self.log.read_text() and (predicate is None or predicate())
+
+        wait_for(ready, timeout=timeout, interval=0.5)
+        return self
+
+    def children(self) -> list[int]:
+        """The processes the launcher started (it logs each one's pid)."""
+        import re
+
+        return [int(pid) for pid in re.findall(r"\(pid (\d+)\)", self.log.read_text())]
+
+    def kill(self) -> None:
+        """Pull the plug: every process of the host at once, no chance to finish anything."""
+        import os
+        import signal
+
+        for pid in [*self.children(), self.process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from webapp.registry import lora_servers, store
 from webapp.registry.models import AdapterVersion, VersionStatus
@@ -37,7 +37,10 @@ class Command(BaseCommand):
                 except store.FetchError as error:
                     self.stderr.write(f"{adapter.name}: {error}")
             if load:
-                lora_servers.sync(list(AdapterVersion.objects.filter(status=VersionStatus.ACTIVE)))
+                try:
+                    lora_servers.sync(list(AdapterVersion.objects.filter(status=VersionStatus.ACTIVE)))
+                except lora_servers.LoraServerError as error:  # the server is not up yet: run again later
+                    raise CommandError(f"could not load the active adapters: {error}") from error
                 self.stdout.write("active adapters loaded on " + ", ".join(settings.SCRIPTORIUM_LORA_SERVERS))
                 load = False
             if not watch:
