@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import warnings
 from pathlib import Path
 
@@ -287,6 +288,9 @@ SCRIPTORIUM_WRITER_FILTERS = [] if _filters.strip().lower() == "none" else \
     [kind.strip() for kind in _filters.split(",") if kind.strip()]
 # The briefs a self-training job (the writer's adapter trained on its own best sections) writes
 # for; never the evaluation briefs (training/data/briefs.json) the adapter is judged on.
+# The address other training machines reach this one at, when a job runs on several (torchrun's
+# rendezvous is on the machine that took the job).
+TRAINING_ADDRESS = env_str("SCRIPTORIUM_TRAINING_ADDRESS") or socket.getfqdn()
 SELF_TRAIN_BRIEFS = Path(env_str("SCRIPTORIUM_SELF_TRAIN_BRIEFS", str(BASE_DIR / "training" / "data" /
                                                                     "self_train_briefs.json")))
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "http://127.0.0.1:8001/v1")

@@ -37,7 +37,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
     list_filter = ["status", "kind", "role"]
     search_fields = ["role", "error"]
     actions = ["cancel", "resume"]
-    fields = ["kind", "role", "base_model", "options", "project", "since", "until", "heldout", "processes"]
+    fields = ["kind", "role", "base_model", "options", "project", "since", "until", "heldout", "processes", "nodes"]
     result_fields = ["status", "progress", "loss_curve", "metrics", "registered", "checkpoint", "checkpoint_sha256",
                      "resumed_from", "error", "command", "logs", "output_dir", "created_by", "started_at",
                      "finished_at"]

@@ -44,6 +44,9 @@ class TrainingJob(models.Model):
     until = models.DateField(null=True, blank=True, help_text="Only sections finished on or before this day.")
     heldout = models.FloatField(default=0.2, help_text="Share of documents held out for evaluation.")
     processes = models.PositiveSmallIntegerField(default=1, help_text="Processes under torchrun (one per GPU).")
+    nodes = models.PositiveSmallIntegerField(
+        default=1, help_text="Machines the recipe runs on at once, `processes` on each (torchrun; needs this many "
+                             "training workers free).")
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
@@ -94,6 +97,8 @@ class TrainingJob(models.Model):
             errors["until"] = "This is before the start date."
         if self.processes < 1:
             errors["processes"] = "At least one process."
+        if self.nodes < 1:
+            errors["nodes"] = "At least one machine."
         if self.kind == JobKind.SELF_TRAIN:
             self.role = "writer"  # what it trains: the section writer's adapter
         if errors:

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(seconds=60)
 LOG_FILE = "log.txt"
 RUN_TASK = "training.run_job"
+JOIN_TASK = "training.join_job"
 ROOT = Path(__file__).resolve().parents[2]
 def job_start(job: TrainingJob) -> TrainingJob:
     job.full_clean()
@@ -104,9 +106,10 @@ def _claim(job_id: int) -> TrainingJob | None:
     return TrainingJob.objects.select_related("base_model", "project").get(pk=job_id)
 
 
-def recipe_argv(job: TrainingJob, out: Path, model: str = "") -> list[str]:
+def recipe_argv(job: TrainingJob, out: Path, model: str = "", node: tuple[int, str, int] = (0, "", 0)) -> list[str]:
     """The command line a job runs: what an admin would type to run it by hand. `model` is the
-    base model's folder on the machine that runs it (default: the one it was registered from)."""
+    base model's folder on the machine that runs it (default: the one it was registered from);
+    `node` is (this machine's rank, the first machine's address, its port) for a job on several."""
     model = model or job.base_model.path
     if job.kind == JobKind.LORA:
         args = ["--base", model, "--data", str(out / "data"), "--role", job.role]
@@ -121,8 +124,12 @@ def recipe_argv(job: TrainingJob, out: Path, model: str = "") -> list[str]:
     else:
         args = ["--model", model, "--eval-text", str(recipes.EVAL_TEXT)]
     args += ["--out", str(out / "run")] + recipes.flags(job.options)
-    if job.processes > 1:
+    if job.processes > 1 or job.nodes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(job.processes)]
+        if job.nodes > 1:  # the first machine (rank 0, which writes the output) is the rendezvous
+            rank, address, port = node
+            launcher += ["--nnodes", str(job.nodes), "--node_rank", str(rank), "--master_addr", address or "<first>",
+                         "--master_port", str(port or 29500)]
     else:
         launcher = [sys.executable]
     return launcher + ["-m", f"training.{job.kind}"] + args
@@ -158,21 +165,20 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
     out = Path(settings.DATA_DIR) / "training" / f"job-{job.pk}-{job.started_at:%Y%m%d-%H%M%S-%f}"
     out.mkdir(parents=True)
     TrainingJob.objects.filter(pk=job.pk).update(output_dir=str(out))
+    node = (0, settings.TRAINING_ADDRESS, _free_port()) if job.nodes > 1 else (0, "", 0)
     try:
-        if job.kind in (JobKind.LORA, JobKind.DISTILL):
-            _export(job, out)
-        argv = recipe_argv(job, out, registry.local_path(job.base_model))  # fetched here by checksum if need be
+        argv = _prepare(job, out, node)
         if job.resumed_from is not None:
             _fetch_checkpoint(job.resumed_from, out)
             argv.append("--resume")
     except Exception as error:  # noqa: BLE001  (any failure before the recipe starts ends the job)
         _end(job, JobStatus.FAILED, error=f"Could not prepare the job: {error}")
         return
-    _log(out, "running " + " ".join(argv))
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
-    with open(out / LOG_FILE, "a") as log_file:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                   preexec_fn=_die_with_parent)
+    for rank in range(1, job.nodes):  # the other machines join this one's rendezvous
+        enqueue(JOIN_TASK, job.pk, rank, node[1], node[2])
+    if job.nodes > 1:
+        _log(out, f"waiting for {job.nodes - 1} more training worker(s) to join at {node[1]}:{node[2]}")
+    process = _spawn(argv, out)
     metrics_file, seen = out / "run" / "metrics.jsonl", 0
     signalled, stored = False, 0.0
     while True:
@@ -190,6 +196,53 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
     if code != 0:
         _store_checkpoint(job, out, stored)  # the one it wrote as it stopped
     _finish(job, out, code, cancelled=signalled)
+
+
+def join(job_id: int, rank: int, address: str, port: int, poll_s: float = 1.0) -> None:
+    """This machine's share of a job on several: the same recipe as node `rank`, joining the first
+    machine's rendezvous. The first machine watches, stores and registers; this one stops when the
+    job ends or is cancelled (or when the others stop, which ends torchrun here too)."""
+    job = TrainingJob.objects.select_related("base_model", "project").filter(pk=job_id).first()
+    if job is None or job.finished:
+        return
+    out = Path(settings.DATA_DIR) / "training" / f"job-{job.pk}-node{rank}-{timezone.now():%Y%m%d-%H%M%S-%f}"
+    out.mkdir(parents=True)
+    try:
+        argv = _prepare(job, out, (rank, address, port))
+    except Exception:  # noqa: BLE001  (the first machine's torchrun times out waiting, and says so)
+        log.exception("job %s: node %d could not prepare", job_id, rank)
+        return
+    process = _spawn(argv, out)
+    signalled = False
+    while process.poll() is None:
+        status = TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+        if status != JobStatus.RUNNING and not signalled:
+            os.killpg(process.pid, signal.SIGTERM)
+            signalled = True
+        time.sleep(poll_s)
+    _log(out, f"node {rank} ended with status {process.returncode}")
+
+
+def _prepare(job: TrainingJob, out: Path, node: tuple[int, str, int]) -> list[str]:
+    """The job's data on this machine (exported from the database), its base model (fetched here
+    by checksum if need be) and the command line."""
+    if job.kind in (JobKind.LORA, JobKind.DISTILL):
+        _export(job, out)
+    return recipe_argv(job, out, registry.local_path(job.base_model), node)
+
+
+def _spawn(argv: list[str], out: Path) -> subprocess.Popen:
+    _log(out, "running " + " ".join(argv))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    with open(out / LOG_FILE, "a") as log_file:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 def _store_checkpoint(job: TrainingJob, out: Path, stored: float) -> float:
