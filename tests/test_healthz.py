@@ -67,7 +67,7 @@ def test_agents_workers_report_their_serving_core(transactional_db, admin_client
     assert {"queue_length", "rows_running", "kv_tokens_used", "kv_tokens_budget", "tokens_per_s",
             "time_to_first_token_seconds_count", "preemptions_total"} <= set(numbers)
     # Where it runs, how much of its device's memory it holds, and how loaded it is.
-    assert numbers["device"].startswith("cpu") and 0 <= numbers["load"] <= 1
+    assert numbers["device"].startswith("cpu") and numbers["dtype"] == "float32" and 0 <= numbers["load"] <= 1
     assert 0 < numbers["device_memory_used_bytes"] < numbers["device_memory_total_bytes"]
     assert 'device="cpu' in text and "scriptorium_llm_device_memory_used_bytes{" in text
 

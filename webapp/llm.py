@@ -112,7 +112,9 @@ def _load_engine(name: str, folder: str) -> Engine:
 def serving_metrics() -> dict[str, dict[str, float | str]]:
     """This process's serving cores' numbers (queue, rows, KV, tokens/s, the device's memory and
     load) and the device each runs on, by model name."""
-    return {getattr(engine, "base_model_name", key[0]): {"device": engine.core.device_name, **engine.core.metrics()}
+    return {getattr(engine, "base_model_name", key[0]): {
+                "device": engine.core.device_name, "dtype": str(engine.dtype).removeprefix("torch."),
+                **engine.core.metrics()}
             for key, engine in list(_ENGINES.items()) if hasattr(engine, "core")}
 
 
@@ -143,7 +145,8 @@ class _MetricsHandler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         worker = os.environ.get("SCRIPTORIUM_WORKER_NAME", "")
-        body = "".join(prometheus_text(values, {"model": model, "worker": worker, "device": str(values["device"])})
+        body = "".join(prometheus_text(values, {"model": model, "worker": worker, "device": str(values["device"]),
+                                                "dtype": str(values["dtype"])})
                        for model, values in serving_metrics().items()).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
