@@ -113,7 +113,7 @@ def test_three_hosts_share_nothing_but_the_database_redis_and_object_storage(dep
     # The training host trains the writer's LoRA (the base model fetched from the store by its
     # checksum) and registers it: its files go to the store.
     _post(browser, "/admin/jobs/trainingjob/add/", {
-        "kind": "lora", "role": "writer", "base_model": base.pk, "heldout": 0.5, "processes": 1,
+        "kind": "lora", "role": "writer", "base_model": base.pk, "heldout": 0.5, "processes": 1, "nodes": 1,
         "options": '{"steps": 3, "batch_size": 2, "micro_batch": 1, "lr": 0.005, "rank": 8}'})
     job = TrainingJob.objects.get()
     wait_for(lambda: TrainingJob.objects.get(pk=job.pk).finished, timeout=240)
@@ -124,6 +124,10 @@ def test_three_hosts_share_nothing_but_the_database_redis_and_object_storage(dep
     assert f"site/store/manifests/{adapter.sha256}.json" in s3_storage.keys("site/store/manifests/")
     assert job.output_dir.startswith(str(workers.data)) and (workers.data / "model-cache" / base.sha256).is_dir()
     assert not (agents.data / "model-cache" / adapter.sha256).exists()
+    # Its log is in the store too: the web host's admin page shows it without the training host's folder.
+    assert f"site/store/jobs/{job.pk}/log.txt" in s3_storage.keys(f"site/store/jobs/{job.pk}/")
+    page = browser.get(f"/admin/jobs/trainingjob/{job.pk}/change/").text
+    assert "exported" in page and "running" in page
 
     # Activated on the web host; the agents host's next request downloads, verifies and uses it.
     _post(browser, "/admin/registry/adapterversion/", {"action": "activate", "_selected_action": adapter.pk})

@@ -309,7 +309,7 @@ def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client
     queued = []
     monkeypatch.setattr("webapp.jobs.training.enqueue", lambda name, job_id: queued.append(job_id))
     form = {"kind": "lora", "role": "writer", "base_model": model.pk, "options": '{"stepz": 1}', "heldout": 0.2,
-            "processes": 1}
+            "processes": 1, "nodes": 1}
     response = client.post(reverse("admin:jobs_trainingjob_add"), form)
     assert response.status_code == 200 and "not an option of lora" in response.content.decode()
     with django_capture_on_commit_callbacks(execute=True):

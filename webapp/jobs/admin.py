@@ -95,11 +95,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="log")
     def logs(self, obj: TrainingJob) -> str:
-        path = Path(obj.output_dir or "/nonexistent") / training.LOG_FILE
-        if not path.is_file():
-            return "—"
-        text = path.read_text(errors="replace")[-8000:]
-        return format_html('<pre class="job-log">{}</pre>', text)
+        text = training.job_log(obj)  # from the training machine's folder, or the models storage
+        return format_html('<pre class="job-log">{}</pre>', text) if text else "—"
 
     @admin.action(description="Resume the selected stopped jobs from their stored checkpoints (as new jobs)")
     def resume(self, request, queryset) -> None:

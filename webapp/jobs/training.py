@@ -31,6 +31,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 from django.db import transaction
 from django.utils import timezone
 
@@ -180,11 +182,13 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
         _log(out, f"waiting for {job.nodes - 1} more training worker(s) to join at {node[1]}:{node[2]}")
     process = _spawn(argv, out)
     metrics_file, seen = out / "run" / "metrics.jsonl", 0
-    signalled, stored = False, 0.0
+    signalled, stored, logged = False, 0.0, time.monotonic()
     while True:
         code = process.poll()
         seen = _read_progress(job, metrics_file, seen)
         stored = _store_checkpoint(job, out, stored)
+        if time.monotonic() - logged >= LOG_STORE_EVERY_S:
+            logged = _store_files(job, out)
         status = TrainingJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
         if status == JobStatus.CANCELLING and not signalled and code is None:
             os.killpg(process.pid, signal.SIGTERM)  # every rank under torchrun
@@ -196,6 +200,39 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
     if code != 0:
         _store_checkpoint(job, out, stored)  # the one it wrote as it stopped
     _finish(job, out, code, cancelled=signalled)
+    _store_files(job, out)
+
+
+STORED_FILES = (LOG_FILE, "run/metrics.jsonl", "run/result.json")
+LOG_STORE_EVERY_S = 30.0
+
+
+def _store_files(job: TrainingJob, out: Path) -> float:
+    """The job's log, metrics and result into the models storage (`jobs/<id>/`), so the admin
+    console shows them from any machine; returns when."""
+    storage = storages["models"]
+    for name in STORED_FILES:
+        path, key = out / name, f"jobs/{job.pk}/{Path(name).name}"
+        if not path.is_file():
+            continue
+        try:
+            storage.delete(key)
+            storage.save(key, ContentFile(path.read_bytes()))
+        except Exception:  # noqa: BLE001  (the store is away: the next look stores them)
+            log.warning("job %s: could not store %s", job.pk, name, exc_info=True)
+    return time.monotonic()
+
+
+def job_log(job: TrainingJob, tail: int = 8000) -> str:
+    """The end of a job's log: from its folder on this machine, else from the models storage."""
+    path = Path(job.output_dir or "/nonexistent") / LOG_FILE
+    try:
+        if path.is_file():
+            return path.read_text(errors="replace")[-tail:]
+        with storages["models"].open(f"jobs/{job.pk}/{LOG_FILE}", "rb") as handle:
+            return handle.read().decode(errors="replace")[-tail:]
+    except Exception:  # noqa: BLE001  (no log yet, or the store is away)
+        return ""
 
 
 def join(job_id: int, rank: int, address: str, port: int, poll_s: float = 1.0) -> None:
