@@ -124,3 +124,21 @@ def test_one_agents_worker_per_gpu_each_seeing_its_own_device():
     assert args[args.index("-n") + 1] == "agents-gpu1@%h"
     assert args[args.index("--pool") + 1] == "threads" and args[args.index("--concurrency") + 1] == "8"
     assert "solo" in worker_args("training", 1)
+
+
+def test_a_machine_s_share_needs_the_shared_redis_and_a_known_name(tmp_path):
+    """`run --only ...` is one machine of several: it must not start a Redis of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTORIUM_PROCESSES")}
+    env["SCRIPTORIUM_DATA_DIR"] = str(tmp_path)
+
+    def launch(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "webapp.launcher", "run", *args], cwd=ROOT, env=env | extra,
+                              capture_output=True, text=True, timeout=60)
+
+    alone = launch("--only", "agents")
+    assert alone.returncode == 2 and "needs REDIS_URL" in alone.stdout
+    assert not (tmp_path / "redis").exists()
+    unknown = launch("--only", "agents,gpu")
+    assert unknown.returncode == 2 and "not 'agents,gpu'" in unknown.stderr
+    from_env = launch(SCRIPTORIUM_PROCESSES="web,training")  # the same from the environment
+    assert from_env.returncode == 2 and "needs REDIS_URL" in from_env.stdout

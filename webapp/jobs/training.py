@@ -65,7 +65,8 @@ def job_resume(job: TrainingJob, user=None, options: dict | None = None) -> Trai
                               f"({job.get_status_display().lower()}).")
     again = TrainingJob(kind=job.kind, role=job.role, base_model=job.base_model, options=job.options | (options or {}),
                         project=job.project, since=job.since, until=job.until, heldout=job.heldout,
-                        processes=job.processes, resumed_from=job, created_by=user or job.created_by)
+                        processes=job.processes, nodes=job.nodes, resumed_from=job,
+                        created_by=user or job.created_by)
     return job_start(again)
 
 
@@ -170,9 +171,6 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
     node = (0, settings.TRAINING_ADDRESS, _free_port()) if job.nodes > 1 else (0, "", 0)
     try:
         argv = _prepare(job, out, node)
-        if job.resumed_from is not None:
-            _fetch_checkpoint(job.resumed_from, out)
-            argv.append("--resume")
     except Exception as error:  # noqa: BLE001  (any failure before the recipe starts ends the job)
         _end(job, JobStatus.FAILED, error=f"Could not prepare the job: {error}")
         return
@@ -262,10 +260,15 @@ def join(job_id: int, rank: int, address: str, port: int, poll_s: float = 1.0) -
 
 def _prepare(job: TrainingJob, out: Path, node: tuple[int, str, int]) -> list[str]:
     """The job's data on this machine (exported from the database), its base model (fetched here
-    by checksum if need be) and the command line."""
+    by checksum if need be), the checkpoint it resumes from (every node resumes from the same
+    one) and the command line."""
     if job.kind in (JobKind.LORA, JobKind.DISTILL):
         _export(job, out)
-    return recipe_argv(job, out, registry.local_path(job.base_model), node)
+    argv = recipe_argv(job, out, registry.local_path(job.base_model), node)
+    if job.resumed_from is not None:
+        _fetch_checkpoint(job.resumed_from, out)
+        argv.append("--resume")
+    return argv
 
 
 def _spawn(argv: list[str], out: Path) -> subprocess.Popen:
