@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import reverse
 
 from tests.support.factories import PASSWORD
-from webapp.documents import services
+from webapp.documents import revisions, services
 from webapp.documents.models import Revision, RevisionKind, Section
 
 
@@ -26,7 +26,7 @@ def test_text_edits_make_revisions_with_who_and_what(document, owner, editor):
 
 
 def test_word_diff_marks_added_and_removed_words():
-    pieces = services.revision_diff("The gull is common.", "The gull is very common on piers.")
+    pieces = revisions.revision_diff("The gull is common.", "The gull is very common on piers.")
     added = "".join(p.text for p in pieces if p.op == "added")
     removed = "".join(p.text for p in pieces if p.op == "removed")
     assert "very" in added and "piers." in added
@@ -71,7 +71,7 @@ def test_restoring_an_outline_brings_back_a_deleted_section_with_its_text(docume
     services.section_delete(section=gulls, user=owner)
     assert not Section.objects.filter(heading="Gulls").exists()
 
-    services.revision_restore(revision=before_delete, user=owner)
+    revisions.revision_restore(revision=before_delete, user=owner)
 
     headings = [s.heading for s, _, _ in document.section_tree()]
     assert headings == ["Introduction", "Terns", "Gulls"]
@@ -86,8 +86,8 @@ def test_restoring_text_of_a_deleted_section_explains_what_to_do(document, owner
     section.delete()
     revision.refresh_from_db()
     try:
-        services.revision_restore(revision=revision, user=owner)
-    except services.RestoreError as error:
+        revisions.revision_restore(revision=revision, user=owner)
+    except revisions.RestoreError as error:
         assert "outline revision" in str(error)
     else:
         raise AssertionError("restore should have been refused")

@@ -16,7 +16,7 @@ from pycrdt import Doc, Text, create_sync_message, create_update_message, handle
 
 from tests.support.sockets import SocketPeer, session_headers
 from webapp.asgi import application
-from webapp.documents import consumers, crdt
+from webapp.documents import consumers, crdt, revisions
 from webapp.documents import presence as presence_of
 from webapp.documents import services as documents
 
@@ -214,7 +214,7 @@ def test_an_outline_restore_brings_the_shared_text_back_too(document, owner):
     documents.section_save_text(section_id=gulls.id, user=owner, text="Later words.", expected_version=gulls.version)
     documents.section_delete(section=document.sections.get(heading="Gulls"), user=owner)
 
-    documents.revision_restore(revision=snapshot, user=owner)
+    revisions.revision_restore(revision=snapshot, user=owner)
 
     restored = document.sections.get(heading="Gulls")
     assert restored.text == "First words."

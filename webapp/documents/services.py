@@ -1,14 +1,11 @@
-"""Workflows on documents, sections, revisions and sources.
+"""Workflows on documents, sections and their text (revisions.py: diffs and restores).
 
 These are the only functions that write these rows, and every change a browser should see is
 broadcast from here after commit. Views, consumers and tasks parse, authorise and call one."""
 
 from __future__ import annotations
 
-import difflib
 import logging
-import re
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -42,10 +39,6 @@ class SectionConflict(Exception):
         )
         self.section = section
         self.revision = revision
-
-
-class RestoreError(Exception):
-    """A revision that cannot be restored as things stand; the message says why."""
 
 
 def document_for_user(*, user, document_id: int, role: str = Role.VIEWER) -> tuple[Document, Membership]:
@@ -106,8 +99,10 @@ def outline_snapshot(document: Document) -> list[dict]:
     ]
 
 
-def _record_outline(document: Document, user, summary: str, restored_from: Revision | None = None,
-                    agent_role: str = "", model_version: str = "") -> Revision:
+def record_outline(document: Document, user, summary: str, restored_from: Revision | None = None,
+                   agent_role: str = "", model_version: str = "") -> Revision:
+    """The outline as it is now, as a revision (with every section's text, so a restore brings
+    deleted sections back)."""
     nodes = outline_snapshot(document)
     revision = Revision.objects.create(
         document=document,
@@ -148,7 +143,7 @@ def section_add(*, document: Document, user, heading: str, parent: Section | Non
         document=document, parent=parent, order=0 if last is None else last + 1, heading=heading,
         goal=goal, key_points=key_points, word_budget=word_budget, updated_by=user,
     )
-    _record_outline(document, user, f"Added “{heading}”")
+    record_outline(document, user, f"Added “{heading}”")
     return section
 
 
@@ -167,7 +162,7 @@ def outline_plan(*, document: Document, planned: list[PlannedSection], agent_rol
     last = Section.objects.filter(document=document, parent=None).aggregate(m=Max("order"))["m"]
     first = 0 if last is None else last + 1
     add(planned, None)
-    return _record_outline(document, None, f"Outline planned ({len(planned)} sections)", agent_role=agent_role,
+    return record_outline(document, None, f"Outline planned ({len(planned)} sections)", agent_role=agent_role,
                            model_version=model_version)
 
 
@@ -177,7 +172,7 @@ def section_update_plan(*, section: Section, user, heading: str, goal: str, key_
     section.heading, section.goal, section.key_points = heading, goal, key_points
     section.word_budget, section.pinned = word_budget, pinned
     section.save(update_fields=["heading", "goal", "key_points", "word_budget", "pinned", "updated_at"])
-    _record_outline(section.document, user, f"Edited the plan of “{heading}”")
+    record_outline(section.document, user, f"Edited the plan of “{heading}”")
     return section
 
 
@@ -215,7 +210,7 @@ def section_move(*, section: Section, user, direction: str) -> Section:
     section.save(update_fields=["parent", "order", "updated_at"])
     _renumber(document.id, old_parent_id)
     _renumber(document.id, section.parent_id)
-    _record_outline(document, user, f"Moved “{section.heading}” {direction}")
+    record_outline(document, user, f"Moved “{section.heading}” {direction}")
     return section
 
 
@@ -225,7 +220,7 @@ def section_delete(*, section: Section, user) -> None:
     section.delete()
     _renumber(document.id, parent_id)
     # The outline revision before this one still holds the deleted sections and their text.
-    _record_outline(document, user, f"Deleted “{heading}” and its subsections")
+    record_outline(document, user, f"Deleted “{heading}” and its subsections")
 
 
 # --- section text --------------------------------------------------------------------------
@@ -301,94 +296,6 @@ def _apply_text(section: Section, user, text: str, agent_role: str, model_versio
     events.send(events.SectionText(document_id=section.document_id, section_id=section.id, version=section.version,
                                    status=section.status, text=section.text,
                                    by=agent_role or (user.username if user else "")))
-
-
-# --- revisions -----------------------------------------------------------------------------
-
-@dataclass
-class DiffPiece:
-    op: str  # "same", "added" or "removed"
-    text: str
-
-
-def revision_diff(old: str, new: str) -> list[DiffPiece]:
-    """A word-level diff that keeps white space, so prose reads naturally with marks inline.
-
-    Changes separated only by white space are merged into one removal and one addition, so a
-    rewritten phrase reads as "<del>two three</del><ins>five four</ins>", not word by word."""
-    tokenize = re.compile(r"\s+|[^\s]+").findall
-    a, b = tokenize(old), tokenize(new)
-    opcodes = difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-    pieces: list[DiffPiece] = []
-    removed: list[str] = []
-    added: list[str] = []
-
-    def flush() -> None:
-        if removed:
-            pieces.append(DiffPiece("removed", "".join(removed)))
-        if added:
-            pieces.append(DiffPiece("added", "".join(added)))
-        removed.clear()
-        added.clear()
-
-    for index, (op, i1, i2, j1, j2) in enumerate(opcodes):
-        same = "".join(a[i1:i2])
-        between_changes = (removed or added) and index + 1 < len(opcodes)
-        if op == "equal" and not (between_changes and same.isspace()):
-            flush()
-            pieces.append(DiffPiece("same", same))
-            continue
-        removed.extend(a[i1:i2])
-        added.extend(b[j1:j2])
-    flush()
-    return pieces
-
-
-@transaction.atomic
-def revision_restore(*, revision: Revision, user) -> Revision:
-    """Bring back what a revision recorded. The restore is itself a new revision."""
-    document = revision.document
-    if revision.outline is not None:
-        _restore_outline(document, revision.outline)
-        return _record_outline(document, user,
-                               f"Restored the outline from {revision.created_at:%Y-%m-%d %H:%M}",
-                               restored_from=revision)
-    section = Section.objects.filter(document=document, key=revision.section_key).first()
-    if section is None:
-        raise RestoreError(
-            "That section has since been deleted. Restore an outline revision from before the "
-            "deletion to bring the section back, then restore its text."
-        )
-    section_save_text(section_id=section.id, user=user, text=revision.content,
-                      expected_version=section.version, restored_from=revision)
-    return section.revisions.order_by("-id").first()
-
-
-def _restore_outline(document: Document, nodes: list[dict]) -> None:
-    existing = {str(s.key): s for s in Section.objects.select_for_update().filter(document=document)}
-    wanted = {node["key"] for node in nodes}
-    by_key: dict[str, Section] = {}
-    recreated = []
-    for node in nodes:  # reading order: parents come before their children
-        section = existing.get(node["key"])
-        if section is None:  # deleted since: recreate it with the text it had then
-            section = Section(document=document, key=node["key"], text=node["text"])
-            recreated.append(section)
-        section.parent = by_key.get(node["parent_key"]) if node["parent_key"] else None
-        section.order = node["order"]
-        section.heading, section.goal = node["heading"], node["goal"]
-        section.key_points, section.word_budget = node["key_points"], node["word_budget"]
-        section.pinned = node["pinned"]
-        section.save()
-        by_key[node["key"]] = section
-    # Sections added after the snapshot leave the outline; their text stays in their revisions.
-    for key, section in existing.items():
-        if key not in wanted:
-            Section.objects.filter(pk=section.pk).delete()
-    if recreated:  # the shared text follows, or the next pause would save it over the restored text
-        peer = crdt.Peer(document.pk, "restore")
-        for section in recreated:
-            peer.replace(section.key, section.text)
 
 
 def materialise(*, document_id: int, user) -> list[int]:

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from webapp.documents import export, services, sources
+from webapp.documents import export, revisions, services, sources
 from webapp.documents.forms import (
     BriefForm,
     NewDocumentForm,
@@ -173,13 +173,13 @@ def section_edit(request, document_id: int, section_id: int):
 @login_required
 def history(request, document_id: int):
     document, membership = _document(request, document_id)
-    revisions = document.revisions.select_related("author", "section")
+    listed = document.revisions.select_related("author", "section")
     subject = request.GET.get("subject", "")
     if subject == "outline":
-        revisions = revisions.filter(outline__isnull=False)
+        listed = listed.filter(outline__isnull=False)
     elif subject:
         try:
-            revisions = revisions.filter(section_key=uuid.UUID(subject))
+            listed = listed.filter(section_key=uuid.UUID(subject))
         except ValueError:
             raise Http404("No such section") from None
     subjects = [("outline", "Outline")] + [
@@ -187,7 +187,7 @@ def history(request, document_id: int):
     ]
     return render(request, "documents/history.html", {
         "document": document, "project": document.project, "membership": membership,
-        "revisions": revisions[:300], "subjects": subjects, "subject": subject,
+        "revisions": listed[:300], "subjects": subjects, "subject": subject,
         "can_edit": membership.allows(Role.EDITOR),
     })
 
@@ -216,7 +216,7 @@ def revision_detail(request, document_id: int, revision_id: int):
     return render(request, "documents/revision_detail.html", {
         "document": document, "project": document.project, "membership": membership,
         "revision": revision, "previous": previous,
-        "diff": services.revision_diff(previous.content if previous else "", revision.content),
+        "diff": revisions.revision_diff(previous.content if previous else "", revision.content),
         "can_edit": membership.allows(Role.EDITOR),
     })
 
@@ -230,7 +230,7 @@ def revision_compare(request, document_id: int):
         old, new = new, old
     return render(request, "documents/revision_compare.html", {
         "document": document, "project": document.project, "membership": membership,
-        "old": old, "new": new, "diff": services.revision_diff(old.content, new.content),
+        "old": old, "new": new, "diff": revisions.revision_diff(old.content, new.content),
     })
 
 
@@ -240,8 +240,8 @@ def revision_restore(request, document_id: int, revision_id: int):
     document, _ = _document(request, document_id, Role.EDITOR)
     revision = _revision(document, revision_id)
     try:
-        services.revision_restore(revision=revision, user=request.user)
-    except (services.RestoreError, services.TextTooLong) as error:
+        revisions.revision_restore(revision=revision, user=request.user)
+    except (revisions.RestoreError, services.TextTooLong) as error:
         messages.error(request, str(error))
         return redirect("revision_detail", document_id=document.id, revision_id=revision.id)
     what = "the outline" if revision.outline is not None else f"“{revision.heading}”"
