@@ -8,6 +8,7 @@ from agents import evaluation
 from agents.coordinator import single_agent, write_article
 from agents.llm.types import Delta
 from agents.outline import Brief
+from tests.support.tiny_models import BUNDLED_TEXT_DIVERGES
 
 
 @pytest.mark.parametrize("words, target, score", [
@@ -68,6 +69,7 @@ def test_the_single_agent_baseline_is_split_at_its_headings():
 
 
 @pytest.mark.bundled
+@BUNDLED_TEXT_DIVERGES
 def test_manage_py_evaluate_prints_the_table_on_the_bundled_model(db, tmp_path, capsys, bundled_engine):
     import json
 
