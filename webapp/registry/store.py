@@ -87,11 +87,6 @@ def remove(sha256: str) -> None:
             storage.delete(f"{folder}/{name}")
 
 
-def is_local() -> bool:
-    """True when the store is a folder on this machine, so versions need no download."""
-    return isinstance(_storage(), FileSystemStorage)
-
-
 _threads = threading.Lock()
 
 
