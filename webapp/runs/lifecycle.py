@@ -93,12 +93,15 @@ def heartbeat(tasks: list[AgentTask]) -> set[int]:
     """These tasks are alive (the watcher gives a task whose heartbeat stops to another worker).
     Each is held by the attempt that claimed it: the ids returned are of those another worker
     has claimed since (a later attempt), which this worker must stop writing."""
-    now, lost = timezone.now(), set()
+    if not tasks:
+        return set()
+    mine = Q()
     for task in tasks:
-        if not held(task).filter(status=TaskStatus.RUNNING).update(heartbeat_at=now) \
-                and AgentTask.objects.filter(pk=task.pk).exclude(attempts=task.attempts).exists():
-            lost.add(task.pk)  # (not merely finished: claimed again)
-    return lost
+        mine |= Q(pk=task.pk, attempts=task.attempts)
+    if AgentTask.objects.filter(mine, status=TaskStatus.RUNNING).update(heartbeat_at=timezone.now()) == len(tasks):
+        return set()  # one query a beat while all is well
+    attempts = dict(AgentTask.objects.filter(pk__in=[task.pk for task in tasks]).values_list("pk", "attempts"))
+    return {task.pk for task in tasks if attempts.get(task.pk, task.attempts) != task.attempts}  # not merely done
 
 
 def held(task: AgentTask):
