@@ -116,3 +116,33 @@ def test_text_to_avoid_is_tokenized_once_per_pool():
         pool.seed_text("abcdef", tokenize)
     assert calls == ["abcdef"]
     assert pool.banned("writer", [ord("a"), ord("b")]) == [ord("c")]
+
+
+def test_a_grounded_row_follows_the_phrases_of_its_ground_text(engine):
+    """A row whose last two tokens occur in its ground text has the token that follows them there
+    favoured by `ground_bias`. The ground text here starts with the two tokens the row writes
+    first anyway and goes on with other words: with a strong bias the row copies those words, a
+    row beside it without ground writes what it writes alone, and the same ground with bias 0
+    changes nothing."""
+    tokenizer = engine.tokenizer
+    free = _answers(engine, [_ask("a", tokens=24, about="x")])["a"][0]
+    first = tokenizer(free, add_special_tokens=False).input_ids[:2]
+    other = tokenizer(" sailors kept the lamps burning through every winter storm on the coast",
+                      add_special_tokens=False).input_ids
+    ground = (tokenizer.decode(first + other),)
+    answers = _answers(engine, [_ask("a", tokens=len(other) + 2, about="x", ground=ground, ground_bias=20.0),
+                                _ask("b", tokens=24, about="x"),
+                                _ask("c", tokens=24, about="x", ground=ground, ground_bias=0.0)])
+    assert answers["a"][0] == ground[0], answers["a"]
+    assert answers["b"][0] == free and answers["c"][0] == free
+
+
+def test_the_ground_index_and_its_limits():
+    from agents.llm.sampling import Ground, check_sampling
+
+    ground = Ground(("abcab", "abd"), lambda text: [ord(ch) for ch in text])
+    assert sorted(ground.following([ord("x"), ord("a"), ord("b")]).tolist()) == [ord("c"), ord("d")]
+    assert ground.following([ord("a")]) is None and ground.following([ord("b"), ord("b")]) is None
+    for bad in (-1.0, float("nan"), 21.0):
+        with pytest.raises(ValueError, match="ground_bias"):
+            check_sampling(GenerationRequest(id="x", prompt="x", ground=("a",), ground_bias=bad))

@@ -30,6 +30,29 @@ def check_sampling(request: GenerationRequest) -> None:
         raise ValueError("min_new_tokens must not be negative")
     if not isinstance(request.block_ngrams, int) or not 0 <= request.block_ngrams <= 16 or request.block_ngrams == 1:
         raise ValueError("block_ngrams must be 0 (off) or a whole number from 2 to 16")
+    if not isinstance(request.ground_bias, int | float) or not 0 <= request.ground_bias <= 20:
+        raise ValueError("ground_bias must be a number from 0 to 20")
+
+
+GROUND_CONTEXT = 2  # tokens of context that must match a ground text before its next token is favoured
+
+
+class Ground:
+    """The phrases of a request's ground texts: `following(tokens)` are the tokens that come after
+    the last GROUND_CONTEXT of `tokens` somewhere in them."""
+
+    def __init__(self, texts: tuple[str, ...], tokenize):
+        self.next: dict[tuple[int, ...], set[int]] = {}
+        for text in texts:
+            tokens = tokenize(text)
+            for end in range(GROUND_CONTEXT, len(tokens)):
+                self.next.setdefault(tuple(tokens[end - GROUND_CONTEXT:end]), set()).add(tokens[end])
+        self.ids = {key: torch.tensor(sorted(found)) for key, found in self.next.items()}
+
+    def following(self, tokens: list[int]) -> torch.Tensor | None:
+        if len(tokens) < GROUND_CONTEXT:
+            return None
+        return self.ids.get(tuple(tokens[-GROUND_CONTEXT:]))
 
 
 class NgramPool:
@@ -109,11 +132,12 @@ class RequestState:
     accepted: int = 0
     guide: Guide | None = None  # guided decoding: where the row is in its grammar
     pool: NgramPool | None = None  # n-grams it must not repeat from its siblings
+    ground: Ground | None = None  # phrases of its sources it is steered to keep to
 
     @property
     def constrained(self) -> bool:
         """Its tokens depend on more than its logits (no speculative decoding for it)."""
-        return self.guide is not None or self.pool is not None
+        return self.guide is not None or self.pool is not None or self.ground is not None
 
 
 def new_state(request: GenerationRequest, prompt_tokens: int, tokenizer, started: float | None = None,
@@ -129,6 +153,8 @@ def new_state(request: GenerationRequest, prompt_tokens: int, tokenizer, started
         state.pool = pools.get(request.ngram_pool or request.id, request.block_ngrams)
         for text in request.avoid:
             state.pool.seed_text(text, lambda t: tokenizer(t, add_special_tokens=False).input_ids)
+    if request.ground_bias and request.ground:
+        state.ground = Ground(request.ground, lambda t: tokenizer(t, add_special_tokens=False).input_ids)
     if request.repetition_penalty != 1.0 and request.assistant_prefix:
         # The draft being continued counts as "already said".
         state.seen.update(tokenizer(request.assistant_prefix, add_special_tokens=False).input_ids)
@@ -148,6 +174,11 @@ class Sampler:
         elif len(state.tokens) < state.request.min_new_tokens and self._eos:
             logits = logits.clone()
             logits[self._eos] = float("-inf")
+        if state.ground is not None:
+            following = state.ground.following(state.tokens)
+            if following is not None:
+                logits = logits.clone()
+                logits[following.to(logits.device)] += state.request.ground_bias
         if state.pool is not None:
             banned = state.pool.banned(state.request.id, state.tokens)
             if banned:

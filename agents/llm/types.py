@@ -56,6 +56,12 @@ class GenerationRequest:
     block_ngrams: int = 0
     ngram_pool: str = ""
     avoid: tuple[str, ...] = ()
+    # Stay close to sources: with ground_bias b > 0, a token that continues a phrase of one of
+    # the `ground` texts (it follows the row's last GROUND_CONTEXT tokens somewhere in them) gets
+    # b added to its logit. Writers with source passages use it, so their sentences keep to what
+    # the passages say (and can cite them).
+    ground: tuple[str, ...] = ()
+    ground_bias: float = 0.0
 
 
 BULK, INTERACTIVE = 0, 1
