@@ -36,14 +36,9 @@ def heading_soft_recall(generated: list[str], reference: list[str], embed) -> fl
     return float(similarity.max(dim=1).values.clamp(min=0).mean()) * 100
 
 
-def _grams(text: str) -> list[tuple[str, ...]]:
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    return [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
-
-
 def repetition(sections: list[str]) -> float:
     """Percent of 4-grams that appear in more than one section."""
-    per_section = [set(_grams(text)) for text in sections]
+    per_section = [set(quality.four_grams(text)) for text in sections]
     sections_with = Counter(g for grams in per_section for g in grams)
     total = sum(len(grams) for grams in per_section)
     repeated = sum(1 for grams in per_section for g in grams if sections_with[g] > 1)

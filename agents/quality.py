@@ -32,6 +32,13 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
 
 
+def four_grams(text: str) -> list[tuple[str, ...]]:
+    """The word 4-grams of `text`, lowercased, in order: what repetition is measured by (within a
+    text, across sections, against earlier notes)."""
+    found = words(text)
+    return [tuple(found[i:i + 4]) for i in range(len(found) - 3)]
+
+
 # --- talk about the writing -----------------------------------------------------------------
 
 META = re.compile(

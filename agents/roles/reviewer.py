@@ -42,11 +42,6 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
 
 
-def _grams(sentence: str) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z0-9']+", sentence.lower())
-    return {tuple(words[i:i + 4]) for i in range(len(words) - 3)}
-
-
 def review_repetition(sections: list[tuple[str, str, str]]) -> list[Proposal]:
     """sections: (key, heading, text) in reading order."""
     earlier: dict[tuple[str, ...], tuple[str, str]] = {}  # 4-gram -> (heading, sentence)
@@ -54,7 +49,7 @@ def review_repetition(sections: list[tuple[str, str, str]]) -> list[Proposal]:
     for key, heading, text in sections:
         seen_here: dict[tuple[str, ...], tuple[str, str]] = {}
         for sentence in _sentences(text):
-            grams = _grams(sentence)
+            grams = set(quality.four_grams(sentence))
             if len(grams) >= 3:
                 hits = [earlier[g] for g in grams if g in earlier]
                 if len(hits) >= OVERLAP * len(grams):
@@ -145,8 +140,8 @@ def read_transition(answer: str, section_text: str, heading: str) -> str | None:
         return None  # talks about the document or to the editor instead of about its subject, or markup
     if sentence.lower().rstrip(".!?") == heading.lower():
         return None
-    grams = _grams(sentence)
-    known = _grams(section_text)
+    grams = set(quality.four_grams(sentence))
+    known = set(quality.four_grams(section_text))
     if grams and len(grams & known) >= 0.5 * len(grams):
         return None  # says what the section says already
     return sentence
