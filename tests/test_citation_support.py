@@ -53,7 +53,7 @@ def test_a_written_section_keeps_only_supported_citations():
               "The Pharos of Alexandria was a great tower with a fire burning at its top for sailors. "
               "Lighthouses were built by many peoples along their coasts [2]! [3]! " * 3)
     task = SectionTask("1", "Lights and lenses", 60, goal="Explain how lighthouse lights work.", passages=passages)
-    written = write_sections(ScriptedEngine(*[answer] * 6), Brief("The history of lighthouses", 120),
+    written = write_sections(ScriptedEngine(*[answer] * 12), Brief("The history of lighthouses", 120),
                              "1. Lights and lenses (60 words)", [task])["1"]
     support = citations.Support(passages, default_embedder().embed)
     marks = 0
@@ -63,3 +63,42 @@ def test_a_written_section_keeps_only_supported_citations():
             marks += 1
             assert support.scores(sentence)[number] >= citations.SUPPORT, sentence
     assert "beam that ships see far out at sea [4]." in written.text and marks >= 2
+
+
+def test_sections_with_sources_start_from_notes_their_passages_support():
+    """Each passage is retold first (one request per passage, steered towards its phrases), by the
+    section that ranks it highest; a note sentence no passage supports, or one that repeats an
+    earlier note, is cut; the notes that stay begin the section, cited, and go out to the page
+    before the writer goes on from them in its own words."""
+    pharos, romans, eddystone = _paragraphs(DATA / "sources" / "lighthouses" / "lighthouse-history.md")[:3]
+    first = SectionTask("a", "The Pharos of Alexandria", 80, goal="Tell the story of the Pharos.",
+                        passages=[pharos, romans])
+    second = SectionTask("b", "Roman and modern towers", 80, goal="Show how lighthouses spread and changed.",
+                         passages=[romans, eddystone])
+    own_words = " ".join(f"Sailors in harbour {n} trusted the lights they could see from the sea." for n in range(9))
+    engine = ScriptedEngine(
+        # Notes: the Pharos for "a" (its first passage); the Romans go to "b", which ranks them first.
+        "The Pharos of Alexandria stood for over a thousand years before earthquakes brought it down. "
+        "My grandmother loved the seaside in summer.",
+        "The Romans built lighthouses across their empire, and the Tower of Hercules in Spain is still used.",
+        "John Smeaton's stone tower of 1759 used interlocking granite blocks and became a model for later towers. "
+        "The Romans built lighthouses across their empire, and the Tower of Hercules in Spain is still in use.",
+        own_words, own_words.replace("harbour", "port"))
+    streamed: list[tuple[str, str]] = []
+    written = write_sections(engine, Brief("The history of lighthouses", 160),
+                             "1. The Pharos of Alexandria (80 words)\n2. Roman and modern towers (80 words)",
+                             [first, second], on_text=lambda key, text: streamed.append((key, text)))
+    notes = engine.batches[0]
+    assert [(r.ground, r.ground_bias > 0) for r in notes] == [((pharos,), True), ((romans,), True),
+                                                            ((eddystone,), True)]
+    assert written["a"].text.startswith("The Pharos of Alexandria stood for over a thousand years before "
+                                        "earthquakes brought it down [1].\n\n")
+    assert written["b"].text.startswith("The Romans built lighthouses across their empire, and the Tower of "
+                                        "Hercules in Spain is still used [1].\n\nJohn Smeaton's stone tower")
+    assert ("unsupported", "My grandmother loved the seaside in summer.") in written["a"].cut
+    assert [kind for kind, _ in written["b"].cut] == ["repeat"]
+    # The writer goes on from its notes, and the page saw the notes first.
+    assert [r.assistant_prefix.split(" [1]")[0] for r in engine.batches[1]] == \
+        [written["a"].text.split(" [1]")[0], written["b"].text.split(" [1]")[0]]
+    assert streamed[0] == ("a", written["a"].text.split("\n\n")[0] + "\n\n")
+    assert "Sailors in harbour 0 trusted" in written["a"].text

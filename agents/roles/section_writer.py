@@ -90,9 +90,15 @@ def section_prompt(task: SectionTask) -> str:
 
 # The words of the prompt that are instructions, not subject (every part of the brief and the
 # section left blank): a sentence sharing ECHO_N words in a row with them echoes the prompt.
+def note_prompt(task: SectionTask, number: int) -> str:
+    """What a writer is asked for its notes on passage `number` (see _notes)."""
+    return (f"For the section \"{task.heading}\", retell this source in three or four sentences of your own, "
+            f"for the article's readers. Say only what it says.\n\n[{number}] {task.passages[number - 1]}")
+
+
+_BLANK = SectionTask("", "", 0, goal=" ", key_points=[" "], before=" ", after=" ", instruction=" ", passages=[" "])
 TEMPLATE = "\n".join([SYSTEM, "The article: \nReaders: \nTone: \nLanguage: \nThe outline of the whole article:",
-                      section_prompt(SectionTask("", "", 0, goal=" ", key_points=[" "], before=" ", after=" ",
-                                                 instruction=" ", passages=[" "]))])
+                      section_prompt(_BLANK), note_prompt(_BLANK, 1)])
 
 
 def messages(brief: Brief, outline_text: str, task: SectionTask) -> list[dict[str, str]]:
@@ -214,6 +220,99 @@ def _request(brief: Brief, outline_text: str, task: SectionTask, draft: str,
     )
 
 
+# --- notes from the sources -------------------------------------------------------------------
+# A small model given passages and asked for a section uses a sentence or two of them and then
+# writes from what it knows (little, and often wrong): a quarter of its sentences had a passage
+# that supports them. So a section with sources starts from notes: each passage is retold in a few
+# sentences of the writer's own first (all in one batch), the sentences a passage supports (the
+# citation check) and the filter keeps become the section's draft, and the writer goes on from
+# there in its own words, as a person writes from notes.
+
+NOTES_SHARE = 0.6  # the notes fill at most this share of a section's budget; the writer writes the rest
+NOTE_WORDS = 90  # the words asked of one passage's retelling
+NOTES_GROUND_BIAS = 1.0  # logit bias towards the passage's own phrases (engine: ground_bias)
+NOTE_OVERLAP = 0.5  # share of a note's 4-grams already noted (or written) that makes it a repeat
+
+
+def note_assignments(tasks: list[SectionTask]) -> dict[str, list[int]]:
+    """Which passages each section retells (numbers from 1): a passage given to several sections
+    is retold only by the one that ranks it highest (ties: the earlier section), so two sections
+    do not start from the same facts."""
+    best: dict[str, tuple[int, int]] = {}
+    for order, task in enumerate(tasks):
+        for rank, passage in enumerate(task.passages):
+            if passage not in best or rank < best[passage][0]:
+                best[passage] = (rank, order)
+    return {task.key: [rank + 1 for rank, passage in enumerate(task.passages) if best[passage] == (rank, order)]
+            for order, task in enumerate(tasks)}
+
+
+def _notes(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask], checks: dict[str, quality.Checks],
+           adapter: AdapterSpec | None, pool: str, cancel, temperature: float, seed: int,
+           cut: dict[str, list[tuple[str, str]]], key_of: dict[str, str]) -> tuple[dict[str, str], set[str]]:
+    """Each section's notes: of each passage it retells, the sentences that passed the filter and
+    cite a passage that supports them (agents/citations.py), a paragraph per passage, up to
+    NOTES_SHARE of its budget. Also the keys of the sections cancelled meanwhile."""
+    batch, owner = [], {}
+    assigned = note_assignments(tasks)
+    for index, task in enumerate(tasks):
+        for number in assigned[task.key]:
+            request = GenerationRequest(
+                id=f"{ROLE}-{task.key}-note{number}-{uuid.uuid4().hex[:6]}", adapter=adapter,
+                messages=[{"role": "system", "content": shared_prefix(brief, outline_text)},
+                          {"role": "user", "content": note_prompt(task, number)}],
+                max_new_tokens=math.ceil(NOTE_WORDS * HIGH * TOKENS_PER_WORD) + 20,
+                min_new_tokens=math.floor(NOTE_WORDS * 0.5 * TOKENS_PER_WORD), repetition_penalty=1.15,
+                block_ngrams=BLOCK_NGRAMS, ngram_pool=pool, avoid=tuple(task.avoid),
+                ground=(task.passages[number - 1],), ground_bias=NOTES_GROUND_BIAS, temperature=temperature,
+                seed=seed + 1000 + index * 10 + number, top_p=0.95 if temperature else 1.0)
+            batch.append(request)
+            owner[request.id], key_of[request.id] = (task, number), task.key
+    if not batch:
+        return {}, set()
+    text = {request.id: "" for request in batch}
+    cancelled: set[str] = set()
+    for delta in engine.stream(batch, cancel=cancel):
+        text[delta.request_id] += delta.text
+        if delta.finished and delta.finish_reason == "error":
+            raise RuntimeError(f"notes for “{owner[delta.request_id][0].heading}” failed: {delta.error}")
+        if delta.finished and delta.finish_reason == "cancelled":
+            cancelled.add(owner[delta.request_id][0].key)
+    notes: dict[str, list[str]] = {task.key: [] for task in tasks}
+    # Passages overlap (sources are cut into overlapping chunks) and sections may have been
+    # written before: a note mostly made of 4-grams already noted or written is a repeat.
+    said = {gram for task in tasks for text in task.avoid for gram in quality.four_grams(text)}
+    for request in batch:
+        task, number = owner[request.id]
+        kept = []
+        for sentence in quality.sentences(tidy(text[request.id], task.heading)):
+            kind = checks[task.key].defect(sentence)
+            shown = checks[task.key].keep(sentence) if kind is None else ""
+            grams = quality.four_grams(citations.plain(sentence))
+            if kind is None and not citations.MARK.search(shown):
+                kind = "unsupported"  # a note says what a source says, or it is no note
+            elif kind is None and grams and sum(gram in said for gram in grams) > NOTE_OVERLAP * len(grams):
+                kind = "repeat"
+            if kind is None:
+                kept.append(shown)
+                said.update(grams)
+            else:
+                cut[task.key].append((kind, sentence))
+        if kept:
+            notes[task.key].append(" ".join(kept))
+    drafts = {}
+    for task in tasks:
+        paragraphs, words = [], 0
+        for paragraph in notes[task.key]:
+            if words + word_count(paragraph) > NOTES_SHARE * task.words:
+                break
+            paragraphs.append(paragraph)
+            words += word_count(paragraph)
+        if paragraphs and task.key not in cancelled:
+            drafts[task.key] = "\n\n".join(paragraphs)
+    return drafts, cancelled
+
+
 # Asked between decode steps with the running requests as {request id: task key}; answers the
 # request ids to stop. Callers look tasks up by key and never read the ids' format.
 WriterCancel = Callable[[dict[str, str]], set[str]]
@@ -223,7 +322,8 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
                    adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
                    cancel: WriterCancel | None = None, max_rounds: int = 5,
                    drafts: dict[str, str] | None = None, pool: str = "", temperature: float = 0.0,
-                   seed: int = 0, filters: Collection[str] = quality.KINDS) -> dict[str, WrittenSection]:
+                   seed: int = 0, filters: Collection[str] = quality.KINDS,
+                   notes: bool = True) -> dict[str, WrittenSection]:
     """Write every task as one batch, with continuation rounds for those that fall short.
     `on_text(key, new_text)` is called for every token, with the text that may be shown: a
     sentence goes out once it is finished and free of defects (echoes of the prompt, talk about
@@ -231,7 +331,9 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
     sections from text already written (a checkpoint of an interrupted run). Writers sharing
     `pool` (a run) do not repeat each other's 4-grams. Greedy unless a `temperature` is given
     (self-training samples several candidates with seeds). `filters` are the defect kinds cut
-    (all by default; citations are checked whenever there are passages)."""
+    (all by default; citations are checked whenever there are passages). With `notes`, a
+    section with passages (and the embedding model to check support) starts from notes on them
+    (see _notes above)."""
     pool = pool or f"writers-{uuid.uuid4().hex[:8]}"
     checks = {task.key: checks_for(brief, outline_text, task, filters) for task in tasks}
     key_of: dict[str, str] = {}  # every request of this call -> its task's key
@@ -247,13 +349,26 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
                             cut_off=True)
               for task in tasks}
     cut: dict[str, list[tuple[str, str]]] = {task.key: [] for task in tasks}
-    kept_share: dict[str, float] = {}
+    # Sections with sources and nothing written yet start from notes on their passages.
+    fresh = [task for task in tasks if task.passages and not drafts[task.key] and checks[task.key].cite is not None]
     results: dict[str, WrittenSection] = {}
-    pending = list(tasks)
+    if fresh and notes:
+        noted, cancelled = _notes(engine, brief, outline_text, fresh, checks, adapter, pool, check, temperature,
+                                  seed, cut, key_of)
+        for key, note in noted.items():
+            drafts[key] = note
+            if on_text:
+                on_text(key, note + "\n\n")
+        for key in cancelled:
+            results[key] = WrittenSection(key, "", 0, 1, "cancelled", cut[key])
+    kept_share: dict[str, float] = {}
+    pending = [task for task in tasks if task.key not in results]
     for round_number in range(1, max_rounds + 1):
         if not pending:
             break
-        if round_number > 1:  # siblings that finished earlier have left the engine's pool: avoid their text
+        # Siblings' text from earlier rounds (their notes, or a whole section that finished) has
+        # left the engine's pool with its requests: it is given as text to avoid.
+        if any(drafts.values()):
             for t in pending:
                 t.avoid = list(dict.fromkeys(t.avoid + [drafts[other.key] for other in tasks
                                                         if other.key != t.key and drafts[other.key]]))
