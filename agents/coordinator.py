@@ -150,10 +150,11 @@ class Article:
 def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_per_writer: int = SECTION_MAX_WORDS,
                   sections: list[PlannedSection] | None = None, finish_article: bool = True,
                   review_article: bool = True, passages: Callable[[str], list[str]] | None = None,
-                  writer_adapter: AdapterSpec | None = None) -> Article:
+                  writer_adapter: AdapterSpec | None = None, filters: Collection[str] = quality.KINDS) -> Article:
     """What a run of the app does, without the app: plan (unless `sections` are given), split,
     write every leaf in batches, review, finish. `passages(query)` gives each writer its sources,
-    cited as [1], [2], ..."""
+    cited as [1], [2], ... `filters`: the defect kinds the writers cut (none: what the model
+    writes, to judge a model or an adapter by its own defect rates)."""
     started = time.monotonic()
     path = "given"
     if sections is None:
@@ -170,7 +171,7 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
         for task in tasks[start:start + batch_size]:
             task.avoid = [w.text for w in written.values()]
         written.update(write(engine, brief, sections, tasks[start:start + batch_size], adapter=writer_adapter,
-                             pool=pool))
+                             pool=pool, filters=filters))
     texts = [(t.heading, written[t.key].text) for t in tasks]
     proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks]) \
         if review_article else []

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents import quality  # noqa: E402
 
 KEYS = [("outline", "outline", "{}"), ("S_l", "S_l", "{:.1f}"), ("echo", "echo", "{:.0f}"),
         ("meta", "meta %", "{:.1f}"),
@@ -17,7 +22,16 @@ KEYS = [("outline", "outline", "{}"), ("S_l", "S_l", "{:.1f}"), ("echo", "echo",
         ("off_brief", "off-brief %", "{:.1f}"), ("subtopics_covered", "subtopics %", "{:.0f}"),
         ("duplicate_headings", "dup. headings", "{:.0f}"), ("cited", "cited %", "{:.1f}"),
         ("supported", "supported %", "{:.0f}"), ("cut", "cut while writing %", "{:.1f}"),
-        ("seconds", "seconds", "{:.0f}")]
+        ("defects", "summed defects %", "{:.1f}"), ("seconds", "seconds", "{:.0f}")]
+
+
+def summed_defects(entry: dict) -> float:
+    """What a reader would not keep, summed: echo sentences (as % of sentences), meta %, junk
+    words %, repeated 4-grams %, off-brief %. Zero for the filtered team; with the writers' filter
+    off (evaluate --filters), the model's own defect rate."""
+    scores = entry["scores"]
+    count = max(1, sum(len(quality.sentences(text)) for _, text in entry["sections"]))
+    return 100 * scores["echo"] / count + sum(scores[key] for key in ("meta", "junk", "repeated_4grams", "off_brief"))
 
 
 def cell(value, fmt: str) -> str:
@@ -34,7 +48,8 @@ def main() -> None:
     runs = []
     for path in args.files:
         entries = [e for e in json.loads(path.read_text()) if e["system"] == args.system]
-        runs.append({e["brief"]: e | {"scores": e["scores"] | {"outline": e["outline"]}} for e in entries})
+        runs.append({e["brief"]: e | {"scores": e["scores"] | {"outline": e["outline"], "defects": summed_defects(e)}}
+                     for e in entries})
     briefs = sorted(set.intersection(*(set(run) for run in runs)))
     print("| # | brief | run | " + " | ".join(title for _, title, _ in KEYS) + " |")
     print("|" + "---|" * (3 + len(KEYS)))

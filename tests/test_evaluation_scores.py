@@ -62,6 +62,23 @@ def test_the_pipeline_plans_then_writes_every_leaf_in_one_batch():
     assert 0.85 * 600 <= article.words <= 1.15 * 600
 
 
+def test_with_the_filter_off_the_article_is_what_the_model_wrote():
+    """evaluate --filters (none): how a model or an adapter is judged by its own defect rates."""
+    talk = "I hope this helps you with the article about birds. "
+    body = " ".join(f"Gull number {i} shouted at the fishing boats in the harbour." for i in range(40))
+
+    def answer(request):
+        return "1. Gulls: loud\n2. Terns: fast" if request.id.startswith("chief_editor") else talk + body
+
+    filtered = write_article(Scripted(answer), Brief(topic="Birds", target_words=300), review_article=False,
+                             finish_article=False)
+    raw = write_article(Scripted(answer), Brief(topic="Birds", target_words=300), review_article=False,
+                        finish_article=False, filters=())
+    assert all(not text.startswith("I hope") for _, text in filtered.sections)
+    assert sorted({kind for kind, _ in filtered.extra["cut"]}) == ["meta"]
+    assert all(text.startswith(talk.strip()) for _, text in raw.sections) and raw.extra["cut"] == []
+
+
 def test_the_single_agent_baseline_is_split_at_its_headings():
     text = "# Gulls\nGulls are loud.\n# Terns\nTerns dive."
     article = single_agent(Scripted(lambda r: text), Brief(topic="Birds", target_words=300))

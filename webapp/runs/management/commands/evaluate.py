@@ -45,12 +45,15 @@ class Command(BaseCommand):
         parser.add_argument("--save", type=Path, help="also write every score and text to this JSON file")
         parser.add_argument("--writer-adapter", type=Path,
                             help="a writer LoRA adapter folder (say a self-trained one) for the team's writers")
+        parser.add_argument("--filters", nargs="*", choices=sorted(quality.KINDS), default=sorted(quality.KINDS),
+                            help="the defect kinds the team's writers cut as they write (all by default; "
+                                 "--filters with none named: none, to score what the model itself writes)")
         parser.add_argument("--rescore", type=Path,
                             help="write nothing: score again the articles an earlier --save kept (same briefs file)")
 
     def handle(self, *args, briefs: Path, limit: int, only: list[int] | None, no_baseline: bool,
                save: Path | None, rescore: Path | None, writer_adapter: Path | None = None,
-               systems: list[str] | None = None, **options) -> None:
+               systems: list[str] | None = None, filters: list[str] | None = None, **options) -> None:
         try:
             items = json.loads(briefs.read_text())
         except (OSError, ValueError) as error:
@@ -84,7 +87,8 @@ class Command(BaseCommand):
             # accepts one, so the scores leave it out), and the single-agent baseline.
             adapter = AdapterSpec(f"writer-{writer_adapter.name}", str(writer_adapter)) if writer_adapter else None
             writers = {"team": functools.partial(coordinator.write_article, review_article=False,
-                                                 writer_adapter=adapter),
+                                                 writer_adapter=adapter,
+                                                 filters=quality.KINDS if filters is None else frozenset(filters)),
                        "single": coordinator.single_agent}
             for number, item in chosen:
                 brief, index = _brief(item), _sources(briefs, item)
