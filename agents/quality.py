@@ -64,6 +64,9 @@ META = re.compile(
     r"|\bwe(?:'ve| have) (?:covered|discussed|talked|seen|looked|explored|mentioned)\b"
     r"|\b(?:here'?s|here is) (?:how|what|an? |the |my |your )"
     r"|\bI(?:'ll| will| would) (?:write|start|begin|now)\b|\bas an ai\b|\b(?:you are|you're) (?:writing|asked)\b"
+    r"|\bI(?:'d| would) like (?:you|to (?:focus|discuss|talk|write|explain|add|mention))\b"
+    r"|\brepeat(?:ing)? (?:yourself|myself|ourselves)\b|\b(?:this|the) topic (?:can|could) be\b"
+    r"|\bwhat (?:they|you) are reading\b"
     r"|\b(?:in|within) (?:this|the following) (?:piece|text|part|chapter)\b"
     r"|\bwrite (?:the|a|your|this|an?) (?:section|article|paragraph)\b"
     # talking to the person who asked
