@@ -87,7 +87,7 @@ def test_sections_with_sources_start_from_notes_their_passages_support():
     streamed: list[tuple[str, str]] = []
     written = write_sections(engine, Brief("The history of lighthouses", 160),
                              "1. The Pharos of Alexandria (80 words)\n2. Roman and modern towers (80 words)",
-                             [first, second], on_text=lambda key, text: streamed.append((key, text)))
+                             [first, second], on_text=lambda key, text: streamed.append((key, text)), notes=True)
     notes = engine.batches[0]
     assert [(r.ground, r.ground_bias > 0) for r in notes] == [((pharos,), True), ((romans,), True),
                                                             ((eddystone,), True)]
@@ -98,7 +98,8 @@ def test_sections_with_sources_start_from_notes_their_passages_support():
     assert ("unsupported", "My grandmother loved the seaside in summer.") in written["a"].cut
     assert [kind for kind, _ in written["b"].cut] == ["repeat"]
     # The writer goes on from its notes, and the page saw the notes first.
-    assert [r.assistant_prefix.split(" [1]")[0] for r in engine.batches[1]] == \
-        [written["a"].text.split(" [1]")[0], written["b"].text.split(" [1]")[0]]
+    for request, key in zip(engine.batches[1], "ab", strict=True):  # without the marks, put back by support
+        assert request.assistant_prefix.startswith(written[key].text.split(" [1]")[0] + ".")
+        assert "[1]" not in request.assistant_prefix
     assert streamed[0] == ("a", written["a"].text.split("\n\n")[0] + "\n\n")
     assert "Sailors in harbour 0 trusted" in written["a"].text
