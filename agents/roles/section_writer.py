@@ -88,14 +88,14 @@ def section_prompt(task: SectionTask) -> str:
     return "\n".join(lines)
 
 
-# The words of the prompt that are instructions, not subject (every part of the brief and the
-# section left blank): a sentence sharing ECHO_N words in a row with them echoes the prompt.
 def note_prompt(task: SectionTask, number: int) -> str:
     """What a writer is asked for its notes on passage `number` (see _notes)."""
     return (f"For the section \"{task.heading}\", retell this source in three or four sentences of your own, "
             f"for the article's readers. Say only what it says.\n\n[{number}] {task.passages[number - 1]}")
 
 
+# The words of the prompt that are instructions, not subject (every part of the brief and the
+# section left blank): a sentence sharing ECHO_N words in a row with them echoes the prompt.
 _BLANK = SectionTask("", "", 0, goal=" ", key_points=[" "], before=" ", after=" ", instruction=" ", passages=[" "])
 TEMPLATE = "\n".join([SYSTEM, "The article: \nReaders: \nTone: \nLanguage: \nThe outline of the whole article:",
                       section_prompt(_BLANK), note_prompt(_BLANK, 1)])
