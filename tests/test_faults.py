@@ -286,7 +286,11 @@ def test_a_postgresql_restart_mid_run_loses_no_text(tmp_path, tiny_model_dir):
                     return status if status[0] in ("done", "failed", "cancelled") else None
                 return None
 
-            status, error = wait_for(finished, timeout=300)
+            try:
+                status, error = wait_for(finished, timeout=300)
+            except pytest.fail.Exception:
+                pytest.fail("the run did not finish within 300 s of the restart; the worker's log ends:\n"
+                            + (tmp_path / "worker.log").read_text()[-6000:])
             assert status == "done", (error, (tmp_path / "worker.log").read_text()[-3000:])
         finally:
             worker.terminate()

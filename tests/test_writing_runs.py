@@ -362,6 +362,9 @@ def test_writers_waiting_for_a_row_stay_alive_and_are_not_given_to_another_worke
     writer = threading.Thread(target=writing.run_write_batch, kwargs={"run_id": run.pk, "task_ids": [task.pk]})
     writer.start()
     try:
+        # Its writer is waiting once it has prepared (the first preparation of a process loads
+        # the sentence checks' models, which takes longer than WRITER_STALE_S by itself).
+        wait_for(lambda: AgentTask.objects.get(pk=task.pk).waiting_ahead is not None, timeout=120)
         time.sleep(3 * settings.WRITER_STALE_S)
         task.refresh_from_db()
         assert task.status == TaskStatus.RUNNING and task.waiting_ahead is not None  # still waiting
@@ -478,6 +481,41 @@ def test_work_whose_message_was_lost_is_queued_again_once(people, monkeypatch, s
                                      (lifecycle.WRITE_TASK, writing_run.id, [lost.id])])
     queued.clear()
     assert services.requeue_stale() == 0 and queued == []  # not again until it has waited as long again
+
+
+def test_a_stage_whose_hand_off_was_lost_is_moved_on_by_the_watcher(people, monkeypatch):
+    """The database went away just after the last writer saved its section (or the reviewer and
+    the finisher theirs) and before the run was moved on: nothing is queued or running, so no
+    worker will ever move it. The watcher does: to the review, and to done (saying what failed)."""
+    from django.utils import timezone
+
+    from webapp.runs import lifecycle, reviewing
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls", "Terns"))
+    gulls, terns = document.sections.order_by("order")
+    written = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    AgentTask.objects.create(run=written, role="writer", section=gulls, status=TaskStatus.DONE)
+    AgentTask.objects.create(run=written, role="writer", section=terns, status=TaskStatus.SKIPPED)
+    reviewed = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.REVIEWING)
+    AgentTask.objects.create(run=reviewed, role="reviewer", status=TaskStatus.DONE)
+    AgentTask.objects.create(run=reviewed, role="finisher", status=TaskStatus.FAILED,
+                             error="The finisher failed: the database went away")
+    still = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    AgentTask.objects.create(run=still, role="writer", section=gulls, status=TaskStatus.DONE)
+    AgentTask.objects.create(run=still, role="writer", section=terns, status=TaskStatus.RUNNING,
+                             heartbeat_at=timezone.now())  # its writer is alive
+    queued = []
+    monkeypatch.setattr(reviewing, "enqueue", lambda name, *args, **kwargs: queued.append((name, *args)))
+    monkeypatch.setattr(services, "enqueue", lambda name, *args, **kwargs: queued.append((name, *args)))
+
+    assert services.requeue_stale() == 2
+    written.refresh_from_db(), reviewed.refresh_from_db(), still.refresh_from_db()
+    assert written.status == RunStatus.REVIEWING and queued == [(lifecycle.REVIEW_TASK, written.id)]
+    assert reviewed.status == RunStatus.DONE and "the database went away" in reviewed.error
+    assert still.status == RunStatus.WRITING
+    queued.clear()
+    assert services.requeue_stale() == 0 and queued == []  # the review it queued is now the reviewer's
 
 
 def test_a_run_that_cannot_be_queued_fails_saying_why(people, monkeypatch, django_capture_on_commit_callbacks):

@@ -72,7 +72,6 @@ def run_review(*, run_id: int) -> None:
     if not claimed:
         return
     cancel = _RunCancelled(run, claimed)
-    error = ""
     with lifecycle.kept_alive(claimed):  # alive while a cold worker loads (or downloads) the model, too
         for task in claimed:
             tokens: list[str] = []
@@ -82,17 +81,24 @@ def run_review(*, run_id: int) -> None:
                     engine=llm.for_run(task.role, run.pk, BULK if task.role == reviewer.ROLE else INTERACTIVE))
             except Exception as failure:  # noqa: BLE001  (recorded on the task and the run)
                 log.exception("%s failed", task.role)
-                error = f"The {task.role} failed: {failure}"[:2000]
-                lifecycle.held(task).update(status=TaskStatus.FAILED, error=error, tokens=len(tokens),
-                                            finished_at=timezone.now())
+                lifecycle.held(task).update(status=TaskStatus.FAILED, tokens=len(tokens), finished_at=timezone.now(),
+                                            error=f"The {task.role} failed: {failure}"[:2000])
             else:
                 lifecycle.held(task).update(status=TaskStatus.DONE, tokens=len(tokens), finished_at=timezone.now())
             if cancel.lost:
                 return  # another worker took the review over (this one looked dead): it finishes the run
+    finish_review(run_id=run_id)
+
+
+def finish_review(*, run_id: int) -> None:
+    """When the reviewer and the finisher are done: the run is done, saying which of them failed."""
     with transaction.atomic():
         run = WritingRun.objects.select_for_update().get(pk=run_id)
-        if run.status == RunStatus.REVIEWING and not run.tasks.filter(status=TaskStatus.RUNNING).exists():
-            lifecycle.set_status(run, RunStatus.DONE, error)
+        if run.status != RunStatus.REVIEWING or run.tasks.filter(
+                status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
+            return
+        failed = run.tasks.filter(role__in=[reviewer.ROLE, finisher.ROLE], status=TaskStatus.FAILED)
+        lifecycle.set_status(run, RunStatus.DONE, "; ".join(failed.values_list("error", flat=True))[:2000])
 
 
 def _written_leaves(document: Document) -> list[Section]:

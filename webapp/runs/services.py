@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agents import coordinator
@@ -164,7 +165,10 @@ def run_cancel(*, run: WritingRun) -> WritingRun:
 def requeue_stale() -> int:
     """Give sections whose writer stopped checkpointing (a killed worker) to a live worker; they
     resume from their checkpoint. Run by the watch_runs task, which workers start when they start
-    and which repeats while any run is writing or reviewing."""
+    and which repeats while any run is writing or reviewing. Also moves on a run whose stage is
+    finished but was never moved on (the database went away between the last writer saving its
+    section and queueing the review, or between the review and the run's "done")."""
+    moved_on = _move_on_finished_stages()
     stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
     reviews = set(AgentTask.objects.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale,
                                            run__status=RunStatus.REVIEWING).values_list("run_id", flat=True))
@@ -194,4 +198,18 @@ def requeue_stale() -> int:
     for run_id, task_ids in by_run.items():
         log.info("re-queueing %d stale or lost section(s) of run %d (pid %d)", len(task_ids), run_id, os.getpid())
         enqueue(lifecycle.WRITE_TASK, run_id, task_ids)
-    return sum(len(ids) for ids in by_run.values()) + len(reviews)
+    return sum(len(ids) for ids in by_run.values()) + len(reviews) + moved_on
+
+
+def _move_on_finished_stages() -> int:
+    """Runs writing or reviewing that have tasks, none of them queued or running."""
+    active = AgentTask.objects.filter(run=OuterRef("pk"), status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])
+    finished = list(WritingRun.objects.filter(status__in=[RunStatus.WRITING, RunStatus.REVIEWING], tasks__isnull=False)
+                    .exclude(Exists(active)).distinct().values_list("id", "status"))
+    for run_id, status in finished:
+        log.info("moving on run %d, whose %s is finished (pid %d)", run_id, status, os.getpid())
+        if status == RunStatus.WRITING:
+            reviewing.finish_if_done(run_id=run_id)
+        else:
+            reviewing.finish_review(run_id=run_id)
+    return len(finished)
