@@ -58,7 +58,7 @@ class GenerationRequest:
     avoid: tuple[str, ...] = ()
     # Stay close to sources: with ground_bias b > 0, a token that continues a phrase of one of
     # the `ground` texts (it follows the row's last GROUND_CONTEXT tokens somewhere in them) gets
-    # b added to its logit. A writer's notes on a source passage use it (section_writer._notes),
+    # b added to its logit. A writer's notes on a source passage use it (section_notes.write_notes),
     # so they keep to what the passage says (and can cite it).
     ground: tuple[str, ...] = ()
     ground_bias: float = 0.0

@@ -15,7 +15,7 @@ from django.utils import timezone
 from agents import coordinator
 from agents.llm.types import BULK, INTERACTIVE, AdapterSpec, Engine
 from agents.outline import Brief, PlannedSection
-from agents.roles import section_writer
+from agents.roles import section_text, section_writer
 from webapp import events, llm
 from webapp.documents import crdt, sources
 from webapp.documents import services as documents
@@ -219,7 +219,7 @@ def _prepare(run: WritingRun, claimed: list[AgentTask]) -> _Prepared | None:
         writer.passages, cited[writer.key] = [chunk.text[:600] for chunk in found], [chunk.pk for chunk in found]
         task.adapter_version = adapter.name if adapter else ""
         AgentTask.objects.filter(pk=task.pk).update(
-            context_bytes=section_writer.context_bytes(brief, outline, writer),
+            context_bytes=section_text.context_bytes(brief, outline, writer),
             prompt=coordinator.writer_prompt(brief, sections, writer), adapter_version=task.adapter_version)
     if not work:
         reviewing.finish_if_done(run_id=run.id)

@@ -1,0 +1,114 @@
+"""Notes from the sources, before a section is written (off by default: see
+section_writer.write_sections for what they cost and bring)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+from agents import citations, quality
+from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
+from agents.outline import Brief
+from agents.roles.section_text import (
+    BLOCK_NGRAMS,
+    HIGH,
+    ROLE,
+    TOKENS_PER_WORD,
+    SectionTask,
+    note_prompt,
+    shared_prefix,
+    tidy,
+    word_count,
+)
+
+# A small model given passages and asked for a section uses a sentence or two of them and then
+# writes from what it knows (little, and often wrong): a quarter of its sentences had a passage
+# that supports them. So a section with sources starts from notes: each passage is retold in a few
+# sentences of the writer's own first (all in one batch), the sentences a passage supports (the
+# citation check) and the filter keeps become the section's draft, and the writer goes on from
+# there in its own words, as a person writes from notes.
+
+NOTES_SHARE = 0.6  # the notes fill at most this share of a section's budget; the writer writes the rest
+NOTE_WORDS = 90  # the words asked of one passage's retelling
+NOTES_GROUND_BIAS = 1.0  # logit bias towards the passage's own phrases (engine: ground_bias)
+NOTE_OVERLAP = 0.5  # share of a note's 4-grams already noted (or written) that makes it a repeat
+
+
+def note_assignments(tasks: list[SectionTask]) -> dict[str, list[int]]:
+    """Which passages each section retells (numbers from 1): a passage given to several sections
+    is retold only by the one that ranks it highest (ties: the earlier section), so two sections
+    do not start from the same facts."""
+    best: dict[str, tuple[int, int]] = {}
+    for order, task in enumerate(tasks):
+        for rank, passage in enumerate(task.passages):
+            if passage not in best or rank < best[passage][0]:
+                best[passage] = (rank, order)
+    return {task.key: [rank + 1 for rank, passage in enumerate(task.passages) if best[passage] == (rank, order)]
+            for order, task in enumerate(tasks)}
+
+
+def write_notes(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
+                checks: dict[str, quality.Checks], adapter: AdapterSpec | None, pool: str,
+                cancel: CancelCheck | None, temperature: float, seed: int, cut: dict[str, list[tuple[str, str]]],
+                key_of: dict[str, str]) -> tuple[dict[str, str], set[str]]:
+    """Each section's notes: of each passage it retells, the sentences that passed the filter and
+    cite a passage that supports them (agents/citations.py), a paragraph per passage, up to
+    NOTES_SHARE of its budget. Also the keys of the sections cancelled meanwhile."""
+    batch, owner = [], {}
+    assigned = note_assignments(tasks)
+    for index, task in enumerate(tasks):
+        for number in assigned[task.key]:
+            request = GenerationRequest(
+                id=f"{ROLE}-{task.key}-note{number}-{uuid.uuid4().hex[:6]}", adapter=adapter,
+                messages=[{"role": "system", "content": shared_prefix(brief, outline_text)},
+                          {"role": "user", "content": note_prompt(task, number)}],
+                max_new_tokens=math.ceil(NOTE_WORDS * HIGH * TOKENS_PER_WORD) + 20,
+                min_new_tokens=math.floor(NOTE_WORDS * 0.5 * TOKENS_PER_WORD), repetition_penalty=1.15,
+                block_ngrams=BLOCK_NGRAMS, ngram_pool=pool, avoid=tuple(task.avoid),
+                ground=(task.passages[number - 1],), ground_bias=NOTES_GROUND_BIAS, temperature=temperature,
+                seed=seed + 1000 + index * 10 + number, top_p=0.95 if temperature else 1.0)
+            batch.append(request)
+            owner[request.id], key_of[request.id] = (task, number), task.key
+    if not batch:
+        return {}, set()
+    text = {request.id: "" for request in batch}
+    cancelled: set[str] = set()
+    for delta in engine.stream(batch, cancel=cancel):
+        text[delta.request_id] += delta.text
+        if delta.finished and delta.finish_reason == "error":
+            raise RuntimeError(f"notes for “{owner[delta.request_id][0].heading}” failed: {delta.error}")
+        if delta.finished and delta.finish_reason == "cancelled":
+            cancelled.add(owner[delta.request_id][0].key)
+    notes: dict[str, list[str]] = {task.key: [] for task in tasks}
+    # Passages overlap (sources are cut into overlapping chunks) and sections may have been
+    # written before: a note mostly made of 4-grams already noted or written is a repeat.
+    said = {gram for task in tasks for text in task.avoid for gram in quality.four_grams(text)}
+    for request in batch:
+        task, number = owner[request.id]
+        kept = []
+        for sentence in quality.sentences(tidy(text[request.id], task.heading)):
+            kind = checks[task.key].defect(sentence)
+            shown = checks[task.key].keep(sentence) if kind is None else ""
+            grams = quality.four_grams(citations.plain(sentence))
+            if kind is None and not citations.MARK.search(shown):
+                kind = "unsupported"  # a note says what a source says, or it is no note
+            elif kind is None and grams and sum(gram in said for gram in grams) > NOTE_OVERLAP * len(grams):
+                kind = "repeat"
+            if kind is None:
+                kept.append(shown)
+                said.update(grams)
+            else:
+                cut[task.key].append((kind, sentence))
+        if kept:
+            notes[task.key].append(" ".join(kept))
+    drafts = {}
+    for task in tasks:
+        paragraphs, words = [], 0
+        for paragraph in notes[task.key]:
+            if words + word_count(paragraph) > NOTES_SHARE * task.words:
+                break
+            paragraphs.append(paragraph)
+            words += word_count(paragraph)
+        if paragraphs and task.key not in cancelled:
+            drafts[task.key] = "\n\n".join(paragraphs)
+    return drafts, cancelled
