@@ -9,6 +9,10 @@ import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agents.llm.serving import ServingCore
 
 PREFIX = "scriptorium_llm_"
 HELP = {
@@ -136,3 +140,28 @@ def prometheus_text(metrics: dict[str, float], labels: dict[str, str] | None = N
 
 def _escape(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def core_metrics(core: ServingCore) -> dict[str, float]:
+    """The core's numbers now (its caller holds the core's lock): queue, rows, KV memory, totals."""
+    stats, rows = core.stats, core.rows
+    values: dict[str, float] = {
+        "queue_length": len(core.waiting), "rows_running": len(rows),
+        "rows_prefilling": len(rows) - core.decoding, "rows_max": core.max_rows,
+        "kv_tokens_used": sum(s.length for s in rows), "kv_tokens_reserved": sum(s.reserve for s in rows),
+        "kv_tokens_budget": core.kv_budget, "kv_bytes_allocated": core.kv.bytes,
+        "requests_total": stats.requests, "prompt_tokens_total": stats.prompt_tokens,
+        "prefill_tokens_total": stats.prefill_tokens, "generated_tokens_total": stats.generated_tokens,
+        "preemptions_total": stats.preemptions, "decode_steps_total": stats.steps,
+        "tokens_per_s": round(stats.tokens_per_s(), 2),
+        "time_to_first_token_seconds_sum": round(stats.ttft_sum, 4),
+        "time_to_first_token_seconds_count": stats.ttft_count,
+        "prefix_cache_tokens": core.prefixes.tokens, "prefix_cache_hits_total": core.prefixes.hits,
+        "prefix_cache_hit_tokens_total": core.prefixes.hit_tokens,
+        "load": round(len(rows) / core.max_rows, 3),
+    }
+    for bound, count in zip(TTFT_BUCKETS, stats.ttft_buckets, strict=True):
+        values[f"time_to_first_token_seconds_bucket_le_{bound:g}"] = count
+    for reason, count in stats.finished.items():
+        values[f"requests_finished_total_{reason}"] = count
+    return values

@@ -89,3 +89,25 @@ def victim(candidate: Q, running: list[Q], rows_of: dict[str, int], fair_share: 
         lower = [r for r in running if r.priority == candidate.priority and r.group != candidate.group
                  and rows_of.get(r.group, 0) > fair_share]
     return max(lower, key=lambda r: r.admitted_at, default=None)
+
+
+class Reserving(Queued, Protocol):
+    @property
+    def reserve(self) -> int: ...  # KV positions it may need, prompt included
+
+
+def fair_share(rows: list[Q], waiting: WaitingRequests[Q], max_rows: int) -> int:
+    """The rows each group (running or waiting) may hold while others wait."""
+    groups = {row.group for row in rows} | waiting.groups()
+    return max(1, max_rows // max(1, len(groups)))
+
+
+R = TypeVar("R", bound=Reserving)
+
+
+def fits(candidate: R, rows: list[R], max_rows: int, kv_budget: int) -> bool:
+    """A row is free, and the KV budget holds one more row as long as the longest reservation."""
+    if len(rows) >= max_rows:
+        return False
+    longest = max([row.reserve for row in rows] + [candidate.reserve])
+    return (len(rows) + 1) * longest <= kv_budget

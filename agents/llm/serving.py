@@ -13,19 +13,18 @@ A preempted row's keys and values wait in host memory; when it is admitted again
 copied back and it goes on where it stopped, with the same output it would have had. The model
 call stays dumb: this file decides which rows run (scheduler.py picks who is next), kv_cache.py
 holds their memory, runner.py builds each forward pass, sampling.py turns logits into text per
-request.
+request; sequence.py is a request as the core keeps it, speculative.py the draft-and-verify step
+of a lone greedy row.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -33,60 +32,17 @@ import torch
 from agents.llm import speculative
 from agents.llm.files import ModelFolderError
 from agents.llm.kv_cache import PrefixCache, SlotKVCache
-from agents.llm.metrics import TTFT_BUCKETS, CoreStats, device_metrics, device_name
+from agents.llm.metrics import CoreStats, core_metrics, device_metrics, device_name
 from agents.llm.runner import ModelRunner
-from agents.llm.sampling import NgramPools, RequestState, Sampler, check_sampling, new_state
-from agents.llm.scheduler import WaitingRequests, victim
+from agents.llm.sampling import NgramPools, Sampler
+from agents.llm.scheduler import WaitingRequests, fair_share, fits, victim
+from agents.llm.sequence import Sequence, new_sequence
 from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay
 
 if TYPE_CHECKING:
     from agents.llm.transformers_backend import TransformersEngine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One request inside the core: its place in the queue or its row, and its decoding state."""
-
-    state: RequestState
-    ids: list[int]  # the prompt's token ids
-    out: queue.Queue
-    reserve: int  # KV positions it may need, prompt included
-    submitted: float
-    admitted_at: int = -1
-    length: int = 0  # positions of this row held in the KV buffer
-    pending: int | None = None  # the last sampled token, not yet fed to the model
-    looked_up: bool = False  # the prefix cache was asked for this row's prompt
-    swapped: tuple | None = None  # (keys, values) of a preempted row, kept in host memory
-    draft: speculative.DraftState | None = None  # speculative decoding: the draft model's cache
-
-    @property
-    def next_input(self) -> int:
-        """The token a decoding row feeds the model next (every decoding row has one)."""
-        assert self.pending is not None, "a decoding row always has its next token"
-        return self.pending
-
-    @property
-    def request(self) -> GenerationRequest:
-        return self.state.request
-
-    @property
-    def priority(self) -> int:
-        return self.request.priority
-
-    @property
-    def group(self) -> str:
-        return self.request.group
-
-    @property
-    def adapter(self) -> str | None:
-        return self.request.adapter.name if self.request.adapter else None
-
-    def feed(self) -> list[int]:
-        """What the KV buffer must hold before decoding: the prompt, and on a resumed row all its
-        tokens but the pending one."""
-        return self.ids + self.state.tokens[:-1] if self.state.tokens else self.ids
 
 
 class _Cancel:
@@ -132,27 +88,16 @@ class ServingCore:
     def submit(self, request: GenerationRequest, out: queue.Queue | None = None) -> queue.Queue:
         """Queue a request; its deltas arrive on the returned queue, the last with finished=True."""
         out = out if out is not None else queue.Queue()
-        started = time.monotonic()
         try:  # anything wrong with one request fails that request alone
-            check_sampling(request)
-            ids = self.engine.prompt_ids(request)
-            room = self.max_positions - len(ids)
-            if room < 1:
-                raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {self.max_positions}")
-            if request.max_new_tokens > room:  # stop at the end of the context, as "length"
-                request = dataclasses.replace(request, max_new_tokens=room)
-            reserve = len(ids) + request.max_new_tokens + self.spare
-            if reserve > self.kv_budget:
-                raise ValueError(f"the request needs {reserve} KV positions (prompt and max_new_tokens); "
-                                 f"this server's KV budget is {self.kv_budget}")
-            state = new_state(request, len(ids), self.engine.tokenizer, started, self.engine.eos_ids, self.pools)
+            sequence = new_sequence(self.engine, request, out, max_positions=self.max_positions,
+                                    kv_budget=self.kv_budget, spare=self.spare, pools=self.pools)
         except Exception as error:  # noqa: BLE001  (a chat template may raise anything on odd input)
             out.put(Delta(request.id, finished=True, finish_reason="error", error=str(error) or type(error).__name__))
             return out
         if self._closed:
-            out.put(Sampler.finish(state, "cancelled", "the server is shutting down"))
+            out.put(Sampler.finish(sequence.state, "cancelled", "the server is shutting down"))
             return out
-        self._inbox.put(Sequence(state, ids, out, reserve, started))
+        self._inbox.put(sequence)
         self._ensure_thread()
         return out
 
@@ -194,27 +139,7 @@ class ServingCore:
 
     def metrics(self) -> dict[str, float]:
         with self._lock:
-            stats = self.stats
-            used = sum(s.length for s in self.rows)
-            values = {
-                "queue_length": len(self.waiting), "rows_running": len(self.rows),
-                "rows_prefilling": len(self.rows) - self.decoding, "rows_max": self.max_rows,
-                "kv_tokens_used": used, "kv_tokens_reserved": sum(s.reserve for s in self.rows),
-                "kv_tokens_budget": self.kv_budget, "kv_bytes_allocated": self.kv.bytes,
-                "requests_total": stats.requests, "prompt_tokens_total": stats.prompt_tokens,
-                "prefill_tokens_total": stats.prefill_tokens, "generated_tokens_total": stats.generated_tokens,
-                "preemptions_total": stats.preemptions, "decode_steps_total": stats.steps,
-                "tokens_per_s": round(stats.tokens_per_s(), 2),
-                "time_to_first_token_seconds_sum": round(stats.ttft_sum, 4),
-                "time_to_first_token_seconds_count": stats.ttft_count,
-                "prefix_cache_tokens": self.prefixes.tokens, "prefix_cache_hits_total": self.prefixes.hits,
-                "prefix_cache_hit_tokens_total": self.prefixes.hit_tokens,
-                "load": round(len(self.rows) / self.max_rows, 3),
-            }
-            for bound, count in zip(TTFT_BUCKETS, stats.ttft_buckets, strict=True):
-                values[f"time_to_first_token_seconds_bucket_le_{bound:g}"] = count
-            for reason, count in stats.finished.items():
-                values[f"requests_finished_total_{reason}"] = count
+            values = core_metrics(self)
         return values | device_metrics(self.kv.device)
 
     # --- the core's thread ------------------------------------------------------------------
@@ -304,24 +229,14 @@ class ServingCore:
                 self._send(sequence, Sampler.finish(sequence.state, "cancelled"))
         self._cancels.clear()
 
-    def _fair_share(self) -> int:
-        groups = {s.group for s in self.rows} | self.waiting.groups()
-        return max(1, self.max_rows // max(1, len(groups)))
-
-    def _fits(self, sequence: Sequence) -> bool:
-        if len(self.rows) >= self.max_rows:
-            return False
-        longest = max([s.reserve for s in self.rows] + [sequence.reserve])
-        return (len(self.rows) + 1) * longest <= self.kv_budget
-
     def _admit(self) -> None:
         while len(self.waiting):
-            fair = self._fair_share()
+            fair = fair_share(self.rows, self.waiting, self.max_rows)
             rows_of = Counter(s.group for s in self.rows)
             candidate = self.waiting.pick(rows_of, fair)
             if candidate is None:
                 return
-            if not self._fits(candidate):
+            if not fits(candidate, self.rows, self.max_rows, self.kv_budget):
                 preempted = victim(candidate, self.rows, rows_of, fair)
                 if preempted is None:
                     return
@@ -477,38 +392,8 @@ class ServingCore:
 
     def _speculate(self, sequence: Sequence) -> None:
         """One verification pass over the draft's proposals for a lone greedy row (speculative.py)."""
-        engine, device, k = self.engine, self.engine.device, self.engine.draft_tokens
-        state = sequence.state
-        sequence_ids = sequence.ids + state.tokens  # the KV buffer holds all but the last (pending)
-        if sequence.draft is None:
-            sequence.draft = speculative.new_draft_state(engine.draft)
-        proposals = speculative.propose(engine.draft, self.sampler, state, sequence_ids, sequence.draft, k, device)
-        # This model scores its pending token and every proposal in one pass: scores[0] follows
-        # the pending token, scores[i] follows proposals[i - 1].
-        start = sequence.length
-        scores = self.runner.verify(0, sequence.adapter, [sequence.next_input] + proposals, start)
-        before, kept = len(sequence_ids), 0
-        self.stats.steps += 1
-        for position in range(k + 1):
-            token = self.sampler.pick(scores[position], state)
-            delta = self.sampler.advance(state, token)
-            self.stats.generated_tokens += 1
+        for delta in speculative.step(self.engine, self.runner, self.sampler, sequence, self.stats):
             self._send(sequence, delta)
-            if delta is not None and delta.finished:
+            if delta.finished:
                 with self._lock:
                     self._remove(sequence)
-                return
-            sequence_ids.append(token)
-            if position == k:
-                break
-            state.proposed += 1
-            if token != proposals[position]:
-                break
-            kept += 1
-            state.accepted += 1
-        self.stats.recent.append((time.monotonic(), kept + 1))
-        # The buffer keeps the pending token and the accepted proposals (positions past a row's
-        # length are never attended); the draft forgets what was rejected.
-        sequence.length = start + 1 + kept
-        sequence.pending = sequence_ids[-1]
-        speculative.forget_rejected(sequence.draft, before, kept, k)
