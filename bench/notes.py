@@ -27,6 +27,7 @@ def main() -> None:
     from agents.retrieval import default_embedder
     from agents.roles import section_writer
     from webapp import llm
+    from webapp.registry import services as registry
     from webapp.runs.management.commands.evaluate import BRIEFS, _brief, _index
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,6 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     item = json.loads(BRIEFS.read_text())[args.brief]
     brief, index = _brief(item), _index(BRIEFS.parent / item["sources"])
+    registry.migrate_if_fresh()
     engine = llm.get_engine()
     plan = coordinator.plan(engine, brief).sections
     write = section_writer.write_sections

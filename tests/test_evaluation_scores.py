@@ -128,3 +128,32 @@ def test_reader_scores_count_what_a_reader_would_not_keep():
     assert scores["repeated_4grams"] > 0  # "venus is the brightest planet..." twice
     assert scores["cited"] == pytest.approx(200 / said)
     assert scores["supported"] == 50  # [1] supports the phases, not Saturn's colour
+
+
+@pytest.mark.bundled
+def test_manage_py_evaluate_works_on_a_fresh_data_folder(tmp_path):
+    """A new user's first `manage.py evaluate`, before `make run` ever ran: the database has no
+    tables yet, and the registry is asked for the active model (it failed with "no such table:
+    registry_basemodel"); the tables are created first."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from agents.llm.bundled import BUNDLED_NAME, bundled_model_dir
+    from tests.support.processes import ROOT
+
+    fresh = tmp_path / "fresh"
+    (fresh / "models").mkdir(parents=True)  # the bundled model, converted once for the test session
+    (fresh / "models" / BUNDLED_NAME).symlink_to(bundled_model_dir(settings.DATA_DIR / "models"))
+    briefs = tmp_path / "briefs.json"
+    briefs.write_text(json.dumps([{"topic": "Why we sleep", "words": 150}]))
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "REDIS_URL", "SCRIPTORIUM_MODEL")}
+    done = subprocess.run([sys.executable, "manage.py", "evaluate", "--briefs", str(briefs), "--systems", "team"],
+                          cwd=ROOT, env=env | {"SCRIPTORIUM_DATA_DIR": str(fresh)}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| Why we sleep |" in done.stdout and "**overall**" in done.stdout

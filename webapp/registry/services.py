@@ -162,6 +162,17 @@ def resolve_adapter(role: str) -> AdapterSpec | None:
     return adapter_spec(adapter, fetch=settings.SCRIPTORIUM_LLM_BACKEND == "transformers")
 
 
+def migrate_if_fresh() -> None:
+    """For commands and scripts that load models outside `make run` (evaluate, bench/): a fresh
+    data folder's database has no tables yet, so they are created first, as `make run` does. A
+    database that has them is left alone (its migrations are the web process's to run)."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    if BaseModel._meta.db_table not in connection.introspection.table_names():
+        call_command("migrate", interactive=False, verbosity=0)
+
+
 def active_base_model() -> BaseModel | None:
     return BaseModel.objects.filter(status=VersionStatus.ACTIVE).first()
 

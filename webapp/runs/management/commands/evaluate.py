@@ -18,6 +18,7 @@ from agents.outline import Brief
 from agents.retrieval import PassageIndex, default_embedder
 from webapp import llm
 from webapp.documents.extract import chunk_text, normalise
+from webapp.registry import services as registry
 
 BRIEFS = settings.BASE_DIR / "training" / "data" / "briefs.json"
 
@@ -61,6 +62,7 @@ class Command(BaseCommand):
         if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("topic") for i in items):
             raise CommandError(f"{briefs}: expected a JSON list of briefs, each with a topic")
         chosen = [(n, item) for n, item in enumerate(items) if only is None or n in only][: limit or None]
+        registry.migrate_if_fresh()  # the registry names the models (a fresh data folder has no tables yet)
         embed = default_embedder().embed
         lexicon = quality.default_lexicon()
         systems = [name for name in systems or ["team", "single"] if not (no_baseline and name == "single")]
