@@ -64,9 +64,10 @@ def test_a_run_writes_every_leaf_section_and_keeps_human_text(people, celery_wor
     assert run.outline_path == "existing"
     statuses = dict(run.tasks.filter(role="writer").values_list("section__heading", "status"))
     assert statuses == {"Gulls": "done", "Terns": "done", "Puffins": "skipped", "Gannets": "skipped"}
-    # Then the reviewer and the finisher, on the whole article: a lead, whatever the model wrote.
-    assert dict(run.tasks.filter(section=None).values_list("role", "status")) == {"reviewer": "done",
-                                                                                  "finisher": "done"}
+    # The chief editor planned (here: took the people's outline); then the reviewer and the finisher,
+    # on the whole article: a lead, whatever the model wrote.
+    assert dict(run.tasks.filter(section=None).values_list("role", "status")) == {
+        "chief_editor": "done", "reviewer": "done", "finisher": "done"}
     document.refresh_from_db()
     assert document.lead and document.lead_by_agent
     for heading in ("Gulls", "Terns"):
@@ -136,7 +137,7 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
     try:
         run = services.run_start(document=document, user=owner)
         services.run_approve(run=_run_finished(run, timeout=60))
-        task = run.tasks.get()
+        task = run.tasks.get(role="writer")
 
         def streaming():
             task.refresh_from_db()
@@ -147,7 +148,7 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
         first.wait()
         task.refresh_from_db()
         checkpoint = task.checkpoint_text
-        assert task.status == TaskStatus.RUNNING and run.tasks.get().status == TaskStatus.RUNNING
+        assert task.status == TaskStatus.RUNNING and run.tasks.get(role="writer").status == TaskStatus.RUNNING
         time.sleep(1)
         second = worker("second")
         run = _run_finished(run, timeout=480)  # the bundled model on two shared cores: slow in a busy suite
@@ -170,6 +171,53 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
     assert Revision.objects.filter(section=section, agent_role="writer").count() == 1
 
 
+def test_a_worker_killed_while_the_chief_editor_plans_leaves_the_plan_to_another(people, tmp_path, tiny_model_dir):
+    """SIGKILL the worker the moment its chief editor has claimed the plan (loading the model or
+    planning): the run used to stay "planning" for ever; a new worker plans it and the run ends."""
+    from celery import current_app
+
+    owner, project = people
+    document = make_document(project, owner, sections=())  # the chief editor plans
+    document.target_words, document.auto_approve_outline = 300, True
+    document.save(update_fields=["target_words", "auto_approve_outline"])
+    queue = f"agents-{uuid.uuid4().hex[:6]}"  # our own queue, so no other test worker takes the task
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_AGENTS_QUEUE=queue,
+               SCRIPTORIUM_MODEL=str(tiny_model_dir), SCRIPTORIUM_LLM_DTYPE="float32", WRITER_STALE_S="4",
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
+
+    def worker(name: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115  (the worker writes to it until it exits)
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue,
+                                 "--pool", "solo", "-n", f"{name}-{queue}@%h", "--loglevel", "INFO"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    routes = current_app.conf.task_routes
+    _route(current_app, {"agents.*": {"queue": queue}})
+    first = worker("first")
+    second = None
+    try:
+        run = services.run_start(document=document, user=owner)
+        chief = run.tasks.get(role="chief_editor")
+        wait_for(lambda: AgentTask.objects.get(pk=chief.pk).status == TaskStatus.RUNNING, timeout=120,
+                 interval=0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        run.refresh_from_db()
+        assert run.status == RunStatus.PLANNING and not document.sections.exists()  # cut short mid-plan
+        second = worker("second")
+        run = _run_finished(run, timeout=240)
+    finally:
+        _route(current_app, routes)
+        for process in (first, second):
+            if process and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+    assert run.status == RunStatus.DONE, (run.error, (tmp_path / "second.log").read_text()[-3000:])
+    chief.refresh_from_db()
+    assert chief.status == TaskStatus.DONE and chief.attempts == 2
+    assert document.sections.count() >= 2 and run.tasks.filter(role="writer", status=TaskStatus.DONE).exists()
+
+
 def test_cancel_stops_a_run_and_keeps_what_was_written(people, celery_worker_process):
     owner, project = people
     document = make_document(project, owner, sections=("Gulls", "Terns"))
@@ -190,7 +238,7 @@ def test_cancel_stops_a_run_and_keeps_what_was_written(people, celery_worker_pro
         return not run.tasks.filter(status=TaskStatus.RUNNING).exists()
 
     wait_for(stopped, timeout=10)  # the writers saw the flag at their next step
-    assert set(run.tasks.values_list("status", flat=True)) == {TaskStatus.CANCELLED}
+    assert set(run.tasks.filter(role="writer").values_list("status", flat=True)) == {TaskStatus.CANCELLED}
     assert all(s.text for s in document.sections.all())  # what was written is kept
 
 
@@ -203,7 +251,7 @@ def test_manage_py_write_prints_the_article(people, celery_worker_process, capsy
     call_command("write", "Why the sea is salty", words=300, json=True)
     record = json.loads(capsys.readouterr().out)
     assert record["status"] == "done" and record["tasks"] and record["words"] > 0 and record["lead"]
-    assert {task["role"] for task in record["tasks"]} == {"writer", "reviewer", "finisher"}
+    assert {task["role"] for task in record["tasks"]} == {"chief_editor", "writer", "reviewer", "finisher"}
 
 
 def test_regenerate_one_section_with_an_instruction(people, celery_worker_process):
@@ -516,6 +564,42 @@ def test_a_stage_whose_hand_off_was_lost_is_moved_on_by_the_watcher(people, monk
     assert still.status == RunStatus.WRITING
     queued.clear()
     assert services.requeue_stale() == 0 and queued == []  # the review it queued is now the reviewer's
+
+
+def test_a_plan_cut_short_is_planned_again_and_a_failed_plan_says_why(people, monkeypatch):
+    """The chief editor's task is claimed and kept alive like a writer's: a plan whose worker died
+    (no heartbeat) or whose message was lost is queued again; a plan that fails (the model could
+    not be loaded) fails the run with the reason instead of leaving it "planning" for ever."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents import coordinator
+    from webapp.runs import lifecycle
+
+    owner, project = people
+    queued = []
+    monkeypatch.setattr(services, "enqueue", lambda name, *args, **kwargs: queued.append((name, *args)))
+    died = services.run_start(document=make_document(project, owner), user=owner)
+    lost = services.run_start(document=make_document(project, owner, sections=()), user=owner)  # to plan
+    alive = services.run_start(document=make_document(project, owner), user=owner)
+    assert list(died.tasks.values_list("role", "status")) == [("chief_editor", "queued")]
+    long_ago = timezone.now() - timedelta(seconds=settings.QUEUED_LOST_S + 5)
+    died.tasks.update(status=TaskStatus.RUNNING, attempts=1, heartbeat_at=long_ago)
+    lost.tasks.update(heartbeat_at=long_ago)
+    alive.tasks.update(status=TaskStatus.RUNNING, attempts=1, heartbeat_at=timezone.now())
+    queued.clear()
+    assert services.requeue_stale() == 2
+    assert sorted(queued) == sorted([(lifecycle.PLAN_TASK, died.id), (lifecycle.PLAN_TASK, lost.id)])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model folder is empty")
+
+    monkeypatch.setattr(coordinator, "plan", broken)
+    run = services.run_plan(run_id=lost.id)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "chief editor could not plan: the model folder is empty" in run.error
+    assert run.tasks.get().status == TaskStatus.FAILED
 
 
 def test_a_run_that_cannot_be_queued_fails_saying_why(people, monkeypatch, django_capture_on_commit_callbacks):

@@ -14,8 +14,8 @@ import os
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from agents import coordinator
@@ -38,8 +38,12 @@ log = logging.getLogger(__name__)
 @transaction.atomic
 def run_start(*, document: Document, user, batch_size: int = 8) -> WritingRun:
     run = WritingRun.objects.create(document=document, created_by=user, batch_size=batch_size)
+    # The chief editor's task, claimed and kept alive like a writer's: a plan whose worker died
+    # (or whose database went away) is planned again by another worker (requeue_stale).
+    AgentTask.objects.create(run=run, role=chief_editor.ROLE, heartbeat_at=timezone.now())
     lifecycle.announce(run)
     enqueue(lifecycle.PLAN_TASK, run.id, on_error=lambda error: _not_queued(run.pk))
+    _watch()
     return run
 
 
@@ -51,10 +55,40 @@ def _not_queued(run_id: int) -> None:
 
 
 def run_plan(*, run_id: int) -> WritingRun:
-    """The chief editor's outline, unless people already wrote one; then approval or writing."""
+    """The chief editor's outline, unless people already wrote one; then approval or writing. A
+    plan that fails says why on the run; one cut short by a dead worker or database is planned
+    again (the task's heartbeat stops: requeue_stale)."""
     run = WritingRun.objects.select_related("document").get(pk=run_id)
     if run.status != RunStatus.PLANNING:
         return run  # a redelivered task: planning happened already
+    ours = run.tasks.filter(role=chief_editor.ROLE)
+    claimed = lifecycle.claim(list(ours.values_list("id", flat=True)))
+    if not claimed and ours.exists():
+        return run  # another worker is planning it
+    with lifecycle.kept_alive(claimed):
+        try:
+            _plan(run)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the task stays running, its heartbeat stops, it is planned again
+        except Exception as error:  # noqa: BLE001  (the model could not be loaded or failed: the run says so)
+            log.exception("planning run %d failed", run.pk)
+            with transaction.atomic():
+                for task in claimed:
+                    lifecycle.held(task).update(status=TaskStatus.FAILED, error=str(error)[:2000],
+                                                finished_at=timezone.now())
+                lifecycle.set_status(run, RunStatus.FAILED, f"The chief editor could not plan: {error}"[:2000])
+            return run
+    with transaction.atomic():  # the plan is done and the run moves on, or neither
+        if any(not lifecycle.held(task).filter(status=TaskStatus.RUNNING).update(
+                status=TaskStatus.DONE, finished_at=timezone.now()) for task in claimed):
+            return run  # another worker took the planning over (this one looked dead): it moves the run on
+        if run.document.auto_approve_outline:
+            return run_approve(run=run)
+        lifecycle.set_status(run, RunStatus.AWAITING_APPROVAL)
+    return run
+
+
+def _plan(run: WritingRun) -> None:
     document = run.document
     if document.sections.exists():
         run.outline_path = "existing"
@@ -66,11 +100,6 @@ def run_plan(*, run_id: int) -> WritingRun:
                                model_version=lifecycle.model_version(engine, adapter.name if adapter else ""))
         run.outline_path, run.outline_problems = plan.path, plan.problems
     run.save(update_fields=["outline_path", "outline_problems"])
-    if document.auto_approve_outline:
-        return run_approve(run=run)
-    with transaction.atomic():
-        lifecycle.set_status(run, RunStatus.AWAITING_APPROVAL)
-    return run
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -164,12 +193,22 @@ def run_cancel(*, run: WritingRun) -> WritingRun:
 
 def requeue_stale() -> int:
     """Give sections whose writer stopped checkpointing (a killed worker) to a live worker; they
-    resume from their checkpoint. Run by the watch_runs task, which workers start when they start
-    and which repeats while any run is writing or reviewing. Also moves on a run whose stage is
+    resume from their checkpoint; plan again a run whose chief editor died the same way. Run by
+    the watch_runs task, which workers start when they start and which repeats while any run is
+    planning, writing or reviewing. Also moves on a run whose stage is
     finished but was never moved on (the database went away between the last writer saving its
     section and queueing the review, or between the review and the run's "done")."""
     moved_on = _move_on_finished_stages()
     stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
+    queued_long_ago = timezone.now() - timedelta(seconds=settings.QUEUED_LOST_S)
+    plans = AgentTask.objects.filter(Q(status=TaskStatus.RUNNING, heartbeat_at__lt=stale) | Q(
+        status=TaskStatus.QUEUED, heartbeat_at__lt=queued_long_ago), role=chief_editor.ROLE,
+        run__status=RunStatus.PLANNING)
+    replanned = set(plans.values_list("run_id", flat=True))
+    plans.filter(status=TaskStatus.QUEUED).update(heartbeat_at=timezone.now())  # once per QUEUED_LOST_S
+    for run_id in replanned:
+        log.info("re-queueing the plan of run %d (pid %d)", run_id, os.getpid())
+        enqueue(lifecycle.PLAN_TASK, run_id)
     reviews = set(AgentTask.objects.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale,
                                            run__status=RunStatus.REVIEWING).values_list("run_id", flat=True))
     for run_id in reviews:
@@ -183,7 +222,7 @@ def requeue_stale() -> int:
     # Work queued long ago and never started: its message was lost (the broker was away when it
     # was sent, or restarted without it). Queued again; a copy that does arrive finds it claimed.
     lost = AgentTask.objects.filter(status=TaskStatus.QUEUED, run__status__in=[RunStatus.WRITING, RunStatus.REVIEWING],
-                                    heartbeat_at__lt=timezone.now() - timedelta(seconds=settings.QUEUED_LOST_S))
+                                    heartbeat_at__lt=queued_long_ago)
     lost_reviews = set()
     for task_id, run_id, run_status in lost.values_list("id", "run_id", "run__status"):
         if run_status == RunStatus.REVIEWING:
@@ -198,7 +237,7 @@ def requeue_stale() -> int:
     for run_id, task_ids in by_run.items():
         log.info("re-queueing %d stale or lost section(s) of run %d (pid %d)", len(task_ids), run_id, os.getpid())
         enqueue(lifecycle.WRITE_TASK, run_id, task_ids)
-    return sum(len(ids) for ids in by_run.values()) + len(reviews) + moved_on
+    return sum(len(ids) for ids in by_run.values()) + len(reviews) + moved_on + len(replanned)
 
 
 def _move_on_finished_stages() -> int:

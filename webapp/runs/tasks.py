@@ -10,11 +10,12 @@ import uuid
 from celery import shared_task
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Q
 
 from agents.llm.types import GenerationRequest
 from webapp import llm
 from webapp.runs import lifecycle, reviewing, services, writing
-from webapp.runs.models import RunStatus, WritingRun
+from webapp.runs.models import RunStatus, TaskStatus, WritingRun
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def watch_runs() -> int:
     requeued, again = 0, True
     try:
         requeued = services.requeue_stale()
-        again = WritingRun.objects.filter(status__in=[RunStatus.WRITING, RunStatus.REVIEWING]).exists()
+        again = WritingRun.objects.filter(Q(status__in=[RunStatus.WRITING, RunStatus.REVIEWING]) | Q(
+            status=RunStatus.PLANNING, tasks__status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])).exists()
     except Exception:  # noqa: BLE001  (logged; the next look tries again)
         log.exception("the runs' watcher could not look; it looks again in a moment")
         close_old_connections()  # a connection the database dropped is not reused
