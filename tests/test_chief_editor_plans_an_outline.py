@@ -89,6 +89,31 @@ def test_the_tiny_model_answers_in_the_outline_schema_so_no_fallback(tiny_model_
     assert result.path != "fallback" and len(result.answers) == 1
 
 
+def test_headings_and_key_points_cut_at_the_schemas_cap_are_made_whole():
+    """The bundled model wrote every heading of one brief into a clause until the schema's
+    60-character cap cut it mid-word: such a heading loses the cut word and what dangles."""
+    cut = "The Brooklyn Bridge's history: From the early beginnings to "
+    assert len(cut) == chief_editor.HEADING_MAX
+    answer = json.dumps({"sections": [
+        {"heading": cut, "goal": "Explain the history.",
+         "key_points": ["Construction begins with a massive wooden frame, which is sl"]},
+        {"heading": "Things to look out for", "goal": "Show what to watch.", "key_points": ["Caissons"]}]})
+    result = plan_outline(ScriptedEngine(answer), Brief(topic="Bridges", target_words=600))
+    assert [s.heading for s in result.sections] == ["The Brooklyn Bridge's history: From the early beginnings",
+                                                    "Things to look out for"]  # not cut: left whole
+    assert result.sections[0].key_points == ["Construction begins with a massive wooden frame"]
+
+
+def test_the_schema_leaves_no_room_for_a_comma_in_a_heading():
+    """A heading ends where the model would go on into a clause after a comma."""
+    import re
+
+    schema = chief_editor.outline_schema(3, 5)["properties"]["sections"]["items"]["properties"]
+    assert not re.match(schema["heading"]["pattern"], "Gulls, terns and puffins")
+    assert not re.match(schema["key_points"]["items"]["pattern"], "Gulls, terns")
+    assert re.match(schema["heading"]["pattern"], "Gulls: what they eat")
+
+
 def test_the_briefs_own_subtopics():
     assert chief_editor.subtopics(Brief(
         "The history of lighthouses: from the Pharos of Alexandria to automated modern lights")) == \
@@ -121,6 +146,31 @@ def test_duplicates_merge_the_title_goes_and_every_subtopic_gets_a_heading():
     assert added.goal == "Explain how lights came to run without keepers."  # written by the model
     assert engine.requests[1].response_format["type"] == "regex"
     check_outline(result.sections, 1200)
+
+
+def test_a_heading_restates_the_title_only_with_no_word_of_its_own_or_the_same_meaning():
+    """The bundled model's headings that went as title restatements at the headings' duplicate
+    threshold (their outlines fell back to a template) stay; true restatements still go. Cosines
+    with the real MiniLM: kept 0.45-0.86, gone 0.92-1.0 or no word of their own and most of the
+    title's."""
+    from agents.retrieval import default_embedder
+
+    embed = default_embedder().embed
+    cases = {
+        "Why sleep matters for health": ({"The Importance of Sleep", "How Sleep Affects Your Health",
+                                          "How to Improve Sleep"},
+                                         {"Why Sleep Matters", "Why Sleep Matters for Health", "Sleep and health"}),
+        "The story of the bicycle": ({"Bicycles in the past", "Bicycle-themed adventures"},
+                                     {"The story of the bicycle", "The bicycle's story"}),
+        "How the Brooklyn Bridge was built": ({"The Brooklyn Bridge", "The caissons"},
+                                              {"Building the Brooklyn Bridge"}),
+        "How the printing press changed Europe": ({"The Printing Press", "Impact on Europe"}, set()),
+        "The history of lighthouses: from the Pharos of Alexandria to automated modern lights": (
+            {"The Pharos of Alexandria"}, {"The History of Lighthouses"}),
+    }
+    for title, (kept, gone) in cases.items():
+        headings = sorted(kept | gone)
+        assert {headings[i] for i in chief_editor.restating(title, headings, embed)} == gone, title
 
 
 def test_headings_that_only_repeat_each_other_are_re_asked():

@@ -58,9 +58,14 @@ def _sections_wanted(brief: Brief) -> tuple[int, int]:
 
 
 GOAL_VERBS = "Explain|Describe|Show|Tell|Trace|Compare|Introduce|Sum up|Give|Present|Outline"
-HEADING = "^[A-Z][A-Za-z0-9 ,'&:-]*$"  # plain words: no numbering, no markup, no line breaks
+# Headings and key points in plain words: no numbering, no markup, no line breaks, and no comma:
+# where the model would go on into a clause ("How to be a birdwatcher, from the first day of every
+# month"), the closing quote is the next best token, so the heading ends there instead of at the
+# length cap mid-word (seen on 6 of 6 headings of one brief).
+HEADING = "^[A-Z][A-Za-z0-9 '&:-]*$"
+HEADING_MAX, POINT_MAX = 60, 60
 GOAL = f"^(?:{GOAL_VERBS}) [a-z][A-Za-z0-9 ,'()&:;-]{{15,150}}[.]$"  # one sentence saying what the section does
-POINT = "^[A-Z][A-Za-z0-9 ,'&-]*$"
+POINT = "^[A-Z][A-Za-z0-9 '&-]*$"
 
 
 def outline_schema(low: int, high: int) -> dict:
@@ -70,10 +75,10 @@ def outline_schema(low: int, high: int) -> dict:
         "sections": {"type": "array", "minItems": low, "maxItems": high, "items": {
             "type": "object", "additionalProperties": False, "required": ["heading", "goal", "key_points"],
             "properties": {
-                "heading": {"type": "string", "minLength": 3, "maxLength": 60, "pattern": HEADING},
+                "heading": {"type": "string", "minLength": 3, "maxLength": HEADING_MAX, "pattern": HEADING},
                 "goal": {"type": "string", "minLength": 25, "maxLength": 160, "pattern": GOAL},
-                "key_points": {"type": "array", "minItems": 1, "maxItems": 3,
-                               "items": {"type": "string", "minLength": 3, "maxLength": 60, "pattern": POINT}}}}}}}
+                "key_points": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+                    "type": "string", "minLength": 3, "maxLength": POINT_MAX, "pattern": POINT}}}}}}}
 
 
 def _format(brief: Brief) -> dict:
@@ -144,6 +149,7 @@ def _items(text: str) -> list[str]:
 # --- headings on the brief -----------------------------------------------------------------
 
 DUPLICATE = 0.74  # cosine of MiniLM heading embeddings; training/data/labelled/heading_pairs.json (bench/calibrate.py)
+RESTATES_TITLE = 0.9  # cosine of a heading to the title above which it says nothing more
 COVERED = 0.6  # a heading covers a subtopic at this cosine or above, or when it holds its content words
 
 Embed = Callable[[list[str]], "torch.Tensor"]
@@ -174,6 +180,20 @@ def covered(topics: list[str], headings: list[str], embed: Embed) -> list[bool]:
     return result
 
 
+def restating(title: str, headings: list[str], embed: Embed) -> list[int]:
+    """The headings that only restate the article's title: no word of their own and most of the
+    title's (before a colon): "Why Sleep Matters" in "Why sleep matters for health", but not "The
+    Printing Press" in "How the printing press changed Europe"; or near-identical in meaning. A
+    heading on a part of the subject shares the title's words and much of its meaning ("How Sleep
+    Affects Your Health", "Bicycles in the past"): at the headings' duplicate threshold (0.74) the
+    bundled model's headings for 2 of 14 briefs all went, and those outlines fell back to a template."""
+    similarity = (embed([title]) @ embed(headings).T)[0]
+    theirs = _content_words(title.split(":")[0])
+    restates = [_content_words(heading) for heading in headings]
+    return [index for index, words in enumerate(restates)
+            if (words <= theirs and 3 * len(words) >= 2 * len(theirs)) or float(similarity[index]) >= RESTATES_TITLE]
+
+
 def on_the_brief(sections: list[PlannedSection], topics: list[str], embed: Embed, high: int,
                  title: str = "") -> list[PlannedSection]:
     """Near-duplicate headings merged (the later one's key points go to the first), a heading
@@ -181,14 +201,9 @@ def on_the_brief(sections: list[PlannedSection], topics: list[str], embed: Embed
     a section: in place of a merged one, or added (up to `high`). Sections added here have no goal
     yet. InvalidOutline when fewer than two different headings are left (the editor re-asks)."""
     kept = list(sections)
-    dropped = set()
     headings = [s.heading for s in kept]
-    for i, j, _ in duplicate_pairs(([title] if title else []) + headings, embed):
-        if title:  # index 0 is the title
-            if i == 0:
-                dropped.add(j - 1)
-                continue
-            i, j = i - 1, j - 1
+    dropped = set(restating(title, headings, embed)) if title and headings else set()
+    for i, j, _ in duplicate_pairs(headings, embed):
         if i in dropped or j in dropped:
             continue
         dropped.add(j)
@@ -254,6 +269,26 @@ class PlanResult:
     problems: list[str] = field(default_factory=list)
 
 
+DANGLING = re.compile(r"(?:\s+(?:a|an|the|to|of|from|and|or|for|in|on|with|at|by|as|its|their|that|which|is|are)\b)+$",
+                      re.I)
+
+
+def _uncut(text: str, limit: int) -> str:
+    """Text the schema cut at its length cap ("...From the early beginnings to "): without the
+    word that was cut and the words left dangling at the end."""
+    if len(text) < limit:
+        return text
+    text = text[:limit].rsplit(" ", 1)[0] if text[limit - 1:limit + 1].strip() else text
+    return DANGLING.sub("", text.rstrip(" ,:;-&")).rstrip(" ,:;-&")
+
+
+def uncut(section: PlannedSection) -> PlannedSection:
+    """The section with its heading and key points whole again, where the schema's cap cut them."""
+    section.heading = _uncut(section.heading, HEADING_MAX) or section.heading
+    section.key_points = [point for point in (_uncut(p, POINT_MAX) for p in section.key_points) if point]
+    return section
+
+
 def _ask(engine: Engine, request: GenerationRequest) -> str:
     text = []
     for delta in engine.stream([request]):
@@ -283,7 +318,7 @@ def plan_outline(engine: Engine, brief: Brief, adapter: AdapterSpec | None = Non
         try:
             answer = _ask(engine, request)
             result.answers.append(answer)
-            parsed = parse_outline(answer)
+            parsed = [uncut(section) for section in parse_outline(answer)]
             try:
                 check_outline(parsed, brief.target_words)
                 path = "model" if attempt == 0 else "re-asked"
