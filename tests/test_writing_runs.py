@@ -558,7 +558,8 @@ def test_a_stage_whose_hand_off_was_lost_is_moved_on_by_the_watcher(people, monk
     monkeypatch.setattr(services, "enqueue", lambda name, *args, **kwargs: queued.append((name, *args)))
 
     assert services.requeue_stale() == 2
-    written.refresh_from_db(), reviewed.refresh_from_db(), still.refresh_from_db()
+    for run in (written, reviewed, still):
+        run.refresh_from_db()
     assert written.status == RunStatus.REVIEWING and queued == [(lifecycle.REVIEW_TASK, written.id)]
     assert reviewed.status == RunStatus.DONE and "the database went away" in reviewed.error
     assert still.status == RunStatus.WRITING

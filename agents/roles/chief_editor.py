@@ -61,7 +61,7 @@ GOAL_VERBS = "Explain|Describe|Show|Tell|Trace|Compare|Introduce|Sum up|Give|Pre
 # Headings and key points in plain words: no numbering, no markup, no line breaks, and no comma:
 # where the model would go on into a clause ("How to be a birdwatcher, from the first day of every
 # month"), the closing quote is the next best token, so the heading ends there instead of at the
-# length cap mid-word (seen on 6 of 6 headings of one brief).
+# length cap mid-word (5 of the 6 headings of one brief, bench/RESULTS.md).
 HEADING = "^[A-Z][A-Za-z0-9 '&:-]*$"
 HEADING_MAX, POINT_MAX = 60, 60
 GOAL = f"^(?:{GOAL_VERBS}) [a-z][A-Za-z0-9 ,'()&:;-]{{15,150}}[.]$"  # one sentence saying what the section does
@@ -185,8 +185,9 @@ def restating(title: str, headings: list[str], embed: Embed) -> list[int]:
     title's (before a colon): "Why Sleep Matters" in "Why sleep matters for health", but not "The
     Printing Press" in "How the printing press changed Europe"; or near-identical in meaning. A
     heading on a part of the subject shares the title's words and much of its meaning ("How Sleep
-    Affects Your Health", "Bicycles in the past"): at the headings' duplicate threshold (0.74) the
-    bundled model's headings for 2 of 14 briefs all went, and those outlines fell back to a template."""
+    Affects Your Health", "Bicycles in the past"): at the headings' duplicate threshold (0.74) every
+    heading of 2 or 3 of the 14 briefs went (which ones depends on the CPU), and those outlines fell
+    back to a template."""
     similarity = (embed([title]) @ embed(headings).T)[0]
     theirs = _content_words(title.split(":")[0])
     restates = [_content_words(heading) for heading in headings]
@@ -276,9 +277,10 @@ DANGLING = re.compile(r"(?:\s+(?:a|an|the|to|of|from|and|or|for|in|on|with|at|by
 def _uncut(text: str, limit: int) -> str:
     """Text the schema cut at its length cap ("...From the early beginnings to "): without the
     word that was cut and the words left dangling at the end."""
-    if len(text) < limit:
+    if len(text) != limit:  # only the cap cuts at exactly this length (other backends write longer)
         return text
-    text = text[:limit].rsplit(" ", 1)[0] if text[limit - 1:limit + 1].strip() else text
+    if not text.endswith(" "):
+        text = text.rsplit(" ", 1)[0]  # the last word may have been cut
     return DANGLING.sub("", text.rstrip(" ,:;-&")).rstrip(" ,:;-&")
 
 
