@@ -603,6 +603,37 @@ def test_a_plan_cut_short_is_planned_again_and_a_failed_plan_says_why(people, mo
     assert run.tasks.get().status == TaskStatus.FAILED
 
 
+def test_the_watcher_is_a_thread_that_looks_without_the_broker(people, monkeypatch, settings):
+    """The watcher used to be a chain of countdown tasks in the broker: a Redis restart that lost
+    them ended it, and a review whose message was lost in the same outage stayed queued for ever
+    (seen in CI). Now each agents worker's thread looks every WRITER_STALE_S / 2 seconds, and a
+    look that fails (the database away) is followed by the next."""
+    from webapp.runs import reviewing, watcher
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    AgentTask.objects.create(run=run, role="writer", section=document.sections.get(), status=TaskStatus.DONE)
+    settings.WRITER_STALE_S = 2
+    monkeypatch.setattr(reviewing, "enqueue", lambda *args, **kwargs: None)  # no broker needed
+    looks = []
+    real = services.requeue_stale
+
+    def flaky() -> int:
+        looks.append(time.monotonic())
+        if len(looks) == 1:
+            raise ConnectionError("the database is restarting")
+        return real()
+
+    monkeypatch.setattr(services, "requeue_stale", flaky)
+    stop = watcher.start()
+    try:
+        wait_for(lambda: WritingRun.objects.get(pk=run.pk).status == RunStatus.REVIEWING, timeout=30)
+    finally:
+        stop.set()
+    assert len(looks) >= 2 and looks[1] - looks[0] >= 0.9  # looked again after the failed look
+
+
 def test_a_run_that_cannot_be_queued_fails_saying_why(people, monkeypatch, django_capture_on_commit_callbacks):
     from webapp.celery import app
 

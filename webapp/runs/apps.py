@@ -6,9 +6,11 @@ from django.conf import settings
 
 
 def _start_watching(sender=None, **kwargs) -> None:
-    """An agents worker that starts looks for sections whose worker died mid-write."""
+    """An agents worker watches for work nobody is doing (webapp/runs/watcher.py)."""
     if settings.AGENTS_QUEUE in {q.name for q in sender.app.amqp.queues.consume_from.values()}:
-        sender.app.send_task("agents.watch_runs")
+        from webapp.runs import watcher
+
+        watcher.start()
 
 
 class RunsConfig(AppConfig):

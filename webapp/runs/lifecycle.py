@@ -26,7 +26,6 @@ from webapp.runs.models import FINAL, AgentTask, TaskStatus, WritingRun
 PLAN_TASK = "agents.plan_run"
 WRITE_TASK = "agents.write_batch"
 REVIEW_TASK = "agents.review_run"
-WATCH_TASK = "agents.watch_runs"
 GENERATE_TASK = "agents.generate"
 
 log = logging.getLogger(__name__)

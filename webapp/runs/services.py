@@ -1,6 +1,6 @@
 """Writing runs, as people drive them: start (the chief editor plans unless people wrote the
 outline), approve the outline (the leaves go to the agents queue in batches), regenerate one
-section, take a section over from its writer, cancel; and the watcher's re-queueing of sections
+section, take a section over from its writer, cancel; and the watcher's re-queueing of work
 whose worker died. The stages themselves are in writing.py and reviewing.py.
 
 A run is finished by whichever batch completes last (not by a Celery chord): a chord member on a
@@ -43,7 +43,6 @@ def run_start(*, document: Document, user, batch_size: int = 8) -> WritingRun:
     AgentTask.objects.create(run=run, role=chief_editor.ROLE, heartbeat_at=timezone.now())
     lifecycle.announce(run)
     enqueue(lifecycle.PLAN_TASK, run.id, on_error=lambda error: _not_queued(run.pk))
-    _watch()
     return run
 
 
@@ -125,7 +124,6 @@ def run_approve(*, run: WritingRun) -> WritingRun:
     queued = list(run.tasks.filter(status=TaskStatus.QUEUED).values_list("id", flat=True))
     for start in range(0, len(queued), run.batch_size):
         enqueue(lifecycle.WRITE_TASK, run.id, queued[start:start + run.batch_size])
-    _watch()
     if not queued:
         transaction.on_commit(lambda: reviewing.finish_if_done(run_id=run.id))
     return run
@@ -151,13 +149,7 @@ def section_regenerate(*, section: Section, user, instruction: str = "") -> Writ
                                     base_version=section.version, instruction=instruction[:2000])
     lifecycle.announce(run)
     enqueue(lifecycle.WRITE_TASK, run.id, [task.id])
-    _watch()
     return run
-
-
-def _watch() -> None:
-    """Make sure a watcher looks for dead writers while this run writes (it stops by itself)."""
-    enqueue(lifecycle.WATCH_TASK, countdown=settings.WRITER_STALE_S)
 
 
 class TakeOverRefused(Exception):
@@ -194,8 +186,7 @@ def run_cancel(*, run: WritingRun) -> WritingRun:
 def requeue_stale() -> int:
     """Give sections whose writer stopped checkpointing (a killed worker) to a live worker; they
     resume from their checkpoint; plan again a run whose chief editor died the same way. Run by
-    the watch_runs task, which workers start when they start and which repeats while any run is
-    planning, writing or reviewing. Also moves on a run whose stage is
+    the watcher thread of every agents worker (watcher.py). Also moves on a run whose stage is
     finished but was never moved on (the database went away between the last writer saving its
     section and queueing the review, or between the review and the run's "done")."""
     moved_on = _move_on_finished_stages()

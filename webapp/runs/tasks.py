@@ -8,14 +8,10 @@ import os
 import uuid
 
 from celery import shared_task
-from django.conf import settings
-from django.db import close_old_connections
-from django.db.models import Q
 
 from agents.llm.types import GenerationRequest
 from webapp import llm
 from webapp.runs import lifecycle, reviewing, services, writing
-from webapp.runs.models import RunStatus, TaskStatus, WritingRun
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +29,6 @@ def write_batch(run_id: int, task_ids: list[int]) -> None:
 @shared_task(name=lifecycle.REVIEW_TASK)
 def review_run(run_id: int) -> None:
     reviewing.run_review(run_id=run_id)
-
-
-@shared_task(name=lifecycle.WATCH_TASK, ignore_result=True)
-def watch_runs() -> int:
-    """Re-queue sections of dead workers; look again later while anything is being written. If
-    the database or the broker is away, look again later all the same: a watcher that stopped
-    on a restarting database left the sections it was there for unwritten."""
-    requeued, again = 0, True
-    try:
-        requeued = services.requeue_stale()
-        again = WritingRun.objects.filter(Q(status__in=[RunStatus.WRITING, RunStatus.REVIEWING]) | Q(
-            status=RunStatus.PLANNING, tasks__status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])).exists()
-    except Exception:  # noqa: BLE001  (logged; the next look tries again)
-        log.exception("the runs' watcher could not look; it looks again in a moment")
-        close_old_connections()  # a connection the database dropped is not reused
-    if again:
-        try:
-            watch_runs.apply_async(countdown=max(1, settings.WRITER_STALE_S // 2))
-        except Exception:  # noqa: BLE001  (the broker is away; a worker's start arms a new watcher)
-            log.exception("the runs' watcher could not queue its next look")
-    return requeued
 
 
 @shared_task(name=lifecycle.GENERATE_TASK)
