@@ -606,7 +606,7 @@ def test_a_plan_cut_short_is_planned_again_and_a_failed_plan_says_why(people, mo
 def test_the_watcher_is_a_thread_that_looks_without_the_broker(people, monkeypatch, settings):
     """The watcher used to be a chain of countdown tasks in the broker: a Redis restart that lost
     them ended it, and a review whose message was lost in the same outage stayed queued for ever
-    (seen in CI). Now each agents worker's thread looks every WRITER_STALE_S / 2 seconds, and a
+    (seen in CI). Now each agents worker's thread looks every RUNS_WATCH_EVERY_S seconds, and a
     look that fails (the database away) is followed by the next."""
     from webapp.runs import reviewing, watcher
 
@@ -614,7 +614,7 @@ def test_the_watcher_is_a_thread_that_looks_without_the_broker(people, monkeypat
     document = make_document(project, owner, sections=("Gulls",))
     run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
     AgentTask.objects.create(run=run, role="writer", section=document.sections.get(), status=TaskStatus.DONE)
-    settings.WRITER_STALE_S = 2
+    settings.RUNS_WATCH_EVERY_S = 1
     monkeypatch.setattr(reviewing, "enqueue", lambda *args, **kwargs: None)  # no broker needed
     looks = []
     real = services.requeue_stale

@@ -309,6 +309,8 @@ SECTION_MAX_WORDS = env_int("SECTION_MAX_WORDS", 600)
 WRITER_STALE_S = env_int("WRITER_STALE_S", 30)
 # A task queued this long ago and never started lost its message (the broker was away): queued again.
 QUEUED_LOST_S = env_int("QUEUED_LOST_S", 4 * WRITER_STALE_S)
+# How often each agents worker's watcher looks for such work (webapp/runs/watcher.py).
+RUNS_WATCH_EVERY_S = env_int("RUNS_WATCH_EVERY_S", max(1, WRITER_STALE_S // 2))
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False

@@ -1,5 +1,5 @@
 """The runs' watcher: a thread in every worker that consumes the agents queue, looking every
-WRITER_STALE_S / 2 seconds for work nobody is doing (services.requeue_stale: sections and plans
+RUNS_WATCH_EVERY_S (WRITER_STALE_S / 2) seconds for work nobody is doing (services.requeue_stale: sections and plans
 whose worker died, messages the broker lost, stages finished but never moved on).
 
 A thread rather than a chain of countdown tasks: the chain lived in the broker, and a Redis
@@ -35,7 +35,7 @@ def look() -> int:
 def start() -> threading.Event:
     """Start this process's watcher; set the returned event to stop it."""
     stop = threading.Event()
-    every = max(1.0, settings.WRITER_STALE_S / 2)
+    every = settings.RUNS_WATCH_EVERY_S
 
     def watch() -> None:
         try:
