@@ -18,17 +18,19 @@ from tests.support.fakes import ScriptedEngine
 BRIEF = Brief(topic="Coastal birds for walkers", target_words=1500, audience="walkers")
 
 
-GOOD = json.dumps([{"heading": "Gulls", "goal": "g", "key_points": ["a"], "words": 750},
-                   {"heading": "Terns", "goal": "t", "key_points": ["b"], "words": 750}])
+GOOD = json.dumps([{"heading": "Gulls", "goal": "g", "key_points": ["a"], "words": 500},
+                   {"heading": "Terns", "goal": "t", "key_points": ["b"], "words": 500},
+                   {"heading": "Puffins", "goal": "p", "key_points": ["c"], "words": 500}])
 
 
 def test_a_valid_answer_is_used_as_it_is():
     result = plan_outline(ScriptedEngine(GOOD), BRIEF)
-    assert result.path == "model" and [s.heading for s in result.sections] == ["Gulls", "Terns"]
+    assert result.path == "model" and [s.heading for s in result.sections] == ["Gulls", "Terns", "Puffins"]
 
 
 def test_an_answer_with_wrong_budgets_is_repaired():
-    answer = json.dumps([{"heading": "Gulls", "words": 100}, {"heading": "Terns", "words": 100}])
+    answer = json.dumps([{"heading": "Gulls", "words": 100}, {"heading": "Terns", "words": 100},
+                         {"heading": "Puffins", "words": 100}])
     result = plan_outline(ScriptedEngine(answer), BRIEF)
     assert result.path == "model-repaired" and sum(s.words for s in result.sections) == 1500
 
@@ -97,10 +99,11 @@ def test_headings_and_key_points_cut_at_the_schemas_cap_are_made_whole():
     answer = json.dumps({"sections": [
         {"heading": cut, "goal": "Explain the history.",
          "key_points": ["Construction begins with a massive wooden frame, which is sl"]},
-        {"heading": "Things to look out for", "goal": "Show what to watch.", "key_points": ["Caissons"]}]})
+        {"heading": "Things to look out for", "goal": "Show what to watch.", "key_points": ["Caissons"]},
+        {"heading": "Cables", "goal": "Explain the cables.", "key_points": ["Steel wire"]}]})
     result = plan_outline(ScriptedEngine(answer), Brief(topic="Bridges", target_words=600))
     assert [s.heading for s in result.sections] == ["The Brooklyn Bridge's history: From the early beginnings",
-                                                    "Things to look out for"]  # not cut: left whole
+                                                    "Things to look out for", "Cables"]  # not cut: left whole
     assert result.sections[0].key_points == ["Construction begins with a massive wooden frame"]
 
 
@@ -112,6 +115,26 @@ def test_the_schema_leaves_no_room_for_a_comma_in_a_heading():
     assert not re.match(schema["heading"]["pattern"], "Gulls, terns and puffins")
     assert not re.match(schema["key_points"]["items"]["pattern"], "Gulls, terns")
     assert re.match(schema["heading"]["pattern"], "Gulls: what they eat")
+
+
+def test_an_outline_of_two_sections_gets_the_different_sections_of_a_second_answer():
+    """Repeats merged left two sections of a 1,500-word article (each would run long and be split
+    into "(1 of 2)" parts): the chief editor is asked once more, and the second answer's sections
+    that the first lacks join it, up to the sections asked; its repeats do not."""
+    two = json.dumps([{"heading": "Gulls", "goal": "g", "key_points": ["a"]},
+                      {"heading": "Terns", "goal": "t", "key_points": ["b"]}])
+    again = json.dumps([{"heading": "Herring gulls", "goal": "h", "key_points": ["c"]},
+                        {"heading": "Puffins", "goal": "p", "key_points": ["d"]},
+                        {"heading": "Gannets", "goal": "n", "key_points": ["e"]},
+                        {"heading": "Cormorants", "goal": "c", "key_points": ["f"]}])
+    engine = ScriptedEngine(two, again)
+    result = plan_outline(engine, BRIEF)
+    assert "only 2 different sections are left; give 3 to 6" in engine.requests[1].messages[-1]["content"]
+    assert result.path == "re-asked" and [s.heading for s in result.sections] == ["Gulls", "Terns", "Puffins"]
+    check_outline(result.sections, 1500)
+    one = json.dumps([{"heading": "Gulls", "goal": "g", "key_points": ["a"]}])
+    result = plan_outline(ScriptedEngine(two, one), BRIEF)  # the second answer is unusable: the first stays
+    assert [s.heading for s in result.sections] == ["Gulls", "Terns"]
 
 
 def test_the_briefs_own_subtopics():
@@ -180,4 +203,4 @@ def test_headings_that_only_repeat_each_other_are_re_asked():
     engine = ScriptedEngine(same, GOOD, "Explain gulls.", "Explain terns.")
     result = plan_outline(engine, Brief(topic="Sleep and health", target_words=800))
     assert result.path == "re-asked" and "repeat each other" in result.problems[0]
-    assert [s.heading for s in result.sections] == ["Gulls", "Terns"]
+    assert [s.heading for s in result.sections] == ["Gulls", "Terns", "Puffins"]

@@ -149,6 +149,7 @@ def _items(text: str) -> list[str]:
 # --- headings on the brief -----------------------------------------------------------------
 
 DUPLICATE = 0.74  # cosine of MiniLM heading embeddings; training/data/labelled/heading_pairs.json (bench/calibrate.py)
+MIN_SECTIONS = 3  # an outline with fewer is asked once more (see plan_outline)
 RESTATES_TITLE = 0.9  # cosine of a heading to the title above which it says nothing more
 COVERED = 0.6  # a heading covers a subtopic at this cosine or above, or when it holds its content words
 
@@ -193,6 +194,14 @@ def restating(title: str, headings: list[str], embed: Embed) -> list[int]:
     restates = [_content_words(heading) for heading in headings]
     return [index for index, words in enumerate(restates)
             if (words <= theirs and 3 * len(words) >= 2 * len(theirs)) or float(similarity[index]) >= RESTATES_TITLE]
+
+
+def different(have: list[PlannedSection], offered: list[PlannedSection], embed: Embed) -> list[PlannedSection]:
+    """The offered sections whose heading is no near-duplicate of one we have."""
+    if not have or not offered:
+        return list(offered)
+    similarity = embed([s.heading for s in offered]) @ embed([s.heading for s in have]).T
+    return [section for index, section in enumerate(offered) if float(similarity[index].max()) < DUPLICATE]
 
 
 def on_the_brief(sections: list[PlannedSection], topics: list[str], embed: Embed, high: int,
@@ -306,7 +315,8 @@ def _ask(engine: Engine, request: GenerationRequest) -> str:
 def plan_outline(engine: Engine, brief: Brief, adapter: AdapterSpec | None = None,
                  embed: Embed | None = None) -> PlanResult:
     """Ask (under the outline schema), merge near-duplicate headings, give every subtopic of the
-    brief a heading, repair budgets; re-ask once when too little is left; else fall back to an
+    brief a heading, repair budgets; re-ask once when too little is left, or when only two
+    sections are (the second answer's different sections join the first's); else fall back to an
     outline built from the brief and its subtopics. Goals missing at the end are written."""
     if embed is None:
         from agents.retrieval import default_embedder
@@ -314,6 +324,7 @@ def plan_outline(engine: Engine, brief: Brief, adapter: AdapterSpec | None = Non
     topics = subtopics(brief)
     low, high = _sections_wanted(brief)
     result = PlanResult(sections=[], path="fallback")
+    first: list[PlannedSection] = []  # a usable first answer with too few sections
     for attempt in range(2):
         request = first_request(brief, adapter, topics) if attempt == 0 else \
             second_request(brief, adapter, result.problems[-1], topics)
@@ -330,11 +341,19 @@ def plan_outline(engine: Engine, brief: Brief, adapter: AdapterSpec | None = Non
             parsed = on_the_brief(parsed, topics, embed, high, brief.topic)
             if [s.heading for s in parsed] != before and path == "model":
                 path = "model-repaired"
+            if first:
+                parsed = first + different(first, parsed, embed)[:low - len(first)]
             result.sections, result.path = repair_outline(parsed, brief), path
-            break
         except InvalidOutline as problem:
             result.problems.append(str(problem))
-    else:
+            continue
+        if len(parsed) >= MIN_SECTIONS or attempt == 1:
+            break
+        # Repeats merged and restatements of the title dropped left two sections: each would run
+        # long (and a long one is split into "(1 of 2)" parts). A second answer adds to them.
+        first = parsed
+        result.problems.append(f"only {len(parsed)} different sections are left; give {low} to {high}")
+    if not result.sections:
         result.sections = fallback_outline(brief, topics)
         for section in result.sections[1:-1]:  # the body's goals are written, not templated
             section.goal = ""
