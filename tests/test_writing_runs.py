@@ -4,6 +4,7 @@ model (slow enough to kill a worker mid-section)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,6 +39,37 @@ def _run_finished(run: WritingRun, timeout: float = 120) -> WritingRun:
 
     wait_for(finished, timeout=timeout)
     return run
+
+
+@contextlib.contextmanager
+def _own_agents_queue(tmp_path, **settings_env: str):
+    """Workers on an agents queue of this test's own (no other test worker takes its tasks), with
+    these settings: yields a function that starts one by name (its log: tmp_path/<name>.log), and
+    stops every one still running at the end."""
+    from celery import current_app
+
+    queue = f"agents-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_AGENTS_QUEUE=queue,
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1", WRITER_STALE_S="4") | settings_env
+    started: list[subprocess.Popen] = []
+
+    def worker(name: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115  (the worker writes to it until it exits)
+        started.append(subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue,
+                                         "--pool", "solo", "-n", f"{name}-{queue}@%h", "--loglevel", "INFO"],
+                                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        return started[-1]
+
+    routes = current_app.conf.task_routes
+    _route(current_app, {"agents.*": {"queue": queue}})
+    try:
+        yield worker
+    finally:
+        _route(current_app, routes)
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -107,8 +139,6 @@ def test_a_run_plans_then_waits_for_approval(people, celery_worker_process):
 @pytest.mark.slow
 def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, tmp_path):
     """SIGKILL the worker while a section streams; a new worker resumes from the checkpoint."""
-    from celery import current_app
-
     from agents.llm.bundled import bundled_model_dir
 
     owner, project = people
@@ -118,23 +148,10 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
     document.save(update_fields=["topic"])
     document.sections.filter(heading="Before the press").update(word_budget=260)
     document.sections.filter(heading="Gutenberg's workshop").delete()
-    queue = f"agents-{uuid.uuid4().hex[:6]}"  # our own queue, so no other test worker takes the task
-    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_AGENTS_QUEUE=queue,
-               SCRIPTORIUM_MODEL=str(bundled_model_dir(settings.DATA_DIR / "models")), WRITER_STALE_S="4",
-               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1",
-               SCRIPTORIUM_WRITER_FILTERS="echo,meta,junk,off-brief")  # a real model: the filter on
-
-    def worker(name: str) -> subprocess.Popen:
-        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115  (the worker writes to it until it exits)
-        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue,
-                                 "--pool", "solo", "-n", f"{name}-{queue}@%h", "--loglevel", "INFO"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    routes = current_app.conf.task_routes
-    _route(current_app, {"agents.*": {"queue": queue}})
-    first = worker("first")
-    second = None
-    try:
+    # A real model: the writers' filter on.
+    with _own_agents_queue(tmp_path, SCRIPTORIUM_MODEL=str(bundled_model_dir(settings.DATA_DIR / "models")),
+                           SCRIPTORIUM_WRITER_FILTERS="echo,meta,junk,off-brief") as worker:
+        first = worker("first")
         run = services.run_start(document=document, user=owner)
         services.run_approve(run=_run_finished(run, timeout=60))
         task = run.tasks.get(role="writer")
@@ -150,14 +167,8 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
         checkpoint = task.checkpoint_text
         assert task.status == TaskStatus.RUNNING and run.tasks.get(role="writer").status == TaskStatus.RUNNING
         time.sleep(1)
-        second = worker("second")
+        worker("second")
         run = _run_finished(run, timeout=480)  # the bundled model on two shared cores: slow in a busy suite
-    finally:
-        _route(current_app, routes)
-        for process in (first, second):
-            if process and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
     assert run.status == RunStatus.DONE, run.error
     task.refresh_from_db()
     section = document.sections.get()
@@ -174,28 +185,13 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
 def test_a_worker_killed_while_the_chief_editor_plans_leaves_the_plan_to_another(people, tmp_path, tiny_model_dir):
     """SIGKILL the worker the moment its chief editor has claimed the plan (loading the model or
     planning): the run used to stay "planning" for ever; a new worker plans it and the run ends."""
-    from celery import current_app
 
     owner, project = people
     document = make_document(project, owner, sections=())  # the chief editor plans
     document.target_words, document.auto_approve_outline = 300, True
     document.save(update_fields=["target_words", "auto_approve_outline"])
-    queue = f"agents-{uuid.uuid4().hex[:6]}"  # our own queue, so no other test worker takes the task
-    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_AGENTS_QUEUE=queue,
-               SCRIPTORIUM_MODEL=str(tiny_model_dir), SCRIPTORIUM_LLM_DTYPE="float32", WRITER_STALE_S="4",
-               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), PYTHONUNBUFFERED="1")
-
-    def worker(name: str) -> subprocess.Popen:
-        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115  (the worker writes to it until it exits)
-        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue,
-                                 "--pool", "solo", "-n", f"{name}-{queue}@%h", "--loglevel", "INFO"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    routes = current_app.conf.task_routes
-    _route(current_app, {"agents.*": {"queue": queue}})
-    first = worker("first")
-    second = None
-    try:
+    with _own_agents_queue(tmp_path, SCRIPTORIUM_MODEL=str(tiny_model_dir), SCRIPTORIUM_LLM_DTYPE="float32") as worker:
+        first = worker("first")
         run = services.run_start(document=document, user=owner)
         chief = run.tasks.get(role="chief_editor")
         wait_for(lambda: AgentTask.objects.get(pk=chief.pk).status == TaskStatus.RUNNING, timeout=120,
@@ -204,14 +200,8 @@ def test_a_worker_killed_while_the_chief_editor_plans_leaves_the_plan_to_another
         first.wait()
         run.refresh_from_db()
         assert run.status == RunStatus.PLANNING and not document.sections.exists()  # cut short mid-plan
-        second = worker("second")
+        worker("second")
         run = _run_finished(run, timeout=240)
-    finally:
-        _route(current_app, routes)
-        for process in (first, second):
-            if process and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
     assert run.status == RunStatus.DONE, (run.error, (tmp_path / "second.log").read_text()[-3000:])
     chief.refresh_from_db()
     assert chief.status == TaskStatus.DONE and chief.attempts == 2
