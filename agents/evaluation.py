@@ -111,3 +111,28 @@ def reader_scores(brief: Brief, sections: list[tuple[str, str]], headings: list[
         scores["cited"] = 100 * cited / max(1, with_sources)
         scores["supported"] = 100 * supported / marks if marks else None
     return scores
+
+
+# --- briefs nobody tuned for (issue 23) --------------------------------------------------------
+
+HALVES_SEED = 2323  # fixed once: which of training/data/briefs_unseen.json is tuned on, which judged
+
+
+def halves(items: list[dict], seed: int = HALVES_SEED) -> dict[str, list[int]]:
+    """The briefs' indices split into a development half (tune on it) and a test half (judge on
+    it, never tune for it), within each domain so both halves cover every domain. Fixed by `seed`:
+    the same file always splits the same way."""
+    import random
+
+    by_domain: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        by_domain.setdefault(str(item.get("domain", "")), []).append(index)
+    split: dict[str, list[int]] = {"dev": [], "test": []}
+    rng = random.Random(seed)
+    for domain in sorted(by_domain):
+        members = sorted(by_domain[domain])
+        rng.shuffle(members)
+        cut = len(members) // 2 + (len(members) % 2 if len(split["dev"]) <= len(split["test"]) else 0)
+        split["dev"] += members[:cut]
+        split["test"] += members[cut:]
+    return {name: sorted(found) for name, found in split.items()}

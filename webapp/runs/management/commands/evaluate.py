@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from pathlib import Path
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from agents import coordinator, evaluation, quality
 from agents.llm.types import AdapterSpec
 from agents.outline import Brief
 from agents.retrieval import PassageIndex, default_embedder
+from agents.roles import section_writer
 from webapp import llm
 from webapp.documents.extract import chunk_text, normalise
 from webapp.registry import services as registry
@@ -28,7 +30,7 @@ COLUMNS = [("words", "words", "{:.0f}"), ("S_l", "S_l", "{:.1f}"), ("heading_rec
            ("subtopics_covered", "subtopics covered %", "{:.0f}"),
            ("duplicate_headings", "duplicate headings", "{:.0f}"), ("cited", "cited sentences %", "{:.1f}"),
            ("supported", "supported citations %", "{:.0f}"), ("cut", "sentences cut while writing %", "{:.1f}"),
-           ("seconds", "seconds", "{:.0f}")]
+           ("tokens_per_word", "writer tokens per kept word", "{:.2f}"), ("seconds", "seconds", "{:.0f}")]
 
 
 class Command(BaseCommand):
@@ -40,6 +42,9 @@ class Command(BaseCommand):
                                  "sources?: folder of .md/.txt files relative to the file}")
         parser.add_argument("--limit", type=int, default=0, help="only the first N briefs")
         parser.add_argument("--only", type=int, nargs="*", default=None, help="only these briefs (0-based)")
+        parser.add_argument("--half", choices=["dev", "test"],
+                            help="only the development or the test half of the briefs (evaluation.halves: split "
+                                 "once by a fixed seed within each domain; tune on dev, judge on test)")
         parser.add_argument("--no-baseline", action="store_true", help="skip the single-agent baseline")
         parser.add_argument("--systems", nargs="+", choices=["team", "single"], default=["team", "single"],
                             help="which to write: the team, the single-agent baseline, or both (the default)")
@@ -52,7 +57,7 @@ class Command(BaseCommand):
         parser.add_argument("--rescore", type=Path,
                             help="write nothing: score again the articles an earlier --save kept (same briefs file)")
 
-    def handle(self, *args, briefs: Path, limit: int, only: list[int] | None, no_baseline: bool,
+    def handle(self, *args, briefs: Path, limit: int, only: list[int] | None, no_baseline: bool, half: str | None,
                save: Path | None, rescore: Path | None, writer_adapter: Path | None = None,
                systems: list[str] | None = None, filters: list[str] | None = None, **options) -> None:
         try:
@@ -61,6 +66,8 @@ class Command(BaseCommand):
             raise CommandError(f"{briefs}: {error}") from None
         if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("topic") for i in items):
             raise CommandError(f"{briefs}: expected a JSON list of briefs, each with a topic")
+        if half:
+            only = [n for n in evaluation.halves(items)[half] if only is None or n in only]
         chosen = [(n, item) for n, item in enumerate(items) if only is None or n in only][: limit or None]
         registry.migrate_if_fresh()  # the registry names the models (a fresh data folder has no tables yet)
         embed = default_embedder().embed
@@ -74,17 +81,19 @@ class Command(BaseCommand):
                 item = items[entry["brief"]]
                 brief, index = _brief(item), _sources(briefs, item)
                 passages = {int(k): v for k, v in entry["passages"].items()} if entry.get("passages") else None
+                cost = entry["scores"].get("tokens_per_word")  # counted while writing: a rescore keeps it
                 entry["scores"] = _scores(item, brief, [tuple(s) for s in entry["sections"]], entry["headings"],
                                           entry["scores"]["seconds"], embed, lexicon, passages if index else None,
                                           " ".join(index.passages) if index else "", entry.get("lead", ""))
                 entry["scores"]["cut"] = _cut_share(entry.get("cut", []), entry["sections"]) \
                     if entry["system"] == "team" else None
+                entry["scores"]["tokens_per_word"] = cost
                 rows.append((entry["brief"], item["topic"][:40], brief.target_words, entry["system"],
                              entry["outline"], entry["scores"]))
             if save:
                 save.write_text(json.dumps(saved, indent=1))
         else:
-            engine = llm.get_engine()
+            engine = _Counted(llm.get_engine())
             # The team as a run writes (the reviewer's proposals change no text until a person
             # accepts one, so the scores leave it out), and the single-agent baseline.
             adapter = AdapterSpec(f"writer-{writer_adapter.name}", str(writer_adapter)) if writer_adapter else None
@@ -95,12 +104,15 @@ class Command(BaseCommand):
             for number, item in chosen:
                 brief, index = _brief(item), _sources(briefs, item)
                 for name in systems:
+                    engine.reset()
                     article = writers[name](engine, brief, passages=index)
                     scores = _scores(item, brief, article.sections, article.headings, article.seconds, embed, lexicon,
                                      article.extra.get("passages") if index else None,
                                      " ".join(index.passages) if index else "", article.lead)
                     scores["cut"] = _cut_share(article.extra.get("cut", []), article.sections) \
                         if name == "team" else None
+                    kept = sum(len(text.split()) for _, text in article.sections)
+                    scores["tokens_per_word"] = engine.writer_tokens / kept if name == "team" and kept else None
                     rows.append((number, item["topic"][:40], brief.target_words, name, article.outline_path, scores))
                     saved.append({"brief": number, "topic": item["topic"], "system": name,
                                   "outline": article.outline_path, "scores": scores, "title": article.title,
@@ -126,6 +138,25 @@ class Command(BaseCommand):
                           "passages nearest its section, the single agent the 5 nearest the topic). Echo sentences "
                           "and duplicate headings are counts per article. Sentences cut while writing: the share of "
                           "the team's generated sentences the writers' filter removed (what the model got wrong).")
+
+
+class _Counted:
+    """The engine, counting the tokens the section writers generate (every candidate and every
+    round, kept or not): tokens generated per kept word is what the writing costs."""
+
+    def __init__(self, engine):
+        self.engine, self.writer_tokens = engine, 0
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        self.writer_tokens = 0
+
+    def stream(self, requests, cancel=None):
+        for delta in self.engine.stream(requests, cancel=cancel):
+            if delta.finished and delta.request_id.startswith(f"{section_writer.ROLE}-"):
+                with self._lock:
+                    self.writer_tokens += delta.completion_tokens
+            yield delta
 
 
 def _brief(item: dict) -> Brief:
