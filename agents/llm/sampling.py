@@ -5,6 +5,7 @@ the deltas it yields. Per request, so a row behaves the same in any batch."""
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 import weakref
@@ -32,6 +33,11 @@ def check_sampling(request: GenerationRequest) -> None:
         raise ValueError("block_ngrams must be 0 (off) or a whole number from 2 to 16")
     if not isinstance(request.ground_bias, int | float) or not 0 <= request.ground_bias <= 20:
         raise ValueError("ground_bias must be a number from 0 to 20")
+    if not isinstance(request.no_repeat_ngrams, int) or not 0 <= request.no_repeat_ngrams <= 64 \
+            or request.no_repeat_ngrams == 1:
+        raise ValueError("no_repeat_ngrams must be 0 (off) or a whole number from 2 to 64")
+    if not isinstance(request.sentences, int) or request.sentences < 0:
+        raise ValueError("sentences must be a whole number, 0 for no limit")
 
 
 GROUND_CONTEXT = 2  # tokens of context that must match a ground text before its next token is favoured
@@ -97,6 +103,37 @@ class NgramPool:
             return [token for token, owners in followers.items() if owners - {owner}]
 
 
+class OwnNgrams:
+    """The token n-grams one row holds: `banned(tokens)` are the next tokens that would repeat one."""
+
+    def __init__(self, n: int, tokens: list[int]):
+        self.n = n
+        self.next: dict[tuple[int, ...], set[int]] = {}
+        for end in range(n, len(tokens) + 1):
+            self.add(tokens[:end])
+
+    def add(self, tokens: list[int]) -> None:
+        if len(tokens) >= self.n:
+            self.next.setdefault(tuple(tokens[-self.n:-1]), set()).add(tokens[-1])
+
+    def banned(self, tokens: list[int]) -> list[int]:
+        if len(tokens) < self.n - 1:
+            return []
+        return sorted(self.next.get(tuple(tokens[len(tokens) - self.n + 1:]), ()))
+
+
+# A sentence ends at . ! or ? (and closing quotes or brackets) before a space, or at a blank line.
+SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)|(?<=\S)(?=\n\s*\n)")
+
+
+def sentence_cut(text: str, count: int) -> int | None:
+    """Where `text` ends after its `count`-th whole sentence, or None while it has fewer."""
+    for found, match in enumerate(SENTENCE_END.finditer(text), start=1):
+        if found >= count:
+            return match.end()
+    return None
+
+
 class NgramPools:
     """Pools by name, alive while a request uses them."""
 
@@ -133,11 +170,15 @@ class RequestState:
     guide: Guide | None = None  # guided decoding: where the row is in its grammar
     pool: NgramPool | None = None  # n-grams it must not repeat from its siblings
     ground: Ground | None = None  # phrases of its sources it is steered to keep to
+    own: OwnNgrams | None = None  # its own n-grams, which it may not repeat
+    history: list[int] = field(default_factory=list)  # the assistant prefix's tokens, then its own
+    logprob: float = 0.0  # summed log-probability of its tokens, when asked for
 
     @property
     def constrained(self) -> bool:
         """Its tokens depend on more than its logits (no speculative decoding for it)."""
-        return self.guide is not None or self.pool is not None or self.ground is not None
+        return (self.guide is not None or self.pool is not None or self.ground is not None or self.own is not None
+                or self.request.logprobs)
 
 
 def new_state(request: GenerationRequest, prompt_tokens: int, tokenizer, started: float | None = None,
@@ -155,9 +196,12 @@ def new_state(request: GenerationRequest, prompt_tokens: int, tokenizer, started
             state.pool.seed_text(text, lambda t: tokenizer(t, add_special_tokens=False).input_ids)
     if request.ground_bias and request.ground:
         state.ground = Ground(request.ground, lambda t: tokenizer(t, add_special_tokens=False).input_ids)
-    if request.repetition_penalty != 1.0 and request.assistant_prefix:
-        # The draft being continued counts as "already said".
-        state.seen.update(tokenizer(request.assistant_prefix, add_special_tokens=False).input_ids)
+    prefix = tokenizer(request.assistant_prefix, add_special_tokens=False).input_ids if request.assistant_prefix else []
+    if request.repetition_penalty != 1.0 and prefix:
+        state.seen.update(prefix)  # the draft being continued counts as "already said"
+    if request.no_repeat_ngrams:
+        state.history = list(prefix)
+        state.own = OwnNgrams(request.no_repeat_ngrams, state.history)
     return state
 
 
@@ -179,11 +223,12 @@ class Sampler:
             if following is not None:
                 logits = logits.clone()
                 logits[following.to(logits.device)] += state.request.ground_bias
-        if state.pool is not None:
-            banned = state.pool.banned(state.request.id, state.tokens)
-            if banned:
-                logits = logits.clone()
-                logits[banned] = float("-inf")
+        banned = state.pool.banned(state.request.id, state.tokens) if state.pool is not None else []
+        if state.own is not None:
+            banned += state.own.banned(state.history)
+        if banned:
+            logits = logits.clone()
+            logits[banned] = float("-inf")
         return choose(logits, state)
 
     def step(self, logits: torch.Tensor, state: RequestState) -> tuple[int, Delta | None]:
@@ -191,6 +236,8 @@ class Sampler:
         alone, as an error."""
         try:
             token = self.pick(logits, state)
+            if state.request.logprobs and token not in self.eos_ids:
+                state.logprob += float(torch.log_softmax(logits.float(), dim=-1)[token])
             return token, self.advance(state, token)
         except GuideError as error:
             return -1, self.finish(state, "error", str(error))
@@ -219,9 +266,17 @@ class Sampler:
             state.seen.add(token)
         if state.pool is not None:
             state.pool.add(request.id, state.tokens)
+        if state.own is not None:
+            state.history.append(token)
+            state.own.add(state.history)
         state.text += self._new_text(state)
         if state.guide is not None and state.guide.finished:
             return self.finish(state, "stop")
+        if request.sentences:
+            cut = sentence_cut(state.text, request.sentences)
+            if cut is not None:
+                state.text = state.text[:max(cut, state.sent)]
+                return self.finish(state, "stop")
         if request.stop:
             window = state.text[max(0, state.sent - max(map(len, request.stop))):]
             hits = [window.find(stop) for stop in request.stop if stop in window]
@@ -249,7 +304,8 @@ class Sampler:
         if state.proposed:
             timings["draft_acceptance"] = round(state.accepted / state.proposed, 4)
         return Delta(state.request.id, piece, finished=True, finish_reason=reason, error=error,
-                     prompt_tokens=state.prompt_tokens, completion_tokens=len(state.tokens), timings=timings)
+                     prompt_tokens=state.prompt_tokens, completion_tokens=len(state.tokens), timings=timings,
+                     logprob=state.logprob if state.request.logprobs else None)
 
 
 def choose(logits: torch.Tensor, state: RequestState) -> int:

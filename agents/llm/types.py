@@ -62,6 +62,17 @@ class GenerationRequest:
     # so they keep to what the passage says (and can cite it).
     ground: tuple[str, ...] = ()
     ground_bias: float = 0.0
+    # Keep a row from repeating itself: with no_repeat_ngrams n > 0, a token that would complete a
+    # token n-gram this row already holds (its assistant_prefix included) is not chosen, as
+    # transformers' no_repeat_ngram_size does for one sequence. The pool above only stops rows
+    # repeating each other: a writer once streamed the same sentence 97 times.
+    no_repeat_ngrams: int = 0
+    # Stop after this many whole sentences (a sentence end followed by a space or a line break);
+    # the text ends with the last sentence's punctuation. A writer's sentence search asks one.
+    sentences: int = 0
+    # Report the summed log-probability of the tokens written (the model's own distribution,
+    # before penalties and masks) on the last delta: how likely the model found its answer.
+    logprobs: bool = False
 
 
 BULK, INTERACTIVE = 0, 1
@@ -80,6 +91,7 @@ class Delta:
     completion_tokens: int = 0
     error: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    logprob: float | None = None  # on the last delta of a request that asked for logprobs
 
 
 # Given the ids still running, returns those that should stop now.
