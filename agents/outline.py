@@ -13,6 +13,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from agents.headings import as_heading, heading_problem
+
 MAX_DEPTH = 3
 MIN_SECTION_WORDS = 40
 MIN_TOP_SECTION_WORDS = 100  # fewer, fuller top-level sections: a 500-word article has five at most
@@ -333,17 +335,20 @@ def fallback_outline(brief: Brief, subtopics: Sequence[str] = ()) -> list[Planne
 
 
 def split_for_writers(sections: list[PlannedSection], max_words: int, depth: int = 1) -> list[PlannedSection]:
-    """Deterministic split of leaves too long for one writer into parts (used when the section
-    editor's own split fails); children always add up to their parent."""
+    """Deterministic split of leaves too long for one writer into parts named by their key points
+    (used when the chief editor's own parts could not be had); children always add up to their
+    parent. A leaf without enough key points that make headings stays whole."""
     for section in sections:
         if section.children:
             split_for_writers(section.children, max_words, depth + 1)
         elif section.words > max_words and depth < MAX_DEPTH:
             parts = math.ceil(section.words / max_words)
-            points = section.key_points
-            names = points if len(points) >= parts else [f"{section.heading} ({i + 1} of {parts})"
-                                                         for i in range(parts)]
-            section.children = [PlannedSection(_clean(name, 120), f"Part of: {section.goal}", [], words)
+            names = [name for name in dict.fromkeys(as_heading(point) for point in section.key_points)
+                     if heading_problem(name) is None]
+            if len(names) < parts:
+                continue  # no names for its parts: one writer writes it whole (never "(1 of 2)")
+            section.children = [PlannedSection(name, f"Cover {name[:1].lower() + name[1:]}: part of {section.heading}.",
+                                               [], words)
                                 for name, words in zip(names[:parts], _distribute(section.words, [1] * parts, 1),
                                                        strict=True)]
     return sections

@@ -24,6 +24,17 @@ ECHO_N = 5  # words in a row shared with the instructions make a sentence an ech
 SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n")
 
 
+QUOTES = str.maketrans({"‘": "'", "’": "'", "‛": "'", "′": "'", "`": "'", "“": '"',
+                        "”": '"', "„": '"', "«": '"', "»": '"', "–": "-", "—": "-",
+                        " ": " ", "…": "..."})
+
+
+def normalise(text: str) -> str:
+    """Text as every check reads it: curly quotes and apostrophes straight, dashes plain ("Here’s
+    the revised version:" is "Here's the revised version:")."""
+    return (text or "").translate(QUOTES)
+
+
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in SENTENCE.split(text or "") if s and s.strip()]
 
@@ -79,7 +90,7 @@ META = re.compile(
 
 
 def is_meta(sentence: str) -> bool:
-    return bool(META.search(sentence))
+    return bool(META.search(normalise(sentence)))
 
 
 # --- echoes of the prompt -------------------------------------------------------------------
@@ -106,6 +117,7 @@ class Instructions:
         return cls(told, n)
 
     def echoed(self, sentence: str) -> bool:
+        sentence = normalise(sentence)
         if FORMATS.search(sentence):
             return True
         return any(gram in self.grams for gram in _ngrams(words(sentence), self.n))
@@ -222,7 +234,7 @@ class Checks:
 
     def defect(self, sentence: str) -> str | None:
         """"echo", "meta", "junk", "off-brief" or None (only the kinds checked)."""
-        sentence = re.sub(r"^\s*(?:\[\d{1,2}\]\s*)+", "", sentence)  # a citation first is no sentence start
+        sentence = re.sub(r"^\s*(?:\[\d{1,2}\]\s*)+", "", normalise(sentence))  # a citation first is no start
         kinds = self.kinds
         if "echo" in kinds and self.instructions.echoed(sentence):
             return "echo"

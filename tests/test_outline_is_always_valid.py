@@ -96,6 +96,14 @@ def test_long_sections_are_split_for_writers_and_still_add_up():
     check_outline(outline, 1500)
 
 
+def test_a_long_section_without_names_for_its_parts_stays_whole_never_numbered():
+    outline = plan_from('[{"heading": "Gulls", "words": 1200, "key_points": ["is not an easy task and it"]},'
+                        ' {"heading": "Terns", "words": 300}]')
+    split_for_writers(outline, max_words=500)
+    assert not outline[0].children and outline[0].words == 1200
+    assert not any("of 2" in leaf.heading or "of 3" in leaf.heading for s in outline for leaf in s.leaves())
+
+
 section = st.recursive(
     st.fixed_dictionaries({"heading": st.text(max_size=40)},
                           optional={"words": st.one_of(st.integers(-100, 10**6), st.text(max_size=8), st.none()),

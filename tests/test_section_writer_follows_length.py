@@ -1,5 +1,6 @@
-"""Section writers end within 15% of their budgets: continued when short, cut at a sentence end
-when long; on scripted answers for the mechanics and on the bundled model for the real thing."""
+"""Section writers end within 15% of their budgets, a chosen sentence at a time; a checkpoint is
+cut at its last sentence end and continued. On scripted answers for the mechanics and on the
+bundled model for the real thing (tests/test_sentence_search.py tests the search itself)."""
 
 from __future__ import annotations
 
@@ -36,24 +37,6 @@ def test_tidy_drops_echoed_prompt_lines_headings_and_repeated_sentences():
     assert tidy(text, "Gutenberg") == "Metal type was new. It changed books.\n\nInk mattered too."
 
 
-def test_a_short_section_is_continued_from_its_draft():
-    first = "Scribes copied books by hand. " * 5  # 25 words, deduplicated to 5
-    second = " ".join(f"Monastery {i} kept a library of its own." for i in range(12))  # 96 words
-    engine = ScriptedEngine(first, second)
-    task = SectionTask("a", "Before the press", 100, "Show how books were copied by hand.")
-    result = write_sections(engine, BRIEF, OUTLINE, [task])["a"]
-    assert len(engine.batches) == 2
-    assert engine.batches[1][0].assistant_prefix.startswith("Scribes copied books by hand.")
-    assert result.rounds == 2 and result.finish == "ok" and 85 <= result.words <= 115
-
-
-def test_streamed_text_reaches_the_callback():
-    seen = []
-    engine = ScriptedEngine(" ".join(f"Line {i} is here." for i in range(25)))  # 100 words
-    write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)], on_text=lambda k, t: seen.append((k, t)))
-    assert seen and seen[0][0] == "a"
-
-
 @pytest.mark.bundled
 def test_min_new_tokens_keeps_the_bundled_model_from_stopping_early(bundled_engine):
     engine = bundled_engine
@@ -78,22 +61,18 @@ def test_the_bundled_model_writes_each_section_within_15_percent(bundled_engine)
         assert "The article:" not in written.text and not written.text.startswith("#")
 
 
+def test_streamed_text_reaches_the_callback_a_kept_sentence_at_a_time():
+    seen = []
+    engine = ScriptedEngine(" ".join(f"Line {i} is here about gulls." for i in range(25)))
+    write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)], on_text=lambda k, t: seen.append((k, t)))
+    assert seen and seen[0] == ("a", "Line 0 is here about gulls.") and seen[1] == ("a", " Line 1 is here about gulls.")
+
+
 def test_a_checkpointed_draft_is_continued_not_rewritten():
     engine = ScriptedEngine(" ".join(f"Printers {i} set type by hand." for i in range(10)))  # 60 words
-    draft = " ".join(f"Scribe {i} copied a psalter." for i in range(8))  # 40 words
+    draft = " ".join(f"Scribe {i} copied a psalter." for i in range(8)) + " And then the"  # 40 words, cut off
     result = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)], drafts={"a": draft})["a"]
-    assert engine.batches[0][0].assistant_prefix.startswith("Scribe 0 copied a psalter.")
+    assert engine.batches[0][0].assistant_prefix == draft.removesuffix(" And then the")
     assert result.text.startswith("Scribe 0 copied a psalter.") and result.text.count("Scribe 0") == 1
     assert 85 <= result.words <= 115
 
-
-def test_a_continuation_avoids_what_its_siblings_already_wrote():
-    """Sections finished in the first round have left the engine (and its n-gram pool): the
-    next round is told their text to avoid."""
-    gulls = " ".join(f"Gull {i} nests on a roof by the harbour." for i in range(14))  # about 100 words
-    engine = ScriptedEngine(gulls, "Terns dive.", *["Terns dive for small fish along the shore."] * 6)
-    tasks = [SectionTask("a", "Gulls", 100), SectionTask("b", "Terns", 100)]
-    write_sections(engine, BRIEF, OUTLINE, tasks, filters=())
-    second_round = engine.batches[1]
-    assert len(second_round) == 1 and second_round[0].avoid and "Gull 0 nests" in second_round[0].avoid[0]
-    assert second_round[0].block_ngrams == 4 and second_round[0].ngram_pool == engine.batches[0][0].ngram_pool

@@ -61,11 +61,11 @@ MAX_SELF_REPEAT = 0.1  # share of a text's word 4-grams that repeat an earlier o
 
 def reject_reason(written: section_writer.WrittenSection, task: section_writer.SectionTask) -> str:
     """Why a candidate is not training data; empty when it passes. Its text passes every check
-    already (the filter cut what did not); it must also have met its word budget in one go, and
-    the model must have written it mostly well: no more sentences cut than kept, and no loops
-    (at most 10% of its 4-grams repeated within it)."""
-    if written.finish != "ok" or written.rounds != 1:
-        return "off its word budget in one go"
+    already (the search kept no candidate with a defect); it must also have met its word budget,
+    and the model must have written it mostly well: no more candidates refused than sentences
+    kept, and no loops (at most 10% of its 4-grams repeated within it)."""
+    if written.finish != "ok":
+        return "off its word budget"
     grams = quality.four_grams(written.text)
     if grams and 1 - len(set(grams)) / len(grams) > MAX_SELF_REPEAT:
         return "repeats itself"
@@ -108,7 +108,7 @@ def generate(args, out: Path, metric) -> dict:
             if not pending:
                 break
             written = section_writer.write_sections(
-                engine, brief, outline, pending, max_rounds=1, temperature=args.temperature,
+                engine, brief, outline, pending, temperature=args.temperature,
                 seed=args.seed * 100_000 + number * 1000 + sample * 100)
             for task in pending:
                 candidate = written[task.key]

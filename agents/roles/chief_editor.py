@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agents.headings import as_heading, heading_problem
 from agents.llm.types import AdapterSpec, Engine, GenerationRequest
 from agents.outline import (
     MAX_TOP_SECTIONS,
@@ -142,7 +143,10 @@ def _items(text: str) -> list[str]:
     """"a, b and c" -> [a, b, c]; "x and y" alone stays one item (a pair is often one subject)."""
     parts = [part for part in re.split(r",\s*", text) if part.strip()]
     if len(parts) > 1:
-        parts[-1:] = re.split(r"^(?:and|or)\s+|\s+(?:and|or)\s+", parts[-1])
+        last = parts[-1]
+        # "a, b, and c and d": after a serial comma the last item is "c and d", one subject.
+        parts[-1:] = [re.sub(r"^(?:and|or)\s+", "", last)] if re.match(r"(?:and|or)\s", last) \
+            else re.split(r"\s+(?:and|or)\s+", last)
     return [part for part in parts if part.strip()]
 
 
@@ -300,6 +304,81 @@ def uncut(section: PlannedSection) -> PlannedSection:
     return section
 
 
+def named(sections: list[PlannedSection], topics: Sequence[str] = ()) -> list[PlannedSection]:
+    """Every section with a heading that is a heading (agents/headings.py): repaired where it can
+    be ("Section 2: How to make bread" -> "Making bread"), else named by its first key point that
+    makes one, else dropped. A brief's own subtopic is the person's words and stays as it is."""
+    theirs = {topic.lower() for topic in topics}
+    kept = []
+    for section in sections:
+        if section.heading.lower() in theirs:
+            kept.append(section)
+            continue
+        for candidate in [section.heading, *section.key_points]:
+            heading = as_heading(candidate)
+            if heading_problem(heading) is None:
+                section.heading = heading
+                kept.append(section)
+                break
+        section.children = named(section.children, topics)
+    return kept
+
+
+def parts_request(brief: Brief, section: PlannedSection, parts: int,
+                  adapter: AdapterSpec | None) -> GenerationRequest:
+    """Ask for the sub-sections of one section too long for one writer: `parts` headings with goals."""
+    user = (f"Plan the sub-sections of one section of an article.\n{brief_text(brief)}\nThe section: "
+            f"{section.heading}" + (f" ({section.goal})" if section.goal else "") +
+            f"\n\nGive exactly {parts} sub-sections, each on a different part of \"{section.heading}\", in reading "
+            "order. For each: a short heading (a noun phrase), a goal and key points. Answer in JSON: "
+            '{"sections": [{"heading": "...", "goal": "...", "key_points": ["..."]}]}')
+    guide = {"type": "json_schema", "json_schema": {"name": "parts", "schema": outline_schema(parts, parts)}}
+    return GenerationRequest(id=f"{ROLE}-parts-{uuid.uuid4().hex[:8]}", adapter=adapter, max_new_tokens=120 * parts,
+                             response_format=guide,
+                             repetition_penalty=1.1,
+                             messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
+
+
+def plan_parts(engine: Engine, brief: Brief, sections: list[PlannedSection], max_words: int,
+               adapter: AdapterSpec | None = None, embed: Embed | None = None) -> None:
+    """Sub-sections, planned by the model, for every leaf over `max_words` (one batch): each part
+    a heading of its own (no repeat of another part's, nor of its parent's) with its goal, the
+    budget shared out. A leaf whose answer gives too few such parts is left to
+    outline.split_for_writers (its key points, or whole)."""
+    from agents.outline import _distribute
+
+    long = [leaf for section in sections for leaf in section.leaves() if leaf.words > max_words]
+    if not long:
+        return
+    wanted = {id(leaf): -(-leaf.words // max_words) for leaf in long}
+    batch = [parts_request(brief, leaf, wanted[id(leaf)], adapter) for leaf in long]
+    answers = {request.id: "" for request in batch}
+    try:
+        for delta in engine.stream(batch):
+            if delta.finish_reason == "error":
+                continue
+            answers[delta.request_id] += delta.text
+    except Exception:  # noqa: BLE001  (the deterministic split is the fallback)
+        return
+    for leaf, request in zip(long, batch, strict=True):
+        try:
+            offered = named([uncut(part) for part in parse_outline(answers[request.id])])
+        except InvalidOutline:
+            continue
+        parts: list[PlannedSection] = []
+        for part in offered:
+            if embed is not None and different([leaf, *parts], [part], embed) != [part]:
+                continue
+            if part.heading.lower() != leaf.heading.lower():
+                parts.append(part)
+        parts = parts[:wanted[id(leaf)]]
+        if len(parts) < wanted[id(leaf)]:
+            continue
+        for part, words in zip(parts, _distribute(leaf.words, [1] * len(parts), 1), strict=True):
+            part.words, part.children = words, []
+        leaf.children = parts
+
+
 def _ask(engine: Engine, request: GenerationRequest) -> str:
     text = []
     for delta in engine.stream([request]):
@@ -331,7 +410,7 @@ def plan_outline(engine: Engine, brief: Brief, adapter: AdapterSpec | None = Non
         try:
             answer = _ask(engine, request)
             result.answers.append(answer)
-            parsed = [uncut(section) for section in parse_outline(answer)]
+            parsed = named([uncut(section) for section in parse_outline(answer)], topics)
             try:
                 check_outline(parsed, brief.target_words)
                 path = "model" if attempt == 0 else "re-asked"

@@ -1,0 +1,119 @@
+"""The writer's sentence search: the kept sentence is the best-scored candidate without a
+defect, a step whose candidates all fail is searched again with sampled rows, a writer that can
+only repeat itself stops at its last good sentence, siblings' text is blocked, each section is
+handed back the moment it is done, and on the real transformers code the candidates of a step
+share their prefix through the prefix cache."""
+
+from __future__ import annotations
+
+from agents.llm.transformers_backend import TransformersEngine
+from agents.llm.types import Delta
+from agents.outline import Brief
+from agents.roles import sentence_search
+from agents.roles.section_writer import SectionTask, write_sections
+
+BRIEF = Brief(topic="How tides work", target_words=120, audience="walkers")
+OUTLINE = "1. The pull of the moon (60 words)\n2. Tides on the shore (60 words)"
+
+
+class Candidates:
+    """An engine whose candidate i of every step answers `script(step, i)`, with a log-probability
+    per word of `likelihood(step, i)`; it keeps each step's requests."""
+
+    def __init__(self, script, likelihood=lambda step, i: -1.0):
+        self.script, self.likelihood = script, likelihood
+        self.steps: list[list] = []
+
+    def stream(self, requests, cancel=None):
+        batch = list(requests)
+        self.steps.append(batch)
+        step = len(self.steps) - 1
+        for index, request in enumerate(batch):
+            text = self.script(step, index)
+            words = max(1, len(text.split()))
+            yield Delta(request.id, text, finished=True, finish_reason="stop", completion_tokens=words,
+                        logprob=self.likelihood(step, index) * words)
+
+
+def _moon(step: int, index: int) -> str:
+    return f" The moon pulls the sea toward it, and high tide {step} follows on coast number {index}."
+
+
+def test_the_kept_sentence_is_the_best_scored_candidate_and_streams_alone(monkeypatch):
+    scored: list[list[sentence_search.Candidate]] = []
+    judge = sentence_search.Judge.judge
+
+    def spy(self, search, candidates):
+        judge(self, search, candidates)
+        scored.append([sentence_search.Candidate(c.text, c.tokens, c.finish, c.logprob, c.defect, c.score)
+                       for c in candidates])
+
+    monkeypatch.setattr(sentence_search.Judge, "judge", spy)
+    # Candidate 1 is the likeliest by far; candidate 2 talks about the writing.
+    engine = Candidates(lambda step, i: " In this section we will look at tides." if i == 2 else _moon(step, i),
+                        likelihood=lambda step, i: -0.2 if i == 1 else -3.0)
+    shown: list[str] = []
+    written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 60,
+                                                                  "Explain how the moon raises tides.")],
+                             on_text=lambda key, text: shown.append(text))["a"]
+    assert any(len(step) > 1 for step in engine.steps)  # the allowance bought more than one candidate
+    kept = [s.strip() for s in shown]
+    for step, text in zip(scored, kept, strict=False):
+        best = max((c for c in step if c.defect is None), key=lambda c: c.score)
+        assert best.sentence == text
+    assert all("In this section" not in text for text in kept)
+    assert ("meta", "In this section we will look at tides.") in written.cut
+    assert written.text == " ".join(kept)
+
+
+def test_a_step_whose_candidates_all_fail_is_searched_again_with_sampled_rows():
+    engine = Candidates(lambda step, i: " I hope this helps you with your article." if step == 1 else _moon(step, i))
+    written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 40)])["a"]
+    assert "I hope this helps" not in written.text and written.finish == "ok"
+    again = engine.steps[2]  # the step after the failed one asks the same position again
+    assert again[0].assistant_prefix == engine.steps[1][0].assistant_prefix
+    assert len(again) >= 2 and all(request.temperature > 0 for request in again)
+
+
+def test_a_writer_that_can_only_repeat_itself_stops_at_its_last_good_sentence():
+    engine = Candidates(lambda step, i: " The moon pulls the sea toward it every day.")
+    written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 100)])["a"]
+    assert written.text == "The moon pulls the sea toward it every day."
+    assert written.finish == "short" and len(engine.steps) == 1 + sentence_search.MAX_FAILS
+    assert all(kind == "repeat" for kind, _ in written.cut)
+
+
+def test_siblings_text_is_avoided_and_each_section_is_handed_back_when_done():
+    def script(step, index):
+        return _moon(step, index)
+    engine = Candidates(script)
+    handed: list[str] = []
+    tasks = [SectionTask("short", "The pull of the moon", 20), SectionTask("long", "Tides on the shore", 80)]
+    results = write_sections(engine, BRIEF, OUTLINE, tasks, on_done=lambda written: handed.append(written.key))
+    assert handed == ["short", "long"] and set(results) == {"short", "long"}
+    later = [request for step in engine.steps for request in step if request.id.startswith("writer-long")][-1]
+    assert any(results["short"].text in text for text in later.avoid)
+    assert later.block_ngrams == sentence_search.BLOCK_NGRAMS and later.no_repeat_ngrams == sentence_search.OWN_NGRAMS
+
+
+def test_candidates_of_a_step_share_their_prefix_on_the_real_engine(tiny_model_dir):
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    try:
+        written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 60)],
+                                 filters=())["a"]
+        stats, prefixes = engine.core.stats, engine.core.prefixes
+    finally:
+        engine.close()
+    assert written.words >= 0.85 * 60 and written.tokens > 0
+    # Every step after the first reuses the prompt and the sentences before it: prefill computed
+    # a small share of the prompt tokens the steps asked for.
+    assert prefixes.hits >= written.rounds - 1
+    assert stats.prefill_tokens < 0.5 * stats.prompt_tokens
+
+
+def test_the_allowance_sets_the_width():
+    search = sentence_search.Search(SectionTask("a", "A", 150), checks=None)  # type: ignore[arg-type]
+    search.draft = "The moon pulls the sea. " * 15  # 75 of 150 words, nothing spent: room to search wide
+    assert search.width() == sentence_search.MAX_WIDTH
+    search.generated = int(sentence_search.TOKENS_PER_KEPT_WORD * 150)  # all spent: one candidate a step
+    assert search.width() == 1
