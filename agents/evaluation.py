@@ -58,7 +58,7 @@ OFF_BRIEF = quality.OFF_BRIEF  # cosine of a sentence to the brief below which i
 
 def reader_scores(brief: Brief, sections: list[tuple[str, str]], headings: list[str], embed,
                   lexicon: quality.Lexicon | None, passages: dict[int, list[str]] | None = None,
-                  sources_text: str = "") -> dict[str, float | None]:
+                  sources_text: str = "", aspects: list[str] | None = None) -> dict[str, float | None]:
     """Per article, in percent unless named a count: prompt-echo sentences (count), meta
     sentences, junk words, repeated 4-grams across sections, off-brief sentences, the brief's
     subtopics covered by a heading (None without subtopics), duplicate heading pairs (count),
@@ -92,6 +92,7 @@ def reader_scores(brief: Brief, sections: list[tuple[str, str]], headings: list[
         "duplicate_headings": float(len(chief_editor.duplicate_pairs(headings, embed))),
         "cited": None, "supported": None,
     }
+    scores |= independent_scores(brief, sections, headings, embed, lexicon, passages, sources_text, aspects)
     if passages is not None and any(passages.values()):
         cited = supported = marks = 0
         with_sources = 0
@@ -136,3 +137,77 @@ def halves(items: list[dict], seed: int = HALVES_SEED) -> dict[str, list[int]]:
         split["dev"] += members[:cut]
         split["test"] += members[cut:]
     return {name: sorted(found) for name, found in split.items()}
+
+
+# --- measures that share no blind spot with the writers' filter (issue 23) ----------------------
+
+FOREIGN_SHARE = 0.4  # a sentence with this share of words no English lexicon knows is another language's
+LOOP_OVERLAP = 0.6  # a sentence sharing this share of its 4-grams with one before it in its section says it again
+
+
+def independent_scores(brief: Brief, sections: list[tuple[str, str]], headings: list[str], embed,
+                       lexicon: quality.Lexicon | None, passages: dict[int, list[str]] | None = None,
+                       sources_text: str = "", aspects: list[str] | None = None) -> dict[str, float | None]:
+    """Per article, on text normalised first (quotes, apostrophes, case): meta sentences as the
+    embedding classifier finds them (%), junk words counting capitalised non-words and runs of
+    another language (%), sentences repeated within their own section (count), headings that are
+    headings (%), sentences with a date, number or name no source supports (%), and the brief's
+    named aspects that have a heading (%, when given)."""
+    from agents import chatter, claims
+    from agents import headings as heading_rules
+    from agents.citations import Support
+
+    normal = [(heading, quality.normalise(text)) for heading, text in sections]
+    per_section = [quality.sentences(text) for _, text in normal]
+    said = [s for found in per_section for s in found]
+    count = max(1, len(said))
+    try:
+        classifier = chatter.default_chatter()
+        meta = float((classifier.probability(said) >= chatter.THRESHOLD).sum()) if said else 0.0
+    except Exception:  # noqa: BLE001  (no embedding model: not measured)
+        meta = None
+    allowed = quality.allowed_words(brief.topic, brief.notes, brief.audience, sources_text, *headings,
+                                    *[h for h, _ in sections])
+    words = junk = 0
+    for sentence in said:
+        found = quality.WORD.findall(sentence)
+        words += len(found)
+        if lexicon is None:
+            continue
+        unknown = [w for w in found if w.lower() not in allowed and not lexicon.knows(w.lower())]
+        if found and len(unknown) >= FOREIGN_SHARE * len(found) and len(found) >= 4:
+            junk += len(found)  # a run of another language (or of nonsense): every word of it
+        else:
+            junk += len(unknown)  # capitalised words are judged as words too ("Sler", "Accelerator-LIGOT")
+    loops = 0
+    for found in per_section:
+        seen: list[set] = []
+        for sentence in found:
+            grams = set(quality.four_grams(sentence))
+            if grams and any(len(grams & other) >= LOOP_OVERLAP * len(grams) for other in seen):
+                loops += 1
+            seen.append(grams)
+    known = " ".join([brief.topic, brief.notes, sources_text, *headings])
+    unsupported = 0
+    for index, found in enumerate(per_section):
+        given = (passages or {}).get(index) or []
+        support = Support(given, embed) if given else None
+        for sentence in found:
+            check = (lambda s, support=support: bool(support.scores(s)) and max(support.scores(s).values())
+                     >= support.threshold) if support is not None else None
+            unsupported += bool(claims.unsupported(sentence, known, check))
+    all_headings = list(dict.fromkeys(headings + [h for h, _ in sections if h]))
+    scores: dict[str, float | None] = {
+        "meta_classifier": None if meta is None else 100 * meta / count,
+        "junk_strict": 100 * junk / max(1, words) if lexicon is not None else None,
+        "loops": float(loops),
+        "heading_quality": heading_rules.quality(all_headings),
+        "unsupported_claims": 100 * unsupported / count,
+        "aspects_covered": None,
+    }
+    if aspects:
+        from agents.roles import chief_editor
+
+        covered = chief_editor.covered(list(aspects), all_headings, embed)
+        scores["aspects_covered"] = 100 * sum(covered) / len(covered)
+    return scores

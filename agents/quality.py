@@ -227,6 +227,7 @@ class Checks:
     cite: Callable[[str], str] | None = None  # citations by support (citations.Support.cite)
     on_brief: Callable[[str], bool] | None = None  # OnBrief: the sentence is about the brief's subject
     kinds: frozenset[str] = KINDS
+    chatter: Callable[[str], bool] | None = None  # the embedding classifier of talk about the writing (chatter.py)
 
     def keep(self, sentence: str) -> str:
         """A sentence that passed, as it is shown: with its citations checked."""
@@ -243,7 +244,7 @@ class Checks:
                                 or BRACKETED_WORDS.search(sentence)):
             return "junk"  # a fragment ("including the Tower of..."), a stray number, a list or heading line,
             # words in brackets ("[Folio] [furthermore]"; citations are numbers)
-        if "meta" in kinds and is_meta(sentence):
+        if "meta" in kinds and (is_meta(sentence) or (self.chatter is not None and self.chatter(sentence))):
             return "meta"
         if "junk" in kinds and self.lexicon is not None and self.lexicon.junk(sentence, self.allowed):
             return "junk"

@@ -75,7 +75,10 @@ def test_sections_with_sources_start_from_notes_their_passages_support():
                         passages=[pharos, romans])
     second = SectionTask("b", "Roman and modern towers", 80, goal="Show how lighthouses spread and changed.",
                          passages=[romans, eddystone])
-    own_words = " ".join(f"Sailors in harbour {n} trusted the lights they could see from the sea." for n in range(9))
+    own_words = ("Sailors trusted the lights they could see from far out at sea. Keepers climbed the stairs each "
+                 "evening with oil for the lamps. Storms often cut a lighthouse off from the mainland for weeks. "
+                 "Some towers housed whole families who kept the light burning. Harbour towns paid dues to keep "
+                 "their lights in good repair. Fog horns were added where the beam alone was not enough. ")
     engine = ScriptedEngine(
         # Notes: the Pharos for "a" (its first passage); the Romans go to "b", which ranks them first.
         "The Pharos of Alexandria stood for over a thousand years before earthquakes brought it down. "
@@ -83,7 +86,7 @@ def test_sections_with_sources_start_from_notes_their_passages_support():
         "The Romans built lighthouses across their empire, and the Tower of Hercules in Spain is still used.",
         "John Smeaton's stone tower of 1759 used interlocking granite blocks and became a model for later towers. "
         "The Romans built lighthouses across their empire, and the Tower of Hercules in Spain is still in use.",
-        own_words, own_words.replace("harbour", "port"))
+        own_words)
     streamed: list[tuple[str, str]] = []
     written = write_sections(engine, Brief("The history of lighthouses", 160),
                              "1. The Pharos of Alexandria (80 words)\n2. Roman and modern towers (80 words)",
@@ -98,8 +101,9 @@ def test_sections_with_sources_start_from_notes_their_passages_support():
     assert ("unsupported", "My grandmother loved the seaside in summer.") in written["a"].cut
     assert [kind for kind, _ in written["b"].cut] == ["repeat"]
     # The writer goes on from its notes, and the page saw the notes first.
-    for request, key in zip(engine.batches[1], "ab", strict=True):  # without the marks, put back by support
+    for key in "ab":  # each section's first search step, without the marks (put back by support)
+        request = next(r for batch in engine.batches[1:] for r in batch if r.id.startswith(f"writer-{key}-"))
         assert request.assistant_prefix.startswith(written[key].text.split(" [1]")[0] + ".")
         assert "[1]" not in request.assistant_prefix
     assert streamed[0] == ("a", written["a"].text.split("\n\n")[0] + "\n\n")
-    assert "Sailors in harbour 0 trusted" in written["a"].text
+    assert "Sailors trusted the lights" in written["a"].text + written["b"].text

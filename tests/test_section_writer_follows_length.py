@@ -14,6 +14,18 @@ from tests.support.tiny_models import BUNDLED_TEXT_DIVERGES
 
 BRIEF = Brief(topic="How the printing press changed Europe", target_words=370, audience="curious readers")
 OUTLINE = "1. Before the press (120 words)\n2. Gutenberg's workshop (250 words)"
+PRINTING = ["Gutenberg cast letters from an alloy of lead, tin and antimony.",
+            "His press borrowed its screw from the wine presses of the Rhineland.",
+            "An oil-based ink clung to metal type far better than the inks of scribes.",
+            "The Bible he printed in Mainz ran to about 180 copies.",
+            "Paper mills in Italy and Germany could now sell far more of their sheets.",
+            "Within fifty years presses were working in more than two hundred European towns.",
+            "Pamphlets spread news of disputes and discoveries faster than any courier.",
+            "Booksellers began to print catalogues of the titles they could supply.",
+            "Scholars compared identical copies of a text for the first time.",
+            "Cheaper books meant that more merchants and craftsmen learned to read.",
+            "Latin slowly lost ground to books printed in the languages people spoke.",
+            "Printers also became editors, choosing what was worth setting in type."]
 
 
 def test_fit_cuts_long_text_at_a_sentence_end_inside_the_budget():
@@ -63,13 +75,13 @@ def test_the_bundled_model_writes_each_section_within_15_percent(bundled_engine)
 
 def test_streamed_text_reaches_the_callback_a_kept_sentence_at_a_time():
     seen = []
-    engine = ScriptedEngine(" ".join(f"Line {i} is here about gulls." for i in range(25)))
+    engine = ScriptedEngine(" ".join(PRINTING))
     write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)], on_text=lambda k, t: seen.append((k, t)))
-    assert seen and seen[0] == ("a", "Line 0 is here about gulls.") and seen[1] == ("a", " Line 1 is here about gulls.")
+    assert seen[:2] == [("a", PRINTING[0]), ("a", " " + PRINTING[1])]
 
 
 def test_a_checkpointed_draft_is_continued_not_rewritten():
-    engine = ScriptedEngine(" ".join(f"Printers {i} set type by hand." for i in range(10)))  # 60 words
+    engine = ScriptedEngine(" ".join(PRINTING))
     draft = " ".join(f"Scribe {i} copied a psalter." for i in range(8)) + " And then the"  # 40 words, cut off
     result = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)], drafts={"a": draft})["a"]
     assert engine.batches[0][0].assistant_prefix == draft.removesuffix(" And then the")

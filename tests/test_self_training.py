@@ -111,8 +111,8 @@ def test_a_candidate_is_rejected_when_the_filter_cut_more_sentences_than_it_kept
 
     assert self_train.reject_reason(written(4), task) == ""  # 4 cut, 4 kept
     assert self_train.reject_reason(written(5), task) == "more sentences cut (5: junk) than kept (4)"
-    assert self_train.reject_reason(section_writer.WrittenSection("0", text, 18, 2, "ok"), task) \
-        == "off its word budget in one go"
+    assert self_train.reject_reason(section_writer.WrittenSection("0", text, 18, 2, "short"), task) \
+        == "off its word budget"
 
 
 @pytest.mark.slow

@@ -14,12 +14,14 @@ may start from in section_notes.py."""
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from agents import citations, quality
+from agents.chatter import FILTER_THRESHOLD, default_chatter
 from agents.llm.files import ModelFolderError
 from agents.llm.types import AdapterSpec, Delta, Engine, GenerationRequest
 from agents.outline import Brief
@@ -80,8 +82,15 @@ def checks_for(brief: Brief, outline_text: str, task: SectionTask,
         if embed is not None and "off-brief" in filters:
             on_brief = quality.OnBrief([f"{brief.topic}. {brief.notes}".strip(". "), f"{task.heading}. {task.goal}"],
                                        embed)
+    talk = None
+    if "meta" in filters:
+        try:
+            classifier = default_chatter()
+            talk = functools.partial(classifier.__call__, threshold=FILTER_THRESHOLD)
+        except ModelFolderError:  # no embedding model: the phrase rules alone
+            pass
     return quality.Checks(quality.Instructions.of(TEMPLATE, subject), lexicon, quality.allowed_words(*subject), cite,
-                          on_brief, frozenset(filters))
+                          on_brief, frozenset(filters), talk)
 
 
 # Asked between decode steps with the running requests as {request id: task key}; answers the
@@ -129,9 +138,9 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
         noted, stopped = write_notes(engine, brief, outline_text, fresh, checks, adapter, "", _cancel_check(
             cancel, key_of), temperature, seed, {t.key: searches[t.key].cut for t in tasks}, key_of)
         for key, note in noted.items():
-            searches[key].draft = note
+            searches[key].draft = note + "\n\n"
             if on_text:
-                on_text(key, note)
+                on_text(key, note + "\n\n")
         for key in stopped:
             searches[key].done = "cancelled"
             done(searches[key])

@@ -144,7 +144,10 @@ class Search:
         best = max(keepable, key=lambda c: c.score)
         self.fails = 0
         sentence = self.checks.keep(best.sentence)
-        shown = sentence if not self.draft else ("\n\n" if paragraph_break(best.text) else " ") + sentence
+        if not self.draft or self.draft[-1].isspace():
+            shown = sentence  # the first sentence, or one after notes that end their paragraph
+        else:
+            shown = ("\n\n" if paragraph_break(best.text) else " ") + sentence
         self.draft += shown
         self.sentence_words = 0.8 * self.sentence_words + 0.2 * word_count(sentence)
         return shown

@@ -30,7 +30,12 @@ COLUMNS = [("words", "words", "{:.0f}"), ("S_l", "S_l", "{:.1f}"), ("heading_rec
            ("subtopics_covered", "subtopics covered %", "{:.0f}"),
            ("duplicate_headings", "duplicate headings", "{:.0f}"), ("cited", "cited sentences %", "{:.1f}"),
            ("supported", "supported citations %", "{:.0f}"), ("cut", "sentences cut while writing %", "{:.1f}"),
-           ("tokens_per_word", "writer tokens per kept word", "{:.2f}"), ("seconds", "seconds", "{:.0f}")]
+           ("tokens_per_word", "writer tokens per kept word", "{:.2f}"),
+           # Measures that share no rule with the writers' filter (evaluation.independent_scores)
+           ("meta_classifier", "meta % (classifier)", "{:.1f}"), ("junk_strict", "junk words % (strict)", "{:.2f}"),
+           ("loops", "sentences repeated in their section", "{:.0f}"), ("heading_quality", "headings ok %", "{:.0f}"),
+           ("unsupported_claims", "unsupported claims %", "{:.1f}"), ("aspects_covered", "aspects covered %", "{:.0f}"),
+           ("seconds", "seconds", "{:.0f}")]
 
 
 class Command(BaseCommand):
@@ -174,7 +179,8 @@ def _scores(item: dict, brief: Brief, sections: list, headings: list[str], secon
     scores = {"words": words, "S_l": evaluation.length_score(words, brief.target_words),
               "heading_recall": evaluation.heading_soft_recall(headings, item["reference"], embed)
               if item.get("reference") else None, "seconds": seconds}
-    return scores | evaluation.reader_scores(brief, sections, headings, embed, lexicon, passages, sources_text)
+    return scores | evaluation.reader_scores(brief, sections, headings, embed, lexicon, passages, sources_text,
+                                             item.get("aspects"))
 
 
 def _cut_share(cut: list, sections: list) -> float:
