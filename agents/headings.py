@@ -35,8 +35,8 @@ IMPERATIVES = {"explain", "describe", "show", "tell", "trace", "compare", "intro
                "define", "outline", "present", "summarize", "summarise", "sum", "list", "enjoy", "save", "grow",
                "water", "walk", "run", "ride", "cook", "eat", "drink", "sleep", "talk", "speak", "listen", "go"}
 WH = {"how", "why", "what", "when", "where", "which", "who"}
-DANGLING = {"a", "an", "the", "to", "of", "from", "and", "or", "for", "in", "on", "with", "at", "by", "as", "its",
-            "their", "his", "her", "that", "which", "is", "are", "great", "very", "some", "into", "about", "but"}
+DANGLING = {"a", "an", "the", "to", "of", "from", "and", "or", "its", "their", "his", "her", "that", "which", "is",
+            "are", "great", "very", "some", "but"}  # "for", "with"... may end a heading ("Things to look out for")
 
 
 def heading_problem(heading: str) -> str | None:

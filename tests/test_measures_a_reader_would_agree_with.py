@@ -28,7 +28,8 @@ def test_what_is_a_heading(heading):
 
 def test_bad_headings_are_repaired_into_noun_phrases():
     assert as_heading("Section 2: How to make your own bread") == "Making your own bread"
-    assert as_heading("To have patience and perseverance in order to achieve this") == "Having patience and perseverance"
+    instruction = "To have patience and perseverance in order to achieve this"
+    assert as_heading(instruction) == "Having patience and perseverance"
     assert as_heading("Riding a bike is not an easy task and it requires great") == "Riding a bike"
     assert as_heading("Gutenberg's workshop (1 of 2)") == "Gutenberg's workshop"
 
@@ -70,7 +71,8 @@ def test_independent_measures_see_what_the_filter_would_miss():
 
     embed = default_embedder().embed
     brief = Brief("How tides work", 200)
-    looped = "The moon pulls the sea. " * 3 + "Here’s the revised version of the text for you. Das ist nicht gut und sehr schlecht."
+    looped = ("The moon pulls the sea. " * 3 + "Here’s the revised version of the text for you. "
+              "Das ist nicht gut und sehr schlecht.")
     scores = evaluation.independent_scores(brief, [("Tides (1 of 2)", looped)], ["Tides (1 of 2)"], embed,
                                            quality.default_lexicon(), aspects=["how tides work"])
     assert scores["loops"] == 2  # the sentence said again, twice, inside its own section
