@@ -98,13 +98,12 @@ def writer_prompt(brief: Brief, sections: list[PlannedSection],
 def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: list[section_writer.SectionTask],
           adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
           cancel: section_writer.WriterCancel | None = None,
-          drafts: dict[str, str] | None = None, pool: str = "",
+          drafts: dict[str, str] | None = None,
           filters: Collection[str] = quality.KINDS) -> dict[str, section_writer.WrittenSection]:
-    """Write `tasks` (some or all of the outline's leaves) as one batch; see section_writer.
-    Writers of one `pool` (a run) do not repeat each other's phrases, nor those in a task's
-    `avoid` (sibling sections written before)."""
+    """Write `tasks` (some or all of the outline's leaves) together; see section_writer. Writers
+    do not repeat each other's phrases, nor those in a task's `avoid` (sections written before)."""
     return section_writer.write_sections(engine, brief, outline_text(sections), tasks, adapter=adapter,
-                                         on_text=on_text, cancel=cancel, drafts=drafts, pool=pool, filters=filters)
+                                         on_text=on_text, cancel=cancel, drafts=drafts, filters=filters)
 
 
 # --- review and finish ------------------------------------------------------------------------
@@ -167,12 +166,11 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
     for task in tasks:
         task.passages = passages(passage_query(task))[:PASSAGES_PER_WRITER] if passages else []
     written: dict[str, section_writer.WrittenSection] = {}
-    pool = f"article-{uuid.uuid4().hex[:8]}"
     for start in range(0, len(tasks), batch_size):
         for task in tasks[start:start + batch_size]:
             task.avoid = [w.text for w in written.values()]
         written.update(write(engine, brief, sections, tasks[start:start + batch_size], adapter=writer_adapter,
-                             pool=pool, filters=filters))
+                             filters=filters))
     texts = [(t.heading, written[t.key].text) for t in tasks]
     proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks]) \
         if review_article else []

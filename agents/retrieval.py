@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -29,6 +31,12 @@ def embedding_model_dir() -> Path:
 
 
 class Embedder:
+    """MiniLM sentence embeddings. The vectors of recent texts are kept (CACHED of them): a
+    writer's candidate sentence is embedded by the filter's meta and off-brief checks and by the
+    search's scoring, and the sentences kept so far are compared again at every step."""
+
+    CACHED = 4096
+
     def __init__(self, folder: str | Path | None = None, batch_size: int = 32):
         from transformers import AutoModel, AutoTokenizer
 
@@ -36,9 +44,24 @@ class Embedder:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder).eval()
         self.batch_size = batch_size
+        self._known: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         """[len(texts), 384], each row of length 1 (mean of the token vectors, as the model was trained)."""
+        with self._lock:
+            missing = list(dict.fromkeys(text for text in texts if text not in self._known))
+        computed = self._compute(missing)
+        with self._lock:
+            self._known.update(zip(missing, computed, strict=True))
+            rows = [self._known[text] for text in texts]
+            for text in texts:
+                self._known.move_to_end(text)
+            while len(self._known) > self.CACHED:
+                self._known.popitem(last=False)
+        return torch.stack(rows) if rows else torch.empty(0, DIMENSIONS)
+
+    def _compute(self, texts: list[str]) -> torch.Tensor:
         rows = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):

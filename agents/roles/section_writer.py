@@ -100,7 +100,7 @@ WriterCancel = Callable[[dict[str, str]], set[str]]
 
 def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
                    adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
-                   cancel: WriterCancel | None = None, drafts: dict[str, str] | None = None, pool: str = "",
+                   cancel: WriterCancel | None = None, drafts: dict[str, str] | None = None,
                    temperature: float = 0.0, seed: int = 0, filters: Collection[str] = quality.KINDS,
                    notes: bool = False,
                    on_done: Callable[[WrittenSection], None] | None = None) -> dict[str, WrittenSection]:
@@ -114,101 +114,109 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
     candidate is sampled with seeds from `seed`). `filters` are the defect kinds a candidate is
     refused for (all by default; repeats, unfinished sentences and citations are always checked).
     With `notes`, a section with passages starts from notes on them (section_notes.py; off by
-    default, bench/RESULTS.md). `pool` names the run (kept for the callers' logs)."""
-    del pool  # sentence rows block their siblings' n-grams through `avoid` (a pool forgets finished rows)
+    default, bench/RESULTS.md)."""
+    writers = Writers(engine, brief, outline_text, adapter, temperature, seed, on_text, on_done)
     checks = {task.key: checks_for(brief, outline_text, task, filters) for task in tasks}
-    key_of: dict[str, str] = {}
-    # A checkpoint may stop mid-sentence: continue from its last full sentence.
-    searches = {task.key: sentence_search.Search(task, checks[task.key], fit(
-        tidy((drafts or {}).get(task.key, ""), task.heading, checks[task.key]), task.words, cut_off=True))
-        for task in tasks}
-    results: dict[str, WrittenSection] = {}
+    for task in tasks:
+        # A checkpoint may stop mid-sentence: continue from its last full sentence.
+        draft = fit(tidy((drafts or {}).get(task.key, ""), task.heading, checks[task.key]), task.words, cut_off=True)
+        writers.searches[task.key] = sentence_search.Search(task, checks[task.key], draft)
+    fresh = [task for task in tasks if task.passages and not writers.searches[task.key].draft
+             and checks[task.key].cite is not None]
+    if fresh and notes:
+        writers.start_from_notes(fresh, cancel)
+    return writers.run(cancel)
 
-    def done(search: sentence_search.Search) -> None:
+
+class Writers:
+    """The sections of one write_sections call: their searches, the steps in flight, and what is
+    handed back. Judging, streaming and cancel checks happen on the caller's thread only."""
+
+    def __init__(self, engine: Engine, brief: Brief, outline_text: str, adapter: AdapterSpec | None,
+                 temperature: float, seed: int, on_text: Callable[[str, str], None] | None,
+                 on_done: Callable[[WrittenSection], None] | None):
+        self.engine, self.brief, self.outline_text, self.adapter = engine, brief, outline_text, adapter
+        self.temperature, self.seed, self.on_text, self.on_done = temperature, seed, on_text, on_done
+        self.searches: dict[str, sentence_search.Search] = {}
+        self.results: dict[str, WrittenSection] = {}
+        self.steps = Steps(engine)
+
+    def start_from_notes(self, fresh: list[SectionTask], cancel: WriterCancel | None) -> None:
+        """Notes on their passages begin these sections (section_notes.py), a paragraph of their own."""
+        key_of: dict[str, str] = {}
+        check = None
+        if cancel is not None:
+            def check(active: list[str]) -> set[str]:
+                return cancel({request_id: key_of[request_id] for request_id in active if request_id in key_of})
+        checks = {key: search.checks for key, search in self.searches.items()}
+        noted, stopped = write_notes(self.engine, self.brief, self.outline_text, fresh, checks, self.adapter, "",
+                                     check, self.temperature, self.seed,
+                                     {key: search.cut for key, search in self.searches.items()}, key_of)
+        for key, note in noted.items():
+            self.searches[key].draft = note + "\n\n"
+            if self.on_text:
+                self.on_text(key, note + "\n\n")
+        for key in stopped:
+            self.searches[key].done = "cancelled"
+
+    def run(self, cancel: WriterCancel | None) -> dict[str, WrittenSection]:
+        try:
+            embed = default_embedder().embed
+        except ModelFolderError:  # no embedding model here: candidates are scored by likelihood alone
+            embed = None
+        judge = sentence_search.Judge(embed, self.siblings)
+        try:
+            for search in self.searches.values():
+                self.next_step(search)
+            while self.steps.running:
+                finished = self.steps.next_finished(timeout=0.1)
+                if cancel is not None:
+                    self.stop_cancelled(cancel)
+                if finished is not None:
+                    self.take(*finished, judge)
+        finally:
+            self.steps.close()
+        return self.results
+
+    def siblings(self, key: str) -> list[str]:
+        """The sentences every other section has kept so far."""
+        return [sentence for other, search in self.searches.items() if other != key
+                for sentence in quality.sentences(search.draft)]
+
+    def next_step(self, search: sentence_search.Search) -> None:
+        """Ask the section's next candidates, or hand it back when it is done."""
+        if search.finished():
+            self.hand_back(search)
+            return
+        others = [other.draft for other in self.searches.values() if other is not search and other.draft]
+        self.steps.start(search.task.key, search.requests(self.brief, self.outline_text, self.adapter, others,
+                                                          self.temperature, self.seed))
+
+    def take(self, key: str, deltas: list[Delta], judge: sentence_search.Judge) -> None:
+        search = self.searches[key]
+        errors = [d for d in deltas if d.finished and d.finish_reason == "error"]
+        if errors:
+            raise RuntimeError(f"writing “{search.task.heading}” failed: {errors[0].error}")
+        if key in self.steps.stopped or any(d.finish_reason == "cancelled" for d in deltas if d.finished):
+            search.done = "cancelled"
+        else:
+            shown = search.take(sentence_search.candidates_of(deltas), judge)
+            if shown and self.on_text:
+                self.on_text(key, shown)
+        self.next_step(search)
+
+    def stop_cancelled(self, cancel: WriterCancel) -> None:
+        running = {request_id: key for key, ids in self.steps.running.items() for request_id in ids}
+        for request_id in cancel(running) if running else ():
+            self.steps.stop(running[request_id])
+
+    def hand_back(self, search: sentence_search.Search) -> None:
         text = search.checks.recite(search.draft)
         written = WrittenSection(search.task.key, text, word_count(text), search.steps, search.done, search.cut,
                                  search.generated)
-        results[search.task.key] = written
-        if on_done is not None:
-            on_done(written)
-
-    fresh = [task for task in tasks if task.passages and not searches[task.key].draft
-             and checks[task.key].cite is not None]
-    if fresh and notes:
-        noted, stopped = write_notes(engine, brief, outline_text, fresh, checks, adapter, "", _cancel_check(
-            cancel, key_of), temperature, seed, {t.key: searches[t.key].cut for t in tasks}, key_of)
-        for key, note in noted.items():
-            searches[key].draft = note + "\n\n"
-            if on_text:
-                on_text(key, note + "\n\n")
-        for key in stopped:
-            searches[key].done = "cancelled"
-            done(searches[key])
-
-    def siblings(key: str) -> list[str]:
-        return [sentence for other, search in searches.items() if other != key
-                for sentence in quality.sentences(search.draft)]
-
-    try:
-        embed = default_embedder().embed
-    except ModelFolderError:  # no embedding model here: candidates are scored by likelihood alone
-        embed = None
-    judge = sentence_search.Judge(embed, siblings)
-    steps = Steps(engine)
-    cancelled: set[str] = set()
-    try:
-        def launch(search: sentence_search.Search) -> None:
-            if search.done and search.task.key not in results:
-                done(search)
-            if search.task.key in results:
-                return
-            others = [other.draft for other in searches.values() if other is not search and other.draft]
-            batch = search.requests(brief, outline_text, adapter, others, temperature, seed)
-            key_of.update({request.id: search.task.key for request in batch})
-            steps.start(search.task.key, batch)
-
-        for search in searches.values():
-            if not search.finished():
-                launch(search)
-            elif search.task.key not in results:
-                done(search)
-        while steps.running:
-            finished = steps.next_finished(timeout=0.1)
-            if cancel is not None:
-                running = {request_id: key for key, ids in steps.running.items() for request_id in ids}
-                for request_id in cancel(running):
-                    cancelled.add(running[request_id])
-                    steps.stop(running[request_id])
-            if finished is None:
-                continue
-            key, deltas = finished
-            search = searches[key]
-            errors = [d for d in deltas if d.finished and d.finish_reason == "error"]
-            if errors:
-                raise RuntimeError(f"writing “{search.task.heading}” failed: {errors[0].error}")
-            if key in cancelled or any(d.finish_reason == "cancelled" for d in deltas if d.finished):
-                search.done = "cancelled"
-                done(search)
-                continue
-            shown = search.take(sentence_search.candidates_of(deltas), judge)
-            if shown and on_text:
-                on_text(key, shown)
-            if search.finished():
-                done(search)
-            else:
-                launch(search)
-    finally:
-        steps.close()
-    return results
-
-
-def _cancel_check(cancel: WriterCancel | None, key_of: dict[str, str]):
-    if cancel is None:
-        return None
-
-    def check(active: list[str]) -> set[str]:
-        return cancel({request_id: key_of[request_id] for request_id in active if request_id in key_of})
-    return check
+        self.results[search.task.key] = written
+        if self.on_done is not None:
+            self.on_done(written)
 
 
 class Steps:
@@ -220,7 +228,7 @@ class Steps:
         self.engine = engine
         self.running: dict[str, list[str]] = {}  # section key -> its step's request ids
         self._finished: queue.Queue = queue.Queue()
-        self._stopped: set[str] = set()
+        self.stopped: set[str] = set()  # sections told to stop (cancelled, or the caller stopped listening)
         self._lock = threading.Lock()
 
     def start(self, key: str, batch: list[GenerationRequest]) -> None:
@@ -232,7 +240,7 @@ class Steps:
         try:
             def stop(active: list[str]) -> set[str]:
                 with self._lock:
-                    return set(active) if key in self._stopped else set()
+                    return set(active) if key in self.stopped else set()
             deltas = list(self.engine.stream(batch, cancel=stop))
         except Exception as error:  # noqa: BLE001  (reported on the caller's thread as the step's error)
             deltas = [Delta(batch[0].id, finished=True, finish_reason="error", error=str(error) or repr(error))]
@@ -248,9 +256,9 @@ class Steps:
 
     def stop(self, key: str) -> None:
         with self._lock:
-            self._stopped.add(key)
+            self.stopped.add(key)
 
     def close(self) -> None:
         """Stop whatever still runs (the caller stopped listening: an error, or a cancel)."""
         with self._lock:
-            self._stopped.update(self.running)
+            self.stopped.update(self.running)

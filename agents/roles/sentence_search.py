@@ -13,8 +13,9 @@ not cut after the fact; the section never goes round again from a draft the filt
 - Width: how many candidates a step asks is set by a token allowance, TOKENS_PER_KEPT_WORD
   generated tokens per word of the budget: one candidate per remaining sentence is always
   afforded, what is left over buys second and third candidates, spread over the steps to come.
-  A position whose candidates all fail is searched again with sampled rows; a section that spent
-  HARD_CAP tokens per word, or failed MAX_FAILS steps in a row, stops at its last good sentence.
+  A position whose candidates all fail is searched again with sampled rows, paid from the same
+  allowance; a section that spent HARD_CAP tokens per budget word, or failed MAX_FAILS steps in a
+  row, stops at its last good sentence.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from agents import citations, quality
 from agents.llm.types import AdapterSpec, Delta, GenerationRequest
@@ -31,7 +31,7 @@ from agents.outline import Brief
 from agents.roles.section_text import HIGH, LOW, ROLE, SectionTask, messages, word_count
 
 TOKENS_PER_KEPT_WORD = 2.3  # the allowance: generated tokens per word of the budget (issue 23's cap is 2.5)
-HARD_CAP = 4.0  # past this many generated tokens per budget word a section stops where it is
+HARD_CAP = 3.0  # past this many generated tokens per budget word a section stops where it is
 MAX_WIDTH = 3  # candidates per step at most
 MAX_FAILS = 4  # steps in a row without a keepable candidate before the section stops
 SENTENCE_TOKENS = 80  # a candidate that has not ended its sentence by then is a run-on
@@ -97,7 +97,7 @@ class Search:
         """The next step's candidates: the first greedy (unless sampling was asked for, or this
         position already failed), the others sampled with seeds of their own."""
         prefix = citations.MARK.sub("", self.draft)
-        count = self.width() if not self.fails else max(2, min(MAX_WIDTH, self.width() + 1))
+        count = self.width()  # a retry is sampled, but paid from the same allowance
         out = []
         for index in range(count):
             sampled = temperature > 0 or index > 0 or self.fails > 0
@@ -159,7 +159,6 @@ class Judge:
     def __init__(self, embed: Callable | None, siblings: Callable[[str], list[str]]):
         self.embed = embed
         self.siblings = siblings  # key -> the sentences other sections have kept so far
-        self._anchors: dict[str, Any] = {}  # key -> the embedding of the section's heading, goal and points
 
     def judge(self, search: Search, candidates: list[Candidate]) -> None:
         task = search.task
@@ -175,11 +174,11 @@ class Judge:
             candidate.score = W_LIKELIHOOD * mean
         if self.embed is None:
             return
-        if task.key not in self._anchors:
-            self._anchors[task.key] = self.embed([". ".join([task.heading, task.goal, *task.key_points]).strip(". ")])
+        # The embedder keeps recent vectors: the anchor and the earlier sentences cost nothing again.
+        anchor = self.embed([". ".join([task.heading, task.goal, *task.key_points]).strip(". ")])
         earlier = own[-12:] + self.siblings(task.key)[-40:]
         vectors = self.embed([_plain(c.sentence) for c in alive])
-        goal = (vectors @ self._anchors[task.key].T)[:, 0]
+        goal = (vectors @ anchor.T)[:, 0]
         before = vectors @ self.embed([_plain(own[-1])]).T if own else None
         against = vectors @ self.embed([_plain(s) for s in earlier]).T if earlier else None
         for index, candidate in enumerate(alive):

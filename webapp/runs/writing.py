@@ -171,7 +171,7 @@ def _write(run: WritingRun, claimed: list[AgentTask]) -> None:
         results = coordinator.write(engine, prepared.brief, prepared.sections, prepared.work, adapter=prepared.adapter,
                                     on_text=streamer, cancel=watch,
                                     drafts={key: task.checkpoint_text for key, task in by_key.items()},
-                                    pool=f"run-{run.pk}", filters=settings.SCRIPTORIUM_WRITER_FILTERS)
+                                    filters=settings.SCRIPTORIUM_WRITER_FILTERS)
     except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
         log.exception("writing failed")
         streamer.release(frozenset(watch.lost))
