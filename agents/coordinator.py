@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from agents import quality
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.outline import Brief, PlannedSection, split_for_writers
-from agents.roles import chief_editor, finisher, reviewer, section_writer
+from agents.roles import chief_editor, finisher, reviewer, section_writer, sub_sections
 
 SECTION_MAX_WORDS = 600  # a leaf longer than this is planned as sub-sections for several writers
 PASSAGES_PER_WRITER = 3
@@ -55,7 +55,7 @@ def plan(engine: Engine, brief: Brief, adapter: AdapterSpec | None = None,
          max_words: int = SECTION_MAX_WORDS) -> Plan:
     """The chief editor's outline for the brief, its big sections split into parts."""
     result = chief_editor.plan_outline(engine, brief, adapter)
-    chief_editor.plan_parts(engine, brief, result.sections, max_words, adapter)
+    sub_sections.plan_parts(engine, brief, result.sections, max_words, adapter)
     return Plan(split_for_writers(result.sections, max_words), result.path, result.problems)
 
 

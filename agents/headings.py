@@ -91,11 +91,12 @@ def as_heading(text: str) -> str:
         text = LABEL.sub("", text).strip(" -–—:;,.")
     text = NUMBERED_PART.sub("", text).strip(" -–—:;,.")
     words = text.split()
+    infinitive = False
     if words and words[0].lower() == "how" and len(words) > 2 and words[1].lower() == "to":
-        words = words[2:]  # "How to make bread" -> "Making bread"
+        words, infinitive = words[2:], True  # "How to make bread" -> "Making bread"
     elif words and words[0].lower() == "to" and len(words) > 1:
-        words = words[1:]
-    if words and words[0].lower() in IMPERATIVES and len(words) > 1:
+        words, infinitive = words[1:], True
+    if words and len(words) > 1 and (infinitive or words[0].lower() in IMPERATIVES):
         words[0] = _gerund(words[0])
     text = " ".join(words)
     clause = CLAUSE.search(text) if text.split()[:1] and text.split()[0].lower() not in WH else None

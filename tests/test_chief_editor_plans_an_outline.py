@@ -204,3 +204,49 @@ def test_headings_that_only_repeat_each_other_are_re_asked():
     result = plan_outline(engine, Brief(topic="Sleep and health", target_words=800))
     assert result.path == "re-asked" and "repeat each other" in result.problems[0]
     assert [s.heading for s in result.sections] == ["Gulls", "Terns", "Puffins"]
+
+
+def test_headings_that_are_no_headings_are_repaired_named_by_a_key_point_or_dropped():
+    answer = json.dumps({"sections": [
+        {"heading": "Section 1: How to spot a gull", "goal": "g", "key_points": ["a"]},
+        {"heading": "Title", "goal": "t", "key_points": ["Tern colonies"]},
+        {"heading": "We will look at puffins now", "goal": "p", "key_points": ["is not easy and it"]},
+        {"heading": "Gannets (1 of 2)", "goal": "n", "key_points": ["b"]}]})
+    result = plan_outline(ScriptedEngine(answer, *["Explain the birds of the coast to walkers."] * 4), BRIEF)
+    assert [s.heading for s in result.sections] == ["Spotting a gull", "Tern colonies", "Gannets"]
+
+
+def test_a_section_too_long_for_one_writer_gets_the_sub_sections_the_model_plans():
+    from agents import coordinator
+    from agents.roles import sub_sections
+
+    answer = json.dumps({"sections": [{"heading": "Gulls", "goal": "g", "key_points": ["a"]},
+                                      {"heading": "Terns", "goal": "t", "key_points": ["b"]},
+                                      {"heading": "Puffins", "goal": "p", "key_points": ["c"]}]})
+    parts = [json.dumps({"sections": [
+        {"heading": f"{bird} nests", "goal": f"Show where {bird.lower()} nest.", "key_points": ["x"]},
+        {"heading": f"Section 2: {bird} at sea", "goal": f"Explain what {bird.lower()} eat.", "key_points": ["y"]}]})
+        for bird in ("Gulls", "Terns", "Puffins")]
+    engine = ScriptedEngine(answer, *parts)
+    brief = Brief(topic="Coastal birds for walkers", target_words=2000, audience="walkers")
+    result = plan_outline(engine, brief)
+    gulls = result.sections[0]
+    assert gulls.words > 600
+    sub_sections.plan_parts(engine, brief, result.sections, max_words=600)
+    assert [c.heading for c in gulls.children] == ["Gulls nests", "Gulls at sea"]
+    assert sum(c.words for c in gulls.children) == gulls.words and gulls.children[0].goal
+    asked = engine.requests[-1]
+    assert asked.response_format and "exactly 2 sub-sections" in asked.messages[-1]["content"]
+    assert not any("of 2" in leaf.heading for leaf in coordinator.leaves(result.sections))
+
+
+@pytest.mark.bundled
+def test_the_bundled_model_plans_the_parts_of_a_long_section(bundled_engine):
+    from agents import coordinator
+    from agents.headings import heading_problem
+
+    plan = coordinator.plan(bundled_engine, Brief(topic="The history of the bicycle", target_words=2400), max_words=300)
+    leaves = coordinator.leaves(plan.sections)
+    assert all(heading_problem(leaf.heading) is None for leaf in leaves), [leaf.heading for leaf in leaves]
+    assert not any("of 2" in leaf.heading or "of 3" in leaf.heading for leaf in leaves)
+    assert any(section.children for section in plan.sections)
