@@ -118,8 +118,9 @@ def test_where_sentences_end():
     assert sentence_cut("The tide rose", 1) is None
     assert sentence_cut("It was 3.5 m high. Then", 1) == len("It was 3.5 m high.")  # no end inside a number
     assert sentence_cut('He said "go." Then', 1) == len('He said "go."')
-    assert sentence_cut("First. Second! Third", 2) == len("First. Second!")
-    assert sentence_cut("A line\n\nNext", 1) == len("A line")
+    assert sentence_cut("It came first. It came second! Third", 2) == len("It came first. It came second!")
+    assert sentence_cut("A short line\n\nNext", 1) == len("A short line")
+    assert sentence_cut("1. Daily habits matter. Then", 1) == len("1. Daily habits matter.")  # no sentence in "1."
 
 
 @pytest.mark.bundled

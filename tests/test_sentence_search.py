@@ -6,6 +6,8 @@ share their prefix through the prefix cache."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import Delta
 from agents.outline import Brief
@@ -63,7 +65,7 @@ def test_the_kept_sentence_is_the_best_scored_candidate_and_streams_alone(monkey
 
     def spy(self, search, candidates):
         judge(self, search, candidates)
-        scored.append([sentence_search.Candidate(c.text, c.tokens, c.finish, c.logprob, c.defect, c.score)
+        scored.append([dataclasses.replace(c)
                        for c in candidates])
 
     monkeypatch.setattr(sentence_search.Judge, "judge", spy)

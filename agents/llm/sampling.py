@@ -127,8 +127,13 @@ SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)|(?<=\S)(?=\n\s*\n)")
 
 
 def sentence_cut(text: str, count: int) -> int | None:
-    """Where `text` ends after its `count`-th whole sentence, or None while it has fewer."""
-    for found, match in enumerate(SENTENCE_END.finditer(text), start=1):
+    """Where `text` ends after its `count`-th whole sentence, or None while it has fewer. A
+    sentence holds two words at least: a list's "1." or a lone "Dr." ends none."""
+    found, start = 0, 0
+    for match in SENTENCE_END.finditer(text):
+        if len(re.findall(r"[^\W\d_]{2,}", text[start:match.end()])) < 2:
+            continue
+        found, start = found + 1, match.end()
         if found >= count:
             return match.end()
     return None
