@@ -148,66 +148,85 @@ LOOP_OVERLAP = 0.6  # a sentence sharing this share of its 4-grams with one befo
 def independent_scores(brief: Brief, sections: list[tuple[str, str]], headings: list[str], embed,
                        lexicon: quality.Lexicon | None, passages: dict[int, list[str]] | None = None,
                        sources_text: str = "", aspects: list[str] | None = None) -> dict[str, float | None]:
-    """Per article, on text normalised first (quotes, apostrophes, case): meta sentences as the
+    """Per article, on text with quotes and apostrophes normalised first: meta sentences as the
     embedding classifier finds them (%), junk words counting capitalised non-words and runs of
     another language (%), sentences repeated within their own section (count), headings that are
     headings (%), sentences with a date, number or name no source supports (%), and the brief's
     named aspects that have a heading (%, when given)."""
-    from agents import chatter, claims
     from agents import headings as heading_rules
-    from agents.citations import Support
 
-    normal = [(heading, quality.normalise(text)) for heading, text in sections]
-    per_section = [quality.sentences(text) for _, text in normal]
+    per_section = [quality.sentences(quality.normalise(text)) for _, text in sections]
     said = [s for found in per_section for s in found]
     count = max(1, len(said))
-    try:
-        classifier = chatter.default_chatter()
-        meta = float((classifier.probability(said) >= chatter.THRESHOLD).sum()) if said else 0.0
-    except Exception:  # noqa: BLE001  (no embedding model: not measured)
-        meta = None
     allowed = quality.allowed_words(brief.topic, brief.notes, brief.audience, sources_text, *headings,
                                     *[h for h, _ in sections])
+    known = " ".join([brief.topic, brief.notes, sources_text, *headings])
+    all_headings = list(dict.fromkeys(headings + [h for h, _ in sections if h]))
+    meta = _classified_meta(said)
+    return {
+        "meta_classifier": None if meta is None else 100 * meta / count,
+        "junk_strict": _strict_junk(said, lexicon, allowed) if lexicon is not None else None,
+        "loops": float(sum(_repeated_in_section(found) for found in per_section)),
+        "heading_quality": heading_rules.quality(all_headings),
+        "unsupported_claims": 100 * _unsupported_claims(per_section, known, passages or {}, embed) / count,
+        "aspects_covered": _aspects_covered(aspects, all_headings, embed) if aspects else None,
+    }
+
+
+def _classified_meta(said: list[str]) -> float | None:
+    """How many sentences the chatter classifier counts as meta (None without the embedding model)."""
+    from agents import chatter
+    from agents.llm.files import ModelFolderError
+
+    try:
+        classifier = chatter.default_chatter()
+    except ModelFolderError:
+        return None
+    return float((classifier.probability(said) >= chatter.THRESHOLD).sum()) if said else 0.0
+
+
+def _strict_junk(said: list[str], lexicon: quality.Lexicon, allowed: frozenset[str]) -> float:
+    """Percent of words no lexicon knows, capitalised ones judged as words too ("Sler"), and every
+    word of a sentence that is mostly unknown words (a run of another language, or nonsense)."""
     words = junk = 0
     for sentence in said:
         found = quality.WORD.findall(sentence)
         words += len(found)
-        if lexicon is None:
-            continue
         unknown = [w for w in found if w.lower() not in allowed and not lexicon.knows(w.lower())]
-        if found and len(unknown) >= FOREIGN_SHARE * len(found) and len(found) >= 4:
-            junk += len(found)  # a run of another language (or of nonsense): every word of it
-        else:
-            junk += len(unknown)  # capitalised words are judged as words too ("Sler", "Accelerator-LIGOT")
-    loops = 0
-    for found in per_section:
-        seen: list[set] = []
-        for sentence in found:
-            grams = set(quality.four_grams(sentence))
-            if grams and any(len(grams & other) >= LOOP_OVERLAP * len(grams) for other in seen):
-                loops += 1
-            seen.append(grams)
-    known = " ".join([brief.topic, brief.notes, sources_text, *headings])
+        foreign = len(found) >= 4 and len(unknown) >= FOREIGN_SHARE * len(found)
+        junk += len(found) if foreign else len(unknown)
+    return 100 * junk / max(1, words)
+
+
+def _repeated_in_section(found: list[str]) -> int:
+    """Sentences that share most of their 4-grams with one before them in the same section."""
+    repeated, seen = 0, list[set[tuple[str, ...]]]()
+    for sentence in found:
+        grams = set(quality.four_grams(sentence))
+        repeated += bool(grams) and any(len(grams & other) >= LOOP_OVERLAP * len(grams) for other in seen)
+        seen.append(grams)
+    return repeated
+
+
+def _unsupported_claims(per_section: list[list[str]], known: str, passages: dict[int, list[str]], embed) -> int:
+    """Sentences stating a date, number or name that neither the brief and sources hold nor one
+    of the section's passages supports."""
+    from agents import claims
+    from agents.citations import Support
+
     unsupported = 0
     for index, found in enumerate(per_section):
-        given = (passages or {}).get(index) or []
-        support = Support(given, embed) if given else None
-        for sentence in found:
-            check = (lambda s, support=support: bool(support.scores(s)) and max(support.scores(s).values())
-                     >= support.threshold) if support is not None else None
-            unsupported += bool(claims.unsupported(sentence, known, check))
-    all_headings = list(dict.fromkeys(headings + [h for h, _ in sections if h]))
-    scores: dict[str, float | None] = {
-        "meta_classifier": None if meta is None else 100 * meta / count,
-        "junk_strict": 100 * junk / max(1, words) if lexicon is not None else None,
-        "loops": float(loops),
-        "heading_quality": heading_rules.quality(all_headings),
-        "unsupported_claims": 100 * unsupported / count,
-        "aspects_covered": None,
-    }
-    if aspects:
-        from agents.roles import chief_editor
+        support = Support(passages[index], embed) if passages.get(index) else None
 
-        covered = chief_editor.covered(list(aspects), all_headings, embed)
-        scores["aspects_covered"] = 100 * sum(covered) / len(covered)
-    return scores
+        def supports(sentence: str, support: Support | None = support) -> bool:
+            return support is not None and max(support.scores(sentence).values(), default=0.0) >= support.threshold
+
+        unsupported += sum(bool(claims.unsupported(sentence, known, supports)) for sentence in found)
+    return unsupported
+
+
+def _aspects_covered(aspects: list[str], headings: list[str], embed) -> float:
+    from agents.roles import chief_editor
+
+    covered = chief_editor.covered(list(aspects), headings, embed)
+    return 100 * sum(covered) / len(covered)

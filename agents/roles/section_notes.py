@@ -48,14 +48,37 @@ def note_assignments(tasks: list[SectionTask]) -> dict[str, list[int]]:
 
 
 def write_notes(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
-                checks: dict[str, quality.Checks], adapter: AdapterSpec | None, pool: str,
+                checks: dict[str, quality.Checks], adapter: AdapterSpec | None,
                 cancel: CancelCheck | None, temperature: float, seed: int, cut: dict[str, list[tuple[str, str]]],
                 key_of: dict[str, str]) -> tuple[dict[str, str], set[str]]:
     """Each section's notes: of each passage it retells, the sentences that passed the filter and
     cite a passage that supports them (agents/citations.py), a paragraph per passage, up to
     NOTES_SHARE of its budget. Also the keys of the sections cancelled meanwhile."""
-    batch, owner = [], {}
+    owner = _note_requests(brief, outline_text, tasks, adapter, temperature, seed)
+    if not owner:
+        return {}, set()
+    key_of.update({request_id: task.key for request_id, (_, task, _) in owner.items()})
+    text = {request_id: "" for request_id in owner}
+    cancelled: set[str] = set()
+    for delta in engine.stream([request for request, _, _ in owner.values()], cancel=cancel):
+        text[delta.request_id] += delta.text
+        task = owner[delta.request_id][1]
+        if delta.finished and delta.finish_reason == "error":
+            raise RuntimeError(f"notes for “{task.heading}” failed: {delta.error}")
+        if delta.finished and delta.finish_reason == "cancelled":
+            cancelled.add(task.key)
+    notes = _kept_notes(tasks, owner, text, checks, cut)
+    drafts = {task.key: _within_share(notes[task.key], task.words) for task in tasks if task.key not in cancelled}
+    return {key: draft for key, draft in drafts.items() if draft}, cancelled
+
+
+def _note_requests(brief: Brief, outline_text: str, tasks: list[SectionTask], adapter: AdapterSpec | None,
+                   temperature: float, seed: int) -> dict[str, tuple[GenerationRequest, SectionTask, int]]:
+    """request id -> (the request retelling passage n, its section, n), one per passage a section
+    retells (note_assignments)."""
+    owner = {}
     assigned = note_assignments(tasks)
+    pool = f"notes-{uuid.uuid4().hex[:8]}"  # one section's notes may not repeat another's phrases
     for index, task in enumerate(tasks):
         for number in assigned[task.key]:
             request = GenerationRequest(
@@ -67,26 +90,22 @@ def write_notes(engine: Engine, brief: Brief, outline_text: str, tasks: list[Sec
                 block_ngrams=BLOCK_NGRAMS, ngram_pool=pool, avoid=tuple(task.avoid),
                 ground=(task.passages[number - 1],), ground_bias=NOTES_GROUND_BIAS, temperature=temperature,
                 seed=seed + 1000 + index * 10 + number, top_p=0.95 if temperature else 1.0)
-            batch.append(request)
-            owner[request.id], key_of[request.id] = (task, number), task.key
-    if not batch:
-        return {}, set()
-    text = {request.id: "" for request in batch}
-    cancelled: set[str] = set()
-    for delta in engine.stream(batch, cancel=cancel):
-        text[delta.request_id] += delta.text
-        if delta.finished and delta.finish_reason == "error":
-            raise RuntimeError(f"notes for “{owner[delta.request_id][0].heading}” failed: {delta.error}")
-        if delta.finished and delta.finish_reason == "cancelled":
-            cancelled.add(owner[delta.request_id][0].key)
+            owner[request.id] = (request, task, number)
+    return owner
+
+
+def _kept_notes(tasks: list[SectionTask], owner: dict[str, tuple[GenerationRequest, SectionTask, int]],
+                text: dict[str, str], checks: dict[str, quality.Checks],
+                cut: dict[str, list[tuple[str, str]]]) -> dict[str, list[str]]:
+    """Per section, a paragraph per passage of the note sentences that pass the filter, cite a
+    passage that supports them and repeat no earlier note; what is refused goes to `cut`."""
     notes: dict[str, list[str]] = {task.key: [] for task in tasks}
     # Passages overlap (sources are cut into overlapping chunks) and sections may have been
     # written before: a note mostly made of 4-grams already noted or written is a repeat.
-    said = {gram for task in tasks for text in task.avoid for gram in quality.four_grams(text)}
-    for request in batch:
-        task, number = owner[request.id]
+    said = {gram for task in tasks for written in task.avoid for gram in quality.four_grams(written)}
+    for request_id, (_, task, _) in owner.items():
         kept = []
-        for sentence in quality.sentences(tidy(text[request.id], task.heading)):
+        for sentence in quality.sentences(tidy(text[request_id], task.heading)):
             kind = checks[task.key].defect(sentence)
             shown = checks[task.key].keep(sentence) if kind is None else ""
             grams = quality.four_grams(citations.plain(sentence))
@@ -101,14 +120,15 @@ def write_notes(engine: Engine, brief: Brief, outline_text: str, tasks: list[Sec
                 cut[task.key].append((kind, sentence))
         if kept:
             notes[task.key].append(" ".join(kept))
-    drafts = {}
-    for task in tasks:
-        paragraphs, words = [], 0
-        for paragraph in notes[task.key]:
-            if words + word_count(paragraph) > NOTES_SHARE * task.words:
-                break
-            paragraphs.append(paragraph)
-            words += word_count(paragraph)
-        if paragraphs and task.key not in cancelled:
-            drafts[task.key] = "\n\n".join(paragraphs)
-    return drafts, cancelled
+    return notes
+
+
+def _within_share(paragraphs: list[str], budget: int) -> str:
+    """The first paragraphs that fit in NOTES_SHARE of the section's budget."""
+    kept, words = [], 0
+    for paragraph in paragraphs:
+        if words + word_count(paragraph) > NOTES_SHARE * budget:
+            break
+        kept.append(paragraph)
+        words += word_count(paragraph)
+    return "\n\n".join(kept)

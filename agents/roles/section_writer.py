@@ -149,8 +149,8 @@ class Writers:
             def check(active: list[str]) -> set[str]:
                 return cancel({request_id: key_of[request_id] for request_id in active if request_id in key_of})
         checks = {key: search.checks for key, search in self.searches.items()}
-        noted, stopped = write_notes(self.engine, self.brief, self.outline_text, fresh, checks, self.adapter, "",
-                                     check, self.temperature, self.seed,
+        noted, stopped = write_notes(self.engine, self.brief, self.outline_text, fresh, checks, self.adapter, check,
+                                     self.temperature, self.seed,
                                      {key: search.cut for key, search in self.searches.items()}, key_of)
         for key, note in noted.items():
             self.searches[key].draft = note + "\n\n"

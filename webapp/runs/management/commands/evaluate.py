@@ -65,68 +65,74 @@ class Command(BaseCommand):
     def handle(self, *args, briefs: Path, limit: int, only: list[int] | None, no_baseline: bool, half: str | None,
                save: Path | None, rescore: Path | None, writer_adapter: Path | None = None,
                systems: list[str] | None = None, filters: list[str] | None = None, **options) -> None:
-        try:
-            items = json.loads(briefs.read_text())
-        except (OSError, ValueError) as error:
-            raise CommandError(f"{briefs}: {error}") from None
-        if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("topic") for i in items):
-            raise CommandError(f"{briefs}: expected a JSON list of briefs, each with a topic")
+        items = _load(briefs)
         if half:
             only = [n for n in evaluation.halves(items)[half] if only is None or n in only]
         chosen = [(n, item) for n, item in enumerate(items) if only is None or n in only][: limit or None]
         registry.migrate_if_fresh()  # the registry names the models (a fresh data folder has no tables yet)
-        embed = default_embedder().embed
-        lexicon = quality.default_lexicon()
+        judges = (default_embedder().embed, quality.default_lexicon())
         systems = [name for name in systems or ["team", "single"] if not (no_baseline and name == "single")]
-        rows, saved = [], []
         if rescore is not None:
             saved = json.loads(rescore.read_text())
             systems = list(dict.fromkeys(entry["system"] for entry in saved))
-            for entry in saved:
-                item = items[entry["brief"]]
-                brief, index = _brief(item), _sources(briefs, item)
-                passages = {int(k): v for k, v in entry["passages"].items()} if entry.get("passages") else None
-                cost = entry["scores"].get("tokens_per_word")  # counted while writing: a rescore keeps it
-                entry["scores"] = _scores(item, brief, [tuple(s) for s in entry["sections"]], entry["headings"],
-                                          entry["scores"]["seconds"], embed, lexicon, passages if index else None,
-                                          " ".join(index.passages) if index else "", entry.get("lead", ""))
-                entry["scores"]["cut"] = _cut_share(entry.get("cut", []), entry["sections"]) \
-                    if entry["system"] == "team" else None
-                entry["scores"]["tokens_per_word"] = cost
-                rows.append((entry["brief"], item["topic"][:40], brief.target_words, entry["system"],
-                             entry["outline"], entry["scores"]))
+            rows = [self._rescore(briefs, items, entry, judges) for entry in saved]
             if save:
                 save.write_text(json.dumps(saved, indent=1))
         else:
-            engine = _Counted(llm.get_engine())
-            # The team as a run writes (the reviewer's proposals change no text until a person
-            # accepts one, so the scores leave it out), and the single-agent baseline.
             adapter = AdapterSpec(f"writer-{writer_adapter.name}", str(writer_adapter)) if writer_adapter else None
-            writers = {"team": functools.partial(coordinator.write_article, review_article=False,
-                                                 writer_adapter=adapter,
-                                                 filters=quality.KINDS if filters is None else frozenset(filters)),
-                       "single": coordinator.single_agent}
-            for number, item in chosen:
-                brief, index = _brief(item), _sources(briefs, item)
-                for name in systems:
-                    engine.reset()
-                    article = writers[name](engine, brief, passages=index)
-                    scores = _scores(item, brief, article.sections, article.headings, article.seconds, embed, lexicon,
-                                     article.extra.get("passages") if index else None,
-                                     " ".join(index.passages) if index else "", article.lead)
-                    scores["cut"] = _cut_share(article.extra.get("cut", []), article.sections) \
-                        if name == "team" else None
-                    kept = sum(len(text.split()) for _, text in article.sections)
-                    scores["tokens_per_word"] = engine.writer_tokens / kept if name == "team" and kept else None
-                    rows.append((number, item["topic"][:40], brief.target_words, name, article.outline_path, scores))
-                    saved.append({"brief": number, "topic": item["topic"], "system": name,
-                                  "outline": article.outline_path, "scores": scores, "title": article.title,
-                                  "lead": article.lead, "sections": article.sections, "headings": article.headings,
-                                  "passages": article.extra.get("passages") if index else None,
-                                  "cut": article.extra.get("cut", [])})
-                    self.stderr.write(f"{name} {item['topic'][:40]}: {scores}")
-                    if save:
-                        save.write_text(json.dumps(saved, indent=1))
+            rows = self._write(briefs, chosen, systems, adapter, quality.KINDS if filters is None else
+                               frozenset(filters), judges, save)
+        self._print(rows, systems)
+
+    def _rescore(self, briefs: Path, items: list[dict], entry: dict, judges: tuple) -> tuple:
+        """Score a saved article again (in place), keeping what only the writing could count."""
+        item = items[entry["brief"]]
+        brief, index = _brief(item), _sources(briefs, item)
+        passages = {int(k): v for k, v in entry["passages"].items()} if entry.get("passages") else None
+        cost = entry["scores"].get("tokens_per_word")
+        entry["scores"] = _scores(item, brief, [tuple(s) for s in entry["sections"]], entry["headings"],
+                                  entry["scores"]["seconds"], *judges, passages if index else None,
+                                  " ".join(index.passages) if index else "", entry.get("lead", ""))
+        entry["scores"]["cut"] = _cut_share(entry.get("cut", []), entry["sections"]) \
+            if entry["system"] == "team" else None
+        entry["scores"]["tokens_per_word"] = cost
+        return (entry["brief"], item["topic"][:40], brief.target_words, entry["system"], entry["outline"],
+                entry["scores"])
+
+    def _write(self, briefs: Path, chosen: list[tuple[int, dict]], systems: list[str], adapter: AdapterSpec | None,
+               filters: frozenset[str], judges: tuple, save: Path | None) -> list[tuple]:
+        """Write every chosen brief with every system and score it; saved after each article."""
+        engine = _Counted(llm.get_engine())
+        # The team as a run writes (the reviewer's proposals change no text until a person
+        # accepts one, so the scores leave it out), and the single-agent baseline.
+        writers = {"team": functools.partial(coordinator.write_article, review_article=False, writer_adapter=adapter,
+                                             filters=filters),
+                   "single": coordinator.single_agent}
+        rows, saved = [], []
+        for number, item in chosen:
+            brief, index = _brief(item), _sources(briefs, item)
+            for name in systems:
+                engine.reset()
+                article = writers[name](engine, brief, passages=index)
+                scores = _scores(item, brief, article.sections, article.headings, article.seconds, *judges,
+                                 article.extra.get("passages") if index else None,
+                                 " ".join(index.passages) if index else "", article.lead)
+                kept = sum(len(text.split()) for _, text in article.sections)
+                if name == "team":
+                    scores["cut"] = _cut_share(article.extra.get("cut", []), article.sections)
+                    scores["tokens_per_word"] = engine.writer_tokens / kept if kept else None
+                rows.append((number, item["topic"][:40], brief.target_words, name, article.outline_path, scores))
+                saved.append({"brief": number, "topic": item["topic"], "system": name,
+                              "outline": article.outline_path, "scores": scores, "title": article.title,
+                              "lead": article.lead, "sections": article.sections, "headings": article.headings,
+                              "passages": article.extra.get("passages") if index else None,
+                              "cut": article.extra.get("cut", [])})
+                self.stderr.write(f"{name} {item['topic'][:40]}: {scores}")
+                if save:
+                    save.write_text(json.dumps(saved, indent=1))
+        return rows
+
+    def _print(self, rows: list[tuple], systems: list[str]) -> None:
         header = "| # | brief | target | system | outline | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
         self.stdout.write(header + "\n|" + "---|" * (5 + len(COLUMNS)))
         for number, topic, target, name, path, scores in rows:
@@ -143,6 +149,16 @@ class Command(BaseCommand):
                           "passages nearest its section, the single agent the 5 nearest the topic). Echo sentences "
                           "and duplicate headings are counts per article. Sentences cut while writing: the share of "
                           "the team's generated sentences the writers' filter removed (what the model got wrong).")
+
+
+def _load(briefs: Path) -> list[dict]:
+    try:
+        items = json.loads(briefs.read_text())
+    except (OSError, ValueError) as error:
+        raise CommandError(f"{briefs}: {error}") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("topic") for i in items):
+        raise CommandError(f"{briefs}: expected a JSON list of briefs, each with a topic")
+    return items
 
 
 class _Counted:
