@@ -2,7 +2,7 @@
 prompts (the brief and the outline first, shared by every writer of a batch; then the section's
 own heading, goal, key points, neighbours and passages), and the clean-up of a model's answer
 (echoed headings and labels, repeated sentences, a budget overrun, an unfinished last sentence).
-The writer itself (batches, continuation rounds, the sentence filter) is section_writer.py."""
+The writer itself (the sentence search) is section_writer.py and sentence_search.py."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ TEMPLATE = "\n".join([SYSTEM, "The article: \nReaders: \nTone: \nLanguage: \nThe
 
 
 def messages(brief: Brief, outline_text: str, task: SectionTask) -> list[dict[str, str]]:
-    """The chat the writer is given (a continuation round adds its draft as the answer's start)."""
+    """The chat the writer is given (each search step adds the sentences kept so far as the answer's start)."""
     return [{"role": "system", "content": shared_prefix(brief, outline_text)},
             {"role": "user", "content": section_prompt(task)}]
 

@@ -21,14 +21,14 @@ not cut after the fact; the section never goes round again from a draft the filt
 from __future__ import annotations
 
 import re
-import zlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents import citations, quality
 from agents.llm.types import AdapterSpec, Delta, GenerationRequest
 from agents.outline import Brief
-from agents.roles.section_text import HIGH, LOW, ROLE, SectionTask, messages, word_count
+from agents.roles.section_text import BLOCK_NGRAMS, HIGH, LOW, ROLE, SectionTask, messages, word_count
 
 TOKENS_PER_KEPT_WORD = 2.3  # the allowance: generated tokens per word of the budget (issue 23's cap is 2.5)
 HARD_CAP = 3.0  # past this many generated tokens per budget word a section stops where it is
@@ -36,8 +36,7 @@ MAX_WIDTH = 3  # candidates per step at most
 MAX_FAILS = 8  # steps in a row without a keepable candidate before the section stops (4 left a quarter of
 # the dev briefs' sections under 85%: 1,325 of 1,850 words on four briefs against 1,519 with 8)
 SENTENCE_TOKENS = 80  # a candidate that has not ended its sentence by then is a run-on
-OWN_NGRAMS = 6  # a row may not repeat a token 6-gram of its own section (loops)
-BLOCK_NGRAMS = 4  # nor a token 4-gram of a sibling section's text
+OWN_NGRAMS = 6  # a row may not repeat a token 6-gram of its own section (loops), nor a sibling's 4-gram
 SAMPLE_TEMPERATURE = 0.8
 REPEAT_COSINE = 0.9  # a candidate this close to a sentence already written says it again
 # Score weights, set on the development half of training/data/briefs_unseen.json only.
@@ -91,7 +90,7 @@ class Search:
         need = remaining * self.sentence_tokens
         spare = TOKENS_PER_KEPT_WORD * self.task.words - self.generated - need
         extra = spare / need  # extra candidates every remaining step could have
-        return 1 + (extra >= 0.5) + (extra >= 1.5 and MAX_WIDTH > 2)
+        return min(MAX_WIDTH, 1 + (extra >= 0.5) + (extra >= 1.5))
 
     def requests(self, brief: Brief, outline_text: str, adapter: AdapterSpec | None, siblings: list[str],
                  temperature: float = 0.0, seed: int = 0) -> list[GenerationRequest]:
@@ -103,7 +102,7 @@ class Search:
         for index in range(count):
             sampled = temperature > 0 or index > 0 or self.fails > 0
             out.append(GenerationRequest(
-                id=f"{ROLE}-{self.task.key}-{self.steps}-{index}-{zlib.crc32(prefix.encode()) & 0xffff:04x}",
+                id=f"{ROLE}-{self.task.key}-{self.steps}-{index}-{uuid.uuid4().hex[:6]}",
                 adapter=adapter, messages=messages(brief, outline_text, self.task), assistant_prefix=prefix,
                 sentences=1, max_new_tokens=SENTENCE_TOKENS, logprobs=True,
                 # The end of text is allowed only once the section has its words.
