@@ -165,3 +165,47 @@ def test_sigterm_stops_the_server_within_seconds_answering_what_runs(served, tin
     assert process.returncode in (0, -signal.SIGTERM)  # uvicorn ends by re-raising the signal it handled
     if answers:  # answered before the socket closed: cancelled, or finished just before
         assert answers[0][0] == 200 and answers[0][1]["choices"][0]["finish_reason"] in ("cancelled", "length")
+
+
+def test_a_sentence_search_row_over_http_stops_after_its_sentence_with_its_logprobs():
+    """A server that streams OpenAI chunks with each token's log-probability (as vLLM and
+    llama.cpp's server do): the backend asks for them, sums them, and ends the request after the
+    sentences asked, closing the stream (the writers' candidates are one sentence each)."""
+    import http.server
+    import threading
+
+    seen: list[dict] = []
+
+    class Streams(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802  (http.server's name)
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            try:
+                for piece in ["The tide", " rose fast.", " Then it", " fell.", " And more."]:
+                    chunk = {"choices": [{"delta": {"content": piece},
+                                          "logprobs": {"content": [{"token": piece, "logprob": -0.5}]}}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+            except BrokenPipeError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Streams)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        engine = OpenAIEngine(f"http://127.0.0.1:{httpd.server_port}/v1", "tiny")
+        request = GenerationRequest(id="s", messages=[{"role": "user", "content": "Tides"}], sentences=1,
+                                    logprobs=True, max_new_tokens=40)
+        deltas = list(engine.stream([request]))
+    finally:
+        httpd.shutdown()
+    assert "".join(d.text for d in deltas) == "The tide rose fast."
+    last = deltas[-1]
+    assert last.finished and last.finish_reason == "stop"
+    assert last.logprob == pytest.approx(-1.5)  # the tokens read up to the one past the sentence's end
+    assert seen[0]["logprobs"] is True

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.llm.sampling import Sampler, new_state, sentence_cut
+from agents.llm.sampling import Sampler, new_state
 from agents.llm.transformers_backend import TransformersEngine
-from agents.llm.types import GenerationRequest
+from agents.llm.types import GenerationRequest, sentence_cut
 
 
 @pytest.fixture(scope="module")

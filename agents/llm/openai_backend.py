@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay
+from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay, sentence_cut
 
 
 class OpenAIEngine:
@@ -66,6 +66,10 @@ class OpenAIEngine:
             body["priority"] = "interactive"
         if request.response_format:  # vLLM, SGLang, llama.cpp's server and serve_llm all take it
             body["response_format"] = request.response_format
+        if request.logprobs:  # vLLM and llama.cpp's server send each token's; a server that does not, none
+            body["logprobs"] = True
+        # `sentences` is applied here (the stream is closed after them); no server takes
+        # `no_repeat_ngrams`, `block_ngrams` or `ground`: they apply on the transformers backend only.
         return body
 
     def _run(self, request: GenerationRequest, out: queue.Queue[Delta], stop: threading.Event) -> None:
@@ -76,6 +80,7 @@ class OpenAIEngine:
         tokens = {"prompt": 0, "completion": 0}
         first: float | None = None
         reason: str | None = None
+        written, logprob, enough = "", None, False
         try:
             timeout = httpx.Timeout(self.timeout_s, connect=10.0)
             with httpx.stream("POST", f"{self.base_url}/chat/completions", json=self.payload(request),
@@ -101,11 +106,20 @@ class OpenAIEngine:
                     tokens["completion"] = usage.get("completion_tokens", tokens["completion"])
                     for choice in chunk.get("choices") or []:
                         text = (choice.get("delta") or {}).get("content") or ""
+                        for item in (choice.get("logprobs") or {}).get("content") or []:
+                            logprob = (logprob or 0.0) + float(item.get("logprob", 0.0))
+                        cut = sentence_cut(written + text, request.sentences) if request.sentences else None
+                        if cut is not None:  # the sentences asked are written: the rest is not wanted
+                            text, reason = (written + text)[len(written):cut], "stop"
                         if text:
+                            written += text
                             first = first if first is not None else time.monotonic() - started
                             out.put(Delta(request.id, text, prompt_tokens=tokens["prompt"],
                                           completion_tokens=tokens["completion"]))
-                        reason = choice.get("finish_reason") or reason
+                        reason = reason if cut is not None else choice.get("finish_reason") or reason
+                        enough = enough or cut is not None
+                    if enough:
+                        break
         except (httpx.HTTPError, OSError, ValueError, RuntimeError) as error:
             out.put(Delta(request.id, finished=True, finish_reason="error", error=f"{self.base_url}: {error}"))
             return
@@ -113,7 +127,8 @@ class OpenAIEngine:
         if first is not None:
             timings["first_token_s"] = round(first, 4)
         out.put(Delta(request.id, finished=True, finish_reason=reason or "stop", prompt_tokens=tokens["prompt"],
-                      completion_tokens=tokens["completion"], timings=timings))
+                      completion_tokens=tokens["completion"], timings=timings,
+                      logprob=logprob if request.logprobs else None))
 
 
 def _message(body: str) -> str:

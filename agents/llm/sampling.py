@@ -5,7 +5,6 @@ the deltas it yields. Per request, so a row behaves the same in any batch."""
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 import weakref
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from agents.llm.guided import Guide, GuideError
-from agents.llm.types import Delta, GenerationRequest
+from agents.llm.types import Delta, GenerationRequest, sentence_cut
 
 
 def check_sampling(request: GenerationRequest) -> None:
@@ -120,23 +119,6 @@ class OwnNgrams:
         if len(tokens) < self.n - 1:
             return []
         return sorted(self.next.get(tuple(tokens[len(tokens) - self.n + 1:]), ()))
-
-
-# A sentence ends at . ! or ? (and closing quotes or brackets) before a space, or at a blank line.
-SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)|(?<=\S)(?=\n\s*\n)")
-
-
-def sentence_cut(text: str, count: int) -> int | None:
-    """Where `text` ends after its `count`-th whole sentence, or None while it has fewer. A
-    sentence holds two words at least: a list's "1." or a lone "Dr." ends none."""
-    found, start = 0, 0
-    for match in SENTENCE_END.finditer(text):
-        if len(re.findall(r"[^\W\d_]{2,}", text[start:match.end()])) < 2:
-            continue
-        found, start = found + 1, match.end()
-        if found >= count:
-            return match.end()
-    return None
 
 
 class NgramPools:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,24 @@ class GenerationRequest:
 
 
 BULK, INTERACTIVE = 0, 1
+
+
+# A sentence ends at . ! or ? (and closing quotes or brackets) before a space, or at a blank line.
+SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)|(?<=\S)(?=\n\s*\n)")
+
+
+def sentence_cut(text: str, count: int) -> int | None:
+    """Where `text` ends after its `count`-th whole sentence, or None while it has fewer. A
+    sentence holds two words at least: a list's "1." or a lone "Dr." ends none."""
+    found, start = 0, 0
+    for match in SENTENCE_END.finditer(text):
+        if len(re.findall(r"[^\W\d_]{2,}", text[start:match.end()])) < 2:
+            continue
+        found, start = found + 1, match.end()
+        if found >= count:
+            return match.end()
+    return None
+
 
 
 @dataclass

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from agents.llm.sampling import sentence_cut
-from agents.llm.types import Delta, GenerationRequest
+from agents.llm.types import Delta, GenerationRequest, sentence_cut
 
 
 class ScriptedEngine:
