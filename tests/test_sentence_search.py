@@ -7,6 +7,7 @@ share their prefix through the prefix cache."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import Delta
@@ -25,11 +26,13 @@ class Candidates:
     def __init__(self, script, likelihood=lambda step, i: -1.0):
         self.script, self.likelihood = script, likelihood
         self.steps: list[list] = []
+        self._lock = threading.Lock()  # sections step on threads of their own
 
     def stream(self, requests, cancel=None):
         batch = list(requests)
-        self.steps.append(batch)
-        step = len(self.steps) - 1
+        with self._lock:
+            self.steps.append(batch)
+            step = len(self.steps) - 1
         for index, request in enumerate(batch):
             text = self.script(step, index)
             words = max(1, len(text.split()))
