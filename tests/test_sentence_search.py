@@ -140,3 +140,29 @@ def test_the_allowance_sets_the_width():
     assert search.width() == sentence_search.MAX_WIDTH
     search.generated = int(sentence_search.TOKENS_PER_KEPT_WORD * 150)  # all spent: one candidate a step
     assert search.width() == 1
+
+
+def test_a_long_section_shows_each_step_a_window_of_its_draft_that_moves_in_jumps():
+    search = sentence_search.Search(SectionTask("a", "A", 2000), checks=None)  # type: ignore[arg-type]
+    sentences = [f"Sentence number {i} of the long section says one more thing." for i in range(150)]
+    shown = []
+    for sentence in sentences:
+        search.draft += (" " if search.draft else "") + sentence
+        shown.append(search.window())
+    limit = 2 * sentence_search.DRAFT_WINDOW
+    assert all(len(window.split()) <= limit + 10 for window in shown)
+    assert shown[-1].startswith("Sentence number") and search.draft.endswith(shown[-1])
+    starts = {search.draft.index(window) for window in shown}
+    assert 1 < len(starts) < 10  # the window moved, a few times, not at every step
+
+
+def test_a_section_longer_than_the_tiny_models_context_is_written_without_an_error(tiny_model_dir):
+    """The tiny model's context is 2,048 tokens; a 1,400-word section of its run-on text would
+    need more than that if every step were shown the whole draft."""
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    try:
+        written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 1400)],
+                                 filters=())["a"]
+    finally:
+        engine.close()
+    assert written.words >= 0.85 * 1400 and written.finish == "ok"

@@ -211,7 +211,8 @@ class Writers:
             self.steps.stop(running[request_id])
 
     def hand_back(self, search: sentence_search.Search) -> None:
-        text = search.checks.recite(search.draft)
+        # Ends at a sentence end: with the filter off a run-on candidate may have been kept last.
+        text = search.checks.recite(fit(search.draft, search.task.words, cut_off=True))
         written = WrittenSection(search.task.key, text, word_count(text), search.steps, search.done, search.cut,
                                  search.generated)
         self.results[search.task.key] = written

@@ -38,6 +38,7 @@ MAX_FAILS = 8  # steps in a row without a keepable candidate before the section 
 SENTENCE_TOKENS = 80  # a candidate that has not ended its sentence by then is a run-on
 OWN_NGRAMS = 6  # a row may not repeat a token 6-gram of its own section (loops), nor a sibling's 4-gram
 SAMPLE_TEMPERATURE = 0.8
+DRAFT_WINDOW = 300  # words of the draft a step is shown at least (see Search.window)
 REPEAT_COSINE = 0.9  # a candidate this close to a sentence already written says it again
 # Score weights, set on the development half of training/data/briefs_unseen.json only.
 W_GOAL, W_COHERENCE, W_LIKELIHOOD, W_NOVELTY = 1.0, 0.3, 0.25, 1.0
@@ -79,6 +80,7 @@ class Search:
     sentence_words: float = 18.0  # running mean of a kept sentence's words
     cut: list[tuple[str, str]] = field(default_factory=list)
     done: str = ""  # "", "ok", "short" or "cancelled"
+    shown_from: int = 0  # where in the draft the window a step sees starts
 
     @property
     def words(self) -> int:
@@ -96,7 +98,7 @@ class Search:
                  temperature: float = 0.0, seed: int = 0) -> list[GenerationRequest]:
         """The next step's candidates: the first greedy (unless sampling was asked for, or this
         position already failed), the others sampled with seeds of their own."""
-        prefix = citations.MARK.sub("", self.draft)
+        prefix = citations.MARK.sub("", self.window())
         count = self.width()  # a retry is sampled, but paid from the same allowance
         out = []
         for index in range(count):
@@ -112,6 +114,19 @@ class Search:
                 temperature=(temperature or SAMPLE_TEMPERATURE) if sampled else 0.0,
                 top_p=0.95 if sampled else 1.0, seed=seed * 7919 + self.steps * 31 + index + 1000 * self.fails))
         return out
+
+    def window(self) -> str:
+        """The end of the draft a step is shown: all of it up to 2 x DRAFT_WINDOW words, then the
+        last DRAFT_WINDOW or so from a sentence start (a word, where none is near), moved on in
+        jumps so the prefix cache keeps serving the steps between. A long section's prompt stays
+        inside any model's context."""
+        starts = [m.start() for m in re.finditer(r"\S+", self.draft[self.shown_from:])]
+        if len(starts) > 2 * DRAFT_WINDOW:
+            cut = self.shown_from + starts[len(starts) - DRAFT_WINDOW]
+            sentence = re.search(r"[.!?][\"'”’)\]]*\s+(?=\S)", self.draft[cut:])
+            near = sentence is not None and word_count(self.draft[cut + sentence.end():]) >= DRAFT_WINDOW // 2
+            self.shown_from = cut + sentence.end() if near and sentence is not None else cut
+        return self.draft[self.shown_from:]
 
     def finished(self) -> bool:
         if self.done:
