@@ -166,3 +166,12 @@ def test_a_section_longer_than_the_tiny_models_context_is_written_without_an_err
     finally:
         engine.close()
     assert written.words >= 0.85 * 1400 and written.finish == "ok"
+
+
+def test_a_section_handed_back_ends_as_a_sentence_even_with_the_filter_off():
+    """With the filter off (to judge a model by itself) a run-on candidate may be kept; the text
+    handed back still ends a sentence, so a sentence a person appends stays one (the reviewer
+    reads sentences)."""
+    engine = Candidates(lambda step, i: " gulls nest on roofs and harbour walls and then" if step < 3 else "")
+    written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "Gulls", 20)], filters=())["a"]
+    assert written.text.endswith("and then.")

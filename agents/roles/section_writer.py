@@ -32,6 +32,7 @@ from agents.roles.section_text import (
     HIGH,
     LOW,
     ROLE,
+    SENTENCE_END,
     TEMPLATE,
     TOKENS_PER_WORD,
     SectionTask,
@@ -211,8 +212,12 @@ class Writers:
             self.steps.stop(running[request_id])
 
     def hand_back(self, search: sentence_search.Search) -> None:
-        # Ends at a sentence end: with the filter off a run-on candidate may have been kept last.
+        # Ends at a sentence end: with the filter off a run-on candidate may have been kept last
+        # (cut back to the last sentence end, or closed with a full stop where it has none, as fit
+        # closes a text it cuts at a word), so a sentence a person adds stays a sentence of its own.
         text = search.checks.recite(fit(search.draft, search.task.words, cut_off=True))
+        if text and not SENTENCE_END.search(text[-3:]):
+            text = text.rstrip(",;: ") + "."
         written = WrittenSection(search.task.key, text, word_count(text), search.steps, search.done, search.cut,
                                  search.generated)
         self.results[search.task.key] = written
