@@ -6,6 +6,7 @@ one `agents` worker per GPU with CUDA_VISIBLE_DEVICES, so each process sees one 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import json
@@ -106,7 +107,18 @@ def _load_engine(name: str, folder: str) -> Engine:
     _ENGINES[(name, folder)] = engine
     if len(_ENGINES) == 1:
         _start_metrics()
+        # The serving cores' threads are stopped before the interpreter goes: one still inside a
+        # torch call at exit aborted a `manage.py evaluate` that had finished ("terminate called
+        # without an active exception", exit status -6).
+        atexit.register(_close_engines)
     return engine
+
+
+def _close_engines() -> None:
+    for engine in list(_ENGINES.values()):
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
 
 
 def serving_metrics() -> dict[str, dict[str, float | str]]:

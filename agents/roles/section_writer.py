@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import queue
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -235,11 +236,14 @@ class Steps:
         self.running: dict[str, list[str]] = {}  # section key -> its step's request ids
         self._finished: queue.Queue = queue.Queue()
         self.stopped: set[str] = set()  # sections told to stop (cancelled, or the caller stopped listening)
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def start(self, key: str, batch: list[GenerationRequest]) -> None:
         self.running[key] = [request.id for request in batch]
-        threading.Thread(target=self._run, args=(key, batch), name=f"writer-step-{key}", daemon=True).start()
+        thread = threading.Thread(target=self._run, args=(key, batch), name=f"writer-step-{key}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _run(self, key: str, batch: list[GenerationRequest]) -> None:
         deltas: list[Delta] = []
@@ -264,7 +268,11 @@ class Steps:
         with self._lock:
             self.stopped.add(key)
 
-    def close(self) -> None:
-        """Stop whatever still runs (the caller stopped listening: an error, or a cancel)."""
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop whatever still runs (the caller stopped listening: an error, or a cancel), and wait
+        for the steps' threads to end: none is left inside the engine when write_sections returns."""
         with self._lock:
             self.stopped.update(self.running)
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
