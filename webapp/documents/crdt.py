@@ -126,27 +126,72 @@ def set_text(doc: Doc, key, new: str) -> None:
         text.insert(byte_start, new[start:len(new) - end])
 
 
+class Anchors:
+    """Sticky positions in one section's text (Yjs relative positions, base64): they follow that
+    text through everyone's later edits. Made from the characters' own ids (`_ids`), so browsers'
+    Yjs finds the same characters; one object reads the section's ids once for many anchors."""
+
+    def __init__(self, doc: Doc, key):
+        self.ids = _ids(doc.get(section_name(key), type=Text))
+        self.index = {item: position for position, item in enumerate(self.ids)}
+
+    def make(self, start: int, end: int) -> dict[str, str]:
+        """Around characters [start, end): the start sticks to the first character, the end to
+        the last, so text typed just outside is not taken in. Empty for an empty span."""
+        if not 0 <= start < end <= len(self.ids):
+            return {}
+        return {"start": _encoded(self.ids[start], Assoc.AFTER), "end": _encoded(self.ids[end - 1], Assoc.BEFORE)}
+
+    def find(self, where: dict) -> tuple[int, int] | None:
+        """Where an anchor is now, in characters; None if either end's character is gone
+        (deleted, or never in this section's text)."""
+        ends = []
+        for end in ("start", "end"):
+            try:
+                found = StickyIndex.decode(base64.b64decode(where[end])).to_json()
+                item, assoc = found["item"], found["assoc"]
+                position = self.index[(item["client"], item["clock"])]
+            except (KeyError, TypeError, ValueError, RuntimeError):
+                return None
+            ends.append(position + (1 if assoc < 0 else 0))
+        return (ends[0], ends[1]) if ends[0] <= ends[1] else None
+
+
 def anchor(doc: Doc, key, start: int, end: int) -> dict[str, str]:
-    """Sticky positions (Yjs relative positions, base64) around characters [start, end) of a
-    section's text: they follow that text through everyone's later edits. The start sticks to the
-    first character, the end to the last, so text typed just outside is not taken in."""
-    text = doc.get(section_name(key), type=Text)
-    old = str(text)
-    first, last = len(old[:start].encode()), len(old[:end].encode())  # pycrdt counts UTF-8 bytes
-    return {"start": base64.b64encode(text.sticky_index(first, Assoc.AFTER).encode()).decode(),
-            "end": base64.b64encode(text.sticky_index(last, Assoc.BEFORE).encode()).decode()}
+    return Anchors(doc, key).make(start, end)
 
 
 def resolve(doc: Doc, key, where: dict) -> tuple[int, int] | None:
-    """Where an `anchor` is now, in characters of the section's text; None if it cannot be found."""
-    text = doc.get(section_name(key), type=Text)
-    try:
-        first, last = (StickyIndex.decode(base64.b64decode(where[end]), text).get_index() for end in ("start", "end"))
-    except (KeyError, ValueError, RuntimeError):
-        return None
-    encoded = str(text).encode()
-    start, end = len(encoded[:first].decode(errors="ignore")), len(encoded[:last].decode(errors="ignore"))
-    return (start, end) if start <= end else None
+    return Anchors(doc, key).find(where)
+
+
+def _encoded(item: tuple[int, int], assoc: Assoc) -> str:
+    client, clock = item
+    return base64.b64encode(StickyIndex.from_json({"item": {"client": client, "clock": clock},
+                                                   "assoc": -1 if assoc == Assoc.BEFORE else 0}).encode()).decode()
+
+
+def _ids(text: Text) -> list[tuple[int, int]]:
+    """Each character's Yjs id (client, clock): what a relative position names. A clock counts
+    UTF-16 code units, as Yjs does; pycrdt 0.14's own sticky index counts UTF-8 bytes inside a
+    block (y-crdt/pycrdt#382), so its positions after an "é" or a "—" pointed browsers at other
+    characters. It still names a block's first character right (offset 0), and a character whose
+    pycrdt clock follows the one before it by that one's bytes, from the same client, is the next
+    character of the same block: its clock is the one before it plus that one's UTF-16 length."""
+    ids: list[tuple[int, int]] = []
+    offset, previous = 0, None  # previous: (client, pycrdt clock, bytes, Yjs clock, UTF-16 units)
+    for character in str(text):
+        found = text.sticky_index(offset, Assoc.AFTER).to_json()["item"]
+        client, clock = found["client"], found["clock"]
+        size, units = len(character.encode()), len(character.encode("utf-16-le")) // 2
+        if previous and client == previous[0] and clock == previous[1] + previous[2]:
+            clock_now = previous[3] + previous[4]
+        else:
+            clock_now = clock
+        ids.append((client, clock_now))
+        previous = (client, clock, size, clock_now, units)
+        offset += size
+    return ids
 
 
 def section_keys(doc: Doc) -> list[str]:

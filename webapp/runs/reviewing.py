@@ -117,22 +117,31 @@ def review_document(*, document: Document, run: WritingRun | None = None, engine
                                    adapter=registry.resolve_adapter(reviewer.ROLE) if engine else None,
                                    cancel=cancel, skip=[str(s.pk) for s in leaves if s.pinned], on_text=on_text)
     keys = {str(s.pk): s.key for s in leaves}
-    shared = crdt.load(document.pk) if proposals else None
+    anchors = _Anchored(crdt.load(document.pk)) if proposals else None
     with transaction.atomic():
         document.suggestions.filter(status=SuggestionStatus.OPEN, role=reviewer.ROLE).delete()
         created = Suggestion.objects.bulk_create(
             Suggestion(document=document, section_id=int(p.section_key), run=run, role=reviewer.ROLE, kind=p.kind,
                        original=p.original, replacement=p.replacement, reason=p.reason,
-                       anchor=_anchor(shared, keys[p.section_key], p.original)) for p in proposals)
+                       anchor=anchors(keys[p.section_key], p.original)) for p in proposals)
         events.send(events.SuggestionsChanged(document_id=document.id, open=len(created)))
     return created
 
 
-def _anchor(shared, key, original: str) -> dict:
-    """The suggestion's place in the shared text, which people's editors mark and which follows
+class _Anchored:
+    """A suggestion's place in the shared text, which people's editors mark and which follows
     their edits; empty if the text is no longer there (the page then shows it as outdated)."""
-    start = crdt.section_text(shared, key).find(original)
-    return crdt.anchor(shared, key, start, start + len(original)) if start >= 0 and original else {}
+
+    def __init__(self, shared):
+        self.shared, self.sections = shared, {}
+
+    def __call__(self, key, original: str) -> dict:
+        start = crdt.section_text(self.shared, key).find(original)
+        if start < 0 or not original:
+            return {}
+        if key not in self.sections:
+            self.sections[key] = crdt.Anchors(self.shared, key)
+        return self.sections[key].make(start, start + len(original))
 
 
 def finish_document(*, document: Document, run: WritingRun | None = None, engine=None, cancel=None,
