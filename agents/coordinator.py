@@ -110,13 +110,19 @@ def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: l
 
 def review(engine: Engine | None, topic: str, sections: list[tuple[str, str, str]],
            adapter: AdapterSpec | None = None, cancel: CancelCheck | None = None, skip: Iterable[str] = (),
-           on_text: Callable[[str], None] | None = None) -> list[reviewer.Proposal]:
+           on_text: Callable[[str], None] | None = None, known: str | None = None) -> list[reviewer.Proposal]:
     """The reviewer's proposals over (key, heading, text) of the written leaves; sections in
-    `skip` (pinned) get none. With no engine, only the checks that need no model."""
+    `skip` (pinned) get none. With no engine, only the checks that need no model. `known`: the
+    brief and the sources, which claims may rest on."""
     skip = set(skip)
     proposals = reviewer.review(engine, topic, sections, adapter=adapter if engine else None, cancel=cancel,
-                                skip=skip, on_text=on_text)
+                                skip=skip, on_text=on_text, known=known)
     return [proposal for proposal in proposals if proposal.section_key not in skip]
+
+
+def known_text(brief: Brief, sources: Iterable[str] = ()) -> str:
+    """What a claim in the article may rest on: the brief and the sources' text."""
+    return "\n".join([brief.topic, brief.notes, brief.audience, *brief.source_titles, *sources])
 
 
 def finish(engine: Engine, brief: Brief, sections: list[tuple[str, str]], adapter: AdapterSpec | None = None,
@@ -172,8 +178,8 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
         written.update(write(engine, brief, sections, tasks[start:start + batch_size], adapter=writer_adapter,
                              filters=filters))
     texts = [(t.heading, written[t.key].text) for t in tasks]
-    proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks]) \
-        if review_article else []
+    proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks],
+                       known=known_text(brief, [p for t in tasks for p in t.passages])) if review_article else []
     done = finish(engine, brief, texts) if finish_article else None
     return Article(title=done.title if done else brief.topic, lead=done.lead if done else "",
                    sections=texts, headings=[s.heading for s in sections], outline_path=path,

@@ -138,3 +138,35 @@ def test_two_people_and_an_agent_write_one_document_live(web_server, browser, do
     assert _text(alice, "Terns") == "Terns dive well. Bob was here." == document.sections.get(heading="Terns").text
     assert _text(bob, "Gulls") == "Gulls are loud."
     shot(alice, "08-live-after-reload")
+
+
+def test_a_claim_to_check_after_quotes_and_dashes_is_marked_in_the_editor_never_outdated(web_server, browser,
+                                                                                        document, owner, editor):
+    """The reviewer's anchors, made by the server's pycrdt, mark the same characters in the
+    editor's Yjs: model text is full of curly quotes and dashes, and before the anchors counted
+    characters the Yjs way the page called such an unchanged suggestion "Outdated"."""
+    from webapp.documents import services as documents
+    from webapp.runs import reviewing
+
+    terns = document.sections.get(heading="Terns")
+    claim = "Common terns were first named by Carl Linnaeus in 1758."
+    text = f"Terns — “sea swallows” — dive for fish; they’re quick. {claim} They nest on shingle."
+    off_the_event_loop(documents.section_save_text, section_id=terns.id, user=owner, text=text,
+                       expected_version=terns.version)
+    made = off_the_event_loop(reviewing.review_document, document=document)
+    assert [(s.kind, s.original) for s in made] == [("claim", claim)]
+
+    page = _open(browser, web_server, editor, document.id)
+    marked = page.locator('.live-section[data-heading="Terns"] .cm-check-claim')
+    marked.first.wait_for(timeout=20_000)
+    assert "".join(marked.all_inner_texts()) == claim
+    card = page.locator(f"#suggestion-{made[0].id}")
+    assert "outdated" not in card.get_attribute("class")
+    assert card.locator(".suggestion-where").inner_text() == "(marked in the text)"
+    assert page.get_by_text("1 sentence to check").count() == 1
+    shot(page, "claim-to-check-marked")
+
+    # "Checked, keep it" from the mark: the mark goes, the text stays.
+    page.locator('.live-section[data-heading="Terns"] .cm-suggestion-reject').first.click()
+    _until(lambda: page.locator(".cm-check-claim").count() == 0, what="the mark gone")
+    assert _text(page, "Terns") == text

@@ -53,6 +53,7 @@ urlpatterns = [
     path(D + "revisions/<int:revision_id>/", documents.revision_detail, name="revision_detail"),
     path(D + "revisions/<int:revision_id>/restore/", documents.revision_restore, name="revision_restore"),
     path(D + "export/<str:fmt>/", documents.document_export, name="document_export"),
+    path(D + "export/<str:fmt>/review/", runs.document_review_copy, name="document_review_copy"),
     path(D + "runs/", runs.run_list, name="run_list"),
     path(D + "runs/start/", runs.run_start, name="run_start"),
     path(D + "runs/<int:run_id>/approve/", runs.run_approve, name="run_approve"),

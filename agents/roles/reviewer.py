@@ -1,11 +1,14 @@
 """The reviewer: reads the whole article and proposes fixes as suggestions, never edits.
 
-Four checks, cheapest first:
+Five checks, cheapest first:
 - talk about the document (no model): "This section explains..." is proposed for removal;
 - repetition (no model): a sentence whose word 4-grams mostly appear in an earlier section is
   proposed for removal, naming the earlier sentence;
 - consistency (no model): a word the article spells two ways ("e-mail" and "email", "organise"
   and "organize") is proposed in the spelling it uses most;
+- claims (no model): a sentence that states a date, a number or a name which neither the brief
+  nor the sources hold, and which cites no passage, is marked "check this" (a small model invents
+  them: "the first bicycle back in the year 1760"); people keep it once checked, or remove it;
 - transitions (the model): for each section after the first, the model reads the end of the
   section before and the start of this one and writes one sentence linking them, proposed as a
   new opening. All sections go to the engine as one batch. A 135M model writes plenty of junk,
@@ -19,7 +22,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-from agents import quality
+from agents import claims, quality
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.roles import answers
 
@@ -115,6 +118,26 @@ def review_consistency(sections: list[tuple[str, str, str]]) -> list[Proposal]:
     return proposals
 
 
+# --- claims nobody can check ---------------------------------------------------------------
+
+CITED = re.compile(r"\[\d{1,2}\]")  # a writer cites only a passage that supports the sentence (citations.Support)
+
+
+def review_claims(sections: list[tuple[str, str, str]], known: str) -> list[Proposal]:
+    """Sentences stating a date, number or name that `known` (the brief and the sources' text)
+    does not hold and no citation backs: proposed for checking, their removal the change offered."""
+    proposals, known = [], quality.normalise(known).lower()
+    for key, _heading, text in sections:
+        for sentence in _sentences(text):
+            found = [] if CITED.search(sentence) else claims.unsupported(quality.normalise(sentence), known,
+                                                                        lowered=True)
+            if found:
+                named = ", ".join(f"“{claim}”" for claim in dict.fromkeys(found[:4]))
+                proposals.append(Proposal(key, sentence, "", f"Check this: {named} — neither the brief nor a "
+                                          "source says so. Keep it once checked, or remove it.", kind="claim"))
+    return proposals
+
+
 # --- transitions (the model) ----------------------------------------------------------------
 
 def transition_request(topic: str, before: tuple[str, str], section: tuple[str, str],
@@ -181,10 +204,12 @@ def review_transitions(engine: Engine, topic: str, sections: list[tuple[str, str
 
 def review(engine: Engine | None, topic: str, sections: list[tuple[str, str, str]],
            adapter: AdapterSpec | None = None, cancel: CancelCheck | None = None,
-           skip: set[str] | None = None, on_text=None) -> list[Proposal]:
-    """Every check; with no engine, only the ones without a model. A span gets one proposal at
+           skip: set[str] | None = None, on_text=None, known: str | None = None) -> list[Proposal]:
+    """Every check; with no engine, only the ones without a model. `known` is what the claims
+    may rest on (the brief and the sources; the topic when not given). A span gets one proposal at
     most (the first check that claims it), so accepting one never makes another stale."""
-    proposals = review_meta(sections) + review_repetition(sections) + review_consistency(sections)
+    proposals = review_meta(sections) + review_repetition(sections) + review_consistency(sections) \
+        + review_claims(sections, topic if known is None else known)
     if engine is not None:
         proposals += review_transitions(engine, topic, sections, adapter, cancel, skip, on_text)
     kept, claimed = [], set()

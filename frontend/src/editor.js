@@ -133,15 +133,13 @@ function start(root) {
         ins.textContent = replacement;
         span.append(ins);
       }
-      for (const [selector, label, title] of [["form.accept", "✓", "Accept this suggestion"],
-                                              ["form.reject", "✗", "Reject this suggestion"]]) {
-        const form = this.card.querySelector(selector);
-        if (!form) continue;
+      // The card's own forms, in its order, with their short marks ("check this" cards: keep first).
+      for (const form of this.card.querySelectorAll("form.accept, form.reject")) {
         const button = document.createElement("button");
         button.type = "button";
-        button.className = `cm-suggestion-${selector.slice(5)}`;
-        button.textContent = label;
-        button.title = button.ariaLabel = title;
+        button.className = `cm-suggestion-${form.classList.contains("accept") ? "accept" : "reject"}`;
+        button.textContent = form.dataset.mark || "?";
+        button.title = button.ariaLabel = form.dataset.title || "";
         button.addEventListener("click", () => form.requestSubmit());
         span.append(button);
       }
@@ -179,7 +177,9 @@ function start(root) {
       if (accept) accept.hidden = !where;
       if (!where) continue;
       if (where.to > where.from) {
-        ranges.push(Decoration.mark({ class: "cm-suggested-deletion", attributes: { title: card.querySelector("p")?.textContent || "" } })
+        // A claim to check is marked, not struck through: removing it is only one of the answers.
+        const marked = card.dataset.kind === "claim" ? "cm-check-claim" : "cm-suggested-deletion";
+        ranges.push(Decoration.mark({ class: marked, attributes: { title: card.querySelector("p")?.textContent || "" } })
           .range(where.from, where.to));
       }
       ranges.push(Decoration.widget({ widget: new Insertion(card), side: 1 }).range(where.to));

@@ -6,8 +6,10 @@ import io
 import re
 
 import nh3
+from django.http import Http404, HttpResponse
 from django.urls import reverse
 from django.utils.html import escape
+from django.utils.text import slugify
 from markdown_it import MarkdownIt
 
 from webapp.documents.models import Document, Section, SourceChunk
@@ -86,11 +88,34 @@ class References:
         return CITATION.sub(link, self.texts[section.pk])
 
 
+# A review copy marks sentences people should check: section id -> [(sentence, why)], in order.
+Checks = dict[int, list[tuple[str, str]]]
+CHECK_MARK = "**[check this]**"
+
+
+def _text(references: References, section: Section, checks: Checks | None) -> str:
+    """The section's Markdown, in a review copy with each sentence to check followed by a mark."""
+    text = references.texts[section.pk]
+    for sentence, _why in (checks or {}).get(section.pk, []):
+        where = text.find(sentence)
+        if where >= 0:
+            end = where + len(sentence)
+            text = f"{text[:end]} {CHECK_MARK}{text[end:]}"
+    return text
+
+
+def _to_check(tree: list, checks: Checks | None) -> list[str]:
+    """The review copy's closing list: each sentence to check, its section and why."""
+    return [f"{section.heading}: “{sentence}” {why}" for section, _, _ in tree
+            for sentence, why in (checks or {}).get(section.pk, [])]
+
+
 def _source_line(chunk: SourceChunk) -> str:
     return f"{chunk.source.title}, passage {chunk.index + 1}: “{' '.join(chunk.text.split()[:24])}…”"
 
 
-def document_markdown(document: Document) -> str:
+def document_markdown(document: Document, checks: Checks | None = None) -> str:
+    """The article; with `checks`, its review copy (sentences to check marked, and listed)."""
     tree = list(document.section_tree())
     references = References([section for section, _, _ in tree])
     parts = [f"# {document.title}\n"]
@@ -99,14 +124,17 @@ def document_markdown(document: Document) -> str:
     for section, depth, _ in tree:
         parts.append(f"{'#' * _heading_level(depth)} {section.heading}\n")
         if section.text.strip():
-            parts.append(references.texts[section.pk].strip() + "\n")
+            parts.append(_text(references, section, checks).strip() + "\n")
+    if to_check := _to_check(tree, checks):
+        parts.append("## To check\n")
+        parts.append("\n".join(f"- {line}" for line in to_check) + "\n")
     if references.numbers:
         parts.append("## Sources\n")
         parts.append("\n".join(f"{number}. {_source_line(chunk)}" for number, chunk in references.listing()) + "\n")
     return "\n".join(parts)
 
 
-def document_html(document: Document) -> str:
+def document_html(document: Document, checks: Checks | None = None) -> str:
     tree = list(document.section_tree())
     references = References([section for section, _, _ in tree])
     body = [f"<h1>{escape(document.title)}</h1>"]
@@ -116,7 +144,9 @@ def document_html(document: Document) -> str:
         level = _heading_level(depth)
         body.append(f"<h{level}>{escape(section.heading)}</h{level}>")
         if section.text.strip():
-            body.append(render_markdown_safe(references.texts[section.pk]))
+            body.append(render_markdown_safe(_text(references, section, checks)))
+    if to_check := _to_check(tree, checks):
+        body.append("<h2>To check</h2><ul>" + "".join(f"<li>{escape(line)}</li>" for line in to_check) + "</ul>")
     if references.numbers:
         body.append("<h2>Sources</h2><ol>" + "".join(f"<li value=\"{number}\">{escape(_source_line(chunk))}</li>"
                                                      for number, chunk in references.listing()) + "</ol>")
@@ -140,7 +170,7 @@ def _add_runs(paragraph, text: str) -> None:
             paragraph.add_run(token)
 
 
-def document_docx(document: Document) -> bytes:
+def document_docx(document: Document, checks: Checks | None = None) -> bytes:
     from docx import Document as DocxDocument
 
     docx = DocxDocument()
@@ -152,7 +182,7 @@ def document_docx(document: Document) -> bytes:
     references = References([section for section, _, _ in tree])
     for section, depth, _ in tree:
         docx.add_heading(section.heading, level=min(depth + 1, 9))
-        for block in re.split(r"\n\s*\n", references.texts[section.pk].strip()):
+        for block in re.split(r"\n\s*\n", _text(references, section, checks).strip()):
             if not block.strip():
                 continue
             lines = block.splitlines()
@@ -161,6 +191,10 @@ def document_docx(document: Document) -> bytes:
                     _add_runs(docx.add_paragraph(style="List Bullet"), re.sub(r"^\s*[-*] ", "", line))
             else:
                 _add_runs(docx.add_paragraph(), " ".join(line.strip() for line in lines))
+    if to_check := _to_check(tree, checks):
+        docx.add_heading("To check", level=1)
+        for line in to_check:
+            docx.add_paragraph(line, style="List Bullet")
     if references.numbers:
         docx.add_heading("Sources", level=1)
         for number, chunk in references.listing():
@@ -168,3 +202,21 @@ def document_docx(document: Document) -> bytes:
     buffer = io.BytesIO()
     docx.save(buffer)
     return buffer.getvalue()
+
+
+FORMATS = {
+    "md": ("text/markdown; charset=utf-8", document_markdown),
+    "html": ("text/html; charset=utf-8", document_html),
+    "docx": ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", document_docx),
+}
+
+
+def download(document: Document, fmt: str, checks: Checks | None = None) -> HttpResponse:
+    """The document as a file in `fmt`; with `checks`, its review copy (named so)."""
+    if fmt not in FORMATS:
+        raise Http404("Unknown export format")
+    content_type, render_document = FORMATS[fmt]
+    response = HttpResponse(render_document(document, checks), content_type=content_type)
+    name = slugify(document.title) or "document"
+    response["Content-Disposition"] = f'attachment; filename="{name}{"-review" if checks is not None else ""}.{fmt}"'
+    return response

@@ -10,10 +10,9 @@ import uuid
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from webapp.documents import export, revisions, services, sources
@@ -251,23 +250,10 @@ def revision_restore(request, document_id: int, revision_id: int):
 
 # --- export --------------------------------------------------------------------------------
 
-EXPORTS = {
-    "md": ("text/markdown; charset=utf-8", export.document_markdown),
-    "html": ("text/html; charset=utf-8", export.document_html),
-    "docx": ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", export.document_docx),
-}
-
-
 @login_required
 def document_export(request, document_id: int, fmt: str):
     document, _ = _document(request, document_id)
-    if fmt not in EXPORTS:
-        raise Http404("Unknown export format")
-    content_type, render_document = EXPORTS[fmt]
-    response = HttpResponse(render_document(document), content_type=content_type)
-    filename = f"{slugify(document.title) or 'document'}.{fmt}"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    return export.download(document, fmt)
 
 
 # --- sources -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from agents.roles import finisher, reviewer
 from webapp import events, llm
 from webapp.celery import enqueue
 from webapp.documents import crdt
-from webapp.documents.models import Document, Section
+from webapp.documents.models import Document, Section, SourceChunk
 from webapp.registry import services as registry
 from webapp.runs import lifecycle
 from webapp.runs.models import AgentTask, RunStatus, Suggestion, SuggestionStatus, TaskStatus, WritingRun
@@ -115,7 +115,8 @@ def review_document(*, document: Document, run: WritingRun | None = None, engine
     proposals = coordinator.review(engine, document.topic or document.title,
                                    [(str(s.pk), s.heading, s.text) for s in leaves],
                                    adapter=registry.resolve_adapter(reviewer.ROLE) if engine else None,
-                                   cancel=cancel, skip=[str(s.pk) for s in leaves if s.pinned], on_text=on_text)
+                                   cancel=cancel, skip=[str(s.pk) for s in leaves if s.pinned], on_text=on_text,
+                                   known=coordinator.known_text(document.brief(), _source_texts(document)))
     keys = {str(s.pk): s.key for s in leaves}
     anchors = _Anchored(crdt.load(document.pk)) if proposals else None
     with transaction.atomic():
@@ -126,6 +127,21 @@ def review_document(*, document: Document, run: WritingRun | None = None, engine
                        anchor=anchors(keys[p.section_key], p.original)) for p in proposals)
         events.send(events.SuggestionsChanged(document_id=document.id, open=len(created)))
     return created
+
+
+SOURCE_CHARS = 20_000_000  # of the project's sources that claims are looked up in (the rest is not read)
+
+
+def _source_texts(document: Document) -> list[str]:
+    """The text of the project's ready sources, which the article's claims may rest on."""
+    texts, size = [], 0
+    chunks = SourceChunk.objects.filter(source__project_id=document.project_id, source__status="ready")
+    for text in chunks.values_list("text", flat=True).iterator():
+        texts.append(text)
+        size += len(text)
+        if size >= SOURCE_CHARS:
+            break
+    return texts
 
 
 class _Anchored:

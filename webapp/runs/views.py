@@ -58,7 +58,7 @@ def _page(request, document: Document, membership: Membership, sections: bool = 
     rows: list[dict] = []
     references = None
     suggestions: dict[int | None, list] = {}
-    for suggestion in document.suggestions.filter(status="open"):
+    for suggestion in document.suggestions.filter(status="open").select_related("section"):
         suggestions.setdefault(suggestion.section_id, []).append(suggestion)  # None: the title
     if sections:
         tree = list(document.section_tree())
@@ -86,8 +86,20 @@ def _page(request, document: Document, membership: Membership, sections: bool = 
         "fixed_words": fixed_words, "words": lead_words + sum(row["section"].word_count() for row in rows if row),
         "run": run, "run_active": run is not None and run.status in ACTIVE,
         "title_suggestions": suggestions.get(None, []),
+        "claims_to_check": [s for found in suggestions.values() for s in found if s.kind == "claim"],
         "references": references.listing() if references else [],
     }
+
+
+@login_required
+def document_review_copy(request, document_id: int, fmt: str):
+    """The article for people checking it: each sentence the reviewer asks them to check (a date,
+    number or name no source supports, still open) is marked where it stands and listed at the end."""
+    document, _ = _document(request, document_id)
+    checks: export.Checks = {}
+    for suggestion in document.suggestions.filter(status="open", kind="claim").exclude(section=None):
+        checks.setdefault(suggestion.section_id, []).append((suggestion.original, suggestion.reason))
+    return export.download(document, fmt, checks)
 
 
 @login_required
