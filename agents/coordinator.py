@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from agents import quality
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.outline import Brief, PlannedSection, split_for_writers
-from agents.roles import chief_editor, finisher, reviewer, section_writer, sub_sections
+from agents.roles import chief_editor, finisher, reader_checks, reviewer, section_writer, sub_sections
 
 SECTION_MAX_WORDS = 600  # a leaf longer than this is planned as sub-sections for several writers
 PASSAGES_PER_WRITER = 3
@@ -110,13 +110,15 @@ def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: l
 
 def review(engine: Engine | None, topic: str, sections: list[tuple[str, str, str]],
            adapter: AdapterSpec | None = None, cancel: CancelCheck | None = None, skip: Iterable[str] = (),
-           on_text: Callable[[str], None] | None = None, known: str | None = None) -> list[reviewer.Proposal]:
+           on_text: Callable[[str], None] | None = None, known: str | None = None,
+           judges: reader_checks.Judges | None = None) -> list[reviewer.Proposal]:
     """The reviewer's proposals over (key, heading, text) of the written leaves; sections in
-    `skip` (pinned) get none. With no engine, only the checks that need no model. `known`: the
-    brief and the sources, which claims may rest on."""
+    `skip` (pinned) get none. With no engine, only the checks without the LLM; with no `judges`,
+    none of those that read with the classifier, the lexicon and embeddings. `known`: the brief
+    and the sources, which claims may rest on."""
     skip = set(skip)
     proposals = reviewer.review(engine, topic, sections, adapter=adapter if engine else None, cancel=cancel,
-                                skip=skip, on_text=on_text, known=known)
+                                skip=skip, on_text=on_text, known=known, judges=judges)
     return [proposal for proposal in proposals if proposal.section_key not in skip]
 
 
@@ -179,7 +181,8 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
                              filters=filters))
     texts = [(t.heading, written[t.key].text) for t in tasks]
     proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks],
-                       known=known_text(brief, [p for t in tasks for p in t.passages])) if review_article else []
+                       known=known_text(brief, [p for t in tasks for p in t.passages]),
+                       judges=reader_checks.Judges.default()) if review_article else []
     done = finish(engine, brief, texts) if finish_article else None
     return Article(title=done.title if done else brief.topic, lead=done.lead if done else "",
                    sections=texts, headings=[s.heading for s in sections], outline_path=path,

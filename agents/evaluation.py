@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from agents import quality
 from agents.outline import Brief
@@ -216,11 +217,7 @@ def _unsupported_claims(per_section: list[list[str]], known: str, passages: dict
 
     unsupported = 0
     for index, found in enumerate(per_section):
-        support = Support(passages[index], embed) if passages.get(index) else None
-
-        def supports(sentence: str, support: Support | None = support) -> bool:
-            return support is not None and max(support.scores(sentence).values(), default=0.0) >= support.threshold
-
+        supports = _supports(Support(passages[index], embed)) if passages.get(index) else None
         unsupported += sum(bool(claims.unsupported(sentence, known, supports)) for sentence in found)
     return unsupported
 
@@ -230,3 +227,66 @@ def _aspects_covered(aspects: list[str], headings: list[str], embed) -> float:
 
     covered = chief_editor.covered(list(aspects), headings, embed)
     return 100 * sum(covered) / len(covered)
+
+
+# --- what the reviewer finds of what readers find -----------------------------------------------
+
+def reader_defects(brief: Brief, sections: list[tuple[str, str]], embed, lexicon: quality.Lexicon,
+                   known: str, passages: dict[int, list[str]] | None = None) -> list[tuple[int, str, str]]:
+    """(section index, sentence, kind) of each sentence the independent measures count as a
+    defect: "meta" (the chatter classifier), "repeated" (in its own section or from an earlier
+    one), "off-brief", "junk" (a word no lexicon knows) and "claim" (a date, number or name no
+    source supports). A sentence counts once, under the first kind that finds it."""
+    from agents import chatter, claims
+    from agents.citations import Support
+    from agents.roles import reader_checks
+
+    per_section = [quality.sentences(quality.normalise(text)) for _, text in sections]
+    said = [s for found in per_section for s in found]
+    meta = iter(chatter.default_chatter().probability(said).tolist() if said else [])
+    allowed = quality.allowed_words(brief.topic, brief.notes, brief.audience, known, *[h for h, _ in sections])
+    about = f"{brief.topic}. {brief.notes}".strip(". ")
+    earlier: set[tuple[str, ...]] = set()
+    defects = []
+    for index, ((heading, _), found) in enumerate(zip(sections, per_section, strict=True)):
+        on_brief = quality.OnBrief([about, heading], embed)
+        supports = _supports(Support(passages[index], embed)) if passages and passages.get(index) else None
+        here: list[set[tuple[str, ...]]] = []
+        for sentence in found:
+            grams = set(quality.four_grams(sentence))
+            repeated = bool(grams) and (len(grams & earlier) >= LOOP_OVERLAP * len(grams) or any(
+                len(grams & other) >= LOOP_OVERLAP * len(grams) for other in here))
+            kinds = [("meta", next(meta) >= chatter.THRESHOLD), ("repeated", repeated),
+                     ("off-brief", not on_brief(sentence)),
+                     ("junk", bool(reader_checks.unknown_words(sentence, lexicon, allowed))),
+                     ("claim", bool(claims.unsupported(sentence, known, supports)))]
+            kind = next((name for name, found_it in kinds if found_it), None)
+            if kind:
+                defects.append((index, sentence, kind))
+            here.append(grams)
+        for grams in here:
+            earlier |= grams
+    return defects
+
+
+def _supports(support) -> Callable[[str], bool]:
+    return lambda sentence: max(support.scores(sentence).values(), default=0.0) >= support.threshold
+
+
+def reviewer_recall(defects: list[tuple[int, str, str]], proposals: list[tuple[int, str]]) -> dict[str, float | None]:
+    """Of the defects, the share (%) on which the reviewer made a proposal (its span holds the
+    sentence, or the sentence its span), overall and per kind; None where there is none."""
+    spans: dict[int, list[str]] = {}
+    for index, original in proposals:
+        spans.setdefault(index, []).append(quality.normalise(original))
+
+    def found(index: int, sentence: str) -> bool:
+        return any(sentence in span or span in sentence for span in spans.get(index, []))
+
+    scores: dict[str, float | None] = {"reviewer_recall": None}
+    if defects:
+        scores["reviewer_recall"] = 100 * sum(found(i, s) for i, s, _ in defects) / len(defects)
+    for kind in ("meta", "repeated", "off-brief", "junk", "claim"):
+        mine = [(i, s) for i, s, k in defects if k == kind]
+        scores[f"reviewer_recall_{kind}"] = 100 * sum(found(i, s) for i, s in mine) / len(mine) if mine else None
+    return scores

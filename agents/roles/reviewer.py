@@ -1,6 +1,6 @@
 """The reviewer: reads the whole article and proposes fixes as suggestions, never edits.
 
-Five checks, cheapest first:
+The checks, cheapest first:
 - talk about the document (no model): "This section explains..." is proposed for removal;
 - repetition (no model): a sentence whose word 4-grams mostly appear in an earlier section is
   proposed for removal, naming the earlier sentence;
@@ -9,6 +9,8 @@ Five checks, cheapest first:
 - claims (no model): a sentence that states a date, a number or a name which neither the brief
   nor the sources hold, and which cites no passage, is marked "check this" (a small model invents
   them: "the first bicycle back in the year 1760"); people keep it once checked, or remove it;
+- as a reader reads (`reader_checks`, when judges are given): talk about the writing found by
+  the chatter classifier, words no lexicon knows, sentences far from the brief and their heading;
 - transitions (the model): for each section after the first, the model reads the end of the
   section before and the start of this one and writes one sentence linking them, proposed as a
   new opening. All sections go to the engine as one batch. A 135M model writes plenty of junk,
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from agents import claims, quality
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
-from agents.roles import answers
+from agents.roles import answers, reader_checks
 
 ROLE = "reviewer"
 OVERLAP = 0.6  # share of a sentence's 4-grams found earlier that counts as a repetition
@@ -41,12 +43,12 @@ class Proposal:
     kind: str = "repetition"
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+_sentences = reader_checks.sentences
 
 
 def review_repetition(sections: list[tuple[str, str, str]]) -> list[Proposal]:
-    """sections: (key, heading, text) in reading order."""
+    """sections: (key, heading, text) in reading order. A sentence that mostly repeats one of an
+    earlier section, or one earlier in its own section (a loop), is proposed for removal."""
     earlier: dict[tuple[str, ...], tuple[str, str]] = {}  # 4-gram -> (heading, sentence)
     proposals = []
     for key, heading, text in sections:
@@ -55,9 +57,14 @@ def review_repetition(sections: list[tuple[str, str, str]]) -> list[Proposal]:
             grams = set(quality.four_grams(sentence))
             if len(grams) >= 3:
                 hits = [earlier[g] for g in grams if g in earlier]
+                here = [seen_here[g][1] for g in grams if g in seen_here]
                 if len(hits) >= OVERLAP * len(grams):
                     where, first = max(set(hits), key=hits.count)
                     proposals.append(Proposal(key, sentence, "", f"Repeats “{first[:120]}” from “{where}”."))
+                    continue
+                if len(here) >= OVERLAP * len(grams):  # a loop: says again what this section said
+                    first = max(set(here), key=here.count)
+                    proposals.append(Proposal(key, sentence, "", f"Says again what “{first[:120]}” said above."))
                     continue
             for gram in grams:
                 seen_here.setdefault(gram, (heading, sentence))
@@ -138,6 +145,24 @@ def review_claims(sections: list[tuple[str, str, str]], known: str) -> list[Prop
     return proposals
 
 
+# --- as a reader reads (classifier, lexicon, embeddings: reader_checks) ----------------------
+
+def review_as_read(sections: list[tuple[str, str, str]], judges: reader_checks.Judges, about: str,
+                   known: str) -> list[Proposal]:
+    """Talk about the writing found by meaning, words nobody knows, sentences off the brief."""
+    allowed = quality.allowed_words(about, known, *[heading for _, heading, _ in sections])
+    proposals = [Proposal(key, sentence, "", "Talks about the writing or to the reader, not about the subject.",
+                          kind="meta") for key, sentence in reader_checks.chatter_sentences(sections, judges)]
+    for key, sentence, unknown in reader_checks.junk_sentences(sections, judges, allowed):
+        named = ", ".join(f"“{word}”" for word in dict.fromkeys(unknown[:4]))
+        proposals.append(Proposal(key, sentence, "", f"{named}: no word a reader knows. Fix it, or remove the "
+                                  "sentence.", kind="junk"))
+    proposals += [Proposal(key, sentence, "", "Strays from the brief and from its section's heading.",
+                           kind="off-brief") for key, sentence in reader_checks.off_brief_sentences(sections, judges,
+                                                                                                    about)]
+    return proposals
+
+
 # --- transitions (the model) ----------------------------------------------------------------
 
 def transition_request(topic: str, before: tuple[str, str], section: tuple[str, str],
@@ -204,12 +229,17 @@ def review_transitions(engine: Engine, topic: str, sections: list[tuple[str, str
 
 def review(engine: Engine | None, topic: str, sections: list[tuple[str, str, str]],
            adapter: AdapterSpec | None = None, cancel: CancelCheck | None = None,
-           skip: set[str] | None = None, on_text=None, known: str | None = None) -> list[Proposal]:
-    """Every check; with no engine, only the ones without a model. `known` is what the claims
-    may rest on (the brief and the sources; the topic when not given). A span gets one proposal at
-    most (the first check that claims it), so accepting one never makes another stale."""
+           skip: set[str] | None = None, on_text=None, known: str | None = None,
+           judges: reader_checks.Judges | None = None) -> list[Proposal]:
+    """Every check; with no engine, only the ones without the LLM, and with no `judges` only the
+    rules. `known` is what the claims may rest on (the brief and the sources; the topic when not
+    given). A span gets one proposal at most (the first check that claims it), so accepting one
+    never makes another stale."""
+    known = topic if known is None else known
     proposals = review_meta(sections) + review_repetition(sections) + review_consistency(sections) \
-        + review_claims(sections, topic if known is None else known)
+        + review_claims(sections, known)
+    if judges is not None:
+        proposals += review_as_read(sections, judges, topic, known)
     if engine is not None:
         proposals += review_transitions(engine, topic, sections, adapter, cancel, skip, on_text)
     kept, claimed = [], set()

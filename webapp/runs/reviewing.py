@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from agents import coordinator
 from agents.llm.types import BULK, INTERACTIVE
-from agents.roles import finisher, reviewer
+from agents.roles import finisher, reader_checks, reviewer
 from webapp import events, llm
 from webapp.celery import enqueue
 from webapp.documents import crdt
@@ -110,13 +110,15 @@ def _written_leaves(document: Document) -> list[Section]:
 def review_document(*, document: Document, run: WritingRun | None = None, engine=None, cancel=None,
                     on_text=None) -> list[Suggestion]:
     """The reviewer's proposals, stored as open suggestions (replacing older open ones). Pinned
-    sections are left alone. With no engine, only the checks that need no model run."""
+    sections are left alone. With no engine (one section rewritten), only the rules run: the
+    checks with the LLM and those with the classifier, lexicon and embeddings run with a run's."""
     leaves = _written_leaves(document)
     proposals = coordinator.review(engine, document.topic or document.title,
                                    [(str(s.pk), s.heading, s.text) for s in leaves],
                                    adapter=registry.resolve_adapter(reviewer.ROLE) if engine else None,
                                    cancel=cancel, skip=[str(s.pk) for s in leaves if s.pinned], on_text=on_text,
-                                   known=coordinator.known_text(document.brief(), _source_texts(document)))
+                                   known=coordinator.known_text(document.brief(), _source_texts(document)),
+                                   judges=reader_checks.Judges.default() if engine else None)
     keys = {str(s.pk): s.key for s in leaves}
     anchors = _Anchored(crdt.load(document.pk)) if proposals else None
     with transaction.atomic():

@@ -17,7 +17,7 @@ from agents import coordinator, evaluation, quality
 from agents.llm.types import AdapterSpec
 from agents.outline import Brief
 from agents.retrieval import PassageIndex, default_embedder
-from agents.roles import section_writer
+from agents.roles import reader_checks, section_writer
 from webapp import llm
 from webapp.documents.extract import chunk_text, normalise
 from webapp.registry import services as registry
@@ -35,6 +35,8 @@ COLUMNS = [("words", "words", "{:.0f}"), ("S_l", "S_l", "{:.1f}"), ("heading_rec
            ("meta_classifier", "meta % (classifier)", "{:.1f}"), ("junk_strict", "junk words % (strict)", "{:.2f}"),
            ("loops", "sentences repeated in their section", "{:.0f}"), ("heading_quality", "headings ok %", "{:.0f}"),
            ("unsupported_claims", "unsupported claims %", "{:.1f}"), ("aspects_covered", "aspects covered %", "{:.0f}"),
+           # The reviewer against those measures' defect sentences, and how much of the text it flags
+           ("reviewer_recall", "reviewer recall %", "{:.0f}"), ("reviewer_flagged", "sentences flagged %", "{:.0f}"),
            ("seconds", "seconds", "{:.0f}")]
 
 
@@ -148,7 +150,15 @@ class Command(BaseCommand):
                           "brief lists some, citations only with sources (each writer of the team gets the 3 "
                           "passages nearest its section, the single agent the 5 nearest the topic). Echo sentences "
                           "and duplicate headings are counts per article. Sentences cut while writing: the share of "
-                          "the team's generated sentences the writers' filter removed (what the model got wrong).")
+                          "the team's generated sentences the writers' filter removed (what the model got wrong). "
+                          "Reviewer recall: of the sentences the independent measures count as defects, the share "
+                          "the reviewer proposes a change to (it reads with the same detectors, so this is what "
+                          "reaches people, not agreement with a person: bench/reviewer_recall.py). By kind:")
+        for name in systems:
+            mine = [scores for *_, system, _, scores in rows if system == name]
+            kinds = ", ".join(f"{kind} {_cell(_mean([s.get(f'reviewer_recall_{kind}') for s in mine]), '{:.0f}')}"
+                              for kind in ("meta", "repeated", "off-brief", "junk", "claim"))
+            self.stdout.write(f"- {name}: {kinds}")
 
 
 def _load(briefs: Path) -> list[dict]:
@@ -195,8 +205,24 @@ def _scores(item: dict, brief: Brief, sections: list, headings: list[str], secon
     scores = {"words": words, "S_l": evaluation.length_score(words, brief.target_words),
               "heading_recall": evaluation.heading_soft_recall(headings, item["reference"], embed)
               if item.get("reference") else None, "seconds": seconds}
-    return scores | evaluation.reader_scores(brief, sections, headings, embed, lexicon, passages, sources_text,
-                                             item.get("aspects"))
+    scores |= evaluation.reader_scores(brief, sections, headings, embed, lexicon, passages, sources_text,
+                                       item.get("aspects"))
+    return scores | _reviewed(brief, sections, headings, embed, lexicon, passages, sources_text)
+
+
+def _reviewed(brief: Brief, sections: list, headings: list[str], embed, lexicon: quality.Lexicon,
+              passages: dict | None, sources_text: str) -> dict:
+    """What the reviewer (every check but the LLM's transitions) finds of the sentences the
+    independent measures count as defects, and the share of all sentences it flags."""
+    known = " ".join([brief.topic, brief.notes, sources_text, *headings])
+    defects = evaluation.reader_defects(brief, [tuple(s) for s in sections], embed, lexicon, known, passages)
+    proposals = coordinator.review(None, brief.topic, [(str(i), h, t) for i, (h, t) in enumerate(sections)],
+                                   known=coordinator.known_text(brief, [sources_text]),
+                                   judges=reader_checks.Judges.default())
+    said = sum(len(quality.sentences(text)) for _, text in sections)
+    flagged = {(p.section_key, p.original) for p in proposals if p.kind not in ("consistency", "transition")}
+    return evaluation.reviewer_recall(defects, [(int(p.section_key), p.original) for p in proposals]) | {
+        "reviewer_flagged": 100 * len(flagged) / max(1, said)}
 
 
 def _cut_share(cut: list, sections: list) -> float:
