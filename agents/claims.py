@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-NUMBER = re.compile(r"\b\d[\d,.]*\b")
+NUMBER = re.compile(r"\b\d[\d,.]*(?:st|nd|rd|th|s)?\b")  # "1760", "2,000", "the 17th", "the 1760s"
 NAME = re.compile(r"(?<=[a-z,;] )(?:[A-Z][a-z]+(?: (?:of |de |da |van |von )?[A-Z][a-z]+)*)")
 # Capitalised, but no claim.
 COMMON = {"Moon", "Sun", "Earth", "Internet", "English", "God", "January", "February", "March", "April", "May", "June",

@@ -37,6 +37,17 @@ IMPERATIVES = {"explain", "describe", "show", "tell", "trace", "compare", "intro
 WH = {"how", "why", "what", "when", "where", "which", "who"}
 DANGLING = {"a", "an", "the", "to", "of", "from", "and", "or", "its", "their", "his", "her", "that", "which", "is",
             "are", "great", "very", "some", "but"}  # "for", "with"... may end a heading ("Things to look out for")
+# These end a heading only after a gerund ("Checking in", "Knowing why"); after anything else a
+# phrase was cut ("What to do if you get lost in", "Hiking in the Highlands and how").
+DANGLING_UNLESS_GERUND = {"in", "on", "at", "into", "onto", "how", "why", "what", "when", "where", "whether", "if",
+                          "than"}
+
+
+def _dangles(words: list[str]) -> bool:
+    last = words[-1].lower().strip(".,") if words else ""
+    if last in DANGLING:
+        return True
+    return last in DANGLING_UNLESS_GERUND and not (len(words) > 1 and words[-2].lower().endswith("ing"))
 
 
 def heading_problem(heading: str) -> str | None:
@@ -61,7 +72,7 @@ def heading_problem(heading: str) -> str | None:
             return "a fragment"
     elif CLAUSE.search(text):
         return "a clause, not a noun phrase"
-    if words[-1].lower() in DANGLING:
+    if _dangles(words):
         return "ends mid-phrase"
     if re.search(r"[.!?]$", text) or text.count(",") > 1:
         return "a sentence"
@@ -104,10 +115,10 @@ def as_heading(text: str) -> str:
         text = text[:clause.start()]
     text = re.split(r",|;| - | – ", text)[0]
     words = text.split()
-    while words and words[-1].lower().strip(".,") in DANGLING:
+    while _dangles(words):
         words.pop()
     words = words[:MAX_WORDS]
-    while words and words[-1].lower().strip(".,") in DANGLING:
+    while _dangles(words):
         words.pop()
     text = " ".join(words).strip(" .,:;")
     return text[:1].upper() + text[1:]

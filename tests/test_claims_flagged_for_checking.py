@@ -25,6 +25,14 @@ def test_a_sentence_with_an_invented_date_and_name_is_marked_and_its_claims_name
     assert "“1760”" in found[0].reason and "“Christopher Columbus”" in found[0].reason
 
 
+def test_centuries_and_decades_are_claims_too():
+    from agents import claims
+
+    assert claims.claims("He was the greatest mind of the 17th century and of the 1760s.") == ["17th", "1760s"]
+    found = review_claims([("1", "Life", "Gutenberg printed his Bible in the 14th century.")], known="printing")
+    assert "“14th”" in found[0].reason
+
+
 def test_claims_the_brief_or_a_source_states_or_a_citation_backs_are_not_marked():
     sources = "The draisine of 1817, built by Karl Drais, had no pedals."
     sections = [("1", "Origins", "The first machine came in 1817 from Karl Drais in Mannheim [1]. "
