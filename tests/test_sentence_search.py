@@ -175,3 +175,49 @@ def test_a_section_handed_back_ends_as_a_sentence_even_with_the_filter_off():
     engine = Candidates(lambda step, i: " gulls nest on roofs and harbour walls and then" if step < 3 else "")
     written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "Gulls", 20)], filters=())["a"]
     assert written.text.endswith("and then.")
+
+
+def _checked_search(words: int = 120) -> sentence_search.Search:
+    from agents import quality
+
+    checks = quality.Checks(instructions=quality.Instructions.of("Write about how tides work. Readers: walkers."),
+                            lexicon=quality.Lexicon(["the", "moon", "pulls", "sea", "in", "this", "section", "we",
+                                                     "will", "look", "at", "tides", "and", "water"]))
+    return sentence_search.Search(SectionTask("a", "The pull of the moon", words), checks=checks)
+
+
+def test_a_candidate_is_doomed_only_by_what_its_finished_words_already_hold():
+    search = _checked_search()
+    assert search.doomed(" The moon pulls the sea") is None
+    assert search.doomed(" The moon pulls the sea in this section") is None  # "section" may go on ("sectional")
+    assert search.doomed(" The moon pulls the sea in this section we") == "meta"
+    assert search.doomed(" The moon pulls the blorptastic") is None  # a word still being written
+    assert search.doomed(" The moon pulls the blorptastic sea") == "junk"
+    search.checks.kinds = frozenset({"echo"})  # the filter off for meta and junk: never doomed for them
+    assert search.doomed(" The moon pulls the blorptastic sea in this section we") is None
+
+
+def test_a_doomed_candidate_stops_under_way_on_the_real_engine_and_is_refused_for_its_defect(tiny_model_dir):
+    """The tiny model writes nonsense: a row is stopped once three words are out, its delta says
+    why, and it cost fewer tokens than a row left to the end."""
+    from agents.llm.types import GenerationRequest
+    from agents.roles.section_writer import Steps
+
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    try:
+        steps = Steps(engine)
+        ask = [GenerationRequest(id=f"r{i}", messages=[{"role": "user", "content": "Tides."}], max_new_tokens=200,
+                                 min_new_tokens=200, seed=i, temperature=0.8) for i in range(2)]
+        steps.start("a", ask[:1], lambda text: "junk" if len(text.split()) >= 3 else None)
+        stopped = steps.next_finished(timeout=120)
+        steps.start("b", ask[1:])
+        whole = steps.next_finished(timeout=120)
+        steps.close()
+    finally:
+        engine.close()
+    assert stopped is not None and whole is not None
+    last = [d for d in stopped[1] if d.finished][0]
+    assert last.finish_reason == "refused:junk" and last.completion_tokens < 200
+    assert [d for d in whole[1] if d.finished][0].completion_tokens == 200
+    candidate = sentence_search.candidates_of(stopped[1])[0]
+    assert sentence_search.Judge._defect(_checked_search(), candidate, set()) == "junk"

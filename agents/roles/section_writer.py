@@ -14,6 +14,7 @@ may start from in section_notes.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import queue
 import threading
@@ -42,6 +43,7 @@ from agents.roles.section_text import (
     tidy,
     word_count,
 )
+from agents.roles.sentence_search import REFUSED
 
 __all__ = ["ROLE", "HIGH", "LOW", "TOKENS_PER_WORD", "SectionTask", "WrittenSection", "messages", "tidy", "fit",
            "word_count", "write_sections", "writer_instructions", "checks_for", "WriterCancel"]
@@ -192,7 +194,7 @@ class Writers:
             return
         others = [other.draft for other in self.searches.values() if other is not search and other.draft]
         self.steps.start(search.task.key, search.requests(self.brief, self.outline_text, self.adapter, others,
-                                                          self.temperature, self.seed))
+                                                          self.temperature, self.seed), search.doomed)
 
     def take(self, key: str, deltas: list[Delta], judge: sentence_search.Judge) -> None:
         search = self.searches[key]
@@ -239,19 +241,34 @@ class Steps:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def start(self, key: str, batch: list[GenerationRequest]) -> None:
+    def start(self, key: str, batch: list[GenerationRequest],
+              doomed: Callable[[str], str | None] | None = None) -> None:
+        """Decode a step's candidates; `doomed(text so far)` names a defect for a row to stop early."""
         self.running[key] = [request.id for request in batch]
-        thread = threading.Thread(target=self._run, args=(key, batch), name=f"writer-step-{key}", daemon=True)
+        thread = threading.Thread(target=self._run, args=(key, batch, doomed), name=f"writer-step-{key}",
+                                  daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _run(self, key: str, batch: list[GenerationRequest]) -> None:
+    def _run(self, key: str, batch: list[GenerationRequest], doomed: Callable[[str], str | None] | None) -> None:
         deltas: list[Delta] = []
+        texts: dict[str, str] = {}
+        refused: dict[str, str] = {}  # request id -> the defect it was stopped for
         try:
-            def stop(active: list[str]) -> set[str]:
+            def stop(active: list[str]) -> set[str]:  # asked on this thread, between the deltas below
                 with self._lock:
-                    return set(active) if key in self.stopped else set()
-            deltas = list(self.engine.stream(batch, cancel=stop))
+                    if key in self.stopped:
+                        return set(active)
+                return {request_id for request_id in active if request_id in refused}
+
+            for delta in self.engine.stream(batch, cancel=stop):
+                if delta.finished and delta.request_id in refused and delta.finish_reason == "cancelled":
+                    delta = dataclasses.replace(delta, finish_reason=REFUSED + refused[delta.request_id])
+                elif doomed is not None and delta.text and not delta.finished:
+                    texts[delta.request_id] = texts.get(delta.request_id, "") + delta.text
+                    if delta.request_id not in refused and (found := doomed(texts[delta.request_id])):
+                        refused[delta.request_id] = found
+                deltas.append(delta)
         except Exception as error:  # noqa: BLE001  (reported on the caller's thread as the step's error)
             deltas = [Delta(batch[0].id, finished=True, finish_reason="error", error=str(error) or repr(error))]
         self._finished.put((key, deltas))

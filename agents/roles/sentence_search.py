@@ -10,6 +10,8 @@ not cut after the fact; the section never goes round again from a draft the filt
 - Score of the rest: closeness to the section's heading, goal and key points, coherence with the
   sentence before, the model's mean log-probability per token, and distance from what the
   section and its siblings already say (MiniLM cosines; log-probability alone without it).
+- A candidate whose start already has a defect no ending can undo (an echo of the prompt, talk
+  about the writing by the phrase rules, a word nobody knows) is stopped under way.
 - Width: how many candidates a step asks is set by a token allowance, TOKENS_PER_KEPT_WORD
   generated tokens per word of the budget: one candidate per remaining sentence is always
   afforded, what is left over buys second and third candidates, spread over the steps to come.
@@ -43,6 +45,7 @@ REPEAT_COSINE = 0.9  # a candidate this close to a sentence already written says
 # Score weights, set on the development half of training/data/briefs_unseen.json only.
 W_GOAL, W_COHERENCE, W_LIKELIHOOD, W_NOVELTY = 1.0, 0.3, 0.25, 1.0
 NOVELTY_FREE = 0.6  # cosine to earlier sentences below which closeness costs nothing
+REFUSED = "refused:"  # a candidate's finish when it was stopped under way: "refused:<defect>"
 
 
 @dataclass
@@ -128,6 +131,25 @@ class Search:
             self.shown_from = cut + sentence.end() if near and sentence is not None else cut
         return self.draft[self.shown_from:]
 
+    def doomed(self, text: str) -> str | None:
+        """The defect a candidate under way already has whatever words follow, or None: an echo
+        of the prompt, talk about the writing by the phrase rules, or a word no lexicon knows,
+        judged on its finished words only. Each of these checks finds in a whole sentence what it
+        finds in its start, so a candidate stopped early is one the judge would refuse anyway;
+        stopping it frees its row and saves the tokens it would still write."""
+        words = re.sub(r"^\s*(?:\[\d{1,2}\]\s*)+", "", quality.normalise(text)).rsplit(None, 1)
+        done = words[0] if len(words) == 2 else ""
+        if len(done.split()) < 2:
+            return None
+        kinds, checks = self.checks.kinds, self.checks
+        if "echo" in kinds and checks.instructions.echoed(done):
+            return "echo"
+        if "meta" in kinds and quality.is_meta(done):
+            return "meta"
+        if "junk" in kinds and checks.lexicon is not None and checks.lexicon.junk(done, checks.allowed):
+            return "junk"
+        return None
+
     def finished(self) -> bool:
         if self.done:
             return True
@@ -207,6 +229,8 @@ class Judge:
 
     @staticmethod
     def _defect(search: Search, candidate: Candidate, seen: set[str]) -> str | None:
+        if candidate.finish.startswith(REFUSED):  # stopped under way (Search.doomed)
+            return candidate.finish.removeprefix(REFUSED)
         sentence = candidate.sentence
         if not sentence:
             return "ended"
