@@ -17,8 +17,9 @@ COMMON = {"Moon", "Sun", "Earth", "Internet", "English", "God", "January", "Febr
 
 
 def claims(sentence: str) -> list[str]:
-    """The figures and names `sentence` states (not a citation mark, not a name that starts it)."""
-    text = re.sub(r"\[\d{1,2}\]", "", sentence)
+    """The figures and names `sentence` states (not a citation mark, not a list item's number,
+    not a name that starts it)."""
+    text = re.sub(r"\[\d{1,2}\]|^\s*\d{1,2}[.)](?=\s|$)", "", sentence)  # citations, a list item's number
     found = NUMBER.findall(text) + [name for name in NAME.findall(text) if name not in COMMON]
     return [claim.strip(",.") for claim in found if claim.strip(",.")]
 

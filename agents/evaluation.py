@@ -183,7 +183,8 @@ def _classified_meta(said: list[str]) -> float | None:
         classifier = chatter.default_chatter()
     except ModelFolderError:
         return None
-    return float((classifier.probability(said) >= chatter.THRESHOLD).sum()) if said else 0.0
+    judged = [sentence for sentence in said if quality.has_words(sentence)]  # not a list item's "1."
+    return float((classifier.probability(judged) >= chatter.THRESHOLD).sum()) if judged else 0.0
 
 
 def _strict_junk(said: list[str], lexicon: quality.Lexicon, allowed: frozenset[str]) -> float:
@@ -256,7 +257,7 @@ def reader_defects(brief: Brief, sections: list[tuple[str, str]], embed, lexicon
             grams = set(quality.four_grams(sentence))
             repeated = bool(grams) and (len(grams & earlier) >= LOOP_OVERLAP * len(grams) or any(
                 len(grams & other) >= LOOP_OVERLAP * len(grams) for other in here))
-            kinds = [("meta", next(meta) >= chatter.THRESHOLD), ("repeated", repeated),
+            kinds = [("meta", next(meta) >= chatter.THRESHOLD and quality.has_words(sentence)), ("repeated", repeated),
                      ("off-brief", not on_brief(sentence)),
                      ("junk", bool(reader_checks.unknown_words(sentence, lexicon, allowed))),
                      ("claim", bool(claims.unsupported(sentence, known, supports)))]

@@ -35,6 +35,12 @@ def normalise(text: str) -> str:
     return (text or "").translate(QUOTES)
 
 
+def has_words(sentence: str) -> bool:
+    """Two words of two letters or more: what a classifier of sentences can judge (a list item's
+    "1." or a stray "[2]" is no sentence)."""
+    return len(re.findall(r"[^\W\d_]{2,}", sentence)) >= 2
+
+
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in SENTENCE.split(text or "") if s and s.strip()]
 
@@ -240,7 +246,7 @@ class Checks:
         if "echo" in kinds and self.instructions.echoed(sentence):
             return "echo"
         if "junk" in kinds and (not FULL_SENTENCE.match(sentence) or LOWERCASE_START.match(sentence)
-                                or len(re.findall(r"[^\W\d_]{2,}", sentence)) < 2 or "\n" in sentence.strip()
+                                or not has_words(sentence) or "\n" in sentence.strip()
                                 or BRACKETED_WORDS.search(sentence)):
             return "junk"  # a fragment ("including the Tower of..."), a stray number, a list or heading line,
             # words in brackets ("[Folio] [furthermore]"; citations are numbers)

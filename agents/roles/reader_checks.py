@@ -59,7 +59,7 @@ def unknown_words(sentence: str, lexicon: quality.Lexicon, allowed: frozenset[st
 
 def chatter_sentences(sections: list[tuple[str, str, str]], judges: Judges) -> list[tuple[str, str]]:
     """(key, sentence) of the sentences the classifier finds talking about the writing."""
-    found = [(key, s) for key, _, text in sections for s in sentences(text)]
+    found = [(key, s) for key, _, text in sections for s in sentences(text) if quality.has_words(s)]
     if judges.chatter is None or not found:
         return []
     scores = judges.chatter([quality.normalise(s) for _, s in found])
