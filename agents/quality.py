@@ -86,6 +86,11 @@ META = re.compile(
     r"|\bwhat (?:they|you) are reading\b"
     r"|\b(?:in|within) (?:this|the following) (?:piece|text|part|chapter)\b"
     r"|\bwrite (?:the|a|your|this|an?) (?:section|article|paragraph)\b"
+    # the text's parts and its author, named (development half of briefs_unseen.json)
+    r"|\b(?:this|the|my|our) (?:opening|first|last|final|closing|next|previous|following) (?:paragraph|section|"
+    r"sentence|chapter|part)s?\b|\bthis sentence\b|\bthe author (?:explains|describes|discusses|tells|shows|"
+    r"writes|wants|argues)\b|\byour readers\b"
+    r"|^(?:translat\w*(?: into \w+)?|translation|coming to answer your question)\s*:"
     # talking to the person who asked
     r"|\bI hope (?:this|that|it|you) |\blet (?:me|us) know\b|\bfeel free to\b|\bhappy to help\b"
     r"|\bwhat'?s your (?:take|opinion|view)\b|\bshare (?:it|this|your \w+) with (?:me|us)\b"

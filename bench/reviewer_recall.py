@@ -4,9 +4,11 @@ meta, repeated, off-brief, junk, claim), the share of marked sentences the revie
 change to (recall), and the share of its proposals a person marked too (precision), per kind.
 
     .venv/bin/python bench/reviewer_recall.py          # a few seconds; no LLM (every check but transitions)
+    .venv/bin/python bench/reviewer_recall.py --marks training/data/labelled/reader_marked_dev.json
 
-The marks were made on articles `manage.py evaluate --half test` wrote, after the reviewer's
-checks were written, and nothing in the reviewer is tuned to them: they are the test half's."""
+The marks in reader_marked.json were made on articles `manage.py evaluate --half test` wrote,
+after the reviewer's checks were written, and nothing in the reviewer is tuned to them; changes
+to the reviewer are tried on the dev half's marks (reader_marked_dev.json) first."""
 
 from __future__ import annotations
 
@@ -20,15 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-MARKED = ROOT / "training" / "data" / "labelled" / "reader_marked.json"
+MARKED = ROOT / "training" / "data" / "labelled" / "reader_marked.json"  # test-half articles: judge only
 KINDS = ("meta", "repeated", "off-brief", "junk", "claim")
 
 
 def main() -> None:
+    import argparse
+
     from agents import quality
     from agents.roles import reader_checks, reviewer
 
-    articles = json.loads(MARKED.read_text())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--marks", type=Path, default=MARKED,
+                        help="the marked articles (the dev half's, reader_marked_dev.json, are the ones to tune on)")
+    articles = json.loads(parser.parse_args().marks.read_text())
     judges = reader_checks.Judges.default()
     found, marked, proposed, right = Counter(), Counter(), 0, 0
     print("| brief | sentences | marked by a person | reviewer proposals | found | proposals marked |")

@@ -83,3 +83,24 @@ def test_a_numbered_lists_numbers_are_neither_chatter_nor_claims():
     scores = evaluation.independent_scores(brief, [(h, t) for _, h, t in listed], ["Kinds of tides"],
                                            _judges().embed, _judges().lexicon)
     assert scores["meta_classifier"] == 0.0
+
+
+def test_a_heading_or_the_topic_used_as_a_label_in_the_prose_is_proposed_for_removal():
+    sections = [("1", "The Basics", "The Basics: GPS is a navigation system. Satellites carry clocks."),
+                ("2", "Satellites and clocks", "How tides work: the moon pulls. Note the clocks: they drift.")]
+    found = [(p.section_key, p.original) for p in reviewer.review_labels(sections, TOPIC)]
+    assert found == [("1", "The Basics: GPS is a navigation system."), ("2", "How tides work: the moon pulls.")]
+
+
+def test_sentences_split_after_a_closing_quote_and_between_paragraphs():
+    text = '"It is an intriguing topic."\n\nThis sentence conveys it. He said (so.) Then more'
+    assert reader_checks.sentences(text) == ['"It is an intriguing topic."', "This sentence conveys it.",
+                                             "He said (so.)", "Then more"]
+    assert all(piece in text for piece in reader_checks.sentences(text))  # exact spans, for anchors
+
+
+def test_naming_the_texts_parts_or_its_author_is_talk_about_the_writing():
+    for sentence in ["In this opening paragraph, the author explains the routes.", "This sentence conveys the idea.",
+                     "Translated into English: the road was long.", "It will make your readers think."]:
+        assert quality.is_meta(sentence), sentence
+    assert not quality.is_meta("Caravans crossed the desert in the cool of the night.")

@@ -44,9 +44,14 @@ class Judges:
             return cls()
 
 
+# After an end mark (and a closing quote or bracket, which stay with their sentence), or between
+# paragraphs: '"It is." This one.' is two sentences, as quality.sentences reads it.
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'”’)\]])\s+|\n\s*\n")
+
+
 def sentences(text: str) -> list[str]:
     """The sentences of `text`, each an exact span of it (what a proposal may name)."""
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+    return [s.strip() for s in SENTENCE_BREAK.split(text) if s.strip()]
 
 
 def unknown_words(sentence: str, lexicon: quality.Lexicon, allowed: frozenset[str]) -> list[str]:

@@ -30,6 +30,7 @@ from agents.roles import answers, reader_checks
 
 ROLE = "reviewer"
 OVERLAP = 0.6  # share of a sentence's 4-grams found earlier that counts as a repetition
+LABEL_SHARE = 0.6  # share of the words before a sentence's colon that, found in one heading, make it a label
 
 SYSTEM = "You are a helpful editor."
 
@@ -83,6 +84,24 @@ def review_meta(sections: list[tuple[str, str, str]]) -> list[Proposal]:
     words"), a habit of small models: proposed for removal."""
     return [Proposal(key, sentence, "", "Talks about the document instead of its subject.", kind="meta")
             for key, _heading, text in sections for sentence in _sentences(text) if META.search(sentence)]
+
+
+def review_labels(sections: list[tuple[str, str, str]], topic: str) -> list[Proposal]:
+    """Sentences that open with the topic or a heading used as a label ("The Basics: GPS is...",
+    "The Silk Road and what travelled along it: The goods traded..."): a small model copying the
+    outline into the prose. Proposed for removal (people may keep the words after the colon)."""
+    names = [topic] + [heading for _, heading, _ in sections]
+    named = [set(quality.words(name)) for name in names if quality.words(name)]
+    proposals = []
+    for key, _heading, text in sections:
+        for sentence in _sentences(text):
+            label, colon, rest = sentence.partition(":")
+            words = quality.words(label)
+            if not colon or not rest.strip() or not 0 < len(words) <= 12:
+                continue
+            if any(len(set(words) & name) >= LABEL_SHARE * len(set(words)) for name in named):
+                proposals.append(Proposal(key, sentence, "", "Opens with a heading used as a label.", kind="meta"))
+    return proposals
 
 
 # --- consistency ---------------------------------------------------------------------------
@@ -236,8 +255,8 @@ def review(engine: Engine | None, topic: str, sections: list[tuple[str, str, str
     given). A span gets one proposal at most (the first check that claims it), so accepting one
     never makes another stale."""
     known = topic if known is None else known
-    proposals = review_meta(sections) + review_repetition(sections) + review_consistency(sections) \
-        + review_claims(sections, known)
+    proposals = review_meta(sections) + review_labels(sections, topic) + review_repetition(sections) \
+        + review_consistency(sections) + review_claims(sections, known)
     if judges is not None:
         proposals += review_as_read(sections, judges, topic, known)
     if engine is not None:
