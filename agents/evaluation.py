@@ -142,7 +142,6 @@ def halves(items: list[dict], seed: int = HALVES_SEED) -> dict[str, list[int]]:
 
 # --- measures that share no blind spot with the writers' filter (issue 23) ----------------------
 
-FOREIGN_SHARE = 0.4  # a sentence with this share of words no English lexicon knows is another language's
 LOOP_OVERLAP = 0.6  # a sentence sharing this share of its 4-grams with one before it in its section says it again
 
 
@@ -190,13 +189,10 @@ def _classified_meta(said: list[str]) -> float | None:
 def _strict_junk(said: list[str], lexicon: quality.Lexicon, allowed: frozenset[str]) -> float:
     """Percent of words no lexicon knows, capitalised ones judged as words too ("Sler"), and every
     word of a sentence that is mostly unknown words (a run of another language, or nonsense)."""
-    words = junk = 0
-    for sentence in said:
-        found = quality.WORD.findall(sentence)
-        words += len(found)
-        unknown = [w for w in found if w.lower() not in allowed and not lexicon.knows(w.lower())]
-        foreign = len(found) >= 4 and len(unknown) >= FOREIGN_SHARE * len(found)
-        junk += len(found) if foreign else len(unknown)
+    from agents.roles.reader_checks import unknown_words
+
+    words = sum(len(quality.WORD.findall(sentence)) for sentence in said)
+    junk = sum(len(unknown_words(sentence, lexicon, allowed)) for sentence in said)
     return 100 * junk / max(1, words)
 
 
