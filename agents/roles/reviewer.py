@@ -159,8 +159,8 @@ def review_claims(sections: list[tuple[str, str, str]], known: str) -> list[Prop
                                                                         lowered=True)
             if found:
                 named = ", ".join(f"“{claim}”" for claim in dict.fromkeys(found[:4]))
-                proposals.append(Proposal(key, sentence, "", f"Check this: {named} — neither the brief nor a "
-                                          "source says so. Keep it once checked, or remove it.", kind="claim"))
+                proposals.append(Proposal(key, sentence, "", f"{named}: neither the brief nor a source says "
+                                          "so. Keep it once checked, or remove it.", kind="claim"))
     return proposals
 
 

@@ -139,6 +139,7 @@ function start(root) {
         button.type = "button";
         button.className = `cm-suggestion-${form.classList.contains("accept") ? "accept" : "reject"}`;
         button.textContent = form.dataset.mark || "?";
+        button.dataset.tone = form.dataset.tone || "";
         button.title = button.ariaLabel = form.dataset.title || "";
         button.addEventListener("click", () => form.requestSubmit());
         span.append(button);
