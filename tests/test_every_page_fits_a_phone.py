@@ -17,7 +17,8 @@ from tests.support.routes import ROUTES, build_world, url_for
 pytestmark = BROWSER
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-NOT_PAGES = {"document_state", "document_live", "source_download", "document_export"}  # JSON, fragments, files
+NOT_PAGES = {"document_state", "document_live", "source_download", "document_export",  # JSON, fragments, files
+             "document_review_copy"}
 WIDTHS = (390, 1280)
 
 OVERFLOWING = """() => {
@@ -37,6 +38,7 @@ def _pages(world: dict) -> list[tuple[str, str, str]]:
     document = world["document"].id
     return pages + [
         ("document_export_html", reverse("document_export", args=[document, "html"]), "export"),
+        ("document_review_copy_html", reverse("document_review_copy", args=[document, "html"]), "export"),
         ("not_found", "/documents/999999/", "owner"),
         ("forbidden", reverse("project_settings", args=[world["project"].id]), "viewer"),
         ("login", reverse("login"), "anonymous"),
