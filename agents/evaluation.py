@@ -160,7 +160,7 @@ def independent_scores(brief: Brief, sections: list[tuple[str, str]], headings: 
     count = max(1, len(said))
     allowed = quality.allowed_words(brief.topic, brief.notes, brief.audience, sources_text, *headings,
                                     *[h for h, _ in sections])
-    known = " ".join([brief.topic, brief.notes, sources_text, *headings])
+    known = measured_known(brief, sources_text, headings)
     all_headings = list(dict.fromkeys(headings + [h for h, _ in sections if h]))
     meta = _classified_meta(said)
     return {
@@ -171,6 +171,11 @@ def independent_scores(brief: Brief, sections: list[tuple[str, str]], headings: 
         "unsupported_claims": 100 * _unsupported_claims(per_section, known, passages or {}, embed) / count,
         "aspects_covered": _aspects_covered(aspects, all_headings, embed) if aspects else None,
     }
+
+
+def measured_known(brief: Brief, sources_text: str, headings: list[str]) -> str:
+    """What the measures take a claim to be supported by: the brief, the sources, the headings."""
+    return " ".join([brief.topic, brief.notes, sources_text, *headings])
 
 
 def _classified_meta(said: list[str]) -> float | None:

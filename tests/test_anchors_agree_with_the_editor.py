@@ -40,7 +40,8 @@ def _shared() -> Doc:
 
 def _anchors(doc: Doc) -> list[dict]:
     text = crdt.section_text(doc, "k")
-    return [crdt.anchor(doc, "k", text.index(span), text.index(span) + len(span)) for span in SPANS]
+    anchors = crdt.Anchors(doc, "k")
+    return [anchors.make(text.index(span), text.index(span) + len(span)) for span in SPANS]
 
 
 def test_the_server_finds_its_own_anchors_through_non_ascii_text():

@@ -185,6 +185,64 @@ class Supervised:
 PROCESSES = ("web", "agents", "default", "training")
 
 
+class Processes:
+    """What `run` starts, watches (restarting a crashed one) and stops."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env, self.supervised = env, list[Supervised]()
+
+    def add(self, name: str, args: list[str], process_env: dict[str, str]) -> None:
+        def start() -> subprocess.Popen:
+            return _spawn(name, args, process_env)
+
+        self.supervised.append(Supervised(name, start, start()))
+
+    def add_embedded_redis(self) -> None:
+        """Redis on this machine, when REDIS_URL names none."""
+        redis_process = start_embedded_redis(self.env)
+        if redis_process is None:
+            return
+
+        def restart_redis() -> subprocess.Popen:
+            # On its port again (the URL the others use); its append-only file keeps the data.
+            again = start_embedded_redis(dict(self.env, REDIS_URL=""))
+            return again if again is not None else redis_process  # someone took the port: a crash
+
+        self.supervised.append(Supervised("embedded Redis", restart_redis, redis_process))
+
+    def add_parts(self, only: tuple[str, ...], host: str, port: str) -> None:
+        """The web server (after migrating; the demo account when everything runs here) and the
+        workers of the queues in `only`."""
+        env = self.env
+        if "web" in only:
+            _manage("migrate", "--noinput", env=env)
+            if set(only) == set(PROCESSES):
+                _manage("seed_demo", env=env)
+            self.add("web", [
+                PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
+                "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
+            ], env)
+        if "agents" in only:
+            agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
+            for name, extra_env in agents_workers(gpu_count()):
+                self.add(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name), {**env, **extra_env})
+        for queue, concurrency in (("default", 2), ("training", 1)):
+            if queue in only:
+                self.add(f"worker {queue}", worker_args(queue, concurrency), env)
+
+    def watch(self, stopping: Callable[[], bool]) -> bool:
+        """Until `stopping()`; True if a process crashed too often (everything then stops)."""
+        while not stopping():
+            now = time.monotonic()
+            if not all(process.check(now) for process in self.supervised):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def stop(self) -> None:
+        _stop([(process.name, process.process) for process in self.supervised if process.process.poll() is None])
+
+
 def run(only: tuple[str, ...] = PROCESSES) -> int:
     """Everything (the default), or one machine's share of it: `run --only agents` on a GPU host,
     `--only web` on the web tier, `--only default,training` on a CPU or training host. A part
@@ -192,65 +250,26 @@ def run(only: tuple[str, ...] = PROCESSES) -> int:
     no demo account); the web part migrates the database before it serves."""
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
-    whole = set(only) == set(PROCESSES)
-    if not whole and not env.get("REDIS_URL"):
+    if set(only) != set(PROCESSES) and not env.get("REDIS_URL"):
         _log("a machine that runs only part of Scriptorium needs REDIS_URL: the Redis every machine shares")
         return 2
-    supervised: list[Supervised] = []
-    stopping = False
+    stop_asked: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: stop_asked.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_asked.append(signum))
+    processes = Processes(env)
     crashed = False
-
-    def request_stop(signum, frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    def supervise(name: str, args: list[str], process_env: dict[str, str]) -> None:
-        def start() -> subprocess.Popen:
-            return _spawn(name, args, process_env)
-
-        supervised.append(Supervised(name, start, start()))
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
     try:
-        redis_process = start_embedded_redis(env)
-        if redis_process:
-            def restart_redis() -> subprocess.Popen:
-                # On its port again (the URL the others use); its append-only file keeps the data.
-                again = start_embedded_redis(dict(env, REDIS_URL=""))
-                return again if again is not None else redis_process  # someone took the port: a crash
-
-            supervised.append(Supervised("embedded Redis", restart_redis, redis_process))
+        processes.add_embedded_redis()
         host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
-        if "web" in only:
-            _manage("migrate", "--noinput", env=env)
-            if whole:
-                _manage("seed_demo", env=env)
-            supervise("web", [
-                PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
-                "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
-            ], env)
-        if "agents" in only:
-            agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
-            for name, extra_env in agents_workers(gpu_count()):
-                supervise(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name),
-                          {**env, **extra_env})
-        for queue, concurrency in (("default", 2), ("training", 1)):
-            if queue in only:
-                supervise(f"worker {queue}", worker_args(queue, concurrency), env)
+        processes.add_parts(only, host, port)
         where = f"at http://{host}:{port}/" if "web" in only else f"({', '.join(only)})"
         _log(f"Scriptorium is up {where} (Ctrl-C stops everything; crashed processes restart)")
-        while not stopping:
-            now = time.monotonic()
-            if not all(process.check(now) for process in supervised):
-                stopping = crashed = True
-                break
-            time.sleep(0.5)
+        crashed = processes.watch(lambda: bool(stop_asked))
     except subprocess.CalledProcessError as error:
         _log(f"setup failed: {error}")
         return 1
     finally:
-        _stop([(process.name, process.process) for process in supervised if process.process.poll() is None])
+        processes.stop()
         _log("stopped")
     return 1 if crashed else 0
 

@@ -48,6 +48,49 @@ def _number(data: dict, name: str, default: float, low: float, high: float = mat
     return float(value)
 
 
+def _json_object(body: bytes) -> dict:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as error:
+        raise BadRequest(f"the body is not JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _messages(data: dict) -> tuple[list[dict[str, str]], str]:
+    """The chat messages, and the assistant's text to go on from (continue_final_message)."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("content"), str)
+            and isinstance(m.get("role", "user"), str) for m in messages):
+        raise BadRequest("messages must be a non-empty list of {role, content} objects with text content")
+    messages = [{"role": m.get("role", "user"), "content": m["content"]} for m in messages]
+    prefix = ""
+    if data.get("continue_final_message"):
+        if messages[-1]["role"] != "assistant":
+            raise BadRequest("continue_final_message needs the last message to be the assistant's")
+        prefix = messages.pop()["content"]
+        if not messages:
+            raise BadRequest("continue_final_message needs a message before the assistant's")
+    return messages, prefix
+
+
+def _options(data: dict) -> tuple[tuple[str, ...], str, str | None]:
+    """The stop strings, the priority and the user a body names."""
+    stop = data.get("stop") or ()
+    stop = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stop, list | tuple) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 16:
+        raise BadRequest("stop must be a string or a list of up to 16 non-empty strings")
+    priority = data.get("priority", "bulk")
+    if priority not in ("bulk", "interactive"):
+        raise BadRequest('priority must be "bulk" or "interactive"')
+    user = data.get("user")
+    if user is not None and not isinstance(user, str):
+        raise BadRequest("user must be a string")
+    return tuple(stop), priority, user
+
+
 def _whole(data: dict, names: tuple[str, ...], default: int, low: int, high: int) -> int:
     for name in names:
         value = data.get(name)
@@ -145,43 +188,14 @@ class OpenAICompatibleApp:
         return hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode())
 
     def _request(self, body: bytes, client: str) -> tuple[GenerationRequest, str, bool]:
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError as error:
-            raise BadRequest(f"the body is not JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise BadRequest("the body must be a JSON object")
+        """The request a chat-completions body asks for, its model name and whether it streams;
+        BadRequest says what is wrong with a body."""
+        data = _json_object(body)
         model = data.get("model") or self.base_model
         if not isinstance(model, str):
             raise BadRequest("model must be a string")
-        base, _, adapter_name = model.partition(":")
-        loaded = self.loaded.get(model)
-        if loaded is None and base != self.base_model:
-            raise BadRequest(f"unknown model {base!r}; this server serves {self.base_model!r}"
-                             + (f" and the adapters {', '.join(sorted(self.loaded))}" if self.loaded else ""))
-        messages = data.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("content"), str)
-                and isinstance(m.get("role", "user"), str) for m in messages):
-            raise BadRequest("messages must be a non-empty list of {role, content} objects with text content")
-        messages = [{"role": m.get("role", "user"), "content": m["content"]} for m in messages]
-        prefix = ""
-        if data.get("continue_final_message"):
-            if messages[-1]["role"] != "assistant":
-                raise BadRequest("continue_final_message needs the last message to be the assistant's")
-            prefix = messages.pop()["content"]
-            if not messages:
-                raise BadRequest("continue_final_message needs a message before the assistant's")
-        stop = data.get("stop") or ()
-        stop = (stop,) if isinstance(stop, str) else stop
-        if not isinstance(stop, list | tuple) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 16:
-            raise BadRequest("stop must be a string or a list of up to 16 non-empty strings")
-        priority = data.get("priority", "bulk")
-        if priority not in ("bulk", "interactive"):
-            raise BadRequest('priority must be "bulk" or "interactive"')
-        user = data.get("user")
-        if user is not None and not isinstance(user, str):
-            raise BadRequest("user must be a string")
+        messages, prefix = _messages(data)
+        stop, priority, user = _options(data)
         max_tokens = _whole(data, ("max_completion_tokens", "max_tokens"), 256, 1, self.core.max_positions)
         response_format = data.get("response_format")
         if response_format is not None:
@@ -189,27 +203,37 @@ class OpenAICompatibleApp:
                 guided.grammar_for(response_format)
             except guided.GuideError as error:
                 raise BadRequest(str(error)) from None
+        stream = data.get("stream", False)
+        if not isinstance(stream, bool):
+            raise BadRequest("stream must be true or false")
         request = GenerationRequest(
             id=f"chatcmpl-{uuid.uuid4().hex[:20]}", messages=messages, assistant_prefix=prefix,
             max_new_tokens=max_tokens, temperature=_number(data, "temperature", 0.0, 0.0, 2.0),
             top_p=_number(data, "top_p", 1.0, 1e-9, 1.0), seed=_whole(data, ("seed",), 0, -2**63, 2**63 - 1),
-            stop=tuple(stop), repetition_penalty=_number(data, "repetition_penalty", 1.0, 1e-3, 10.0),
+            stop=stop, repetition_penalty=_number(data, "repetition_penalty", 1.0, 1e-3, 10.0),
             min_new_tokens=_whole(data, ("min_tokens",), 0, 0, max_tokens),
             priority=INTERACTIVE if priority == "interactive" else BULK, group=f"client-{user or client}",
-            response_format=response_format or None)
-        if loaded is not None:
-            request.adapter = loaded
-        elif adapter_name:
-            try:
-                request.adapter = self.resolve_adapter(adapter_name)
-            except (LookupError, ValueError) as error:
-                raise BadRequest(f"unknown adapter {adapter_name!r} ({error})") from None
-            except Exception as error:  # noqa: BLE001  (a resolver's database errors: the model id is unusable)
-                raise BadRequest(f"unknown adapter {adapter_name!r} ({type(error).__name__})") from None
-        stream = data.get("stream", False)
-        if not isinstance(stream, bool):
-            raise BadRequest("stream must be true or false")
+            response_format=response_format or None, adapter=self._adapter(model))
         return request, model, stream
+
+    def _adapter(self, model: str) -> AdapterSpec | None:
+        """The adapter a model name asks for ("base:adapter", or a name loaded at run time), or
+        None for the base model; BadRequest for a model this server does not serve."""
+        base, _, adapter_name = model.partition(":")
+        loaded = self.loaded.get(model)
+        if loaded is not None:
+            return loaded
+        if base != self.base_model:
+            raise BadRequest(f"unknown model {base!r}; this server serves {self.base_model!r}"
+                             + (f" and the adapters {', '.join(sorted(self.loaded))}" if self.loaded else ""))
+        if not adapter_name:
+            return None
+        try:
+            return self.resolve_adapter(adapter_name)
+        except (LookupError, ValueError) as error:
+            raise BadRequest(f"unknown adapter {adapter_name!r} ({error})") from None
+        except Exception as error:  # noqa: BLE001  (a resolver's database errors: the model id is unusable)
+            raise BadRequest(f"unknown adapter {adapter_name!r} ({type(error).__name__})") from None
 
     async def _chat(self, body: bytes, send, receive, client: str) -> None:
         request, model, streaming = await asyncio.to_thread(self._request, body, client)

@@ -157,10 +157,6 @@ class Anchors:
         return (ends[0], ends[1]) if ends[0] <= ends[1] else None
 
 
-def anchor(doc: Doc, key, start: int, end: int) -> dict[str, str]:
-    return Anchors(doc, key).make(start, end)
-
-
 def resolve(doc: Doc, key, where: dict) -> tuple[int, int] | None:
     return Anchors(doc, key).find(where)
 

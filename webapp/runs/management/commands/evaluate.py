@@ -214,7 +214,7 @@ def _reviewed(brief: Brief, sections: list, headings: list[str], embed, lexicon:
               passages: dict | None, sources_text: str) -> dict:
     """What the reviewer (every check but the LLM's transitions) finds of the sentences the
     independent measures count as defects, and the share of all sentences it flags."""
-    known = " ".join([brief.topic, brief.notes, sources_text, *headings])
+    known = evaluation.measured_known(brief, sources_text, headings)
     defects = evaluation.reader_defects(brief, [tuple(s) for s in sections], embed, lexicon, known, passages)
     proposals = coordinator.review(None, brief.topic, [(str(i), h, t) for i, (h, t) in enumerate(sections)],
                                    known=coordinator.known_text(brief, [sources_text]),
