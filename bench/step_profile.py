@@ -30,7 +30,8 @@ from agents.llm.bundled import bundled_model_dir  # noqa: E402
 from agents.llm.transformers_backend import TransformersEngine  # noqa: E402
 from agents.llm.types import GenerationRequest  # noqa: E402
 
-MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::_int_mm")
+MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear", "aten::_int_mm",
+          "quantized::linear_dynamic", "mkldnn::_linear_pointwise")
 ATTENTION = ("attention", "sdpa", "softmax")
 
 
@@ -38,8 +39,8 @@ class _Profiled:
     """Wraps the core's step: once `arm()` is called, the next `steps` decode steps run under
     torch.profiler on the core's own thread (the profiler records the thread it starts on)."""
 
-    def __init__(self, core, steps: int):
-        self.core, self.steps, self.step = core, steps, core._step
+    def __init__(self, core, steps: int, threads: int):
+        self.core, self.steps, self.step, self.threads = core, steps, core._step, threads
         self.profile: torch.profiler.profile | None = None
         self.armed, self.first, self.wall = False, 0, 0.0
         self.done = __import__("threading").Event()
@@ -49,6 +50,8 @@ class _Profiled:
         self.armed = True
 
     def __call__(self) -> None:
+        if torch.get_num_threads() != self.threads:  # a thread's OpenMP team size is its own
+            torch.set_num_threads(self.threads)
         if self.armed and self.profile is None:
             self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
             self.profile.__enter__()
@@ -61,12 +64,11 @@ class _Profiled:
 
 
 def _arm(engine: TransformersEngine, rows: int, threads: int, steps: int) -> dict[str, float]:
-    torch.set_num_threads(threads)  # intra-op threads are the process's: the core's thread uses them too
     warm = 16
     requests = [GenerationRequest(id=f"p{rows}-{threads}-{i}", messages=[{"role": "user", "content": f"Tides {i}."}],
                                   max_new_tokens=warm + steps + 64, min_new_tokens=warm + steps + 64,
                                   temperature=0.0) for i in range(rows)]
-    profiled = _Profiled(engine.core, steps)
+    profiled = _Profiled(engine.core, steps, threads)
     stream = engine.core.stream(requests)
     for seen, _delta in enumerate(stream, start=1):  # every row past its prefill and `warm` tokens
         if seen == rows * warm:
@@ -78,6 +80,8 @@ def _arm(engine: TransformersEngine, rows: int, threads: int, steps: int) -> dic
     assert profiled.profile is not None
     self_us: Counter = Counter()
     calls = 0
+    if os.environ.get("STEP_PROFILE_TABLE"):
+        print(profiled.profile.key_averages().table(sort_by="count", row_limit=30))
     for event in profiled.profile.key_averages():
         name = event.key.lower()
         kind = "matmul" if event.key in MATMUL else "attention" if any(a in name for a in ATTENTION) else "other"
@@ -93,13 +97,17 @@ def _arm(engine: TransformersEngine, rows: int, threads: int, steps: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--weights", choices=("float", "int8"), default="float")
+    parser.add_argument("--eager", action="store_true", help="transformers' forward, not the core's own")
     args = parser.parse_args()
-    engine = TransformersEngine(bundled_model_dir(ROOT / "var" / "models"))
+    engine = TransformersEngine(bundled_model_dir(ROOT / "var" / "models"), int8=args.weights == "int8",
+                                fast_forward=not args.eager)
     try:
         results = [_arm(engine, rows, threads, args.steps) for rows in (1, 16) for threads in (1, 2)]
     finally:
         engine.close()
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, dtype {engine.dtype}, "
+          f"weights {args.weights}, {'eager' if args.eager else 'own'} forward, "
           f"{args.steps} profiled decode steps per arm (operators' self time on the core's thread)\n")
     keys = list(results[0])
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))

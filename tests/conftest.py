@@ -23,6 +23,10 @@ from tests.support.processes import ROOT, ObjectStore, WebServer, database_url_f
 # start inherit; the filter is tested on recorded outputs of the bundled model
 # (test_writer_filters.py) and on in the app with the bundled model (test_writing_runs.py).
 os.environ.setdefault("SCRIPTORIUM_WRITER_FILTERS", "none")
+# The app's tests run float weights as they always did (the reference); the engine's choice of
+# weights per machine is tested on its own (test_engine_at_the_machines_limit.py).
+os.environ.setdefault("SCRIPTORIUM_LLM_WEIGHTS", "float")
+settings.SCRIPTORIUM_LLM_WEIGHTS = os.environ["SCRIPTORIUM_LLM_WEIGHTS"]
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,9 @@
 
     python -m training.quantize --model MODEL_DIR --out runs/int8 --eval-text training/data/heldout.txt
 
-torch's dynamic quantization (agents/llm/quantization.py): Linear weights in int8 per output
-channel, activations quantized on the fly, MLP down-projections kept in float (their outliers
-cost too much perplexity). The output folder's model/ loads directly in the engine (CPU only).
+agents/llm/quantization.py: every Linear (the output head as an untied copy) in int8 per output
+channel after SmoothQuant's migration calibrated on the bundled sources, activations quantized per
+row on the fly by fbgemm. The output folder's model/ loads directly in the engine (CPU only).
 It takes no training, so it runs in one process; under torchrun only rank 0 works.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from agents.llm.quantization import SKIPPED, load_int8, quantize_int8, save_int8
+from agents.llm.quantization import load_int8, quantize_int8, save_int8
 from training import common, dataset
 from training.footprint import folder_bytes, speed
 
@@ -26,8 +26,6 @@ def arguments():
     parser = common.base_arguments(__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a float model folder")
     parser.add_argument("--eval-text", type=Path, required=True, help="held-out plain text for perplexity and speed")
-    parser.add_argument("--quantize-down-proj", action="store_true",
-                        help="quantize the MLP down-projections too (smaller, much worse perplexity)")
     parser.set_defaults(max_length=512, device="cpu")
     return parser
 
@@ -51,8 +49,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
         raise dataset.DatasetError(f"{args.eval_text}: too little text to measure on")
     before = {"bytes": folder_bytes(args.model), **measure(model, tokenizer, examples, text, dist)}
     log.info("float: %s", before)
-    skip = () if args.quantize_down_proj else SKIPPED
-    save_int8(quantize_int8(model, skip), tokenizer, folder, skip)
+    save_int8(quantize_int8(model, tokenizer), tokenizer, folder)
     quantized = load_int8(folder)  # measured as it will be served: loaded back from the folder
     after = {"bytes": folder_bytes(folder), **measure(quantized, tokenizer, examples, text, dist)}
     log.info("int8: %s", after)
@@ -60,8 +57,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
                for key, value in values.items()}
     metrics.update(size_ratio=round(after["bytes"] / before["bytes"], 4),
                    perplexity_ratio=round(after["perplexity"] / before["perplexity"], 4),
-                   decode_speedup=round(after["decode_tokens_per_s"] / before["decode_tokens_per_s"], 3),
-                   float_layers=list(skip))
+                   decode_speedup=round(after["decode_tokens_per_s"] / before["decode_tokens_per_s"], 3))
     for when in ("before", "after"):
         output.metric(event="eval", when=when, **{k: v for k, v in metrics.items() if k.endswith(when)})
     return {"metrics": metrics, "output": str(folder), "kind": "model"}

@@ -99,11 +99,20 @@ def _load_engine(name: str, folder: str) -> Engine:
     draft = settings.SCRIPTORIUM_DRAFT_MODEL
     if draft and os.path.realpath(draft) == os.path.realpath(folder):
         draft = ""  # the student serving a role of its own needs no draft of itself
+    dtype, weights, reason = settings.SCRIPTORIUM_LLM_DTYPE, settings.SCRIPTORIUM_LLM_WEIGHTS, "set by the settings"
+    if weights == "auto" and dtype == "auto" and device == "cpu":
+        from agents.llm import tuning
+        from agents.llm.transformers_backend import cpu_has_fast_bf16
+
+        choice = tuning.choose(folder, settings.DATA_DIR / "engine-choice.json", cpu_has_fast_bf16())
+        dtype, weights, reason = choice.dtype, choice.weights, choice.reason
     engine = TransformersEngine(
-        folder, dtype=settings.SCRIPTORIUM_LLM_DTYPE, device=device, int8=settings.SCRIPTORIUM_LLM_INT8,
+        folder, dtype=dtype, device=device, int8=weights == "int8",
         base_model_name=name, draft_model_path=draft, draft_tokens=settings.SCRIPTORIUM_DRAFT_TOKENS,
         max_rows=settings.SCRIPTORIUM_MAX_ROWS, kv_budget_tokens=settings.SCRIPTORIUM_KV_BUDGET_TOKENS,
         prefill_chunk=settings.SCRIPTORIUM_PREFILL_CHUNK, prefix_cache_tokens=settings.SCRIPTORIUM_PREFIX_CACHE_TOKENS)
+    engine.chosen = reason
+    log.info("engine %s: %s weights, %s forward (%s)", name, engine.weights, engine.forward_kind, reason)
     _ENGINES[(name, folder)] = engine
     if len(_ENGINES) == 1:
         _start_metrics()
@@ -126,6 +135,7 @@ def serving_metrics() -> dict[str, dict[str, float | str]]:
     load) and the device each runs on, by model name."""
     return {getattr(engine, "base_model_name", key[0]): {
                 "device": engine.core.device_name, "dtype": str(engine.dtype).removeprefix("torch."),
+                "weights": engine.weights, "forward": engine.forward_kind, "chosen": getattr(engine, "chosen", ""),
                 **engine.core.metrics()}
             for key, engine in list(_ENGINES.items()) if hasattr(engine, "core")}
 
@@ -158,7 +168,8 @@ class _MetricsHandler(BaseHTTPRequestHandler):
             return
         worker = os.environ.get("SCRIPTORIUM_WORKER_NAME", "")
         body = "".join(prometheus_text(values, {"model": model, "worker": worker, "device": str(values["device"]),
-                                                "dtype": str(values["dtype"])})
+                                                "dtype": str(values["dtype"]), "weights": str(values["weights"]),
+                                                "forward": str(values["forward"])})
                        for model, values in serving_metrics().items()).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")

@@ -264,7 +264,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SCRIPTORIUM_LLM_BACKEND = env_str("SCRIPTORIUM_LLM_BACKEND", "transformers")  # or "openai"
 SCRIPTORIUM_MODEL = env_str("SCRIPTORIUM_MODEL")  # a local model folder; else the registry, else bundled
 SCRIPTORIUM_LLM_DTYPE = env_str("SCRIPTORIUM_LLM_DTYPE", "auto")  # auto, float32, bfloat16, float16
-SCRIPTORIUM_LLM_INT8 = env_bool("SCRIPTORIUM_LLM_INT8", False)
+# auto: on CPU, with the dtype auto too, the first start times float32, bf16 (where the CPU has
+# bf16 units) and int8 and keeps the fastest within +2% perplexity (agents/llm/tuning.py), stored in
+# DATA_DIR/engine-choice.json per CPU model; float or int8 force one. SCRIPTORIUM_LLM_INT8=1 = int8.
+SCRIPTORIUM_LLM_WEIGHTS = "int8" if env_bool("SCRIPTORIUM_LLM_INT8", False) else env_str("SCRIPTORIUM_LLM_WEIGHTS",
+                                                                                          "auto")
 SCRIPTORIUM_LLM_DEVICE = env_str("SCRIPTORIUM_LLM_DEVICE")  # default: cuda when present, else cpu
 # A distilled student (same tokenizer) that drafts tokens for the served model to verify: greedy
 # single requests then decode faster with exactly the same output (speculative decoding).

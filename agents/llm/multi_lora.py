@@ -18,6 +18,7 @@ from torch import nn
 
 from agents.llm.files import ModelFolderError
 from agents.llm.packing import PackedLinear
+from agents.llm.quantization import Int8Linear
 
 
 @dataclass
@@ -29,7 +30,7 @@ class LoraWeights:
 
 
 class MultiLoraLinear(nn.Module):
-    def __init__(self, base: nn.Linear | PackedLinear):
+    def __init__(self, base: nn.Linear | PackedLinear | Int8Linear):
         super().__init__()
         self.base = base
         self.adapters: dict[str, LoraWeights] = {}
@@ -40,6 +41,11 @@ class MultiLoraLinear(nn.Module):
         out = self.base(x)
         if self.batch is None:
             return out
+        return self.add_delta(out, x)
+
+    def add_delta(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out + each row's B (A x): `out` is this layer's base output for input x [rows, length, in]."""
+        assert self.batch is not None
         batch_a, batch_b = self.batch
         # The low-rank matrices are kept in float32: on CPU a small bf16 bmm takes twice as long
         # as converting to float32 and back (measured: 61 vs 26 microseconds per layer).
@@ -81,7 +87,7 @@ class MultiLora:
             target = modules.get(module_name)
             if isinstance(target, MultiLoraLinear):
                 target = target.base
-            if not isinstance(target, nn.Linear | PackedLinear) or set(pair) != {"A", "B"}:
+            if not isinstance(target, nn.Linear | PackedLinear | Int8Linear) or set(pair) != {"A", "B"}:
                 raise ModelFolderError(f"{path}: {module_name} is not a Linear layer of this model")
             a, b = pair["A"], pair["B"]
             rank = a.shape[0]
@@ -91,8 +97,12 @@ class MultiLora:
             alpha = config.alpha_pattern.get(module_name.split(".")[-1], config.lora_alpha)
             rank_for_scale = config.rank_pattern.get(module_name.split(".")[-1], config.r)
             scaling = alpha / (rank_for_scale ** 0.5 if config.use_rslora else rank_for_scale)
-            device = target.device if isinstance(target, PackedLinear) else target.weight.device
-            loaded[module_name] = LoraWeights(a.float().to(device), (b * scaling).float().to(device))
+            device = target.weight.device if isinstance(target, nn.Linear) else target.device
+            a, b = a.float().to(device), (b * scaling).float().to(device)
+            if isinstance(target, Int8Linear):  # act on the smoothed input, give the smoothed output
+                a = a * target.input_scale[None, :] if target.input_scale is not None else a
+                b = b * target.output_scale[:, None] if target.output_scale is not None else b
+            loaded[module_name] = LoraWeights(a, b)
         if not loaded:
             raise ModelFolderError(f"{path}: the adapter has no LoRA weights")
         for module_name, lora in loaded.items():

@@ -28,6 +28,8 @@ class ModelRunner:
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int):
         # Only the last `keep` positions' logits: the full [rows, length, vocab] tensor of a
         # prefill would cost as much as the rest of the model.
+        if self.engine.step is not None:
+            return self.engine.step.forward(input_ids, positions, mask, self.kv, keep)
         return self.engine.model(input_ids=input_ids, position_ids=positions, attention_mask=mask,
                                  past_key_values=self.kv, use_cache=True, logits_to_keep=keep).logits
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from agents.llm.files import ModelFolderError, check_adapter_folder, check_model_folder
+from agents.llm.llama_step import LlamaStep, supports
 from agents.llm.multi_lora import MultiLora
 from agents.llm.packing import pack_linears, packing_available
 from agents.llm.quantization import is_int8_folder, load_int8, quantize_int8
@@ -51,7 +52,8 @@ class TransformersEngine:
                  int8: bool = False, base_model_name: str = "", max_adapters: int = 8,
                  draft_model_path: str | Path = "", draft_tokens: int = 4, max_rows: int = 32,
                  kv_budget_tokens: int = 65536, prefill_chunk: int = 256, prefix_cache_tokens: int = 8192,
-                 cancel_poll_s: float = 0.1, pack_weights: bool = True):
+                 cancel_poll_s: float = 0.1, pack_weights: bool = True,
+                 fast_forward: bool = True):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = check_model_folder(model_path)
@@ -80,12 +82,14 @@ class TransformersEngine:
             raise ModelFolderError(f"{folder}: could not be loaded ({error})") from error
         model.to(device).eval()
         if int8 and not is_int8_folder(folder):
-            model = quantize_int8(model)
+            model = quantize_int8(model, self.tokenizer)
         # Not for int8: that option is about memory, and packing copies the output head.
         self.packed = pack_weights and not self.int8 and packing_available(device)
         if self.packed:
             pack_linears(model, rows_hint=max_rows)
         self.model = model
+        # Our own forward for the architectures it knows (llama_step.py); transformers' otherwise.
+        self.step = self._own_forward(model) if fast_forward else None
         self.lora = MultiLora(self.model)
         self._adapters: OrderedDict[str, AdapterSpec] = OrderedDict()
         eos = self.model.generation_config.eos_token_id
@@ -101,6 +105,28 @@ class TransformersEngine:
         self.core = ServingCore(self, max_rows=max_rows, kv_budget_tokens=kv_budget_tokens,
                                 prefill_chunk=prefill_chunk, prefix_cache_tokens=prefix_cache_tokens,
                                 cancel_poll_s=cancel_poll_s)
+
+    @property
+    def weights(self) -> str:
+        return "int8" if self.int8 else str(self.dtype).removeprefix("torch.")
+
+    @property
+    def forward_kind(self) -> str:
+        return "own" if self.step is not None else "transformers"
+
+    @staticmethod
+    def _own_forward(model) -> LlamaStep | None:
+        """The core's own forward where it knows the architecture; transformers' otherwise, or
+        if building it fails (logged: the engine still serves, only slower)."""
+        if not supports(model):
+            log.info("%s: no own forward for this architecture; transformers' forward serves it",
+                     getattr(model.config, "model_type", "?"))
+            return None
+        try:
+            return LlamaStep(model)
+        except Exception:  # noqa: BLE001  (any failure here must leave a working engine)
+            log.warning("the own forward could not be built; transformers' forward serves instead", exc_info=True)
+            return None
 
     def _load_draft(self, path: str | Path):
         """A smaller model with the same tokenizer (a distilled student) that proposes tokens for
@@ -128,8 +154,6 @@ class TransformersEngine:
                 raise ModelFolderError(f"{spec.path}: another adapter is already loaded as {spec.name!r}")
             self._adapters.move_to_end(spec.name)
             return
-        if self.int8:
-            raise ModelFolderError(f"{spec.path}: LoRA adapters need a float model; this engine is int8")
         if spec.base_model and spec.base_model != self.base_model_name:
             raise ModelFolderError(f"{spec.path}: adapter was trained on {spec.base_model!r}, "
                                    f"but this engine serves {self.base_model_name!r}")

@@ -1,0 +1,173 @@
+"""The engine's own forward, int8 weights with float LoRA deltas, and the setting chosen per machine
+(issue 24), on the tiny model through the real serving core."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+
+import pytest
+import torch
+
+from agents.llm import tuning
+from agents.llm.quantization import Int8Linear, load_int8, quantize_int8, save_int8
+from agents.llm.transformers_backend import TransformersEngine
+from agents.llm.types import BULK, INTERACTIVE, AdapterSpec, GenerationRequest
+
+BRIEF = ("You are a section writer for an article about coastal birds for walkers. "
+         "Outline: 1 Gulls, 2 Terns, 3 Puffins, 4 Gannets. Keep to the plan. ") * 3
+
+
+def _request(rid: str, topic: str, tokens: int = 14, adapter: AdapterSpec | None = None, **extra) -> GenerationRequest:
+    return GenerationRequest(id=rid, max_new_tokens=tokens, temperature=0.0, adapter=adapter, messages=[
+        {"role": "system", "content": BRIEF}, {"role": "user", "content": f"Write about {topic}."}], **extra)
+
+
+def _drain(out: queue.Queue) -> str:
+    text = ""
+    while True:
+        delta = out.get(timeout=120)
+        assert not delta.error, delta.error
+        text += delta.text
+        if delta.finished:
+            return text
+
+
+def _workload(engine: TransformersEngine, adapters: dict) -> dict[str, str]:
+    """Base rows, two adapters and base mixed in one batch, prefix-cache hits (every request
+    shares the brief), and a bulk row preempted by an interactive one and resumed."""
+    writer = AdapterSpec("writer@1", str(adapters["writer"]))
+    reviewer = AdapterSpec("reviewer@1", str(adapters["reviewer"]))
+    requests = [_request("base", "gulls"), _request("w", "terns", adapter=writer),
+                _request("r", "puffins", adapter=reviewer), _request("mixed-base", "gannets"),
+                _request("w2", "skuas", adapter=writer)]
+    outs = {r.id: engine.core.submit(r) for r in requests}
+    texts = {rid: _drain(out) for rid, out in outs.items()}
+    bulk = [_request(f"bulk{i}", topic, tokens=120, priority=BULK, group="run-a")
+            for i, topic in enumerate(("eiders", "petrels", "fulmars", "shags"))]
+    outs = {r.id: engine.core.submit(r) for r in bulk}
+    while sum(1 for s in list(engine.core.rows) if s.state.tokens) < 2:
+        time.sleep(0.001)  # both rows are decoding bulk work: the interactive request must preempt one
+    urgent = _request("urgent", "cormorants", adapter=writer, priority=INTERACTIVE, group="run-b")
+    outs["urgent"] = engine.core.submit(urgent)
+    texts.update({rid: _drain(out) for rid, out in outs.items()})
+    return texts
+
+
+def test_the_own_forward_writes_what_transformers_forward_writes(tiny_model_dir, tiny_adapters):
+    own = TransformersEngine(tiny_model_dir, dtype="float32", max_rows=2)
+    eager = TransformersEngine(tiny_model_dir, dtype="float32", max_rows=2, fast_forward=False)
+    try:
+        assert own.forward_kind == "own" and eager.forward_kind == "transformers"
+        ours = _workload(own, tiny_adapters)
+        assert own.core.prefixes.hits >= 1 and own.core.stats.preemptions >= 1
+        assert ours == _workload(eager, tiny_adapters)
+        assert len(set(ours.values())) == len(ours)  # adapters change the text: they were applied
+    finally:
+        own.close()
+        eager.close()
+
+
+def test_int8_rows_with_float_lora_deltas_match_the_layer_by_layer_path(tiny_model_dir, tiny_adapters):
+    """The own forward fuses q/k/v and gate/up into one int8 product each and adds each row's
+    LoRA delta to its part; transformers' path calls each int8 Linear with its wrapper."""
+    own = TransformersEngine(tiny_model_dir, int8=True, max_rows=2)
+    eager = TransformersEngine(tiny_model_dir, int8=True, max_rows=2, fast_forward=False)
+    try:
+        assert own.weights == "int8" and own.step.layers[0][0].fused is not None
+        ours = _workload(own, tiny_adapters)
+        assert ours == _workload(eager, tiny_adapters)
+        assert ours["w"] != ours["base"] and ours["r"] != ours["base"]
+    finally:
+        own.close()
+        eager.close()
+
+
+def test_a_lora_delta_on_a_smoothed_int8_layer_is_the_float_delta(tiny_model_dir):
+    """Smoothing divides a layer's input by s and multiplies its weight by s; the adapter's A is
+    multiplied by s too, so B A x is what the float model adds."""
+    from agents.llm.multi_lora import LoraWeights, MultiLoraLinear
+
+    torch.manual_seed(0)
+    weight, x = torch.randn(24, 16), torch.randn(3, 1, 16)
+    s = torch.rand(16) + 0.5
+    a, b = torch.randn(4, 16), torch.randn(24, 4)
+    layer = MultiLoraLinear(Int8Linear.from_float(weight * s, input_scale=s, output_scale=torch.full((24,), 0.5)))
+    smoothed_a, scaled_b = a * s[None, :], b * 0.5
+    layer.adapters["x"] = LoraWeights(smoothed_a, scaled_b)
+    layer.batch = (smoothed_a.t().expand(3, 16, 4), scaled_b.t().expand(3, 4, 24))
+    delta = layer(x / s) - layer.base(x / s)
+    assert torch.allclose(delta, 0.5 * (x @ a.t() @ b.t()), atol=1e-4)
+
+
+def test_int8_passes_the_quality_gate_and_its_folder_serves_the_same_tokens(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = tuning.HELDOUT.read_text()
+    float_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    base = tuning.perplexity(float_model, tokenizer, text)
+    quantized = quantize_int8(float_model, tokenizer)
+    assert tuning.perplexity(quantized, tokenizer, text) <= base * (1 + tuning.MAX_PERPLEXITY_RISE)
+    save_int8(quantized, tokenizer, tmp_path / "int8")
+    assert tuning.perplexity(load_int8(tmp_path / "int8"), tokenizer, text) == pytest.approx(
+        tuning.perplexity(quantized, tokenizer, text), rel=1e-6)
+    from_folder = TransformersEngine(tmp_path / "int8")
+    in_memory = TransformersEngine(tiny_model_dir, int8=True)
+    try:
+        request = _request("q", "gulls", tokens=20)
+        assert from_folder.int8 and _drain(from_folder.core.submit(request)) == _drain(in_memory.core.submit(request))
+    finally:
+        from_folder.close()
+        in_memory.close()
+
+
+def test_an_own_forward_that_cannot_be_built_leaves_transformers_forward_serving(tiny_model_dir, monkeypatch,
+                                                                                caplog):
+    from agents.llm import transformers_backend
+
+    def broken(model):
+        raise RuntimeError("no compiler on this machine")
+
+    monkeypatch.setattr(transformers_backend, "LlamaStep", broken)
+    with caplog.at_level(logging.WARNING, logger="agents.llm.transformers_backend"):
+        engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    try:
+        assert engine.forward_kind == "transformers"
+        assert "transformers' forward serves instead" in caplog.text
+        assert _drain(engine.core.submit(_request("a", "gulls", tokens=5)))
+    finally:
+        engine.close()
+
+
+def test_the_machines_choice_is_measured_once_remembered_and_overridable(tiny_model_dir, tmp_path, monkeypatch,
+                                                                       settings):
+    from webapp import llm
+
+    store = tmp_path / "engine-choice.json"
+    choice = tuning.choose(tiny_model_dir, store, fast_bf16=False)
+    assert set(choice.tokens_per_s) == {"float32", "int8"} and choice.label in choice.tokens_per_s
+    assert choice.perplexity[choice.label] <= choice.perplexity["float32"] * (1 + tuning.MAX_PERPLEXITY_RISE)
+
+    def measured_again(*args):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(tuning, "measure", measured_again)
+    assert tuning.choose(tiny_model_dir, store, fast_bf16=False) == choice  # remembered
+
+    # Through the app: auto reads the remembered choice; SCRIPTORIUM_LLM_WEIGHTS forces one.
+    settings.DATA_DIR, settings.SCRIPTORIUM_LLM_DTYPE, settings.SCRIPTORIUM_LLM_DEVICE = tmp_path, "auto", "cpu"
+    monkeypatch.setattr(llm, "_ENGINES", {})
+    monkeypatch.setattr(llm, "_start_metrics", lambda: None)
+    for weights, expected in (("auto", choice.label), ("int8", "int8"), ("float", "float32")):
+        settings.SCRIPTORIUM_LLM_WEIGHTS = weights
+        llm._ENGINES.clear()
+        engine = llm._load_engine(f"tiny-{weights}", str(tiny_model_dir))
+        try:
+            assert engine.weights == expected
+            shown = llm.serving_metrics()[f"tiny-{weights}"]
+            assert shown["weights"] == expected and shown["forward"] == "own"
+            assert shown["chosen"] == (choice.reason if weights == "auto" else "set by the settings")
+        finally:
+            engine.close()
