@@ -70,13 +70,10 @@ def measure(label: str, folder: Path) -> dict:
 
 
 def _int8_parameters(model) -> int:
-    """Weights of dynamically quantized Linear layers, which model.parameters() does not list."""
-    total = 0
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if callable(weight):  # dynamically quantized Linear: weight() returns the int8 tensor
-            total += weight().numel()
-    return total
+    """Weights of int8 Linear layers, which model.parameters() does not list."""
+    from agents.llm.quantization import Int8Linear
+
+    return sum(module.weight_int8.numel() for module in model.modules() if isinstance(module, Int8Linear))
 
 
 def compression_table(rows: list[dict]) -> list[str]:

@@ -147,7 +147,10 @@ def test_the_machines_choice_is_measured_once_remembered_and_overridable(tiny_mo
 
     store = tmp_path / "engine-choice.json"
     choice = tuning.choose(tiny_model_dir, store, fast_bf16=False)
-    assert set(choice.tokens_per_s) == {"float32", "int8"} and choice.label in choice.tokens_per_s
+    cores = tuning.process_cores()
+    assert set(choice.tokens_per_s) == {f"{name}/{threads}" for name in ("float32", "int8")
+                                        for threads in {1, cores}}
+    assert f"{choice.label}/{choice.threads}" in choice.tokens_per_s
     assert choice.perplexity[choice.label] <= choice.perplexity["float32"] * (1 + tuning.MAX_PERPLEXITY_RISE)
 
     def measured_again(*args):
@@ -168,6 +171,7 @@ def test_the_machines_choice_is_measured_once_remembered_and_overridable(tiny_mo
             assert engine.weights == expected
             shown = llm.serving_metrics()[f"tiny-{weights}"]
             assert shown["weights"] == expected and shown["forward"] == "own"
+            assert shown["threads"] == (choice.threads if weights == "auto" else cores)
             assert shown["chosen"] == (choice.reason if weights == "auto" else "set by the settings")
         finally:
             engine.close()

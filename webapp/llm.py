@@ -99,20 +99,24 @@ def _load_engine(name: str, folder: str) -> Engine:
     draft = settings.SCRIPTORIUM_DRAFT_MODEL
     if draft and os.path.realpath(draft) == os.path.realpath(folder):
         draft = ""  # the student serving a role of its own needs no draft of itself
+    from agents.llm import tuning
+
     dtype, weights, reason = settings.SCRIPTORIUM_LLM_DTYPE, settings.SCRIPTORIUM_LLM_WEIGHTS, "set by the settings"
+    threads = settings.SCRIPTORIUM_LLM_THREADS or tuning.process_cores()
     if weights == "auto" and dtype == "auto" and device == "cpu":
-        from agents.llm import tuning
         from agents.llm.transformers_backend import cpu_has_fast_bf16
 
         choice = tuning.choose(folder, settings.DATA_DIR / "engine-choice.json", cpu_has_fast_bf16())
         dtype, weights, reason = choice.dtype, choice.weights, choice.reason
+        threads = settings.SCRIPTORIUM_LLM_THREADS or choice.threads
     engine = TransformersEngine(
-        folder, dtype=dtype, device=device, int8=weights == "int8",
+        folder, dtype=dtype, device=device, int8=weights == "int8", threads=threads if device == "cpu" else None,
         base_model_name=name, draft_model_path=draft, draft_tokens=settings.SCRIPTORIUM_DRAFT_TOKENS,
         max_rows=settings.SCRIPTORIUM_MAX_ROWS, kv_budget_tokens=settings.SCRIPTORIUM_KV_BUDGET_TOKENS,
         prefill_chunk=settings.SCRIPTORIUM_PREFILL_CHUNK, prefix_cache_tokens=settings.SCRIPTORIUM_PREFIX_CACHE_TOKENS)
     engine.chosen = reason
-    log.info("engine %s: %s weights, %s forward (%s)", name, engine.weights, engine.forward_kind, reason)
+    log.info("engine %s: %s weights, %s forward, %s threads (%s)", name, engine.weights, engine.forward_kind,
+             threads, reason)
     _ENGINES[(name, folder)] = engine
     if len(_ENGINES) == 1:
         _start_metrics()
@@ -136,6 +140,7 @@ def serving_metrics() -> dict[str, dict[str, float | str]]:
     return {getattr(engine, "base_model_name", key[0]): {
                 "device": engine.core.device_name, "dtype": str(engine.dtype).removeprefix("torch."),
                 "weights": engine.weights, "forward": engine.forward_kind, "chosen": getattr(engine, "chosen", ""),
+                "threads": engine.core.threads or 0,
                 **engine.core.metrics()}
             for key, engine in list(_ENGINES.items()) if hasattr(engine, "core")}
 

@@ -269,6 +269,8 @@ SCRIPTORIUM_LLM_DTYPE = env_str("SCRIPTORIUM_LLM_DTYPE", "auto")  # auto, float3
 # DATA_DIR/engine-choice.json per CPU model; float or int8 force one. SCRIPTORIUM_LLM_INT8=1 = int8.
 SCRIPTORIUM_LLM_WEIGHTS = "int8" if env_bool("SCRIPTORIUM_LLM_INT8", False) else env_str("SCRIPTORIUM_LLM_WEIGHTS",
                                                                                           "auto")
+# torch's threads for the serving core on CPU; 0: the choice above, else the physical cores it may use.
+SCRIPTORIUM_LLM_THREADS = env_int("SCRIPTORIUM_LLM_THREADS", 0)
 SCRIPTORIUM_LLM_DEVICE = env_str("SCRIPTORIUM_LLM_DEVICE")  # default: cuda when present, else cpu
 # A distilled student (same tokenizer) that drafts tokens for the served model to verify: greedy
 # single requests then decode faster with exactly the same output (speculative decoding).

@@ -53,7 +53,7 @@ class _Cancel:
 class ServingCore:
     def __init__(self, engine: TransformersEngine, *, max_rows: int = 32, kv_budget_tokens: int = 65536,
                  prefill_chunk: int = 256, prefix_cache_tokens: int = 8192, cancel_poll_s: float = 0.1,
-                 idle_exit_s: float = 30.0):
+                 idle_exit_s: float = 30.0, threads: int | None = None):
         self.engine = engine
         self.sampler = Sampler(engine.tokenizer, engine.eos_ids)
         config = engine.model.config
@@ -81,6 +81,9 @@ class ServingCore:
         # The thread starts on the first request and ends after idle_exit_s without work, so an
         # engine nobody uses any more can be garbage collected with its model.
         self.idle_exit_s = idle_exit_s
+        # torch's intra-op threads for the core's thread (an OpenMP team is per calling thread);
+        # None keeps what the thread inherits.
+        self.threads = threads
         self._thread: threading.Thread | None = None
 
     # --- the face other threads use -------------------------------------------------------
@@ -146,6 +149,8 @@ class ServingCore:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        if self.threads:
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             while True:
                 try:

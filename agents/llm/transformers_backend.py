@@ -53,7 +53,7 @@ class TransformersEngine:
                  draft_model_path: str | Path = "", draft_tokens: int = 4, max_rows: int = 32,
                  kv_budget_tokens: int = 65536, prefill_chunk: int = 256, prefix_cache_tokens: int = 8192,
                  cancel_poll_s: float = 0.1, pack_weights: bool = True,
-                 fast_forward: bool = True):
+                 fast_forward: bool = True, threads: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = check_model_folder(model_path)
@@ -104,7 +104,7 @@ class TransformersEngine:
             self.draft = self._load_draft(draft_model_path)
         self.core = ServingCore(self, max_rows=max_rows, kv_budget_tokens=kv_budget_tokens,
                                 prefill_chunk=prefill_chunk, prefix_cache_tokens=prefix_cache_tokens,
-                                cancel_poll_s=cancel_poll_s)
+                                cancel_poll_s=cancel_poll_s, threads=threads)
 
     @property
     def weights(self) -> str:

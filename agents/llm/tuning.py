@@ -4,8 +4,10 @@ Which weights run fastest depends on the CPU (bench/kernels.py): on an AVX2-only
 products run 3-10x slower than float32 and fbgemm's int8 4-9x faster at one row; on a CPU with
 AVX-512 BF16/AMX, bf16 is fast. So at first start a worker loads each candidate (float32; bf16
 where the CPU has bf16 units; int8 where torch has fbgemm), times a few decode steps of the
-serving core's own forward at 1 and 8 rows, checks its perplexity on held-out text against
-float32 (the quality gate: at most +2%), and keeps the fastest that passes. The choice is stored
+serving core's own forward at 1 and 8 rows on a thread of its own (as the core runs them) with 1
+thread and with every physical core of the process's share, checks its perplexity on held-out text against
+float32 (the quality gate: at most +2%), and keeps the fastest that passes, with its thread count: on the AVX2 EPYC this was written on, two
+OpenMP threads made the core's thread slower, not faster (bench/RESULTS.md). The choice is stored
 per CPU model, instruction set, torch version, thread count and model folder in a JSON file under
 the data folder, so the next start reads it; SCRIPTORIUM_LLM_DTYPE / SCRIPTORIUM_LLM_WEIGHTS
 force a choice and skip all this.
@@ -16,7 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +41,7 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni"
 class Choice:
     dtype: str  # float32 or bfloat16
     weights: str  # float or int8
+    threads: int  # torch's intra-op threads for the serving core's thread
     tokens_per_s: dict[str, float] = field(default_factory=dict)  # candidate -> decode tokens/s
     perplexity: dict[str, float] = field(default_factory=dict)
     reason: str = ""
@@ -44,6 +49,19 @@ class Choice:
     @property
     def label(self) -> str:
         return "int8" if self.weights == "int8" else self.dtype
+
+
+def process_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyperthreads share one)."""
+    cores = set()
+    for cpu in os.sched_getaffinity(0):
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topology / "physical_package_id").read_text().strip() + ":" +
+                      (topology / "core_id").read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
 
 
 def machine_key(folder: str | Path) -> str:
@@ -57,7 +75,7 @@ def machine_key(folder: str | Path) -> str:
     except OSError:
         model, flags = platform.processor() or platform.machine(), set()
     have = ",".join(flag for flag in FLAGS if flag in flags)
-    return f"{model} [{have}] torch {torch.__version__} threads {torch.get_num_threads()} {Path(folder).resolve()}"
+    return f"{model} [{have}] torch {torch.__version__} cores {process_cores()} {Path(folder).resolve()}"
 
 
 def candidates(fast_bf16: bool) -> list[tuple[str, str]]:
@@ -92,9 +110,21 @@ def perplexity(model, tokenizer, text: str, window: int = 256) -> float:
     return math.exp(total / max(count, 1))
 
 
-def decode_rate(model, rows: int, steps: int = 6, context: int = 256) -> float:
+def decode_rate(model, rows: int, threads: int, steps: int = 6, context: int = 256) -> float:
     """Tokens/s of `steps` decode steps of `rows` rows over `context` cached positions, through
-    the serving core's own forward (or transformers' where it has none)."""
+    the serving core's own forward (or transformers' where it has none), on a thread of its own
+    with `threads` intra-op threads, as the serving core runs."""
+    rate: list[float] = []
+    worker = threading.Thread(target=lambda: rate.append(_decode_rate(model, rows, threads, steps, context)))
+    worker.start()
+    worker.join()
+    if not rate:
+        raise RuntimeError("timing the decode step failed (see the log)")
+    return rate[0]
+
+
+def _decode_rate(model, rows: int, threads: int, steps: int, context: int) -> float:
+    torch.set_num_threads(threads)
     from agents.llm.llama_step import LlamaStep, supports
 
     config = model.config
@@ -131,16 +161,20 @@ def measure(folder: Path, fast_bf16: bool) -> Choice:
         name = "int8" if weights == "int8" else dtype
         model = _load(folder, dtype, weights)
         perplexities[name] = round(perplexity(model, tokenizer, text), 3)
-        # One row (a lone interactive request) and eight (writers in parallel), weighted alike.
-        rates[name] = round(math.sqrt(decode_rate(model, 1) * decode_rate(model, 8) / 8), 2)
+        for threads in sorted({1, process_cores()}):
+            # One row (a lone interactive request) and eight (writers in parallel), weighted alike.
+            rate = math.sqrt(decode_rate(model, 1, threads) * decode_rate(model, 8, threads) / 8)
+            rates[f"{name}/{threads}"] = round(rate, 2)
         del model
     base = perplexities["float32"]
-    safe = {name: rate for name, rate in rates.items() if perplexities[name] <= base * (1 + MAX_PERPLEXITY_RISE)}
-    best = max(safe, key=lambda name: safe[name])
-    reason = (f"fastest of {', '.join(f'{n} {r:.1f} tok/s' for n, r in rates.items())} within "
-              f"+{MAX_PERPLEXITY_RISE:.0%} of float32's perplexity {base:.2f}")
-    return Choice("float32" if best == "int8" else best, "int8" if best == "int8" else "float", rates,
-                  perplexities, reason)
+    safe = {arm: rate for arm, rate in rates.items()
+            if perplexities[arm.split("/")[0]] <= base * (1 + MAX_PERPLEXITY_RISE)}
+    best = max(safe, key=lambda arm: safe[arm])
+    name, threads = best.split("/")
+    reason = (f"{best} fastest of {', '.join(f'{n} {r:.1f} tok/s' for n, r in rates.items())} "
+              f"(format/threads) within +{MAX_PERPLEXITY_RISE:.0%} of float32's perplexity {base:.2f}")
+    return Choice("float32" if name == "int8" else name, "int8" if name == "int8" else "float", int(threads),
+                  rates, perplexities, reason)
 
 
 def choose(folder: str | Path, store: Path, fast_bf16: bool) -> Choice:
