@@ -139,7 +139,7 @@ def serving_metrics() -> dict[str, dict[str, float | str]]:
     load) and the device each runs on, by model name."""
     return {getattr(engine, "base_model_name", key[0]): {
                 "device": engine.core.device_name, "dtype": str(engine.dtype).removeprefix("torch."),
-                "weights": engine.weights, "forward": engine.forward_kind, "chosen": getattr(engine, "chosen", ""),
+                "weights": engine.weights, "forward": engine.forward_kind, "chosen": engine.chosen,
                 "threads": engine.core.threads or 0,
                 **engine.core.metrics()}
             for key, engine in list(_ENGINES.items()) if hasattr(engine, "core")}

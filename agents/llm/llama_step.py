@@ -16,7 +16,7 @@ with their LoRA wrappers) in the fewest operators that compute the same thing:
   576 x 576 product's bytes);
 - RMSNorm in four operators (torch's rms_norm on CPU dispatches eight and took twice as long).
 
-Its greedy output is the eager forward's in float32 (tests/test_fast_forward.py); the eager path
+Its greedy output is the eager forward's in float32 (tests/test_engine_at_the_machines_limit.py); the eager path
 stays as the reference and the fallback for other architectures (`supports`).
 """
 

@@ -2,9 +2,9 @@
 
 Every Linear (the output head too, as an untied copy: it is a fifth of SmolLM2-135M's bytes) holds
 its weight in int8 with one scale per output channel and runs as fbgemm's dynamic int8 product,
-the one int8 kernel that is fast on both AVX2 and AVX-512 machines (bench/kernels.py: 4-9x
-faster than float32 at one row on an AVX2 EPYC, where torch's weight-only int8/int4 kernels run
-6-70x slower than float32).
+the one int8 kernel that is fast on both AVX2 and AVX-512 machines (bench/RESULTS.md, issue 24:
+up to 4x faster than float32 at one row on an AVX2 EPYC, where torch's weight-only int8 and
+int8 x int8 kernels run 10-60x slower than float32).
 
 Two things keep the perplexity close to float32's (bench/quality_gate.py):
 - activations are quantized per row, not per batch: each row is divided by its own largest
@@ -15,7 +15,8 @@ Two things keep the perplexity close to float32's (bench/quality_gate.py):
   s_j, with s_j = max|x_j|^a / max|W_:,j|^(1-a) measured on calibration text. The division is
   folded into what feeds the Linear (the RMSNorm's weight, or the up-projection's rows for the
   down-projection), so no operator is added. On SmolLM2-135M, held-out perplexity 38.33 in
-  float32: every Linear int8 without smoothing 42.67 (+11.3%), smoothed 38.72 (+1.0%).
+  float32: every Linear int8 without smoothing 41.90 (+9.3%), smoothed 39.48 (+3.0%:
+  over the engine's +2% gate; bench/quality_gate.py).
 LoRA deltas stay in float32 on top: an adapter's A is multiplied by the same s (its input is the
 smoothed one) and B by the output scale an up-projection carries (multi_lora.py).
 

@@ -59,6 +59,7 @@ class TransformersEngine:
         folder = check_model_folder(model_path)
         self.model_path = str(folder)
         self.base_model_name = base_model_name or folder.name
+        self.chosen = ""  # why this dtype and these weights (webapp/llm.py's first-start choice, or the settings)
         self.device = device
         self.dtype = pick_dtype(dtype, device)
         self.int8 = int8

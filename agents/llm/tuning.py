@@ -1,16 +1,17 @@
 """The fastest safe engine setting for this machine, chosen once and remembered.
 
-Which weights run fastest depends on the CPU (bench/kernels.py): on an AVX2-only EPYC, bf16
-products run 3-10x slower than float32 and fbgemm's int8 4-9x faster at one row; on a CPU with
-AVX-512 BF16/AMX, bf16 is fast. So at first start a worker loads each candidate (float32; bf16
-where the CPU has bf16 units; int8 where torch has fbgemm), times a few decode steps of the
-serving core's own forward at 1 and 8 rows on a thread of its own (as the core runs them) with 1
-thread and with every physical core of the process's share, checks its perplexity on held-out text against
-float32 (the quality gate: at most +2%), and keeps the fastest that passes, with its thread count: on the AVX2 EPYC this was written on, two
-OpenMP threads made the core's thread slower, not faster (bench/RESULTS.md). The choice is stored
-per CPU model, instruction set, torch version, thread count and model folder in a JSON file under
-the data folder, so the next start reads it; SCRIPTORIUM_LLM_DTYPE / SCRIPTORIUM_LLM_WEIGHTS
-force a choice and skip all this.
+Which weights run fastest depends on the CPU (bench/RESULTS.md, issue 24's kernel table): on an
+AVX2-only EPYC, bf16 products run 1-10x slower than float32 and fbgemm's int8 up to 4x faster at
+one row; on a CPU with AVX-512 BF16/AMX, bf16 is fast. So at first start a worker loads each
+candidate (float32; bf16 where the CPU has bf16 units; int8 where torch has fbgemm), times a few
+decode steps of the serving core's own forward at 1 and 8 rows on a thread of its own (as the
+core runs them) with 1 thread and with every physical core of the process's share, checks its
+perplexity on held-out text against float32 (the quality gate: at most +2%), and keeps the
+fastest that passes, with its thread count: on the AVX2 EPYC this was written on, two OpenMP
+threads made the core's thread slower, not faster. The choice is stored per CPU model,
+instruction set, torch version, core count and model folder in a JSON file under the data
+folder, so the next start reads it; SCRIPTORIUM_LLM_DTYPE / SCRIPTORIUM_LLM_WEIGHTS force a
+choice and skip all this.
 """
 
 from __future__ import annotations
