@@ -171,10 +171,10 @@ def measure(folder: Path, fast_bf16: bool) -> Choice:
     safe = {arm: rate for arm, rate in rates.items()
             if perplexities[arm.split("/")[0]] <= base * (1 + MAX_PERPLEXITY_RISE)}
     best = max(safe, key=lambda arm: safe[arm])
-    name, threads = best.split("/")
+    name, count = best.split("/")
     reason = (f"{best} fastest of {', '.join(f'{n} {r:.1f} tok/s' for n, r in rates.items())} "
               f"(format/threads) within +{MAX_PERPLEXITY_RISE:.0%} of float32's perplexity {base:.2f}")
-    return Choice("float32" if name == "int8" else name, "int8" if name == "int8" else "float", int(threads),
+    return Choice("float32" if name == "int8" else name, "int8" if name == "int8" else "float", int(count),
                   rates, perplexities, reason)
 
 
