@@ -175,3 +175,25 @@ def test_the_machines_choice_is_measured_once_remembered_and_overridable(tiny_mo
             assert shown["chosen"] == (choice.reason if weights == "auto" else "set by the settings")
         finally:
             engine.close()
+
+
+def test_the_core_runs_its_steps_with_the_threads_it_was_given(tiny_model_dir):
+    """An OpenMP team belongs to the thread that runs it: setting torch's threads in the thread
+    that built the engine used to leave the core's own thread with whatever it inherited."""
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    engine = TransformersEngine(tiny_model_dir, dtype="float32", threads=1)
+    decode = engine.core.runner.decode
+
+    def counting(*args):
+        seen.append(torch.get_num_threads())
+        return decode(*args)
+
+    engine.core.runner.decode = counting
+    try:
+        torch.set_num_threads(2)
+        assert _drain(engine.core.submit(_request("t", "gulls", tokens=4)))
+        assert seen and set(seen) == {1}
+    finally:
+        torch.set_num_threads(before)
+        engine.close()
