@@ -81,7 +81,7 @@ def write_run(engine, topic: str, words: list[int]) -> dict:
 def arm_runs(model: Path, spacing_s: float, words: list[int]) -> list[str]:
     results = {}
     for label in ("static batches (before)", "serving core"):
-        engine = TransformersEngine(model)
+        engine = TransformersEngine(model, **ENGINE)
         served = StaticBatches(engine) if label.startswith("static") else engine
         write_run(served, "warm-up", [40] * len(words))
         outcome: list[dict] = []
@@ -122,7 +122,7 @@ def section_requests(engine, count: int, tokens: int, prefix: str = "s", **extra
 
 
 def arm_rewrite(model: Path) -> list[str]:
-    engine = TransformersEngine(model)
+    engine = TransformersEngine(model, **ENGINE)
     bulk = section_requests(engine, 16, 300, group="run-big", priority=BULK)
     outs = [engine.core.submit(r) for r in bulk]
     time.sleep(5)  # the run is writing
@@ -148,7 +148,7 @@ def arm_rewrite(model: Path) -> list[str]:
 
 
 def arm_long(model: Path, rows: int, tokens: int) -> tuple[list[str], float]:
-    engine = TransformersEngine(model)
+    engine = TransformersEngine(model, **ENGINE)
     list(engine.stream(section_requests(engine, 2, 4)))  # warm up
     requests = section_requests(engine, rows, tokens)
     progress = {r.id: 0 for r in requests}
@@ -209,13 +209,19 @@ def arm_gpu(model: Path, device: str) -> list[str]:
             f"{tokens / seconds:.1f} | {ordered[len(ordered) // 2]:.2f} | {ordered[int(len(ordered) * 0.95)]:.2f} |"]
 
 
+ENGINE: dict = {}  # engine options every arm shares (--weights)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--llamacpp", type=Path, default=ROOT.parent / "llamacpp",
                         help="folder where build-llamacpp.sh put llama.cpp (bin/llama-batched-bench)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, to check the script")
+    parser.add_argument("--weights", choices=("auto", "int8"), default="auto",
+                        help="int8: every Linear in int8 (agents/llm/quantization.py); auto: the dtype auto picks")
     args = parser.parse_args()
+    ENGINE.update(int8=args.weights == "int8")
     torch.set_num_threads(THREADS)
     model = bundled_model_dir(ROOT / "var" / "models")
     if args.device != "cpu":
@@ -225,7 +231,8 @@ def main() -> None:
     words = [150, 200, 150, 200, 150, 200] if args.quick else [300, 300, 350, 350, 400, 400]
     long_tokens = 300 if args.quick else 900
     print(f"{platform.machine()}, {THREADS} torch threads, torch {torch.__version__}, "
-          f"{'bf16' if cpu_has_fast_bf16() else 'float32'} (auto), bundled SmolLM2-135M-Instruct\n", flush=True)
+          f"{'int8' if args.weights == 'int8' else 'bf16' if cpu_has_fast_bf16() else 'float32'}, "
+          "bundled SmolLM2-135M-Instruct\n", flush=True)
     tables = ["### 1. Four runs of 6 sections, started 10 s apart, one worker", ""]
     tables += arm_runs(model, 2.0 if args.quick else 10.0, words)
     tables += ["", "### 2. A one-section rewrite during a 16-section run", ""] + arm_rewrite(model)
