@@ -20,9 +20,9 @@ Two things keep the perplexity close to float32's (bench/quality_gate.py):
 LoRA deltas stay in float32 on top: an adapter's A is multiplied by the same s (its input is the
 smoothed one) and B by the output scale an up-projection carries (multi_lora.py).
 
-An int8 folder (written by `python -m training.quantize`, or by the engine at first load) holds
-the model's config and tokenizer, model_int8.pt (plain tensors: loaded with weights_only) and
-quantization.json.
+An int8 folder (written by `python -m training.quantize`) holds the model's config and tokenizer,
+model_int8.pt (plain tensors: loaded with weights_only) and quantization.json; an engine asked
+for int8 on a float folder quantizes in memory as it loads (a few seconds of calibration).
 """
 
 from __future__ import annotations
