@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 from agents.llm.bundled import bundled_model_dir  # noqa: E402
 from agents.llm.transformers_backend import TransformersEngine, cpu_has_fast_bf16  # noqa: E402
+from agents.llm.tuning import perplexity  # noqa: E402
 from agents.llm.types import AdapterSpec, GenerationRequest  # noqa: E402
 
 THREADS = 2
@@ -215,20 +216,6 @@ def arm_prefix() -> list[str]:
     return rows
 
 
-def perplexity(model, tokenizer, text: str, window: int = 512) -> float:
-    ids = tokenizer(text, return_tensors="pt").input_ids
-    nll, count = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, ids.shape[1] - 1, window):
-            chunk = ids[:, start:start + window + 1]
-            if chunk.shape[1] < 2:
-                break
-            loss = model(input_ids=chunk[:, :-1], labels=chunk[:, :-1]).loss
-            nll += float(loss) * (chunk.shape[1] - 2)
-            count += chunk.shape[1] - 2
-    return float(torch.exp(torch.tensor(nll / count)))
-
-
 def arm_int8() -> list[str]:
     text = (ROOT / "training" / "data" / "heldout.txt").read_text()
     rows = ["| model | size on disk MB | prefill 512 tokens s | decode ms/token | perplexity |",
@@ -245,7 +232,7 @@ def arm_int8() -> list[str]:
         decode = GenerationRequest(id="d", prompt="The harbour wakes", max_new_tokens=64)
         _, tokens, seconds, first = run(engine, [decode])
         decode_ms = (seconds - first) / max(1, tokens - 1) * 1000
-        ppl = perplexity(engine.model, engine.tokenizer, text)
+        ppl = perplexity(engine.model, engine.tokenizer, text, window=512)
         results[label] = (size, prefill_s, decode_ms, ppl)
         rows.append(f"| {label} | {size:.0f} | {prefill_s:.2f} | {decode_ms:.1f} | {ppl:.2f} |")
         print(rows[-1], flush=True)
