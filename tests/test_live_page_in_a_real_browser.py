@@ -154,15 +154,22 @@ def test_a_new_document_page_follows_the_whole_run_without_a_reload(web_server, 
     second.refresh_from_db()
     off_the_event_loop(documents.section_save_text, section_id=second.id, user=owner,
                         text=f"{second.text} {repeated}", expected_version=second.version)
-    off_the_event_loop(reviewing.review_document, document=document)
+    again = off_the_event_loop(reviewing.review_document, document=document)
     page.locator(".cm-suggested-deletion").first.wait_for(timeout=20_000)
+    # Every proposal just made is marked where it is, none "outdated" (a sentence ending in an
+    # emoji, or text after a deletion, once had an end anchored on the wrong character).
+    marked = [f"#suggestion-{s.id} .suggestion-where" for s in again]
+    _until(lambda: all(page.locator(where).inner_text() == "(marked in the text)" for where in marked),
+           what=lambda: [(s.kind, s.original, page.locator(where).inner_text())
+                         for s, where in zip(again, marked, strict=True)])
+    repeat = next(s for s in again if s.section_id == second.id and s.kind == "repetition")
     editor = page.locator(f'.live-section[data-heading="{second.heading}"] .cm-content')
     editor.click()
     page.keyboard.press("Control+End")
     for _ in range(len("twice a day.")):
         page.keyboard.press("Backspace")
     page.keyboard.type("every day.")
-    card = page.locator(".suggestion.outdated")
+    card = page.locator(f"#suggestion-{repeat.id}.outdated")
     card.wait_for(timeout=10_000)
     assert card.get_by_text("Outdated").is_visible() and card.get_by_role("button", name="Accept").count() == 0
     assert page.locator(".cm-suggested-deletion").count() == 0

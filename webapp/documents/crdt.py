@@ -132,15 +132,20 @@ class Anchors:
     Yjs finds the same characters; one object reads the section's ids once for many anchors."""
 
     def __init__(self, doc: Doc, key):
-        self.ids = _ids(doc.get(section_name(key), type=Text))
-        self.index = {item: position for position, item in enumerate(self.ids)}
+        self.ids = _ids(doc, section_name(key))
+        # every UTF-16 unit's id names its character (an emoji is two units, two clocks)
+        self.index = {(client, clock + unit): position for position, (client, clock, units) in enumerate(self.ids)
+                      for unit in range(units)}
 
     def make(self, start: int, end: int) -> dict[str, str]:
-        """Around characters [start, end): the start sticks to the first character, the end to
-        the last, so text typed just outside is not taken in. Empty for an empty span."""
+        """Around characters [start, end): the start sticks to the first character's first unit,
+        the end to the last character's last unit (after an emoji, not between its two halves),
+        so text typed just outside is not taken in. Empty for an empty span."""
         if not 0 <= start < end <= len(self.ids):
             return {}
-        return {"start": _encoded(self.ids[start], Assoc.AFTER), "end": _encoded(self.ids[end - 1], Assoc.BEFORE)}
+        client, clock, units = self.ids[end - 1]
+        return {"start": _encoded(self.ids[start][:2], Assoc.AFTER), "end": _encoded((client, clock + units - 1),
+                                                                                     Assoc.BEFORE)}
 
     def find(self, where: dict) -> tuple[int, int] | None:
         """Where an anchor is now, in characters; None if either end's character is gone
@@ -167,26 +172,33 @@ def _encoded(item: tuple[int, int], assoc: Assoc) -> str:
                                                    "assoc": -1 if assoc == Assoc.BEFORE else 0}).encode()).decode()
 
 
-def _ids(text: Text) -> list[tuple[int, int]]:
-    """Each character's Yjs id (client, clock): what a relative position names. A clock counts
+def _ids(doc: Doc, name: str) -> list[tuple[int, int, int]]:
+    """Each character's Yjs id (client, clock) and its UTF-16 units: what a relative position
+    names (a character of two units has two clocks, the second clock + 1). A clock counts
     UTF-16 code units, as Yjs does; pycrdt 0.14's own sticky index counts UTF-8 bytes inside a
     block (y-crdt/pycrdt#382), so its positions after an "é" or a "—" pointed browsers at other
-    characters. It still names a block's first character right (offset 0), and a character whose
-    pycrdt clock follows the one before it by that one's bytes, from the same client, is the next
-    character of the same block: its clock is the one before it plus that one's UTF-16 length."""
-    ids: list[tuple[int, int]] = []
-    offset, previous = 0, None  # previous: (client, pycrdt clock, bytes, Yjs clock, UTF-16 units)
-    for character in str(text):
-        found = text.sticky_index(offset, Assoc.AFTER).to_json()["item"]
-        client, clock = found["client"], found["clock"]
-        size, units = len(character.encode()), len(character.encode("utf-16-le")) // 2
-        if previous and client == previous[0] and clock == previous[1] + previous[2]:
-            clock_now = previous[3] + previous[4]
-        else:
-            clock_now = clock
-        ids.append((client, clock_now))
-        previous = (client, clock, size, clock_now, units)
-        offset += size
+    characters. It does name a block's first character right (offset 0), and a block can be
+    told from the next only by guessing (a clock that follows by bytes can be a new block's
+    after a deletion). So the ids are read from a copy in which a mark is typed after every
+    character: each character is then the first of its own block, and splitting a block keeps
+    its characters' ids."""
+    original = str(doc.get(name, type=Text))
+    if not original:
+        return []
+    copy = Doc()
+    copy.apply_update(doc.get_update())
+    split = copy.get(name, type=Text)
+    offsets, offset = [], 0
+    for character in original:
+        offsets.append(offset)
+        offset += len(character.encode())
+    with copy.transaction():
+        for at in reversed(offsets[1:]):  # from the end: earlier byte offsets stay where they were
+            split.insert(at, "|")
+    ids = []
+    for position, (character, at) in enumerate(zip(original, offsets, strict=True)):
+        found = split.sticky_index(at + position, Assoc.AFTER).to_json()["item"]  # `position` marks before it
+        ids.append((found["client"], found["clock"], len(character.encode("utf-16-le")) // 2))
     return ids
 
 
