@@ -11,7 +11,8 @@ GGUF, built by ../shared/tools/build-llamacpp.sh):
   whole, prefill included (what a run's writers see);
 - 8 x 900: eight rows writing 900 tokens each; decode tokens/s, and the rate over tokens
   800-900 against tokens 100-200 (what a long section costs as its cache grows).
-The serving core sets its own thread's intra-op threads (an OpenMP team is per thread).
+The serving core sets its own thread's intra-op threads (an OpenMP team is per thread), and each
+arm's process starts with OMP_NUM_THREADS=1 as an agents worker does (agents/llm/threads.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from agents.llm.threads import for_a_serving_process  # noqa: E402  (no torch)
 
 ARMS = {"before": dict(dtype="float32", fast_forward=False), "own float32": dict(dtype="float32"),
         "own int8": dict(int8=True)}
@@ -127,7 +130,7 @@ def main() -> None:
                   + " |" + " |" * (len(loads) - (0 if args.quick else 1)), flush=True)
         for name in ARMS:
             command = [sys.executable, __file__, "--arm", name, str(threads)] + (["--quick"] if args.quick else [])
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, env=for_a_serving_process(dict(os.environ)))
             if done.returncode:
                 print(f"| {name} | {threads} | failed: {done.stderr.strip().splitlines()[-1]} |", flush=True)
                 continue

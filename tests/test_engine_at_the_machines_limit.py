@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +202,54 @@ def test_the_core_runs_its_steps_with_the_threads_it_was_given(tiny_model_dir):
     finally:
         torch.set_num_threads(before)
         engine.close()
+
+
+SERVING_PROCESS = """
+import logging, sys, threading, torch
+sys.path.insert(0, {root!r})
+from agents.llm.transformers_backend import TransformersEngine
+from agents.llm.types import GenerationRequest
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
+seen = []
+engine = TransformersEngine({folder!r}, dtype="float32", threads=2)  # loaded by the main thread
+decode = engine.core.runner.decode
+engine.core.runner.decode = lambda *a: (seen.append(torch.get_num_threads()), decode(*a))[1]
+list(engine.stream([GenerationRequest(id="a", prompt="gulls", max_new_tokens=3, temperature=0.0)]))
+other = []
+worker = threading.Thread(target=lambda: other.append(torch.get_num_threads()))  # a Celery task's thread
+worker.start(); worker.join()
+print("THREADS", torch.get_num_threads(), other[0], sorted(set(seen)))
+engine.close()
+"""
+
+
+def _serving_process(tiny_model_dir, environ) -> str:
+    code = SERVING_PROCESS.format(root=str(Path(__file__).resolve().parent.parent), folder=str(tiny_model_dir))
+    done = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_only_the_serving_core_holds_a_team_of_several_threads_in_an_agents_worker(tiny_model_dir, monkeypatch):
+    """The model loaded by a main thread on every core left it a team of idle threads, and
+    libgomp, holding more threads than CPUs, stopped spin-waiting: the core's int8 steps at 2
+    threads ran 2-4x slower than at 1 (bench/omp_teams.py). An agents worker now starts with one
+    OpenMP thread per thread; its core alone takes 2, and says so when it cannot be alone."""
+    from agents.llm import threads
+    from webapp import launcher
+
+    started: dict[str, dict] = {}
+    monkeypatch.setattr(launcher, "_spawn", lambda name, args, env: started.setdefault(name, env))
+    monkeypatch.setattr(launcher, "gpu_count", lambda: 0)
+    base = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    launcher.Processes(dict(base)).add_parts(("agents", "default"), "127.0.0.1", "0")
+    assert started["worker agents"]["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in started["worker default"]  # sources and exports keep every core
+    assert threads.for_a_serving_process({"OMP_NUM_THREADS": "4"})["OMP_NUM_THREADS"] == "4"  # an operator's
+
+    alone = _serving_process(tiny_model_dir, started["worker agents"])
+    assert "THREADS 1 1 [2]" in alone and "OMP_NUM_THREADS" not in alone  # main, a task's thread, the core
+    shared = _serving_process(tiny_model_dir, base)
+    main, other = re.search(r"THREADS (\d+) (\d+) \[2\]", shared).groups()
+    assert main == other == str(torch.get_num_threads() if "OMP_NUM_THREADS" not in os.environ else main)
+    assert "OMP_NUM_THREADS is unset" in shared  # the operator is told

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.llm import threads
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 AGENTS_QUEUE = os.environ.get("SCRIPTORIUM_AGENTS_QUEUE", "agents")
@@ -225,7 +227,9 @@ class Processes:
         if "agents" in only:
             agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
             for name, extra_env in agents_workers(gpu_count()):
-                self.add(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name), {**env, **extra_env})
+                # one OpenMP thread per thread but the serving core's (agents/llm/threads.py)
+                self.add(f"worker {name}", worker_args(AGENTS_QUEUE, agents_concurrency, name),
+                         dict(threads.for_a_serving_process({**env, **extra_env})))
         for queue, concurrency in (("default", 2), ("training", 1)):
             if queue in only:
                 self.add(f"worker {queue}", worker_args(queue, concurrency), env)

@@ -37,6 +37,7 @@ from agents.llm.runner import ModelRunner
 from agents.llm.sampling import NgramPools, Sampler
 from agents.llm.scheduler import WaitingRequests, fair_share, fits, victim
 from agents.llm.sequence import Sequence, new_sequence
+from agents.llm.threads import for_this_thread, shared_cores_warning
 from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay
 
 if TYPE_CHECKING:
@@ -81,9 +82,7 @@ class ServingCore:
         # The thread starts on the first request and ends after idle_exit_s without work, so an
         # engine nobody uses any more can be garbage collected with its model.
         self.idle_exit_s = idle_exit_s
-        # torch's intra-op threads for the core's thread (an OpenMP team is per calling thread);
-        # None keeps what the thread inherits.
-        self.threads = threads
+        self.threads = threads  # the core thread's own OpenMP team (agents/llm/threads.py); None: inherited
         self._thread: threading.Thread | None = None
 
     # --- the face other threads use -------------------------------------------------------
@@ -150,7 +149,9 @@ class ServingCore:
     def _run(self) -> None:
         torch.set_grad_enabled(False)
         if self.threads:
-            torch.set_num_threads(self.threads)
+            for_this_thread(self.threads)
+            if warning := shared_cores_warning(self.threads):
+                log.warning(warning)
         with torch.inference_mode():
             while True:
                 try:

@@ -30,6 +30,7 @@ import torch
 
 from agents.llm.kv_cache import SlotKVCache
 from agents.llm.quantization import int8_available, quantize_int8
+from agents.llm.threads import for_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def decode_rate(model, rows: int, threads: int, steps: int = 6, context: int = 2
 
 
 def _decode_rate(model, rows: int, threads: int, steps: int, context: int) -> float:
-    torch.set_num_threads(threads)
+    for_this_thread(threads)
     from agents.llm.llama_step import LlamaStep, supports
 
     config = model.config
