@@ -219,7 +219,8 @@ def main() -> None:
                         help="folder where build-llamacpp.sh put llama.cpp (bin/llama-batched-bench)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, to check the script")
     parser.add_argument("--weights", choices=("auto", "int8"), default="auto",
-                        help="int8: every Linear in int8 (agents/llm/quantization.py); auto: the dtype auto picks")
+                        help="int8: the Linears in int8 but the down-projections (agents/llm/quantization.py); "
+                             "auto: the dtype auto picks")
     args = parser.parse_args()
     ENGINE.update(int8=args.weights == "int8")
     torch.set_num_threads(THREADS)

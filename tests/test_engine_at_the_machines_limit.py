@@ -110,7 +110,7 @@ def test_int8_passes_the_quality_gate_and_its_folder_serves_the_same_tokens(tiny
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    text = tuning.HELDOUT.read_text()
+    text = tuning.GATE_TEXT.read_text()
     float_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     base = tuning.perplexity(float_model, tokenizer, text)
     quantized = quantize_int8(float_model, tokenizer)
@@ -253,3 +253,36 @@ def test_only_the_serving_core_holds_a_team_of_several_threads_in_an_agents_work
     main, other = re.search(r"THREADS (\d+) (\d+) \[2\]", shared).groups()
     assert main == other == str(torch.get_num_threads() if "OMP_NUM_THREADS" not in os.environ else main)
     assert "OMP_NUM_THREADS is unset" in shared  # the operator is told
+
+
+def test_an_int8_worker_quantizes_once_and_later_starts_load_the_folder(tiny_model_dir, tmp_path, monkeypatch,
+                                                                        settings):
+    """Quantizing at every start cost each agents worker ~12 s of calibration on the bundled
+    model; the first start now writes an int8 folder under the data folder and later ones load it."""
+    from agents.llm import quantization
+    from webapp import llm
+
+    settings.DATA_DIR, settings.SCRIPTORIUM_LLM_DEVICE = tmp_path, "cpu"
+    settings.SCRIPTORIUM_LLM_WEIGHTS, settings.SCRIPTORIUM_LLM_DTYPE = "int8", "auto"
+    monkeypatch.setattr(llm, "_ENGINES", {})
+    monkeypatch.setattr(llm, "_start_metrics", lambda: None)
+    request = _request("c", "gulls", tokens=12)
+    first = llm._load_engine("tiny", str(tiny_model_dir))
+    try:
+        tokens = _drain(first.core.submit(request))
+        [made] = [p for p in (tmp_path / "int8").iterdir() if quantization.is_int8_folder(p)]
+        assert first.model_path == str(made) and first.weights == "int8"
+    finally:
+        first.close()
+
+    def quantized_again(*args, **kwargs):
+        raise AssertionError("quantized again")
+
+    monkeypatch.setattr(quantization, "quantize_int8", quantized_again)
+    llm._ENGINES.clear()
+    again = llm._load_engine("tiny", str(tiny_model_dir))
+    try:
+        assert again.model_path == str(made) and _drain(again.core.submit(request)) == tokens
+        assert llm._load_engine("tiny", str(tiny_model_dir)) is again  # known by the float folder's name
+    finally:
+        again.close()

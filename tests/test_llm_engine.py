@@ -160,8 +160,8 @@ def test_adapters_are_applied_exactly_as_peft_applies_them(tiny_model_dir, tiny_
 
 def test_an_int8_engine_reads_every_product_in_int8_the_output_head_too(tiny_model_dir):
     """The head is a fifth of SmolLM2-135M's bytes a step: it used to stay float32, tied to the
-    embeddings. Now it is an int8 copy; the embeddings stay float for the lookup, and no float
-    Linear is left."""
+    embeddings. Now it is an int8 copy; the embeddings stay float for the lookup, and the only
+    float Linears left are the down-projections (their int8 activations cost the most perplexity)."""
     from torch import nn
 
     from agents.llm.quantization import Int8Linear
@@ -169,4 +169,5 @@ def test_an_int8_engine_reads_every_product_in_int8_the_output_head_too(tiny_mod
     engine = TransformersEngine(tiny_model_dir, int8=True)
     model = engine.model
     assert isinstance(model.lm_head, Int8Linear)
-    assert not [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    assert {name.rpartition(".")[2] for name, module in model.named_modules()
+            if isinstance(module, nn.Linear)} == {"down_proj"}

@@ -2,10 +2,10 @@
 
     python -m training.quantize --model MODEL_DIR --out runs/int8 --eval-text training/data/heldout.txt
 
-agents/llm/quantization.py: every Linear (the output head as an untied copy) in int8 per output
-channel after SmoothQuant's migration calibrated on the bundled sources, activations quantized per
-row on the fly by fbgemm. The output folder's model/ loads directly in the engine (CPU only).
-It takes no training, so it runs in one process; under torchrun only rank 0 works.
+agents/llm/quantization.py: every Linear but the MLP's down-projections (the output head as an
+untied copy) in int8 per output channel after SmoothQuant's migration calibrated on the bundled
+sources, activations quantized per row on the fly by fbgemm. The output folder's model/ loads
+directly in the engine (CPU only). It takes no training, so it runs in one process; under torchrun only rank 0 works.
 """
 
 from __future__ import annotations

@@ -109,8 +109,14 @@ def _load_engine(name: str, folder: str) -> Engine:
         choice = tuning.choose(folder, settings.DATA_DIR / "engine-choice.json", cpu_has_fast_bf16())
         dtype, weights, reason = choice.dtype, choice.weights, choice.reason
         threads = settings.SCRIPTORIUM_LLM_THREADS or choice.threads
+    served = folder
+    if weights == "int8" and device == "cpu":
+        from agents.llm.quantization import cached_int8, is_int8_folder
+
+        if not is_int8_folder(folder):  # quantized once per model, not at every start
+            served = str(cached_int8(folder, settings.DATA_DIR / "int8"))
     engine = TransformersEngine(
-        folder, dtype=dtype, device=device, int8=weights == "int8", threads=threads if device == "cpu" else None,
+        served, dtype=dtype, device=device, int8=weights == "int8", threads=threads if device == "cpu" else None,
         base_model_name=name, draft_model_path=draft, draft_tokens=settings.SCRIPTORIUM_DRAFT_TOKENS,
         max_rows=settings.SCRIPTORIUM_MAX_ROWS, kv_budget_tokens=settings.SCRIPTORIUM_KV_BUDGET_TOKENS,
         prefill_chunk=settings.SCRIPTORIUM_PREFILL_CHUNK, prefix_cache_tokens=settings.SCRIPTORIUM_PREFIX_CACHE_TOKENS)

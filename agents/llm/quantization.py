@@ -1,34 +1,41 @@
 """int8 weights for CPU serving, and int8 model folders.
 
-Every Linear (the output head too, as an untied copy: it is a fifth of SmolLM2-135M's bytes) holds
-its weight in int8 with one scale per output channel and runs as fbgemm's dynamic int8 product,
-the one int8 kernel that is fast on both AVX2 and AVX-512 machines (bench/RESULTS.md, issue 24:
-up to 4x faster than float32 at one row on an AVX2 EPYC, where torch's weight-only int8 and
-int8 x int8 kernels run 10-60x slower than float32).
+Every Linear but the MLP's down-projections (the output head too, as an untied copy: it is a
+fifth of SmolLM2-135M's bytes) holds its weight in int8 with one scale per output channel and
+runs as fbgemm's dynamic int8 product, the one int8 kernel that is fast on both AVX2 and AVX-512
+machines (bench/RESULTS.md, issue 24: up to 4x faster than float32 at one row on an AVX2 EPYC,
+where torch's weight-only int8 and int8 x int8 kernels run 10-60x slower than float32).
 
-Two things keep the perplexity close to float32's (bench/quality_gate.py):
+What costs perplexity is the activations' int8, not the weights': on SmolLM2-135M, every weight
+in int8 with float activations changed held-out perplexity by -0.2%, int8 activations too by
++3.0%, and of that the down-projections' input (silu(gate) * up, whose few huge channels set
+every row's step) was two thirds: with it in float, +0.9%. So the down-projections stay float
+(`KEEP_FLOAT`; a quarter of the Linears' weights, so ~1.6x the bytes of all-int8 and still 0.4x
+float32's), and the rest keep the perplexity close with two more things (bench/quality_gate.py):
 - activations are quantized per row, not per batch: each row is divided by its own largest
   value before the product and multiplied back after, so one row's outliers do not coarsen
   another's and a row's output does not depend on what it is batched with;
 - SmoothQuant's migration (alpha 0.7): a few input channels carry most of the activations'
   range, so each Linear's input channel j is divided by s_j and its weight column multiplied by
   s_j, with s_j = max|x_j|^a / max|W_:,j|^(1-a) measured on calibration text. The division is
-  folded into what feeds the Linear (the RMSNorm's weight, or the up-projection's rows for the
-  down-projection), so no operator is added. On SmolLM2-135M, held-out perplexity 38.33 in
-  float32: every Linear int8 without smoothing 41.90 (+9.3%), smoothed 39.48 (+3.0%:
-  over the engine's +2% gate; bench/quality_gate.py).
+  folded into what feeds the Linear (the RMSNorm's weight), so no operator is added.
+On the quality gate's text (training/data/gate.txt, never tuned on) see bench/RESULTS.md.
 LoRA deltas stay in float32 on top: an adapter's A is multiplied by the same s (its input is the
 smoothed one) and B by the output scale an up-projection carries (multi_lora.py).
 
-An int8 folder (written by `python -m training.quantize`) holds the model's config and tokenizer,
-model_int8.pt (plain tensors: loaded with weights_only) and quantization.json; an engine asked
-for int8 on a float folder quantizes in memory as it loads (a few seconds of calibration).
+An int8 folder (written by `python -m training.quantize`, or once per model by a worker's first
+int8 start: `cached_int8`) holds the model's config and tokenizer, model_int8.pt (plain tensors:
+loaded with weights_only) and quantization.json; an engine asked for int8 on a float folder
+quantizes in memory as it loads (~12 s of calibration and packing for SmolLM2-135M on one core).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,8 +45,10 @@ from torch import nn
 
 INT8_WEIGHTS = "model_int8.pt"
 INT8_CONFIG = "quantization.json"
-METHOD = "int8 per output channel, SmoothQuant alpha 0.7, activations per row, fbgemm dynamic"
+METHOD = ("int8 per output channel, down-projections float, SmoothQuant alpha 0.7, activations per row, "
+          "fbgemm dynamic")
 ALPHA = 0.7
+KEEP_FLOAT = ("down_proj",)  # Linears (by attribute name) whose int8 activations cost the most: left float
 CALIBRATION = Path(__file__).resolve().parents[2] / "training" / "data" / "sources"
 
 
@@ -130,13 +139,19 @@ def _smoothing_groups(model: Any) -> list[tuple[Any, list[str]]]:
     return groups + [(inner.norm, ["lm_head"])]
 
 
-def quantize_int8(model: Any, tokenizer=None, text: str | None = None, alpha: float = ALPHA) -> Any:
-    """Every Linear of `model` to Int8Linear, in place; smoothed first where the architecture
-    is known and a tokenizer is given to calibrate with."""
+def quantize_int8(model: Any, tokenizer=None, text: str | None = None, alpha: float = ALPHA,
+                  keep_float: tuple[str, ...] = KEEP_FLOAT) -> Any:
+    """Every Linear of `model` but those named in `keep_float` to Int8Linear, in place; smoothed
+    first where the architecture is known and a tokenizer is given to calibrate with."""
     model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())  # untie from the embeddings
     modules = dict(model.named_modules())
     scales: dict[str, dict[str, torch.Tensor]] = {}
-    groups = _smoothing_groups(model) if tokenizer is not None else []
+
+    def quantized(name: str) -> bool:
+        return isinstance(modules[name], nn.Linear) and name.rpartition(".")[2] not in keep_float
+
+    groups = [(feeder, names) for feeder, names in (_smoothing_groups(model) if tokenizer is not None else [])
+              if all(quantized(name) for name in names)]
     if groups:
         peaks = _input_peaks(model, tokenizer, text if text is not None else calibration_text())
         with torch.no_grad():
@@ -152,7 +167,7 @@ def quantize_int8(model: Any, tokenizer=None, text: str | None = None, alpha: fl
                     weight.mul_(s[None, :])
                     scales.setdefault(name, {})["input_scale"] = s
     for name, module in list(modules.items()):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and quantized(name):
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child,
                     Int8Linear.from_float(module.weight, module.bias, **scales.get(name, {})))
@@ -175,9 +190,35 @@ def save_int8(model: Any, tokenizer, folder: Path) -> None:
     (folder / INT8_CONFIG).write_text(json.dumps({"method": METHOD, "alpha": ALPHA}, indent=2) + "\n")
 
 
+def cached_int8(folder: str | Path, root: Path) -> Path:
+    """An int8 folder of the float model in `folder`, made under `root` the first time and reused
+    at every later start. Named by what it depends on (the folder, its weight files' sizes and
+    times, the method, the calibration text), so a changed model or method makes a new one; two
+    workers making it at once each write their own copy and the first rename wins."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder).resolve()
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    stamp = [str(folder), METHOD, ALPHA, hashlib.sha256(calibration_text().encode()).hexdigest(),
+             [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+    target = root / hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+    if is_int8_folder(target):
+        return target
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = quantize_int8(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), tokenizer)
+    partial = root / f".{target.name}.{os.getpid()}"
+    save_int8(model, tokenizer, partial)
+    try:
+        partial.rename(target)
+    except OSError:  # another worker's copy landed first
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
 def load_int8(folder: str | Path) -> Any:
     """The model of an int8 folder: the architecture from its config, its float tensors (norms,
-    embeddings) loaded, every Linear an Int8Linear of the saved int8 weights."""
+    embeddings, the Linears kept float) loaded, every other Linear an Int8Linear of the saved
+    int8 weights."""
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     folder = Path(folder)
