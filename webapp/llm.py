@@ -113,8 +113,10 @@ def _load_engine(name: str, folder: str) -> Engine:
     if weights == "int8" and device == "cpu":
         from agents.llm.quantization import cached_int8, is_int8_folder
 
-        if not is_int8_folder(folder):  # quantized once per model, not at every start
-            served = str(cached_int8(folder, settings.DATA_DIR / "int8"))
+        try:  # quantized once per model, not at every start
+            served = folder if is_int8_folder(folder) else str(cached_int8(folder, settings.DATA_DIR / "int8"))
+        except OSError as error:  # a read-only data folder: quantized in memory at every start
+            log.warning("could not keep the int8 folder of %s (%s); quantizing in memory", folder, error)
     engine = TransformersEngine(
         served, dtype=dtype, device=device, int8=weights == "int8", threads=threads if device == "cpu" else None,
         base_model_name=name, draft_model_path=draft, draft_tokens=settings.SCRIPTORIUM_DRAFT_TOKENS,

@@ -179,9 +179,9 @@ def _ids(doc: Doc, name: str) -> list[tuple[int, int, int]]:
     block (y-crdt/pycrdt#382), so its positions after an "é" or a "—" pointed browsers at other
     characters. It does name a block's first character right (offset 0), and a block can be
     told from the next only by guessing (a clock that follows by bytes can be a new block's
-    after a deletion). So the ids are read from a copy in which a mark is typed after every
-    character: each character is then the first of its own block, and splitting a block keeps
-    its characters' ids."""
+    after a deletion). So the ids are read from a copy in which a mark is typed between every two
+    characters: each character is then the first of its own block, and splitting a block keeps
+    its characters' ids (0.24 s for a 4,000-character section, 1 s for 8,000: once per review)."""
     original = str(doc.get(name, type=Text))
     if not original:
         return []
