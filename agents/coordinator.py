@@ -99,11 +99,15 @@ def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: l
           adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
           cancel: section_writer.WriterCancel | None = None,
           drafts: dict[str, str] | None = None,
-          filters: Collection[str] = quality.KINDS) -> dict[str, section_writer.WrittenSection]:
+          filters: Collection[str] = quality.KINDS,
+          on_done: Callable[[section_writer.WrittenSection], None] | None = None,
+          ) -> dict[str, section_writer.WrittenSection]:
     """Write `tasks` (some or all of the outline's leaves) together; see section_writer. Writers
-    do not repeat each other's phrases, nor those in a task's `avoid` (sections written before)."""
+    do not repeat each other's phrases, nor those in a task's `avoid` (sections written before).
+    `on_done` gets each section the moment it is done, while the others are still written."""
     return section_writer.write_sections(engine, brief, outline_text(sections), tasks, adapter=adapter,
-                                         on_text=on_text, cancel=cancel, drafts=drafts, filters=filters)
+                                         on_text=on_text, cancel=cancel, drafts=drafts, filters=filters,
+                                         on_done=on_done)
 
 
 # --- review and finish ------------------------------------------------------------------------

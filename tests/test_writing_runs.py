@@ -322,6 +322,41 @@ def test_a_person_takes_over_a_section_an_agent_is_writing(people, celery_worker
         services.section_take_over(section=gulls, user=owner)
 
 
+def test_a_short_section_is_handed_back_while_a_long_one_is_still_written(people, celery_worker_process):
+    """Issue 25: a section's lock ends the moment its writer is done (saved, its revision recorded,
+    its task done), not when the batch's slowest writer is; a person edits it at once."""
+    from webapp.documents import crdt
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls", "Terns"))
+    document.sections.filter(heading="Gulls").update(word_budget=5000)  # still writing long after
+    document.sections.filter(heading="Terns").update(word_budget=40)
+    document.auto_approve_outline = True
+    document.save()
+    run = services.run_start(document=document, user=owner, batch_size=2)  # one batch: both together
+    gulls, terns = document.sections.get(heading="Gulls"), document.sections.get(heading="Terns")
+
+    def status(section) -> str | None:
+        return run.tasks.filter(section=section).values_list("status", flat=True).first()
+
+    wait_for(lambda: status(terns) == TaskStatus.DONE, timeout=120)
+    assert status(gulls) == TaskStatus.RUNNING
+    writers = crdt.writers(crdt.load(document.id))
+    assert str(terns.key) not in writers and str(gulls.key) in writers
+    terns.refresh_from_db()
+    assert terns.status == SectionStatus.WRITTEN and terns.text
+    assert terns.revisions.order_by("-id").first().agent_role == "writer"
+    edited = terns.text + " Added by a person while the gulls were still written."
+    documents.section_save_text(section_id=terns.id, user=owner, text=edited, expected_version=terns.version)
+    assert status(gulls) == TaskStatus.RUNNING
+
+    services.run_cancel(run=run)
+    wait_for(lambda: not run.tasks.filter(status=TaskStatus.RUNNING).exists(), timeout=30)
+    terns.refresh_from_db()
+    assert terns.text == edited  # the run's end changed nothing in it
+    assert crdt.section_texts(crdt.load(document.id), [terns.key])[str(terns.key)] == edited
+
+
 def test_two_runs_started_together_on_one_worker_both_stream_before_either_finishes(people, celery_worker_process):
     """One agents worker, one serving core: the second run's writers join the first run's batch
     instead of queueing behind it (with a solo pool, run B waited for all of run A)."""

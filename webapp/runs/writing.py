@@ -1,7 +1,8 @@
 """Writing a batch of leaf sections: the coordinator's writer tasks for the claimed sections,
 streamed into the shared document as they come, checkpointed every second (a killed worker's
-sections resume from there on another worker), and saved at the end unless a person took the
-section over or changed it meanwhile (then theirs stays, and ours is kept as a revision)."""
+sections resume from there on another worker), and each handed back the moment its writer is done
+while the others are still written: saved unless a person took the section over or changed it
+meanwhile (then theirs stays, and ours is kept as a revision), and unlocked for people."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class _Streamer:
         self.tokens = {key: 0 for key in tasks}
         self.last_sent = 0.0
         self.last_saved = time.monotonic()
+        self.handed_back: set[str] = set()  # sections done: no more checkpoints, unlocked
 
     def __call__(self, key: str, piece: str) -> None:
         self.text[key] += piece
@@ -76,6 +78,8 @@ class _Streamer:
         Agents panel shows them as they grow)."""
         now = timezone.now()
         for key, task in self.tasks.items():
+            if key in self.handed_back:
+                continue
             if not lifecycle.held(task).filter(status=TaskStatus.RUNNING).update(
                     checkpoint_text=self.text[key], heartbeat_at=now, words=len(self.text[key].split()),
                     tokens=self.tokens[key]):
@@ -89,12 +93,17 @@ class _Streamer:
     def flush(self) -> None:
         self._send(time.monotonic())
 
+    def hand_back(self, key: str) -> None:
+        """The writer of this section is done: people may type in it."""
+        self.handed_back.add(key)
+        self.peer.set_writer(self.tasks[key].section.key, None)
+
     def release(self, lost: frozenset[str] = frozenset()) -> None:
         """The agent is done with its sections (finished, cancelled or failed): people may type.
         Sections in `lost` are another worker's now, and stay its."""
-        for key, task in self.tasks.items():
-            if key not in lost:
-                self.peer.set_writer(task.section.key, None)
+        for key in self.tasks:
+            if key not in lost and key not in self.handed_back:
+                self.hand_back(key)
 
 
 class _Watch:
@@ -167,19 +176,26 @@ def _write(run: WritingRun, claimed: list[AgentTask]) -> None:
         return
     engine, by_key = prepared.engine, prepared.by_key
     streamer, watch = _Streamer(run, by_key), _Watch(run, engine, by_key)
+    hand_back = _HandBack(run, engine, by_key, streamer, watch, prepared.cited)
     try:
         results = coordinator.write(engine, prepared.brief, prepared.sections, prepared.work, adapter=prepared.adapter,
                                     on_text=streamer, cancel=watch,
                                     drafts={key: task.checkpoint_text for key, task in by_key.items()},
-                                    filters=settings.SCRIPTORIUM_WRITER_FILTERS)
+                                    filters=settings.SCRIPTORIUM_WRITER_FILTERS, on_done=hand_back)
     except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
         log.exception("writing failed")
         streamer.release(frozenset(watch.lost))
-        for task in by_key.values():
-            lifecycle.held(task).update(status=TaskStatus.FAILED, error=str(error)[:2000], finished_at=timezone.now())
+        for key, task in by_key.items():
+            if key not in hand_back.done:  # those handed back are saved and done
+                lifecycle.held(task).update(status=TaskStatus.FAILED, error=str(error)[:2000],
+                                            finished_at=timezone.now())
         reviewing.finish_if_done(run_id=run.id)
         return
-    _keep(run, engine, results, by_key, streamer, watch, prepared.cited)
+    for written in results.values():  # each was handed back as it finished; this is for any that was not
+        hand_back(written)
+    streamer.release(frozenset(watch.lost))
+    lifecycle.progress(run.pk, run.document_id)
+    reviewing.finish_if_done(run_id=run.id)
 
 
 @dataclasses.dataclass
@@ -232,34 +248,45 @@ def _prepare(run: WritingRun, claimed: list[AgentTask]) -> _Prepared | None:
     return _Prepared(engine, adapter, brief, sections, work, by_key, cited)
 
 
-def _keep(run: WritingRun, engine, results: dict, by_key: dict[str, AgentTask], streamer: _Streamer, watch: _Watch,
-          cited: dict[str, list[int]]) -> None:
-    """Each finished writer's text into its section (or the person's, where they took it over;
-    or nowhere, where another worker claimed the section meanwhile: its text will count)."""
-    streamer.flush()
-    taken_by = watch.taken_over()
-    gone = lifecycle.heartbeat(list(by_key.values()))
-    lost = watch.lost | {key for key, task in by_key.items() if task.pk in gone}
-    for key, written in results.items():
-        task = by_key[key]
-        if key in lost:
+class _HandBack:
+    """Each section the moment its writer is done, while the batch's other sections are still
+    written: its text saved (or the person's, where they took it over; or nowhere, where another
+    worker claimed it meanwhile: that worker's text will count), its revision recorded, its task
+    done, and its lock in people's editors lifted, so they can edit it at once."""
+
+    def __init__(self, run: WritingRun, engine: Engine, by_key: dict[str, AgentTask], streamer: _Streamer,
+                 watch: _Watch, cited: dict[str, list[int]]):
+        self.run, self.engine, self.by_key, self.streamer, self.watch = run, engine, by_key, streamer, watch
+        self.cited = cited
+        self.done: set[str] = set()
+
+    def __call__(self, written: section_writer.WrittenSection) -> None:
+        key = written.key
+        if key in self.done:
+            return
+        self.done.add(key)
+        self.streamer.flush()
+        task = self.by_key[key]
+        if key in self.watch.lost or lifecycle.heartbeat([task]):
+            self.watch.lost.add(key)
             log.warning("section %s was given to another worker while this one wrote it; its text is dropped",
                         task.section_id)
-            continue
-        if key in taken_by:  # the person's now: their editor holds the text so far, as streamed
+            return
+        taken_by = self.watch.taken_over().get(key)
+        if taken_by:  # the person's now: their editor holds the text so far, as streamed
             Section.objects.filter(pk=task.section_id, status=SectionStatus.WRITING).update(
-                text=streamer.text[key], status=SectionStatus.EDITED)
+                text=self.streamer.text[key], status=SectionStatus.EDITED)
             AgentTask.objects.filter(pk=task.pk).update(
-                status=TaskStatus.SKIPPED, words=written.words, tokens=streamer.tokens[key],
-                finished_at=timezone.now(), error=f"Taken over by {taken_by[key]}.")
-            continue
-        _save(run, task, written, streamer.peer, lifecycle.model_version(engine, task.adapter_version), cited[key])
-        status = TaskStatus.CANCELLED if written.finish == "cancelled" else TaskStatus.DONE
-        lifecycle.held(task).update(status=status, checkpoint_text=written.text, words=written.words,
-                                    tokens=streamer.tokens[key], finished_at=timezone.now())
-    streamer.release(frozenset(lost))
-    lifecycle.progress(run.pk, run.document_id)
-    reviewing.finish_if_done(run_id=run.id)
+                status=TaskStatus.SKIPPED, words=written.words, tokens=self.streamer.tokens[key],
+                finished_at=timezone.now(), error=f"Taken over by {taken_by}.")
+        else:
+            _save(self.run, task, written, self.streamer.peer,
+                  lifecycle.model_version(self.engine, task.adapter_version), self.cited[key])
+            status = TaskStatus.CANCELLED if written.finish == "cancelled" else TaskStatus.DONE
+            lifecycle.held(task).update(status=status, checkpoint_text=written.text, words=written.words,
+                                        tokens=self.streamer.tokens[key], finished_at=timezone.now())
+        self.streamer.hand_back(key)
+        lifecycle.progress(self.run.pk, self.run.document_id)
 
 
 def _save(run: WritingRun, task: AgentTask, written: section_writer.WrittenSection, peer: crdt.Peer,
