@@ -35,6 +35,8 @@ from agents.llm.threads import for_a_serving_process  # noqa: E402  (no torch)
 
 ARMS = {"before": dict(dtype="float32", fast_forward=False), "own float32": dict(dtype="float32"),
         "own int8": dict(int8=True)}
+if "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text():
+    ARMS["own bfloat16"] = dict(dtype="bfloat16")  # what the engine's plain auto dtype picks on such a CPU
 
 
 def _prompt(tokenizer, i: int, length: int) -> str:

@@ -118,6 +118,14 @@ def test_every_page_fits_a_phone_and_a_laptop(web_server, browser, transactional
                 assert response is not None and response.status < 500, f"{url} gave {response and response.status}"
             if name == "document_detail":
                 page.locator("#live-document.live").wait_for()  # the editors are up
+                # The Agents panel: one summary line on a phone (it was ~1,600 px of stacked
+                # rows before the first word of text), the whole table on a laptop.
+                panel = page.evaluate("document.getElementById('runs').getBoundingClientRect().height")
+                table = page.locator("details.agents-details table").is_visible()
+                if width < 640:
+                    assert panel < 250 and not table, f"the Agents panel is {panel} px tall on a phone"
+                else:
+                    assert table
             walked += 1
             overflowing = page.evaluate(OVERFLOWING)
             if overflowing:

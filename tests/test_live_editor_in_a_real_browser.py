@@ -170,3 +170,47 @@ def test_a_claim_to_check_after_quotes_and_dashes_is_marked_in_the_editor_never_
     page.locator('.live-section[data-heading="Terns"] .cm-suggestion-reject').first.click()
     _until(lambda: page.locator(".cm-check-claim").count() == 0, what="the mark gone")
     assert _text(page, "Terns") == text
+
+
+def test_a_second_person_edits_a_short_section_the_moment_it_is_done_while_a_long_one_is_written(
+        web_server, browser, project, owner, editor, celery_worker_process):
+    """Issue 25: a section's lock ends when its own writer is done, not when the run's slowest
+    writer is; the second person types into it in their browser while the other is still written."""
+    from tests.support.factories import make_document
+    from webapp.runs.models import TaskStatus
+
+    document = make_document(project, owner, sections=("Gulls", "Terns"))
+    document.sections.filter(heading="Gulls").update(word_budget=5000)
+    document.sections.filter(heading="Terns").update(word_budget=40)
+    document.auto_approve_outline = True
+    document.save()
+    alice = _open(browser, web_server, owner, document.id)
+    bob = _open(browser, web_server, editor, document.id)
+    alice.get_by_role("button", name="Write with agents").click()
+
+    def section(page, heading: str):
+        return page.locator(f'.live-section[data-heading="{heading}"]')
+
+    def terns_handed_back() -> bool:
+        locked = "being-written" in (section(bob, "Terns").get_attribute("class") or "")
+        done = document.runs.filter(tasks__section__heading="Terns", tasks__status=TaskStatus.DONE).exists()
+        return _text(bob, "Terns") != "" and not locked and done
+
+    _until(terns_handed_back, seconds=120, what="Terns handed back in Bob's page")
+    assert "being-written" in section(bob, "Gulls").get_attribute("class")  # still written
+    assert section(bob, "Gulls").locator(".cm-content").get_attribute("contenteditable") == "false"
+    written = _text(bob, "Terns")
+    _editor(bob, "Terns").click()
+    bob.keyboard.press("Control+End")
+    bob.keyboard.type(" Bob adds this.")
+    expected = written + " Bob adds this."
+    _until(lambda: _text(alice, "Terns") == expected,
+           what=lambda: f"Bob's line in Alice's page: {_text(alice, 'Terns')!r}")
+    terns = document.sections.get(heading="Terns")
+    assert crdt.section_texts(crdt.load(document.id), [terns.key])[str(terns.key)] == expected
+    run = document.runs.get()
+    assert run.status == "writing" and run.tasks.get(section__heading="Gulls").status == TaskStatus.RUNNING
+    shot(bob, "09-short-section-handed-back")
+    alice.get_by_role("button", name="Cancel run").click()
+    _until(lambda: document.runs.get().status == "cancelled", what="the run cancelled")
+    _until(lambda: document.sections.get(heading="Terns").text == expected, what="Bob's text saved after his pause")

@@ -86,7 +86,7 @@ def test_a_new_document_page_follows_the_whole_run_without_a_reload(web_server, 
         # one's section is done and the run not yet, no section is Writing for a moment.
         if page.locator(".section-status", has_text="Writing").count():
             seen_badges.add("section")
-        if page.locator("#runs .badge-running").count():
+        if page.locator("#runs .badge-writing").count():  # AgentTask.progress: a writer at work
             seen_badges.add("task")
         cells = page.locator("#runs .task-words").all_inner_texts()
         seen_words.update(cell for cell in cells if not cell.startswith("–"))
@@ -108,6 +108,8 @@ def test_a_new_document_page_follows_the_whole_run_without_a_reload(web_server, 
     assert page.locator("#run-status").inner_text() == "Done", document.runs.get().error
     page.get_by_role("button", name="Write with agents").wait_for()
     assert page.get_by_role("button", name="Cancel run").count() == 0
+    # The approval's flash was true when the writers started, not now (issue 25): gone once the run moved on.
+    assert page.get_by_text("Outline approved; the writers have started.").count() == 0
     for section in document.sections.all():
         if not section.children.exists():
             _until(lambda section=section: _text(watcher, section.heading) == section.text,

@@ -410,6 +410,43 @@ def test_the_run_panel_says_how_many_requests_are_ahead(people, client):
     assert "3 requests ahead" in page
 
 
+
+def test_the_panel_says_what_each_agent_is_doing_and_offers_take_over_when_a_writer_stalls(people, client,
+                                                                                          settings):
+    """Issue 25: "Running" said nothing. Each agent's state is one a person understands, a writer
+    that kept no sentence for WRITER_STALL_S says so with "Take over", a failure says why, and
+    the outline's origin is said in words, not the code's."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.runs.models import AgentTask
+
+    settings.WRITER_STALL_S = 60
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls", "Terns", "Puffins", "Gannets"))
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING,
+                                    outline_path="re-asked")
+    gulls, terns, puffins, gannets = document.sections.order_by("order")
+    now = timezone.now()
+    AgentTask.objects.create(run=run, role="chief_editor", status=TaskStatus.DONE)
+    AgentTask.objects.create(run=run, role="writer", section=gulls, status=TaskStatus.RUNNING, words=40,
+                             started_at=now - timedelta(seconds=30), progressed_at=now - timedelta(seconds=5))
+    stuck = AgentTask.objects.create(run=run, role="writer", section=terns, status=TaskStatus.RUNNING, words=12,
+                                     started_at=now - timedelta(minutes=5), progressed_at=now - timedelta(seconds=200))
+    AgentTask.objects.create(run=run, role="writer", section=puffins, status=TaskStatus.FAILED,
+                             error="The writer could not start: no model.")
+    AgentTask.objects.create(run=run, role="writer", section=gannets, status=TaskStatus.DONE, words=90)
+    client.force_login(owner)
+    panel = client.get(f"/documents/{document.pk}/live/?part=runs").content.decode()
+    assert "last sentence 5 s ago" in panel
+    assert "No progress" in panel and "no new sentence for 3 min 20 s" in panel
+    assert panel.count('class="secondary outline take-over"') == 1
+    assert f"/sections/{stuck.section_id}/take-over/" in panel
+    assert "The writer could not start: no model." in panel
+    assert "2 done · 1 writing · 1 no progress · 1 failed" in panel
+    assert "outline: planned by the chief editor on a second try" in panel and "re-asked" not in panel
+
 def test_writers_waiting_for_a_row_stay_alive_and_are_not_given_to_another_worker(
         transactional_db, settings, monkeypatch, tiny_model_dir):
     """Their requests wait in the serving core (no text, no checkpoint) longer than

@@ -313,6 +313,8 @@ SCRIPTORIUM_LORA_SERVER_DIR = env_str("SCRIPTORIUM_LORA_SERVER_DIR", "/var/lib/s
 # worker has not checkpointed for this long is given to another worker.
 SECTION_MAX_WORDS = env_int("SECTION_MAX_WORDS", 600)
 WRITER_STALE_S = env_int("WRITER_STALE_S", 30)
+# A writer that keeps no sentence for this long is shown as stalled, with "Take over" on its row.
+WRITER_STALL_S = env_int("WRITER_STALL_S", 120)
 # A task queued this long ago and never started lost its message (the broker was away): queued again.
 QUEUED_LOST_S = env_int("QUEUED_LOST_S", 4 * WRITER_STALE_S)
 # How often each agents worker's watcher looks for such work (webapp/runs/watcher.py).

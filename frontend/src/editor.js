@@ -20,6 +20,12 @@ import { Regions } from "./regions.js";
 const root = document.getElementById("live-document");
 if (root) start(root);
 
+// On a phone the Agents panel starts as its one summary line (a person opens it); later swaps
+// keep whatever they chose (details[data-keep]).
+if (window.matchMedia?.("(max-width: 640px)").matches) {
+  document.querySelector("details.agents-details")?.removeAttribute("open");
+}
+
 function start(root) {
   const documentId = root.dataset.documentId;
   let canEdit = root.dataset.canEdit === "true";
@@ -48,6 +54,7 @@ function start(root) {
       if (editors.has(key)) continue;
       const ytext = ydoc.getText(`section:${key}`);
       const lock = new Compartment();
+      const hint = new Compartment();
       const host = el.querySelector(".live-editor");
       const view = new EditorView({
         parent: host,
@@ -57,7 +64,7 @@ function start(root) {
             keymap.of([...yUndoManagerKeymap, ...defaultKeymap]),
             EditorView.lineWrapping,
             EditorView.contentAttributes.of({ "aria-label": `Text of ${el.dataset.heading}` }),
-            placeholder(host.dataset.placeholder || ""),
+            hint.of(placeholder(emptyHint(key, host))),
             lock.of(editable(key)),
             marks,
             yCollab(ytext, awareness),
@@ -65,7 +72,7 @@ function start(root) {
         }),
       });
       ytext.observe(() => { updateCount(el, ytext); later(() => markSuggestions(key)); });
-      editors.set(key, { el, view, lock, ytext });
+      editors.set(key, { el, view, lock, hint, host, ytext });
       if (synced) el.closest(".doc-section")?.querySelector("details.formatted")?.removeAttribute("open");
     }
     for (const [key, editor] of editors) {
@@ -91,9 +98,17 @@ function start(root) {
     }
   }
 
+  // What an empty section says: not "Type here" while an agent holds it.
+  function emptyHint(key, host) {
+    const writer = writers.get(key);
+    if (writer) return `${writer.name || "An agent"} is writing this section; its text appears here as it comes.`;
+    return host.dataset.placeholder || "";
+  }
+
   function refreshLocks() {
     for (const [key, editor] of editors) {
-      editor.view.dispatch({ effects: editor.lock.reconfigure(editable(key)) });
+      editor.view.dispatch({ effects: [editor.lock.reconfigure(editable(key)),
+                                       editor.hint.reconfigure(placeholder(emptyHint(key, editor.host)))] });
       const badge = editor.el.querySelector(".writer-badge");
       const writer = writers.get(key);
       badge.hidden = !writer;

@@ -48,6 +48,7 @@ export class Regions {
   swap(html, { messages = false } = {}) {
     const fresh = new DOMParser().parseFromString(html, "text/html");
     const active = document.activeElement;
+    const status = document.getElementById("run-status")?.textContent;
     for (const region of fresh.querySelectorAll("[data-live][id]")) {
       const current = document.getElementById(region.id);
       if (!current) continue;
@@ -65,6 +66,9 @@ export class Regions {
     const notes = fresh.getElementById("messages");
     if (messages && notes) {
       document.getElementById("messages")?.replaceChildren(...[...notes.childNodes].map((n) => document.importNode(n, true)));
+    } else if (status !== document.getElementById("run-status")?.textContent) {
+      // "Outline approved; the writers have started." is no longer true once the run moved on.
+      document.querySelectorAll("#messages .flash-success, #messages .flash-info").forEach((note) => note.remove());
     }
     this.swapped();
     this.tick();

@@ -26,7 +26,7 @@ from pycrdt import (
 from pycrdt.websocket.django_channels_consumer import YjsConsumer
 
 from webapp.documents import crdt, presence, services
-from webapp.documents.models import Document
+from webapp.documents.models import Document, Section
 from webapp.events import current_seq, document_group, user_group
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
         self.ydoc.apply_update(update)
         if self._changes == changes:
             return  # known already (a reconnecting client re-sends its state): nothing to store or save
-        locks = crdt.undo_locked_changes(self.ydoc, held, texts)
+        locks, refused = crdt.undo_locked_changes(self.ydoc, held, texts)
         limits, too_long = crdt.limit_lengths(self.ydoc, settings.SECTION_TEXT_MAX_CHARS, before)
         await database_sync_to_async(crdt.store)(self.document_id, update, self.user.username)
         await self._to_others({"type": "crdt.update", "update": update})
@@ -249,6 +249,10 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
                 await database_sync_to_async(crdt.store)(self.document_id, correction, origin)
                 await self._to_others({"type": "crdt.update", "update": correction})
                 await self.send(bytes_data=create_update_message(correction))
+        if refused:  # the same words as the form, a restore or an accept get
+            text = await database_sync_to_async(self._held_message)(refused[0], held[refused[0]])
+            await self.channel_layer.group_send(self.user_group, {
+                "type": "notice", "document_id": self.document_id, "level": "error", "text": text})
         if too_long:
             await self.channel_layer.group_send(self.user_group, {
                 "type": "notice", "document_id": self.document_id, "level": "error",
@@ -274,6 +278,11 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
     async def crdt_awareness(self, message: dict) -> None:
         if message.get("sender") != self.channel_name and await self.rights_hold():
             await self.send(bytes_data=message["message"])
+
+    def _held_message(self, key: str, writer: dict) -> str:
+        heading = Section.objects.filter(document_id=self.document_id, key=key).values_list(
+            "heading", flat=True).first()
+        return services.held_message(heading or "this section", writer)
 
     async def _save_after_pause(self) -> None:
         await asyncio.sleep(PAUSE_S)

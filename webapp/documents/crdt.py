@@ -233,14 +233,15 @@ def locked(doc: Doc) -> tuple[dict[str, dict], dict[str, str]]:
     return held, section_texts(doc, held)
 
 
-def undo_locked_changes(doc: Doc, held: dict[str, dict], texts: dict[str, str]) -> bytes | None:
+def undo_locked_changes(doc: Doc, held: dict[str, dict], texts: dict[str, str]) -> tuple[bytes | None, list[str]]:
     """After a client's update: put back what `locked()` said it may not change. Returns the
-    correcting update (None when the client kept to its own sections)."""
+    correcting update (None when the client kept to its own sections) and the keys of the held
+    sections whose text it had changed."""
     current = doc.get(WRITERS, type=Map)
     wrong_writers = dict(current) != held
     wrong_texts = [key for key, text in texts.items() if section_text(doc, key) != text]
     if not wrong_writers and not wrong_texts:
-        return None
+        return None, []
     before = doc.get_state()
     with doc.transaction(origin="locks"):
         if wrong_writers:
@@ -251,7 +252,7 @@ def undo_locked_changes(doc: Doc, held: dict[str, dict], texts: dict[str, str]) 
                     current[key] = writer
         for key in wrong_texts:
             set_text(doc, key, texts[key])
-    return doc.get_update(before)
+    return doc.get_update(before), wrong_texts
 
 
 class Peer:

@@ -72,6 +72,8 @@ def revision_restore(*, revision: Revision, user) -> Revision:
             "That section has since been deleted. Restore an outline revision from before the "
             "deletion to bring the section back, then restore its text."
         )
+    if section.text == revision.content:  # restoring would change nothing and record nothing
+        raise RestoreError(f"“{section.heading}” already has this text; nothing was restored.")
     section_save_text(section_id=section.id, user=user, text=revision.content,
                       expected_version=section.version, restored_from=revision)
     return section.revisions.order_by("-id").first()

@@ -29,6 +29,23 @@ from webapp.projects.models import Membership, Project, Role
 log = logging.getLogger(__name__)
 
 
+class SectionHeld(Exception):
+    """An agent is writing the section: nobody else changes it until it is done or taken over.
+    Every way of changing a section's text says so in the same words (`held_message`)."""
+
+
+def held_message(heading: str, writer: dict) -> str:
+    agent = writer.get("name") or "An agent"
+    return (f"{agent} is writing “{heading}” now. You can edit it the moment it is done, "
+            "or take it over from the Agents panel.")
+
+
+def section_writer(section: Section, doc=None) -> dict | None:
+    """The agent writing this section now (as people's editors see it), or None."""
+    writer = crdt.writers(doc if doc is not None else crdt.load(section.document_id)).get(str(section.key))
+    return writer if isinstance(writer, dict) else None
+
+
 class SectionConflict(Exception):
     """Someone else saved the section first. The losing text is kept as `revision`."""
 
@@ -252,6 +269,11 @@ def section_save_text(*, section_id: int, user, text: str, expected_version: int
     comes from it (`from_crdt`: a person typed it in the live editor). A caller that already
     holds the shared document passes its `peer`, so it is not loaded again for every save."""
     text = text.replace("\r\n", "\n")
+    if user is not None and not agent_role and not from_crdt:  # a person's form, restore or accept
+        section = Section.objects.get(pk=section_id)
+        writer = section_writer(section)
+        if writer is not None:
+            raise SectionHeld(held_message(section.heading, writer))
     if len(text) > settings.SECTION_TEXT_MAX_CHARS:
         raise TextTooLong(f"A section holds at most {settings.SECTION_TEXT_MAX_CHARS:,} characters; "
                           f"this text has {len(text):,}. Split it into several sections.")

@@ -146,12 +146,13 @@ def section_edit(request, document_id: int, section_id: int):
     form = SectionTextForm(request.POST or None,
                            initial={"text": section.text, "version": section.version})
     conflict = None
+    writer = services.section_writer(section)
     if request.method == "POST" and form.is_valid():
         try:
             services.section_save_text(section_id=section.id, user=request.user,
                                        text=form.cleaned_data["text"],
                                        expected_version=form.cleaned_data["version"])
-        except services.TextTooLong as error:
+        except (services.TextTooLong, services.SectionHeld) as error:
             form.add_error("text", str(error))
         except services.SectionConflict as error:
             conflict = error
@@ -164,6 +165,7 @@ def section_edit(request, document_id: int, section_id: int):
     return render(request, "documents/section_edit.html", {
         "document": document, "project": document.project, "membership": membership,
         "section": section, "form": form, "conflict": conflict,
+        "held": services.held_message(section.heading, writer) if writer else "",
     })
 
 
@@ -240,7 +242,7 @@ def revision_restore(request, document_id: int, revision_id: int):
     revision = _revision(document, revision_id)
     try:
         revisions.revision_restore(revision=revision, user=request.user)
-    except (revisions.RestoreError, services.TextTooLong) as error:
+    except (revisions.RestoreError, services.TextTooLong, services.SectionHeld) as error:
         messages.error(request, str(error))
         return redirect("revision_detail", document_id=document.id, revision_id=revision.id)
     what = "the outline" if revision.outline is not None else f"“{revision.heading}”"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -21,6 +23,15 @@ class RunStatus(models.TextChoices):
 
 ACTIVE = (RunStatus.PLANNING, RunStatus.AWAITING_APPROVAL, RunStatus.WRITING, RunStatus.REVIEWING)
 FINAL = (RunStatus.DONE, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+OUTLINE_ORIGINS = {
+    "model": "planned by the chief editor",
+    "model-repaired": "planned by the chief editor, headings tidied",
+    "re-asked": "planned by the chief editor on a second try",
+    "fallback": "a standard outline: the chief editor's plans could not be used",
+    "existing": "the outline people wrote",
+}
 
 
 class WritingRun(models.Model):
@@ -59,6 +70,21 @@ class WritingRun(models.Model):
         return ahead
 
     @property
+    def progress_summary(self) -> str:
+        """The agents' states in one line ("2 writing · 1 waiting · 3 done"), over the prefetched
+        tasks the panel shows."""
+        counts: dict[str, int] = {}
+        for task in self.tasks.all():
+            label = task.progress.label.lower()
+            counts[label] = counts.get(label, 0) + 1
+        return " · ".join(f"{count} {label}" for label, count in counts.items()) or "No agents yet"
+
+    @property
+    def outline_origin(self) -> str:
+        """How the outline came about, in a reader's words (outline_path is the code's)."""
+        return OUTLINE_ORIGINS.get(self.outline_path, "")
+
+    @property
     def elapsed_s(self) -> float:
         return ((self.finished_at or timezone.now()) - self.created_at).total_seconds()
 
@@ -78,6 +104,23 @@ class TaskStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
     SKIPPED = "skipped", "Skipped (pinned or written by a person)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    state: str  # waiting, planning, writing, reviewing, finishing, stalled, or a finished TaskStatus
+    label: str
+    detail: str = ""
+    stalled: bool = False  # a writer with no new sentence for WRITER_STALL_S: people may take over
+
+
+ROLE_WORK = {"chief_editor": ("planning", "Planning", "the outline"),
+             "reviewer": ("reviewing", "Reviewing", "the whole article"),
+             "finisher": ("finishing", "Finishing", "the title and the lead")}
+
+
+def pluralize(count: int) -> str:
+    return "" if count == 1 else "s"
 
 
 class AgentTask(models.Model):
@@ -105,6 +148,7 @@ class AgentTask(models.Model):
         null=True, blank=True, help_text="While its request waits for the model: how many requests are ahead of it.")
     instruction = models.TextField(blank=True, help_text="What a person asked for when regenerating.")
     error = models.TextField(blank=True)
+    progressed_at = models.DateTimeField(null=True, blank=True, help_text="When its writer last kept a sentence.")
 
     class Meta:
         ordering = ["run", "id"]
@@ -124,6 +168,29 @@ class AgentTask(models.Model):
     def tokens_per_s(self) -> float:
         elapsed = self.elapsed_s
         return self.tokens / elapsed if elapsed else 0.0
+
+    @property
+    def progress(self) -> Progress:
+        """Where this agent is, in words a person reads at a glance (the Agents panel). The panel's
+        view sets `ahead` from the serving core's queue; otherwise the last one the worker saved."""
+        if self.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            return Progress(self.status, self.get_status_display(), self.error)
+        ahead = getattr(self, "ahead", self.waiting_ahead)
+        if ahead is not None:
+            return Progress("waiting", "Waiting for the model", f"{ahead} request{pluralize(ahead)} ahead" if ahead
+                            else "next in line")
+        if self.status == TaskStatus.QUEUED:
+            return Progress("waiting", "Waiting", "to start")
+        if self.role in ROLE_WORK:
+            return Progress(*ROLE_WORK[self.role])
+        since = self.progressed_at or self.started_at
+        quiet = int((timezone.now() - since).total_seconds()) if since else 0
+        if quiet > settings.WRITER_STALL_S:
+            return Progress("stalled", "No progress", f"no new sentence for {quiet // 60} min {quiet % 60} s",
+                            stalled=True)
+        if self.progressed_at is None:
+            return Progress("writing", "Writing", "its first sentence")
+        return Progress("writing", "Writing", f"last sentence {quiet} s ago")
 
 
 class SuggestionStatus(models.TextChoices):

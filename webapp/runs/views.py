@@ -223,7 +223,7 @@ def suggestion_accept(request, document_id: int, suggestion_id: int):
         suggestions.suggestion_accept(suggestion=suggestion, user=request.user)
     except suggestions.SuggestionOutdated as error:
         messages.error(request, str(error))
-    except (documents.SectionConflict, documents.TextTooLong) as error:
+    except (documents.SectionConflict, documents.TextTooLong, documents.SectionHeld) as error:
         messages.error(request, str(error))
     else:
         messages.success(request, "Accepted: the change is in the text and in its history.")

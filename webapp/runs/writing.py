@@ -48,10 +48,12 @@ class _Streamer:
         self.last_sent = 0.0
         self.last_saved = time.monotonic()
         self.handed_back: set[str] = set()  # sections done: no more checkpoints, unlocked
+        self.kept_at = {key: task.progressed_at for key, task in tasks.items()}  # the last sentence kept
 
     def __call__(self, key: str, piece: str) -> None:
         self.text[key] += piece
         self.tokens[key] += 1  # the engine streams one token's text per call
+        self.kept_at[key] = timezone.now()
         self.unsent[key] += piece
         now = time.monotonic()
         if now - self.last_sent >= BROADCAST_EVERY_S:
@@ -82,7 +84,7 @@ class _Streamer:
                 continue
             if not lifecycle.held(task).filter(status=TaskStatus.RUNNING).update(
                     checkpoint_text=self.text[key], heartbeat_at=now, words=len(self.text[key].split()),
-                    tokens=self.tokens[key]):
+                    tokens=self.tokens[key], progressed_at=self.kept_at[key]):
                 continue  # another worker took it over: its checkpoints count now
             # Into the section too, unless a person changed it since writing began.
             Section.objects.filter(pk=task.section_id, version=task.base_version).update(
