@@ -214,3 +214,19 @@ def test_a_second_person_edits_a_short_section_the_moment_it_is_done_while_a_lon
     alice.get_by_role("button", name="Cancel run").click()
     _until(lambda: document.runs.get().status == "cancelled", what="the run cancelled")
     _until(lambda: document.sections.get(heading="Terns").text == expected, what="Bob's text saved after his pause")
+
+
+def test_an_empty_section_an_agent_holds_says_who_writes_it_not_type_here(web_server, browser, document, editor):
+    """Issue 25: a locked empty section said "Empty. Type here…"."""
+    terns = document.sections.get(heading="Terns")
+    writer = crdt.Peer(document.id, "writer")
+    off_the_event_loop(writer.set_writer, terns.key, {"name": "Section writer", "role": "writer", "color": "#8e24aa"})
+    page = _open(browser, web_server, editor, document.id)
+
+    def hint(heading: str) -> str:
+        return page.locator(f'.live-section[data-heading="{heading}"] .cm-placeholder').inner_text()
+
+    assert hint("Terns") == "Section writer is writing this section; its text appears here as it comes."
+    assert hint("Gulls").startswith("Empty. Type here")
+    off_the_event_loop(writer.set_writer, terns.key, None)
+    _until(lambda: hint("Terns").startswith("Empty. Type here"), what="the hint back once the writer let go")
