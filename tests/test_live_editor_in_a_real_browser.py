@@ -230,3 +230,37 @@ def test_an_empty_section_an_agent_holds_says_who_writes_it_not_type_here(web_se
     assert hint("Gulls").startswith("Empty. Type here")
     off_the_event_loop(writer.set_writer, terns.key, None)
     _until(lambda: hint("Terns").startswith("Empty. Type here"), what="the hint back once the writer let go")
+
+
+def test_a_suggestion_one_person_makes_in_the_editor_is_accepted_on_the_other_s_page(web_server, browser, document,
+                                                                                   owner, editor):
+    """Issue 25: people's own tracked changes. Bob selects words in his editor and suggests other
+    words; Alice's page marks them as a tracked change with his name, and her ✓ applies it."""
+    from webapp.documents import services as documents
+
+    terns = document.sections.get(heading="Terns")
+    off_the_event_loop(documents.section_save_text, section_id=terns.id, user=owner,
+                       text="Terns dive well. They nest on shingle.", expected_version=terns.version)
+    alice = _open(browser, web_server, owner, document.id)
+    bob = _open(browser, web_server, editor, document.id)
+    _editor(bob, "Terns").click()
+    bob.keyboard.press("Control+End")
+    for _ in "shingle.":
+        bob.keyboard.press("Shift+ArrowLeft")
+    tools = bob.locator(f"#section-{terns.id} details.suggest")
+    tools.locator("summary").click()
+    assert tools.locator("textarea[name=original]").input_value() == "shingle."
+    tools.locator("textarea[name=replacement]").fill("pebbles.")
+    tools.get_by_role("button", name="Suggest").click()
+    bob.get_by_text("Suggested: the others see it").wait_for()
+
+    mark = alice.locator('.live-section[data-heading="Terns"] .cm-suggestion')
+    mark.first.wait_for(timeout=20_000)
+    card = alice.locator(f"#section-{terns.id} .suggestion")
+    assert "edgar suggests" in card.inner_text() and "outdated" not in (card.get_attribute("class") or "")
+    shot(alice, "10-a-person-s-suggestion")
+    card.get_by_role("button", name="Accept").click()
+    expected = "Terns dive well. They nest on pebbles."
+    for page in (alice, bob):
+        _until(lambda page=page: _text(page, "Terns") == expected, what=lambda page=page: _text(page, "Terns"))
+    assert document.sections.get(heading="Terns").text == expected

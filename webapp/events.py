@@ -88,7 +88,7 @@ class RunProgress(DocumentEvent):
 
 @dataclass(frozen=True)
 class SuggestionsChanged(DocumentEvent):
-    """The reviewer replaced the open suggestions; `open` of them now."""
+    """The open suggestions changed (the reviewer replaced its own, or a person proposed one); `open` of them now."""
     type: ClassVar[str] = "suggestions.changed"
     open: int
 

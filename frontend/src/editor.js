@@ -66,6 +66,7 @@ function start(root) {
             EditorView.contentAttributes.of({ "aria-label": `Text of ${el.dataset.heading}` }),
             hint.of(placeholder(emptyHint(key, host))),
             lock.of(editable(key)),
+            EditorView.updateListener.of((update) => { if (update.selectionSet) selected(el, update.state); }),
             marks,
             yCollab(ytext, awareness),
           ],
@@ -78,6 +79,16 @@ function start(root) {
     for (const [key, editor] of editors) {
       if (!present.has(key)) { editor.view.destroy(); editors.delete(key); }  // deleted from the outline
     }
+  }
+
+  // The words a person selects fill their section's "Suggest a change" form (offsets in UTF-16
+  // units, as the server's suggestion_propose reads them).
+  function selected(el, state) {
+    const range = state.selection.main;
+    const form = el.closest(".doc-section")?.querySelector("form.suggest-form");
+    if (range.empty || !form) return;
+    form.elements.original.value = state.sliceDoc(range.from, range.to);
+    form.elements.at.value = String(range.from);
   }
 
   const words = (text) => text.split(/\s+/).filter(Boolean).length;

@@ -58,6 +58,7 @@ ROUTES = {
     "run_cancel": ("POST", "editor"),
     "section_regenerate": ("POST", "editor"),
     "section_take_over": ("POST", "editor"),
+    "suggestion_propose": ("POST", "editor"),
     "suggestion_accept": ("POST", "editor"),
     "suggestion_reject": ("POST", "editor"),
 }
@@ -130,6 +131,7 @@ def url_for(name: str, w: dict) -> str:
         "run_cancel": {"document_id": d, "run_id": w["run"].id},
         "suggestion_accept": {"document_id": d, "suggestion_id": w["suggestion"].id},
         "suggestion_reject": {"document_id": d, "suggestion_id": w["suggestion"].id},
+        "suggestion_propose": {"document_id": d, "section_id": w["section"].id},
     }.get(name)
     if kwargs is None and name.startswith("section_"):
         kwargs = {"document_id": d, "section_id": w["section"].id}

@@ -200,14 +200,19 @@ class SuggestionStatus(models.TextChoices):
     STALE = "stale", "Out of date (the text changed)"
 
 
+PERSON = "person"  # Suggestion.role of a change a person proposes for others to accept
+
+
 class Suggestion(models.Model):
-    """A change an agent proposes; only a person's accept applies it."""
+    """A change an agent or a person proposes; only a person's accept applies it."""
 
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="suggestions")
     section = models.ForeignKey(Section, null=True, blank=True, on_delete=models.CASCADE, related_name="suggestions",
                                 help_text="Empty for a change to the whole document (its title).")
     run = models.ForeignKey(WritingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="suggestions")
-    role = models.CharField(max_length=50)
+    role = models.CharField(max_length=50, help_text="The agent's role, or PERSON for a person's own suggestion.")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+", help_text="The person who suggested it (role PERSON).")
     kind = models.CharField(max_length=30)
     original = models.TextField(help_text="The exact text to replace.")
     replacement = models.TextField(blank=True)
@@ -226,3 +231,10 @@ class Suggestion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} suggestion on {self.section or self.document}"
+
+    @property
+    def by(self) -> str:
+        """Who proposed it, as the page and the history say it."""
+        if self.role == PERSON:
+            return self.author.username if self.author else "A former member"
+        return self.role.replace("_", " ").capitalize()

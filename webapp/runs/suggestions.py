@@ -1,5 +1,6 @@
-"""People decide on the agents' suggestions: accepting applies the change to the current text
-as the person's own revision; a suggestion whose text has changed since is marked stale."""
+"""Suggestions: people propose their own changes beside the agents', and decide on both;
+accepting applies the change to the current text as the accepting person's revision; a
+suggestion whose text has changed since is marked stale."""
 
 from __future__ import annotations
 
@@ -12,11 +13,68 @@ from webapp import events
 from webapp.documents import crdt
 from webapp.documents import services as documents
 from webapp.documents.models import Document
-from webapp.runs.models import Suggestion, SuggestionStatus
+from webapp.runs.models import PERSON, Suggestion, SuggestionStatus
 
 
 class SuggestionOutdated(Exception):
     pass
+
+
+class SuggestionRefused(ValueError):
+    """A person's suggestion that cannot be made as asked (nothing selected, the words are gone)."""
+
+
+ORIGINAL_MAX_CHARS = 2_000
+REPLACEMENT_MAX_CHARS = 5_000
+
+
+def suggestion_propose(*, section, user, original: str, replacement: str, at: int = 0,
+                       reason: str = "") -> Suggestion:
+    """A person's own change, proposed for others to accept or reject: `original` is the words
+    they selected, near `at` (a UTF-16 offset, as the editor counts) in the section's shared
+    text; the suggestion is anchored there like the reviewer's, so it follows later edits."""
+    original, replacement = original.replace("\r\n", "\n"), replacement.replace("\r\n", "\n")
+    if not original.strip():
+        raise SuggestionRefused("Select the words you want to change first.")
+    if len(original) > ORIGINAL_MAX_CHARS or len(replacement) > REPLACEMENT_MAX_CHARS:
+        raise SuggestionRefused(f"A suggestion changes at most {ORIGINAL_MAX_CHARS:,} characters into at most "
+                                f"{REPLACEMENT_MAX_CHARS:,}; edit the text directly, or split the change.")
+    if original == replacement:
+        raise SuggestionRefused("The suggestion is the same as the text: type what it should say instead.")
+    shared = crdt.load(section.document_id)
+    writer = documents.section_writer(section, shared)
+    if writer is not None:
+        raise documents.SectionHeld(documents.held_message(section.heading, writer))
+    text = crdt.section_text(shared, section.key)
+    start = _nearest(text, original, _from_utf16(text, at))
+    if start is None:
+        raise SuggestionRefused(f"“{original[:80]}” is no longer in “{section.heading}”; someone changed it.")
+    anchor = crdt.Anchors(shared, section.key).make(start, start + len(original))
+    suggestion = Suggestion.objects.create(document_id=section.document_id, section=section, role=PERSON,
+                                           author=user, kind="edit", original=original, replacement=replacement,
+                                           reason=reason[:500], anchor=anchor)
+    open_count = Suggestion.objects.filter(document_id=section.document_id, status=SuggestionStatus.OPEN).count()
+    events.send(events.SuggestionsChanged(document_id=section.document_id, open=open_count))
+    return suggestion
+
+
+def _from_utf16(text: str, units: int) -> int:
+    """The Python index of the character at `units` UTF-16 code units into `text`."""
+    count = 0
+    for index, char in enumerate(text):
+        if count >= units:
+            return index
+        count += 2 if ord(char) > 0xFFFF else 1
+    return len(text)
+
+
+def _nearest(text: str, original: str, near: int) -> int | None:
+    """Where `original` occurs in `text` closest to `near` (the selection the person made)."""
+    found, start = [], text.find(original)
+    while start >= 0:
+        found.append(start)
+        start = text.find(original, start + 1)
+    return min(found, key=lambda at: abs(at - near)) if found else None
 
 
 def suggestion_accept(*, suggestion: Suggestion, user) -> Suggestion:
@@ -39,9 +97,9 @@ def suggestion_accept(*, suggestion: Suggestion, user) -> Suggestion:
         events.send(events.SuggestionDecided(document_id=suggestion.document_id, suggestion_id=suggestion.id,
                                              status=SuggestionStatus.STALE))
         raise SuggestionOutdated("The text this suggestion refers to has changed since; it no longer applies.")
-    agent = suggestion.role.replace("_", " ").capitalize()
+    summary = f"Accepted suggestion by {suggestion.by} ({suggestion.role}): {suggestion.kind}"
     documents.section_save_text(section_id=section.id, user=user, text=text, expected_version=section.version,
-                                summary=f"Accepted suggestion by {agent} ({suggestion.role}): {suggestion.kind}")
+                                summary=summary)
     return _decide(suggestion, user, SuggestionStatus.ACCEPTED)
 
 

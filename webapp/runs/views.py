@@ -210,6 +210,28 @@ def section_take_over(request, document_id: int, section_id: int):
     return _back(document.id, f"section-{section.id}")
 
 
+@login_required
+@require_POST
+def suggestion_propose(request, document_id: int, section_id: int):
+    """A person's own change to the words they selected, for others to accept or reject."""
+    document, _ = _document(request, document_id, Role.EDITOR)  # viewers cannot suggest
+    section = get_object_or_404(Section, pk=section_id, document=document)
+    try:
+        at = max(0, int(request.POST.get("at") or 0))
+    except ValueError:
+        at = 0
+    try:
+        made = suggestions.suggestion_propose(section=section, user=request.user, at=at,
+                                              original=request.POST.get("original", ""),
+                                              replacement=request.POST.get("replacement", ""),
+                                              reason=request.POST.get("reason", ""))
+    except (suggestions.SuggestionRefused, documents.SectionHeld) as error:
+        messages.error(request, str(error))
+        return _back(document.id, f"section-{section.id}")
+    messages.success(request, "Suggested: the others see it marked in the text, to accept or reject.")
+    return _back(document.id, f"suggestion-{made.id}")
+
+
 def _suggestion(request, document_id: int, suggestion_id: int) -> Suggestion:
     document, _ = _document(request, document_id, Role.EDITOR)
     return get_object_or_404(Suggestion.objects.select_related("section"), pk=suggestion_id, document=document)
