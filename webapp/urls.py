@@ -61,6 +61,7 @@ urlpatterns = [
     path(D + "sections/<int:section_id>/regenerate/", runs.section_regenerate, name="section_regenerate"),
     path(D + "sections/<int:section_id>/take-over/", runs.section_take_over, name="section_take_over"),
     path(D + "sections/<int:section_id>/suggest/", runs.suggestion_propose, name="suggestion_propose"),
+    path(D + "sections/<int:section_id>/ask/", runs.section_ask, name="section_ask"),
     path(D + "suggestions/<int:suggestion_id>/accept/", runs.suggestion_accept, name="suggestion_accept"),
     path(D + "suggestions/<int:suggestion_id>/reject/", runs.suggestion_reject, name="suggestion_reject"),
 ]

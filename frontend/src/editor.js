@@ -81,14 +81,15 @@ function start(root) {
     }
   }
 
-  // The words a person selects fill their section's "Suggest a change" form (offsets in UTF-16
-  // units, as the server's suggestion_propose reads them).
+  // The words a person selects fill their section's "Suggest a change" and "Ask an agent" forms
+  // (offsets in UTF-16 units, as the server's selection_anchor reads them).
   function selected(el, state) {
     const range = state.selection.main;
-    const form = el.closest(".doc-section")?.querySelector("form.suggest-form");
-    if (range.empty || !form) return;
-    form.elements.original.value = state.sliceDoc(range.from, range.to);
-    form.elements.at.value = String(range.from);
+    if (range.empty) return;
+    for (const form of el.closest(".doc-section")?.querySelectorAll("form.selection-form") || []) {
+      form.elements.original.value = state.sliceDoc(range.from, range.to);
+      form.elements.at.value = String(range.from);
+    }
   }
 
   const words = (text) => text.split(/\s+/).filter(Boolean).length;

@@ -59,6 +59,7 @@ ROUTES = {
     "section_regenerate": ("POST", "editor"),
     "section_take_over": ("POST", "editor"),
     "suggestion_propose": ("POST", "editor"),
+    "section_ask": ("POST", "editor"),
     "suggestion_accept": ("POST", "editor"),
     "suggestion_reject": ("POST", "editor"),
 }

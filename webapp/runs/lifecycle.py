@@ -27,6 +27,7 @@ PLAN_TASK = "agents.plan_run"
 WRITE_TASK = "agents.write_batch"
 REVIEW_TASK = "agents.review_run"
 GENERATE_TASK = "agents.generate"
+ASK_TASK = "agents.ask_about_passage"
 
 log = logging.getLogger(__name__)
 

@@ -34,13 +34,24 @@ def suggestion_propose(*, section, user, original: str, replacement: str, at: in
     they selected, near `at` (a UTF-16 offset, as the editor counts) in the section's shared
     text; the suggestion is anchored there like the reviewer's, so it follows later edits."""
     original, replacement = original.replace("\r\n", "\n"), replacement.replace("\r\n", "\n")
-    if not original.strip():
-        raise SuggestionRefused("Select the words you want to change first.")
-    if len(original) > ORIGINAL_MAX_CHARS or len(replacement) > REPLACEMENT_MAX_CHARS:
-        raise SuggestionRefused(f"A suggestion changes at most {ORIGINAL_MAX_CHARS:,} characters into at most "
-                                f"{REPLACEMENT_MAX_CHARS:,}; edit the text directly, or split the change.")
+    if len(replacement) > REPLACEMENT_MAX_CHARS:
+        raise SuggestionRefused(f"A suggestion says at most {REPLACEMENT_MAX_CHARS:,} characters; edit the text "
+                                "directly, or split the change.")
     if original == replacement:
         raise SuggestionRefused("The suggestion is the same as the text: type what it should say instead.")
+    anchor = selection_anchor(section, original, at)
+    return saved(Suggestion(document_id=section.document_id, section=section, role=PERSON, author=user, kind="edit",
+                           original=original, replacement=replacement, reason=reason[:500], anchor=anchor))
+
+
+def selection_anchor(section, original: str, at: int) -> dict:
+    """The anchor of the words a person selected (`original`, near UTF-16 offset `at` of the
+    section's shared text), for a suggestion on exactly them; refused while an agent writes the
+    section, or when the words are gone."""
+    if not original.strip():
+        raise SuggestionRefused("Select the words you want to change first.")
+    if len(original) > ORIGINAL_MAX_CHARS:
+        raise SuggestionRefused(f"Select at most {ORIGINAL_MAX_CHARS:,} characters; edit longer passages directly.")
     shared = crdt.load(section.document_id)
     writer = documents.section_writer(section, shared)
     if writer is not None:
@@ -49,13 +60,20 @@ def suggestion_propose(*, section, user, original: str, replacement: str, at: in
     start = _nearest(text, original, _from_utf16(text, at))
     if start is None:
         raise SuggestionRefused(f"“{original[:80]}” is no longer in “{section.heading}”; someone changed it.")
-    anchor = crdt.Anchors(shared, section.key).make(start, start + len(original))
-    suggestion = Suggestion.objects.create(document_id=section.document_id, section=section, role=PERSON,
-                                           author=user, kind="edit", original=original, replacement=replacement,
-                                           reason=reason[:500], anchor=anchor)
-    open_count = Suggestion.objects.filter(document_id=section.document_id, status=SuggestionStatus.OPEN).count()
-    events.send(events.SuggestionsChanged(document_id=section.document_id, open=open_count))
+    return crdt.Anchors(shared, section.key).make(start, start + len(original))
+
+
+def saved(suggestion: Suggestion) -> Suggestion:
+    """Store a new suggestion and tell the document's pages."""
+    suggestion.save()
+    changed(suggestion.document_id)
     return suggestion
+
+
+def changed(document_id: int, *, now: bool = False) -> None:
+    """The document's open suggestions changed (one added, or its text grew): pages re-read them."""
+    count = Suggestion.objects.filter(document_id=document_id, status=SuggestionStatus.OPEN).count()
+    events.send(events.SuggestionsChanged(document_id=document_id, open=count), now=now)
 
 
 def _from_utf16(text: str, units: int) -> int:
@@ -81,6 +99,8 @@ def suggestion_accept(*, suggestion: Suggestion, user) -> Suggestion:
     """Apply the change to the section's current text, as a revision by the person who accepted."""
     if suggestion.status != SuggestionStatus.OPEN:
         return suggestion
+    if suggestion.kind == "ask":  # asking.ASKED: an agent's answer still streaming in
+        raise SuggestionRefused("The agent is still answering; accept once its answer is complete.")
     if suggestion.section is None:  # the title
         with transaction.atomic():
             document = Document.objects.select_for_update().get(pk=suggestion.document_id)

@@ -11,7 +11,7 @@ from celery import shared_task
 
 from agents.llm.types import GenerationRequest
 from webapp import llm
-from webapp.runs import lifecycle, reviewing, services, writing
+from webapp.runs import asking, lifecycle, reviewing, services, writing
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,11 @@ def write_batch(run_id: int, task_ids: list[int]) -> None:
 @shared_task(name=lifecycle.REVIEW_TASK)
 def review_run(run_id: int) -> None:
     reviewing.run_review(run_id=run_id)
+
+
+@shared_task(name=lifecycle.ASK_TASK)
+def ask_about_passage(suggestion_id: int) -> None:
+    asking.answer(suggestion_id=suggestion_id)
 
 
 @shared_task(name=lifecycle.GENERATE_TASK)

@@ -18,7 +18,7 @@ from webapp.documents import export, presence
 from webapp.documents import services as documents
 from webapp.documents.models import Document, Section
 from webapp.projects.models import Membership, Role
-from webapp.runs import services, suggestions
+from webapp.runs import asking, services, suggestions
 from webapp.runs.models import ACTIVE, Suggestion, WritingRun
 
 
@@ -232,6 +232,27 @@ def suggestion_propose(request, document_id: int, section_id: int):
     return _back(document.id, f"suggestion-{made.id}")
 
 
+@login_required
+@require_POST
+def section_ask(request, document_id: int, section_id: int):
+    """Ask an agent to change the words a person selected; its answer streams in as a suggestion."""
+    document, _ = _document(request, document_id, Role.EDITOR)
+    section = get_object_or_404(Section, pk=section_id, document=document)
+    try:
+        at = max(0, int(request.POST.get("at") or 0))
+    except ValueError:
+        at = 0
+    try:
+        asked = asking.ask(section=section, user=request.user, original=request.POST.get("original", ""), at=at,
+                           instruction=request.POST.get("instruction", ""),
+                           own_words=request.POST.get("own_words", ""))
+    except (asking.AskRefused, suggestions.SuggestionRefused, documents.SectionHeld) as error:
+        messages.error(request, str(error))
+        return _back(document.id, f"section-{section.id}")
+    messages.success(request, "Asked: the agent's answer appears on the words you selected, as a suggestion.")
+    return _back(document.id, f"suggestion-{asked.id}")
+
+
 def _suggestion(request, document_id: int, suggestion_id: int) -> Suggestion:
     document, _ = _document(request, document_id, Role.EDITOR)
     return get_object_or_404(Suggestion.objects.select_related("section"), pk=suggestion_id, document=document)
@@ -243,7 +264,7 @@ def suggestion_accept(request, document_id: int, suggestion_id: int):
     suggestion = _suggestion(request, document_id, suggestion_id)
     try:
         suggestions.suggestion_accept(suggestion=suggestion, user=request.user)
-    except suggestions.SuggestionOutdated as error:
+    except (suggestions.SuggestionOutdated, suggestions.SuggestionRefused) as error:
         messages.error(request, str(error))
     except (documents.SectionConflict, documents.TextTooLong, documents.SectionHeld) as error:
         messages.error(request, str(error))
