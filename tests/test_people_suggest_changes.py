@@ -42,6 +42,8 @@ def test_a_person_s_suggestion_is_anchored_on_the_words_they_selected_and_anothe
     client.login(username=owner.username, password=PASSWORD)
     page = client.get(f"/documents/{document.id}/").content.decode()
     assert f'id="suggestion-{made.id}"' in page and "edgar suggests" in page
+    review = client.get(f"/documents/{document.id}/export/md/review/").content.decode()
+    assert "Gulls: “Gulls are loud” edgar suggests “Gulls call”." in review  # in the review copy while open
     client.post(f"/documents/{document.id}/suggestions/{made.id}/accept/")
     gulls.refresh_from_db()
     assert gulls.text == "🐦 Gulls are loud. Terns are quick. Gulls call at dawn."  # the second, not the first

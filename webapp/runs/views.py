@@ -19,7 +19,7 @@ from webapp.documents import services as documents
 from webapp.documents.models import Document, Section
 from webapp.projects.models import Membership, Role
 from webapp.runs import asking, services, suggestions
-from webapp.runs.models import ACTIVE, Suggestion, WritingRun
+from webapp.runs.models import ACTIVE, PERSON, Suggestion, WritingRun
 
 
 def _document(request, document_id: int, role: str = Role.VIEWER) -> tuple[Document, Membership]:
@@ -94,11 +94,17 @@ def _page(request, document: Document, membership: Membership, sections: bool = 
 @login_required
 def document_review_copy(request, document_id: int, fmt: str):
     """The article for people checking it: each sentence the reviewer asks them to check (a date,
-    number or name no source supports, still open) is marked where it stands and listed at the end."""
+    number or name no source supports, still open), and each change people (or an agent they
+    asked) suggest and nobody decided yet, is marked where it stands and listed at the end."""
     document, _ = _document(request, document_id)
     checks: export.Checks = {}
-    for suggestion in document.suggestions.filter(status="open", kind="claim").exclude(section=None):
-        checks.setdefault(suggestion.section_id, []).append((suggestion.original, suggestion.reason))
+    for suggestion in document.suggestions.filter(status="open").exclude(section=None).select_related("author"):
+        if suggestion.kind == "claim":
+            checks.setdefault(suggestion.section_id, []).append((suggestion.original, suggestion.reason))
+        elif suggestion.role in (PERSON, asking.ROLE) and suggestion.kind != asking.ASKED:  # people's, and answers
+            change = f"“{suggestion.replacement}”" if suggestion.replacement else "removing it"
+            checks.setdefault(suggestion.section_id, []).append(
+                (suggestion.original, f"{suggestion.by} suggests {change}."))
     return export.download(document, fmt, checks)
 
 
