@@ -250,14 +250,10 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
                 await self._to_others({"type": "crdt.update", "update": correction})
                 await self.send(bytes_data=create_update_message(correction))
         if refused:  # the same words as the form, a restore or an accept get
-            text = await database_sync_to_async(self._held_message)(refused[0], held[refused[0]])
-            await self.channel_layer.group_send(self.user_group, {
-                "type": "notice", "document_id": self.document_id, "level": "error", "text": text})
+            await self._notice(await database_sync_to_async(self._held_message)(refused[0], held[refused[0]]))
         if too_long:
-            await self.channel_layer.group_send(self.user_group, {
-                "type": "notice", "document_id": self.document_id, "level": "error",
-                "text": f"A section holds at most {settings.SECTION_TEXT_MAX_CHARS:,} characters: "
-                        "that change was undone. Split the text into several sections."})
+            await self._notice(f"A section holds at most {settings.SECTION_TEXT_MAX_CHARS:,} characters: "
+                               "that change was undone. Split the text into several sections.")
         if self._pending_save and not self._pending_save.done():
             self._pending_save.cancel()
         self._pending_save = asyncio.ensure_future(self._save_after_pause())
@@ -278,6 +274,11 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
     async def crdt_awareness(self, message: dict) -> None:
         if message.get("sender") != self.channel_name and await self.rights_hold():
             await self.send(bytes_data=message["message"])
+
+    async def _notice(self, text: str) -> None:
+        """Tell this person (every page of theirs) why their edit was undone."""
+        await self.channel_layer.group_send(self.user_group, {
+            "type": "notice", "document_id": self.document_id, "level": "error", "text": text})
 
     def _held_message(self, key: str, writer: dict) -> str:
         heading = Section.objects.filter(document_id=self.document_id, key=key).values_list(
