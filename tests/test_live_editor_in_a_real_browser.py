@@ -307,3 +307,51 @@ def test_asking_an_agent_about_a_selected_sentence_streams_a_change_on_it_while_
     assert "Editor agent" in card.first.inner_text() and "asked by edgar" in card.first.inner_text()
     assert _text(alice, "Gulls") == "Gulls are loud."
     shot(alice, "11-an-agent-asked-about-a-sentence")
+
+
+def test_in_suggest_mode_what_a_person_types_becomes_a_suggestion_the_other_accepts(web_server, browser, document,
+                                                                                   owner, editor):
+    """Issue 25: Suggest mode. Bob's typing changes nothing for anyone; after his pause it is a
+    tracked change with his name on Alice's page, and her Accept applies it."""
+    from webapp.documents import services as documents
+    from webapp.runs.models import Suggestion
+
+    terns = document.sections.get(heading="Terns")
+    off_the_event_loop(documents.section_save_text, section_id=terns.id, user=owner,
+                       text="Terns dive well. They nest on shingle.", expected_version=terns.version)
+    alice = _open(browser, web_server, owner, document.id)
+    bob = _open(browser, web_server, editor, document.id)
+    bob.locator("#suggest-mode").check()
+    _editor(bob, "Terns").click()
+    bob.keyboard.press("Control+End")
+    bob.keyboard.type(" Oftem")
+    bob.keyboard.press("Backspace")  # a typo fixed before the pause
+    bob.keyboard.type("n.")
+    assert bob.locator(".cm-draft-insertion").inner_text() == " Often."
+    assert _text(bob, "Terns") == "Terns dive well. They nest on shingle."  # his draft, not the text
+    _until(lambda: Suggestion.objects.filter(role="person").exists(), what="Bob's suggestion proposed after his pause")
+    made = Suggestion.objects.get(role="person")
+    assert (made.original, made.replacement, made.author) == ("shingle.", "shingle. Often.", editor)
+    card = alice.locator(f"#suggestion-{made.id}")
+    card.wait_for(timeout=20_000)
+    assert "edgar suggests" in card.inner_text()
+    assert _text(alice, "Terns") == "Terns dive well. They nest on shingle."
+    card.get_by_role("button", name="Accept").click()
+    for page in (alice, bob):
+        _until(lambda page=page: _text(page, "Terns") == "Terns dive well. They nest on shingle. Often.",
+               what=lambda page=page: _text(page, "Terns"))
+    shot(alice, "12-suggest-mode-accepted")
+
+    # Words selected and typed over: struck through with the new words beside them, then proposed.
+    _editor(bob, "Terns").click()
+    bob.keyboard.press("Control+Home")
+    for _ in "Terns ":
+        bob.keyboard.press("ArrowRight")
+    for _ in "dive well":
+        bob.keyboard.press("Shift+ArrowRight")
+    bob.keyboard.type("swim")
+    assert bob.locator(".cm-draft-deletion").inner_text() == "dive well"
+    _until(lambda: Suggestion.objects.filter(role="person", status="open").exists(), what="the second suggestion")
+    second = Suggestion.objects.get(role="person", status="open")
+    assert (second.original, second.replacement) == ("dive well", "swim")
+    assert _text(bob, "Terns") == "Terns dive well. They nest on shingle. Often."

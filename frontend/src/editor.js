@@ -16,6 +16,7 @@ import { Decoration, EditorView, WidgetType, keymap, placeholder } from "@codemi
 import { defaultKeymap } from "@codemirror/commands";
 import { yCollab, yUndoManagerKeymap } from "y-codemirror.next";
 import { Regions } from "./regions.js";
+import { SuggestMode } from "./suggesting.js";
 
 const root = document.getElementById("live-document");
 if (root) start(root);
@@ -45,6 +46,30 @@ function start(root) {
     return [EditorView.editable.of(free), EditorState.readOnly.of(!free)];
   };
 
+  // Suggest mode (suggesting.js): a person's typing is proposed as a suggestion, posted like a
+  // form of the page (in the background, the answer swapped in).
+  const suggesting = new SuggestMode((el, fields) => {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = el.dataset.suggestUrl;
+    form.hidden = true;
+    form.setAttribute("data-live-form", "");
+    const token = document.querySelector("input[name=csrfmiddlewaretoken]")?.value || "";
+    for (const [name, value] of Object.entries({ csrfmiddlewaretoken: token, ...fields })) {
+      const input = document.createElement("input");
+      input.name = name;
+      input.value = String(value);
+      form.append(input);
+    }
+    root.append(form);
+    form.requestSubmit();
+    setTimeout(() => form.remove(), 0);
+  });
+  document.getElementById("suggest-mode")?.addEventListener("change", (event) => {
+    suggesting.set(event.target.checked);
+    root.classList.toggle("suggesting", event.target.checked);
+  });
+
   // --- editors: one per leaf section on the page, made when the section appears --------------
   function bindEditors() {
     const present = new Set();
@@ -67,6 +92,7 @@ function start(root) {
             hint.of(placeholder(emptyHint(key, host))),
             lock.of(editable(key)),
             EditorView.updateListener.of((update) => { if (update.selectionSet) selected(el, update.state); }),
+            suggesting.extension(el),
             marks,
             yCollab(ytext, awareness),
           ],
