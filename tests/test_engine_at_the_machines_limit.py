@@ -168,7 +168,11 @@ def test_the_machines_choice_is_measured_once_remembered_and_overridable(tiny_mo
     settings.DATA_DIR, settings.SCRIPTORIUM_LLM_DTYPE, settings.SCRIPTORIUM_LLM_DEVICE = tmp_path, "auto", "cpu"
     monkeypatch.setattr(llm, "_ENGINES", {})
     monkeypatch.setattr(llm, "_start_metrics", lambda: None)
-    for weights, expected in (("auto", choice.label), ("int8", "int8"), ("float", "float32")):
+    from agents.llm.transformers_backend import cpu_has_fast_bf16
+
+    # "float" keeps the dtype setting's auto: bf16 on a CPU with bf16 units, float32 elsewhere.
+    float_dtype = "bfloat16" if cpu_has_fast_bf16() else "float32"
+    for weights, expected in (("auto", choice.label), ("int8", "int8"), ("float", float_dtype)):
         settings.SCRIPTORIUM_LLM_WEIGHTS = weights
         llm._ENGINES.clear()
         engine = llm._load_engine(f"tiny-{weights}", str(tiny_model_dir))

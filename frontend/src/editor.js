@@ -21,12 +21,6 @@ import { SuggestMode } from "./suggesting.js";
 const root = document.getElementById("live-document");
 if (root) start(root);
 
-// On a phone the Agents panel starts as its one summary line (a person opens it); later swaps
-// keep whatever they chose (details[data-keep]).
-if (window.matchMedia?.("(max-width: 640px)").matches) {
-  document.querySelector("details.agents-details")?.removeAttribute("open");
-}
-
 function start(root) {
   const documentId = root.dataset.documentId;
   let canEdit = root.dataset.canEdit === "true";
@@ -300,8 +294,21 @@ function start(root) {
   renderPresence();
 
   // --- the regions the server renders: swapped in when events say they changed ---------------
+  // On a phone the Agents panel first shows as its one summary line (also when a first run's
+  // panel arrives later); after that, swaps keep whatever the person chose (details[data-keep]).
+  const phone = window.matchMedia?.("(max-width: 640px)").matches;
+  let panelSeen = false;
+  const foldAgentsPanel = () => {
+    const panel = document.querySelector("details.agents-details");
+    if (!panel || panelSeen) return;
+    panelSeen = true;
+    if (phone) panel.open = false;
+  };
+  foldAgentsPanel();
+
   const regions = new Regions(root, {
     swapped: () => {
+      foldAgentsPanel();
       bindEditors();
       refreshLocks();
       for (const [key, { el, ytext }] of editors) { updateCount(el, ytext); markSuggestions(key); }
