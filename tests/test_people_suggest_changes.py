@@ -118,9 +118,11 @@ def test_an_agent_s_answer_streams_onto_the_selected_words_and_is_acceptable_onc
 
 @pytest.mark.django_db(transaction=True)
 def test_an_agent_with_no_answer_takes_its_card_away_saying_why(document, editor, gulls, monkeypatch):
-    from webapp import llm
+    from webapp import events, llm
     from webapp.runs import asking
 
+    told: list[tuple] = []
+    monkeypatch.setattr(events, "notify", lambda *args, **kwargs: told.append((*args, kwargs)))
     monkeypatch.setattr(asking.transaction, "on_commit", lambda function: None)
     monkeypatch.setattr(llm, "get_engine", lambda role="": _Streaming(["\n\n"], [], [made]))
     made = asking.ask(section=gulls, user=editor, original="Terns are quick.", at=0, instruction="",
@@ -128,6 +130,7 @@ def test_an_agent_with_no_answer_takes_its_card_away_saying_why(document, editor
     asking.answer(suggestion_id=made.pk)
     made.refresh_from_db()
     assert made.status == "rejected" and "no change to offer" in made.reason
+    assert told == [(editor.pk, document.pk, made.reason, {"level": "error"})]  # said on the asker's page
     with pytest.raises(asking.AskRefused, match="Say what should change"):
         asking.ask(section=gulls, user=editor, original="Terns are quick.", at=0, instruction="")
 

@@ -159,6 +159,15 @@ def rights_changed(user_id: int) -> None:
     transaction.on_commit(tell)
 
 
+def notify(user_id: int, document_id: int, text: str, level: str = "info") -> None:
+    """Say `text` on this person's pages of the document (the events socket's notice)."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(user_group(user_id), {
+            "type": "notice", "document_id": document_id, "level": level, "text": text})
+    except Exception as error:  # noqa: BLE001  (a notice is a courtesy: the page still shows the state)
+        log.warning("could not tell user %s: %s (%s)", user_id, text, error)
+
+
 def current_seq(group: str) -> int:
     """The last sequence number sent to `group` (0 if none, or if Redis cannot be reached)."""
     try:

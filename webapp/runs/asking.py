@@ -102,8 +102,12 @@ def _show(suggestion: Suggestion, replacement: str, kind: str = ASKED) -> None:
 
 
 def _give_up(suggestion: Suggestion, why: str) -> None:
-    """No usable answer: the card goes (an empty replacement would read as "delete these words")."""
-    Suggestion.objects.filter(pk=suggestion.pk, status=SuggestionStatus.OPEN).update(
-        status=SuggestionStatus.REJECTED, reason=why[:1000])
+    """No usable answer: the card goes (an empty replacement would read as "delete these words"),
+    and the person who asked is told why on their page."""
+    if not Suggestion.objects.filter(pk=suggestion.pk, status=SuggestionStatus.OPEN).update(
+            status=SuggestionStatus.REJECTED, reason=why[:1000]):
+        return  # they said "Never mind" meanwhile
     events.send(events.SuggestionDecided(document_id=suggestion.document_id, suggestion_id=suggestion.pk,
                                          status=SuggestionStatus.REJECTED), now=True)
+    if suggestion.author_id:
+        events.notify(suggestion.author_id, suggestion.document_id, why, level="error")
