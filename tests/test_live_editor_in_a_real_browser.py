@@ -47,6 +47,16 @@ def _open(browser, server, user, document_id: int):
     return page
 
 
+def _terns_written_and_two_pages(browser, server, document, owner, editor):
+    """Terns with two sentences in it, and Alice's (owner) and Bob's (editor) pages open."""
+    from webapp.documents import services as documents
+
+    terns = document.sections.get(heading="Terns")
+    off_the_event_loop(documents.section_save_text, section_id=terns.id, user=owner,
+                       text="Terns dive well. They nest on shingle.", expected_version=terns.version)
+    return terns, _open(browser, server, owner, document.id), _open(browser, server, editor, document.id)
+
+
 def test_two_people_and_an_agent_write_one_document_live(web_server, browser, document, owner, editor, viewer,
                                                           celery_worker_process):
     from webapp.documents import services as documents
@@ -236,13 +246,7 @@ def test_a_suggestion_one_person_makes_in_the_editor_is_accepted_on_the_other_s_
                                                                                    owner, editor):
     """Issue 25: people's own tracked changes. Bob selects words in his editor and suggests other
     words; Alice's page marks them as a tracked change with his name, and her ✓ applies it."""
-    from webapp.documents import services as documents
-
-    terns = document.sections.get(heading="Terns")
-    off_the_event_loop(documents.section_save_text, section_id=terns.id, user=owner,
-                       text="Terns dive well. They nest on shingle.", expected_version=terns.version)
-    alice = _open(browser, web_server, owner, document.id)
-    bob = _open(browser, web_server, editor, document.id)
+    terns, alice, bob = _terns_written_and_two_pages(browser, web_server, document, owner, editor)
     _editor(bob, "Terns").click()
     bob.keyboard.press("Control+End")
     for _ in "shingle.":
@@ -270,14 +274,9 @@ def test_asking_an_agent_about_a_selected_sentence_streams_a_change_on_it_while_
         web_server, browser, document, owner, editor, celery_worker_process):
     """Issue 25: "Ask an agent" on one selected sentence (a real worker, the tiny model): the
     answer is a tracked change on that sentence only, on both pages, while Alice types elsewhere."""
-    from webapp.documents import services as documents
     from webapp.runs.models import Suggestion
 
-    terns = document.sections.get(heading="Terns")
-    off_the_event_loop(documents.section_save_text, section_id=terns.id, user=owner,
-                       text="Terns dive well. They nest on shingle.", expected_version=terns.version)
-    alice = _open(browser, web_server, owner, document.id)
-    bob = _open(browser, web_server, editor, document.id)
+    terns, alice, bob = _terns_written_and_two_pages(browser, web_server, document, owner, editor)
     _editor(bob, "Terns").click()
     bob.keyboard.press("Control+Home")
     for _ in "Terns dive well.":
@@ -313,14 +312,9 @@ def test_in_suggest_mode_what_a_person_types_becomes_a_suggestion_the_other_acce
                                                                                    owner, editor):
     """Issue 25: Suggest mode. Bob's typing changes nothing for anyone; after his pause it is a
     tracked change with his name on Alice's page, and her Accept applies it."""
-    from webapp.documents import services as documents
     from webapp.runs.models import Suggestion
 
-    terns = document.sections.get(heading="Terns")
-    off_the_event_loop(documents.section_save_text, section_id=terns.id, user=owner,
-                       text="Terns dive well. They nest on shingle.", expected_version=terns.version)
-    alice = _open(browser, web_server, owner, document.id)
-    bob = _open(browser, web_server, editor, document.id)
+    terns, alice, bob = _terns_written_and_two_pages(browser, web_server, document, owner, editor)
     bob.locator("#suggest-mode").check()
     _editor(bob, "Terns").click()
     bob.keyboard.press("Control+End")

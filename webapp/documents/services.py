@@ -271,7 +271,8 @@ def section_save_text(*, section_id: int, user, text: str, expected_version: int
     text = text.replace("\r\n", "\n")
     if user is not None and not agent_role and not from_crdt:  # a person's form, restore or accept
         section = Section.objects.get(pk=section_id)
-        writer = section_writer(section)
+        peer = peer or crdt.Peer(section.document_id, user.username)  # loaded once: checked, then written
+        writer = section_writer(section, peer.doc)
         if writer is not None:
             raise SectionHeld(held_message(section.heading, writer))
     if len(text) > settings.SECTION_TEXT_MAX_CHARS:

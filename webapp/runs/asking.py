@@ -18,12 +18,11 @@ from agents.roles import section_writer
 from webapp import events, llm
 from webapp.celery import enqueue
 from webapp.runs import lifecycle, suggestions
-from webapp.runs.models import Suggestion, SuggestionStatus
+from webapp.runs.models import ANSWERED, ASKED, Suggestion, SuggestionStatus
 
 log = logging.getLogger(__name__)
 
 ROLE = "editor_agent"  # Suggestion.role of an agent's answer to a person's question
-ASKED, ANSWERED = "ask", "answer"  # its kind while the answer streams in (not yet acceptable), and once whole
 INSTRUCTIONS = {
     "shorter": "Make it shorter. Keep its meaning and its facts.",
     "concrete": "Make it more concrete: a specific example, number or name instead of a general phrase.",

@@ -201,6 +201,7 @@ class SuggestionStatus(models.TextChoices):
 
 
 PERSON = "person"  # Suggestion.role of a change a person proposes for others to accept
+ASKED, ANSWERED = "ask", "answer"  # Suggestion.kind of an agent's answer while it streams (not acceptable), and whole
 
 
 class Suggestion(models.Model):

@@ -13,7 +13,7 @@ from webapp import events
 from webapp.documents import crdt
 from webapp.documents import services as documents
 from webapp.documents.models import Document
-from webapp.runs.models import PERSON, Suggestion, SuggestionStatus
+from webapp.runs.models import ASKED, PERSON, Suggestion, SuggestionStatus
 
 
 class SuggestionOutdated(Exception):
@@ -99,7 +99,7 @@ def suggestion_accept(*, suggestion: Suggestion, user) -> Suggestion:
     """Apply the change to the section's current text, as a revision by the person who accepted."""
     if suggestion.status != SuggestionStatus.OPEN:
         return suggestion
-    if suggestion.kind == "ask":  # asking.ASKED: an agent's answer still streaming in
+    if suggestion.kind == ASKED:  # an agent's answer still streaming in
         raise SuggestionRefused("The agent is still answering; accept once its answer is complete.")
     if suggestion.section is None:  # the title
         with transaction.atomic():

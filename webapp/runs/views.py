@@ -19,7 +19,7 @@ from webapp.documents import services as documents
 from webapp.documents.models import Document, Section
 from webapp.projects.models import Membership, Role
 from webapp.runs import asking, services, suggestions
-from webapp.runs.models import ACTIVE, PERSON, Suggestion, WritingRun
+from webapp.runs.models import ACTIVE, ASKED, PERSON, Suggestion, WritingRun
 
 
 def _document(request, document_id: int, role: str = Role.VIEWER) -> tuple[Document, Membership]:
@@ -101,7 +101,7 @@ def document_review_copy(request, document_id: int, fmt: str):
     for suggestion in document.suggestions.filter(status="open").exclude(section=None).select_related("author"):
         if suggestion.kind == "claim":
             checks.setdefault(suggestion.section_id, []).append((suggestion.original, suggestion.reason))
-        elif suggestion.role in (PERSON, asking.ROLE) and suggestion.kind != asking.ASKED:  # people's, and answers
+        elif suggestion.role in (PERSON, asking.ROLE) and suggestion.kind != ASKED:  # people's, and answers
             change = f"“{suggestion.replacement}”" if suggestion.replacement else "removing it"
             checks.setdefault(suggestion.section_id, []).append(
                 (suggestion.original, f"{suggestion.by} suggests {change}."))
@@ -216,16 +216,21 @@ def section_take_over(request, document_id: int, section_id: int):
     return _back(document.id, f"section-{section.id}")
 
 
+def _selection(request, document_id: int, section_id: int) -> tuple[Section, int]:
+    """The section an editor selected words in, and where (the editor's UTF-16 offset)."""
+    document, _ = _document(request, document_id, Role.EDITOR)
+    section = get_object_or_404(Section, pk=section_id, document=document)
+    try:
+        return section, max(0, int(request.POST.get("at") or 0))
+    except ValueError:
+        return section, 0
+
+
 @login_required
 @require_POST
 def suggestion_propose(request, document_id: int, section_id: int):
     """A person's own change to the words they selected, for others to accept or reject."""
-    document, _ = _document(request, document_id, Role.EDITOR)  # viewers cannot suggest
-    section = get_object_or_404(Section, pk=section_id, document=document)
-    try:
-        at = max(0, int(request.POST.get("at") or 0))
-    except ValueError:
-        at = 0
+    section, at = _selection(request, document_id, section_id)  # editors only: viewers cannot suggest
     try:
         made = suggestions.suggestion_propose(section=section, user=request.user, at=at,
                                               original=request.POST.get("original", ""),
@@ -233,30 +238,25 @@ def suggestion_propose(request, document_id: int, section_id: int):
                                               reason=request.POST.get("reason", ""))
     except (suggestions.SuggestionRefused, documents.SectionHeld) as error:
         messages.error(request, str(error))
-        return _back(document.id, f"section-{section.id}")
+        return _back(document_id, f"section-{section.id}")
     messages.success(request, "Suggested: the others see it marked in the text, to accept or reject.")
-    return _back(document.id, f"suggestion-{made.id}")
+    return _back(document_id, f"suggestion-{made.id}")
 
 
 @login_required
 @require_POST
 def section_ask(request, document_id: int, section_id: int):
     """Ask an agent to change the words a person selected; its answer streams in as a suggestion."""
-    document, _ = _document(request, document_id, Role.EDITOR)
-    section = get_object_or_404(Section, pk=section_id, document=document)
-    try:
-        at = max(0, int(request.POST.get("at") or 0))
-    except ValueError:
-        at = 0
+    section, at = _selection(request, document_id, section_id)
     try:
         asked = asking.ask(section=section, user=request.user, original=request.POST.get("original", ""), at=at,
                            instruction=request.POST.get("instruction", ""),
                            own_words=request.POST.get("own_words", ""))
     except (asking.AskRefused, suggestions.SuggestionRefused, documents.SectionHeld) as error:
         messages.error(request, str(error))
-        return _back(document.id, f"section-{section.id}")
+        return _back(document_id, f"section-{section.id}")
     messages.success(request, "Asked: the agent's answer appears on the words you selected, as a suggestion.")
-    return _back(document.id, f"suggestion-{asked.id}")
+    return _back(document_id, f"suggestion-{asked.id}")
 
 
 def _suggestion(request, document_id: int, suggestion_id: int) -> Suggestion:
