@@ -101,13 +101,15 @@ def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: l
           drafts: dict[str, str] | None = None,
           filters: Collection[str] = quality.KINDS,
           on_done: Callable[[section_writer.WrittenSection], None] | None = None,
+          on_refused: Callable[[str, int, str], None] | None = None,
           ) -> dict[str, section_writer.WrittenSection]:
     """Write `tasks` (some or all of the outline's leaves) together; see section_writer. Writers
     do not repeat each other's phrases, nor those in a task's `avoid` (sections written before).
-    `on_done` gets each section the moment it is done, while the others are still written."""
+    `on_done` gets each section the moment it is done, while the others are still written;
+    `on_refused` each step of a section whose candidates were all refused."""
     return section_writer.write_sections(engine, brief, outline_text(sections), tasks, adapter=adapter,
                                          on_text=on_text, cancel=cancel, drafts=drafts, filters=filters,
-                                         on_done=on_done)
+                                         on_done=on_done, on_refused=on_refused)
 
 
 # --- review and finish ------------------------------------------------------------------------

@@ -100,10 +100,14 @@ def test_a_step_whose_candidates_all_fail_is_searched_again_with_sampled_rows():
 
 def test_a_writer_that_can_only_repeat_itself_stops_at_its_last_good_sentence():
     engine = Candidates(lambda step, i: " The moon pulls the sea toward it every day.")
-    written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 100)])["a"]
+    refused: list[tuple[str, int, str]] = []
+    written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 100)],
+                             on_refused=lambda key, tries, defect: refused.append((key, tries, defect)))["a"]
     assert written.text == "The moon pulls the sea toward it every day."
     assert written.finish == "short" and len(engine.steps) == 1 + sentence_search.MAX_FAILS
     assert all(kind == "repeat" for kind, _ in written.cut)
+    # Issue 25: each refused step is reported as it happens (the page says "Revising", and why).
+    assert refused == [("a", tries, "repeat") for tries in range(1, sentence_search.MAX_FAILS + 1)]
 
 
 def test_siblings_text_is_avoided_and_each_section_is_handed_back_when_done():

@@ -20,7 +20,7 @@ from agents.roles.section_writer import fit, tidy
 from tests.support.factories import make_document, make_project, make_user
 from tests.support.processes import ROOT, database_url_for_subprocess, wait_for
 from webapp.documents import services as documents
-from webapp.documents.models import Revision, SectionStatus
+from webapp.documents.models import Revision, Section, SectionStatus
 from webapp.runs import services, writing
 from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
 
@@ -271,8 +271,6 @@ def test_a_review_left_by_a_dead_worker_is_taken_up_by_another(people, celery_wo
 
     from django.utils import timezone
 
-    from webapp.runs.models import AgentTask
-
     owner, project = people
     document = make_document(project, owner, sections=("Gulls",))
     gulls = document.sections.get()
@@ -443,9 +441,68 @@ def test_the_panel_says_what_each_agent_is_doing_and_offers_take_over_when_a_wri
     assert "No progress" in panel and "no new sentence for 3 min 20 s" in panel
     assert panel.count('class="secondary outline take-over"') == 1
     assert f"/sections/{stuck.section_id}/take-over/" in panel
+    assert panel.count('class="secondary outline rewrite"') == 1 and f"/sections/{stuck.section_id}/rewrite/" in panel
     assert "The writer could not start: no model." in panel
     assert "2 done · 1 writing · 1 no progress · 1 failed" in panel
     assert "outline: planned by the chief editor on a second try" in panel and "re-asked" not in panel
+
+def test_a_writer_whose_tries_are_refused_is_revising_not_stuck(people, client):
+    """Issue 25: a writer going round again because its sentences were refused says so, with what
+    it kept against the budget and why, instead of a plain "Running"."""
+    from django.utils import timezone
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    gulls = document.sections.get()
+    gulls.word_budget = 1200
+    gulls.save()
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    AgentTask.objects.create(run=run, role="writer", section=gulls, status=TaskStatus.RUNNING, words=233,
+                             started_at=timezone.now(), progressed_at=timezone.now(), refused_tries=3,
+                             refused_for="repeat")
+    client.force_login(owner)
+    panel = client.get(f"/documents/{document.pk}/live/?part=runs").content.decode()
+    assert "Revising" in panel and "kept 233 of 1,200 words; its last 3 tries were refused (repeats), writing more" \
+        in panel
+    assert "1 revising" in panel and "take-over" not in panel
+
+
+def test_rewrite_gives_a_stalled_section_to_a_fresh_writer_and_the_old_one_lets_go(people, celery_worker_process):
+    """Issue 25: "Rewrite" on a stalled writer. The old writer is stopped for good: it neither
+    saves nor unlocks the section under the new writer; its text so far is in the history; the
+    new writer writes the section and the old run finishes its other sections."""
+    from webapp.documents import crdt
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls", "Terns"))
+    document.sections.filter(heading="Gulls").update(word_budget=5000)  # still writing when rewritten
+    document.sections.filter(heading="Terns").update(word_budget=60)
+    document.auto_approve_outline = True
+    document.save()
+    run = services.run_start(document=document, user=owner, batch_size=2)
+    gulls = document.sections.get(heading="Gulls")
+    wait_for(lambda: len((run.tasks.filter(section=gulls).values_list("checkpoint_text", flat=True).first()
+                          or "").split()) > 10, timeout=60)
+    Section.objects.filter(pk=gulls.pk).update(word_budget=50)  # the new writer's budget: quick
+    gulls.refresh_from_db()
+    rewrite = services.section_rewrite(section=gulls, user=owner)
+    old = run.tasks.get(section=gulls)
+    assert old.status == TaskStatus.SKIPPED and old.error == f"Stopped by {owner.username} for a rewrite."
+    stalled_text = Revision.objects.filter(section=gulls, summary__contains="asked for a rewrite").get().content
+    assert len(stalled_text.split()) > 10
+    rewrite = _run_finished(rewrite)
+    assert rewrite.status == RunStatus.DONE, rewrite.error
+    assert _run_finished(run).status == RunStatus.DONE
+    assert run.tasks.get(section__heading="Terns").status == TaskStatus.DONE
+    new = rewrite.tasks.get()
+    gulls.refresh_from_db()
+    assert new.status == TaskStatus.DONE and gulls.status == SectionStatus.WRITTEN
+    assert gulls.text == new.checkpoint_text and gulls.text != stalled_text  # the new writer's, not the old one's
+    shared = crdt.section_texts(crdt.load(document.id), [gulls.key])[str(gulls.key)]
+    assert shared == gulls.text and str(gulls.key) not in crdt.writers(crdt.load(document.id))
+    with pytest.raises(services.TakeOverRefused):
+        services.section_rewrite(section=gulls, user=owner)
+
 
 def test_writers_waiting_for_a_row_stay_alive_and_are_not_given_to_another_worker(
         transactional_db, settings, monkeypatch, tiny_model_dir):

@@ -60,6 +60,7 @@ urlpatterns = [
     path(D + "runs/<int:run_id>/cancel/", runs.run_cancel, name="run_cancel"),
     path(D + "sections/<int:section_id>/regenerate/", runs.section_regenerate, name="section_regenerate"),
     path(D + "sections/<int:section_id>/take-over/", runs.section_take_over, name="section_take_over"),
+    path(D + "sections/<int:section_id>/rewrite/", runs.section_rewrite, name="section_rewrite"),
     path(D + "sections/<int:section_id>/suggest/", runs.suggestion_propose, name="suggestion_propose"),
     path(D + "sections/<int:section_id>/ask/", runs.section_ask, name="section_ask"),
     path(D + "suggestions/<int:suggestion_id>/accept/", runs.suggestion_accept, name="suggestion_accept"),

@@ -107,12 +107,15 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
                    cancel: WriterCancel | None = None, drafts: dict[str, str] | None = None,
                    temperature: float = 0.0, seed: int = 0, filters: Collection[str] = quality.KINDS,
                    notes: bool = False,
-                   on_done: Callable[[WrittenSection], None] | None = None) -> dict[str, WrittenSection]:
+                   on_done: Callable[[WrittenSection], None] | None = None,
+                   on_refused: Callable[[str, int, str], None] | None = None) -> dict[str, WrittenSection]:
     """Write every task by sentence search (sentence_search.py), all sections at once: each
     section's step is one batch of candidate rows on the engine, and sections step on their own,
     so a section never waits for a slower sibling's sentence. `on_text(key, text)` gets every
-    kept sentence (with its spacing) as it is chosen; `on_done(written)` each section the moment
-    it is done, before the others finish. `drafts` resumes sections from text already written (a
+    kept sentence (with its spacing) as it is chosen; `on_refused(key, tries, defect)` each step
+    whose candidates were all refused (the tries in a row so far, and the defect most of them had:
+    the section is being revised, not stuck); `on_done(written)` each section the moment it is
+    done, before the others finish. `drafts` resumes sections from text already written (a
     checkpoint of an interrupted run). Siblings do not repeat each other's token 4-grams, nor the
     text in a task's `avoid`. Greedy first candidates unless a `temperature` is given (then every
     candidate is sampled with seeds from `seed`). `filters` are the defect kinds a candidate is
@@ -120,6 +123,7 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
     With `notes`, a section with passages starts from notes on them (section_notes.py; off by
     default, bench/RESULTS.md)."""
     writers = Writers(engine, brief, outline_text, adapter, temperature, seed, on_text, on_done)
+    writers.on_refused = on_refused
     checks = {task.key: checks_for(brief, outline_text, task, filters) for task in tasks}
     for task in tasks:
         # A checkpoint may stop mid-sentence: continue from its last full sentence.
@@ -141,6 +145,7 @@ class Writers:
                  on_done: Callable[[WrittenSection], None] | None):
         self.engine, self.brief, self.outline_text, self.adapter = engine, brief, outline_text, adapter
         self.temperature, self.seed, self.on_text, self.on_done = temperature, seed, on_text, on_done
+        self.on_refused: Callable[[str, int, str], None] | None = None
         self.searches: dict[str, sentence_search.Search] = {}
         self.results: dict[str, WrittenSection] = {}
         self.steps = Steps(engine)
@@ -204,9 +209,12 @@ class Writers:
         if key in self.steps.stopped or any(d.finish_reason == "cancelled" for d in deltas if d.finished):
             search.done = "cancelled"
         else:
-            shown = search.take(sentence_search.candidates_of(deltas), judge)
+            candidates = sentence_search.candidates_of(deltas)
+            shown = search.take(candidates, judge)
             if shown and self.on_text:
                 self.on_text(key, shown)
+            elif not shown and search.fails and self.on_refused:
+                self.on_refused(key, search.fails, sentence_search.main_defect(candidates))
         self.next_step(search)
 
     def stop_cancelled(self, cancel: WriterCancel) -> None:

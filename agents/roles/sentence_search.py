@@ -252,6 +252,12 @@ def _normal(sentence: str) -> str:
     return re.sub(r"\W+", " ", quality.normalise(_plain(sentence)).lower()).strip()
 
 
+def main_defect(candidates: list[Candidate]) -> str:
+    """The defect most of a refused step's candidates had ("" when none was judged)."""
+    found = [c.defect for c in candidates if c.defect]
+    return max(found, key=found.count) if found else ""
+
+
 def candidates_of(deltas: list[Delta]) -> list[Candidate]:
     """A step's finished rows as candidates (text joined per request, in the order asked)."""
     by_id: dict[str, Candidate] = {}

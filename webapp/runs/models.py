@@ -108,11 +108,16 @@ class TaskStatus(models.TextChoices):
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-    state: str  # waiting, planning, writing, reviewing, finishing, stalled, or a finished TaskStatus
+    state: str  # waiting, planning, writing, revising, reviewing, finishing, stalled, or a finished TaskStatus
     label: str
     detail: str = ""
     stalled: bool = False  # a writer with no new sentence for WRITER_STALL_S: people may take over
 
+
+# Why a writer's candidate sentences were refused, as the Agents panel says it (sentence_search, quality).
+REFUSALS = {"repeat": "repeats", "echo": "echoes of the instructions", "meta": "talk about the writing",
+            "junk": "broken sentences", "unfinished": "unfinished sentences", "off-brief": "off the brief",
+            "over": "past the budget"}
 
 ROLE_WORK = {"chief_editor": ("planning", "Planning", "the outline"),
              "reviewer": ("reviewing", "Reviewing", "the whole article"),
@@ -149,6 +154,9 @@ class AgentTask(models.Model):
     instruction = models.TextField(blank=True, help_text="What a person asked for when regenerating.")
     error = models.TextField(blank=True)
     progressed_at = models.DateTimeField(null=True, blank=True, help_text="When its writer last kept a sentence.")
+    refused_tries = models.PositiveSmallIntegerField(
+        default=0, help_text="Its writer's tries in a row whose every candidate sentence was refused.")
+    refused_for = models.CharField(max_length=20, blank=True, help_text="The defect most of the last refused try had.")
 
     class Meta:
         ordering = ["run", "id"]
@@ -185,9 +193,18 @@ class AgentTask(models.Model):
             return Progress(*ROLE_WORK[self.role])
         since = self.progressed_at or self.started_at
         quiet = int((timezone.now() - since).total_seconds()) if since else 0
+        refused = ""
+        if self.refused_tries:
+            why = REFUSALS.get(self.refused_for, self.refused_for.replace("-", " "))
+            refused = (f"its last {self.refused_tries} tries were refused" if self.refused_tries > 1
+                       else "its last try was refused") + (f" ({why})" if why else "")
         if quiet > settings.WRITER_STALL_S:
-            return Progress("stalled", "No progress", f"no new sentence for {quiet // 60} min {quiet % 60} s",
-                            stalled=True)
+            return Progress("stalled", "No progress", f"no new sentence for {quiet // 60} min {quiet % 60} s"
+                            + (f"; {refused}" if refused else ""), stalled=True)
+        if refused:
+            budget = self.section.word_budget if self.section else 0
+            kept = f"kept {self.words:,} of {budget:,} words" if budget else f"kept {self.words:,} words"
+            return Progress("revising", "Revising", f"{kept}; {refused}, writing more")
         if self.progressed_at is None:
             return Progress("writing", "Writing", "its first sentence")
         return Progress("writing", "Writing", f"last sentence {quiet} s ago")

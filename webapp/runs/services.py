@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from agents import coordinator
@@ -168,6 +168,31 @@ def section_take_over(*, section: Section, user) -> AgentTask:
         status=TaskStatus.SKIPPED, error=f"Taken over by {user.username}.")
     crdt.Peer(section.document_id, user.username).set_writer(section.key, None)
     return task
+
+
+def section_rewrite(*, section: Section, user) -> WritingRun:
+    """A fresh writer for a section whose writer stalled: the old one is stopped for good (its
+    attempt is ended, so its worker drops the section and never unlocks it under the new writer),
+    its text so far is saved as its revision, and a one-section run writes the section again."""
+    with transaction.atomic():
+        task = AgentTask.objects.select_for_update().filter(
+            section=section, role=section_writer.ROLE, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).first()
+        if task is None:
+            raise TakeOverRefused(f"No agent is writing “{section.heading}”; use Regenerate to write it again.")
+        lifecycle.flags.set(lifecycle.task_flag(task), by=user.username)
+        AgentTask.objects.filter(pk=task.pk).update(
+            status=TaskStatus.SKIPPED, attempts=F("attempts") + 1, finished_at=timezone.now(),
+            error=f"Stopped by {user.username} for a rewrite.")
+    section.refresh_from_db()
+    if section.text.strip():
+        try:
+            documents.section_save_text(section_id=section.pk, user=None, text=section.text,
+                                        expected_version=section.version, agent_role=section_writer.ROLE,
+                                        summary=f"Its stalled writer's text so far; {user.username} asked for a rewrite.")
+        except documents.SectionConflict:
+            pass  # saved by someone a moment ago: that text is in the history already
+    section.refresh_from_db()
+    return section_regenerate(section=section, user=user)
 
 
 def run_cancel(*, run: WritingRun) -> WritingRun:

@@ -216,6 +216,21 @@ def section_take_over(request, document_id: int, section_id: int):
     return _back(document.id, f"section-{section.id}")
 
 
+@login_required
+@require_POST
+def section_rewrite(request, document_id: int, section_id: int):
+    document, _ = _document(request, document_id, Role.EDITOR)
+    section = get_object_or_404(Section, pk=section_id, document=document)
+    try:
+        services.section_rewrite(section=section, user=request.user)
+    except (services.TakeOverRefused, services.RegenerateRefused) as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"A new writer is rewriting “{section.heading}”; the stalled writer's text is in "
+                                  "the history.")
+    return _back(document.id, f"section-{section.id}")
+
+
 def _selection(request, document_id: int, section_id: int) -> tuple[Section, int]:
     """The section an editor selected words in, and where (the editor's UTF-16 offset)."""
     document, _ = _document(request, document_id, Role.EDITOR)

@@ -49,11 +49,13 @@ class _Streamer:
         self.last_saved = time.monotonic()
         self.handed_back: set[str] = set()  # sections done: no more checkpoints, unlocked
         self.kept_at = {key: task.progressed_at for key, task in tasks.items()}  # the last sentence kept
+        self.refused = {key: (0, "") for key in tasks}  # tries in a row refused since, and why (the last)
 
     def __call__(self, key: str, piece: str) -> None:
         self.text[key] += piece
         self.tokens[key] += 1  # the engine streams one token's text per call
         self.kept_at[key] = timezone.now()
+        self.refused[key] = (0, "")
         self.unsent[key] += piece
         now = time.monotonic()
         if now - self.last_sent >= BROADCAST_EVERY_S:
@@ -61,11 +63,16 @@ class _Streamer:
         if now - self.last_saved >= lifecycle.CHECKPOINT_EVERY_S:
             self.checkpoint()
 
+    def refuse(self, key: str, tries: int, defect: str) -> None:
+        """A step of this section kept nothing: it is revising (the panel says so at the next
+        checkpoint, with why), not stuck."""
+        self.refused[key] = (tries, defect)
+
     def _send(self, now: float) -> None:
         """Every section's new text: one shared-document update for all of them (one stored row:
         with one per section, the task thread spent most of its time committing them and fell
         behind the serving core), then a delta event per section."""
-        pending = {key: piece for key, piece in self.unsent.items() if piece}
+        pending = {key: piece for key, piece in self.unsent.items() if piece and key not in self.handed_back}
         if pending:
             self.peer.append_many({self.tasks[key].section.key: piece for key, piece in pending.items()})
         for key, piece in pending.items():
@@ -84,7 +91,8 @@ class _Streamer:
                 continue
             if not lifecycle.held(task).filter(status=TaskStatus.RUNNING).update(
                     checkpoint_text=self.text[key], heartbeat_at=now, words=len(self.text[key].split()),
-                    tokens=self.tokens[key], progressed_at=self.kept_at[key]):
+                    tokens=self.tokens[key], progressed_at=self.kept_at[key], refused_tries=self.refused[key][0],
+                    refused_for=self.refused[key][1][:20]):
                 continue  # another worker took it over: its checkpoints count now
             # Into the section too, unless a person changed it since writing began.
             Section.objects.filter(pk=task.section_id, version=task.base_version).update(
@@ -99,6 +107,12 @@ class _Streamer:
         """The writer of this section is done: people may type in it."""
         self.handed_back.add(key)
         self.peer.set_writer(self.tasks[key].section.key, None)
+
+    def drop(self, key: str) -> None:
+        """Another writer has this section now (another worker, or a rewrite): nothing more of
+        ours goes into it, and its lock stays, as the other writer's."""
+        self.handed_back.add(key)
+        self.unsent[key] = ""
 
     def release(self, lost: frozenset[str] = frozenset()) -> None:
         """The agent is done with its sections (finished, cancelled or failed): people may type.
@@ -183,7 +197,8 @@ def _write(run: WritingRun, claimed: list[AgentTask]) -> None:
         results = coordinator.write(engine, prepared.brief, prepared.sections, prepared.work, adapter=prepared.adapter,
                                     on_text=streamer, cancel=watch,
                                     drafts={key: task.checkpoint_text for key, task in by_key.items()},
-                                    filters=settings.SCRIPTORIUM_WRITER_FILTERS, on_done=hand_back)
+                                    filters=settings.SCRIPTORIUM_WRITER_FILTERS, on_done=hand_back,
+                                    on_refused=streamer.refuse)
     except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
         log.exception("writing failed")
         streamer.release(frozenset(watch.lost))
@@ -267,13 +282,14 @@ class _HandBack:
         if key in self.done:
             return
         self.done.add(key)
-        self.streamer.flush()
         task = self.by_key[key]
         if key in self.watch.lost or lifecycle.heartbeat([task]):
             self.watch.lost.add(key)
-            log.warning("section %s was given to another worker while this one wrote it; its text is dropped",
+            self.streamer.drop(key)
+            log.warning("section %s was given to another writer while this one wrote it; its text is dropped",
                         task.section_id)
             return
+        self.streamer.flush()
         taken_by = self.watch.taken_over().get(key)
         if taken_by:  # the person's now: their editor holds the text so far, as streamed
             Section.objects.filter(pk=task.section_id, status=SectionStatus.WRITING).update(
