@@ -349,3 +349,43 @@ def test_in_suggest_mode_what_a_person_types_becomes_a_suggestion_the_other_acce
     second = Suggestion.objects.get(role="person", status="open")
     assert (second.original, second.replacement) == ("dive well", "swim")
     assert _text(bob, "Terns") == "Terns dive well. They nest on shingle. Often."
+
+
+def test_a_thread_of_comments_on_a_passage_reaches_the_other_page_and_the_agent_replies(
+        web_server, browser, document, owner, editor, celery_worker_process):
+    """Issue 25: Bob comments on words he selected; Alice's page shows the thread and highlights
+    the passage; her reply asks the editor agent, whose answer arrives in the thread (a real
+    worker, the tiny model) on both pages; resolving takes the thread away on both."""
+    from webapp.runs.models import Comment
+
+    terns, alice, bob = _terns_written_and_two_pages(browser, web_server, document, owner, editor)
+    _editor(bob, "Terns").click()
+    bob.keyboard.press("Control+End")
+    for _ in "on shingle.":
+        bob.keyboard.press("Shift+ArrowLeft")
+    tools = bob.locator(f"#section-{terns.id} details.comment")
+    tools.locator("summary").click()
+    assert tools.locator("textarea[name=original]").input_value() == "on shingle."
+    tools.locator("textarea[name=body]").fill("Only on shingle? <b>Sand</b> too, I think.")
+    tools.get_by_role("button", name="Comment", exact=True).click()
+
+    thread = alice.locator(f"#section-{terns.id} .comment-thread")
+    thread.wait_for(timeout=20_000)
+    assert "edgar" in thread.inner_text() and "<b>Sand</b> too" in thread.inner_text()  # shown as typed, escaped
+    highlighted = alice.locator('.live-section[data-heading="Terns"] .cm-commented')
+    highlighted.first.wait_for(timeout=20_000)
+    assert "".join(highlighted.all_inner_texts()) == "on shingle."
+    thread.locator("textarea[name=body]").fill("Let us ask.")
+    thread.get_by_role("button", name="Reply and ask the editor agent").click()
+    _until(lambda: Comment.objects.filter(role="editor_agent", answering=False).exclude(body="").exists(),
+           seconds=90, what=lambda: f"the agent's reply: {list(Comment.objects.values('role', 'answering', 'body'))}")
+    for page in (alice, bob):
+        agent = page.locator(f"#section-{terns.id} .comment-thread li.comment-agent")
+        agent.wait_for(timeout=20_000)
+        _until(lambda agent=agent: "writing…" not in agent.inner_text(), what="the reply whole on the page")
+        assert "Editor agent" in agent.inner_text() and "asked by olivia" in agent.inner_text()
+    assert thread.locator("textarea[name=body]").input_value() == ""  # sent: not kept in the form
+    shot(alice, "12-a-thread-on-a-passage")
+    thread.get_by_role("button", name="Resolve").click()
+    for page in (alice, bob):
+        page.locator(f"#section-{terns.id} .comment-thread").wait_for(state="detached", timeout=20_000)

@@ -51,7 +51,7 @@ def test_a_person_s_suggestion_is_anchored_on_the_words_they_selected_and_anothe
 
 
 def test_a_suggestion_that_cannot_be_made_says_why_and_stores_nothing(client, document, editor, viewer, gulls):
-    for fields, reason in (({"original": "", "replacement": "x"}, "Select the words you want to change first."),
+    for fields, reason in (({"original": "", "replacement": "x"}, "Select the words first."),
                            ({"original": "Puffins", "replacement": "x"}, "is no longer in"),
                            ({"original": "Terns are quick.", "replacement": "Terns are quick."}, "is the same")):
         assert reason in _post(client, editor, gulls, **fields).content.decode()

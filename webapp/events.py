@@ -94,6 +94,14 @@ class SuggestionsChanged(DocumentEvent):
 
 
 @dataclass(frozen=True)
+class CommentsChanged(DocumentEvent):
+    """A comment was added to a thread on a passage (or an agent's reply grew), or a thread was
+    resolved; `open` threads now."""
+    type: ClassVar[str] = "comments.changed"
+    open: int
+
+
+@dataclass(frozen=True)
 class SuggestionDecided(DocumentEvent):
     type: ClassVar[str] = "suggestion.decided"
     suggestion_id: int

@@ -208,7 +208,7 @@ function start(root) {
       return position && position.type === ytext ? position.index : null;
     });
     if (from === null || to === null || from > to) return null;
-    const original = card.querySelector(".suggestion-original")?.textContent || "";
+    const original = card.querySelector(".suggestion-original, .comment-quote")?.textContent || "";
     return ytext.toString().slice(from, to) === original ? { from, to } : null;
   }
 
@@ -231,6 +231,17 @@ function start(root) {
           .range(where.from, where.to));
       }
       ranges.push(Decoration.widget({ widget: new Insertion(card), side: 1 }).range(where.to));
+    }
+    // Threads of comments: their passage is highlighted, with the first comment as its title.
+    for (const card of root.querySelectorAll(`.comment-thread[data-section-key="${key}"]`)) {
+      const where = locate(card, editor.ytext);
+      card.classList.toggle("outdated", !where);
+      const note = card.querySelector(".comment-where");
+      if (note) note.textContent = where ? "(highlighted in the text)" : "The passage was edited since.";
+      if (where && where.to > where.from) {
+        const title = card.querySelector("li.comment")?.textContent.replace(/\s+/g, " ").trim() || "";
+        ranges.push(Decoration.mark({ class: "cm-commented", attributes: { title } }).range(where.from, where.to));
+      }
     }
     editor.view.dispatch({ effects: setMarks.of(Decoration.set(ranges, true)) });
   }
@@ -334,6 +345,7 @@ function start(root) {
 const PARTS = {
   "run.status": ["head", "runs", "body"], "run.progress": ["runs"], "outline.changed": ["head", "runs", "body"],
   "section.text": ["head", "body"], "suggestions.changed": ["runs", "body"], "suggestion.decided": ["runs", "body"],
+  "comments.changed": ["body"],
   "document.finished": ["head"], "section.delta": [],
 };
 

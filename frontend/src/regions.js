@@ -78,14 +78,21 @@ export class Regions {
     const form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-live-form")) return;
     event.preventDefault();
+    // With the button that was pressed (a form's buttons may say which action: "ask_agent"),
+    // read before the buttons are disabled: a disabled button is not sent.
+    const body = new FormData(form, event.submitter || null);
     const buttons = form.querySelectorAll("button");
     buttons.forEach((button) => { button.disabled = true; button.setAttribute("aria-busy", "true"); });
     try {
-      const response = await fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin",
+      const response = await fetch(form.action, { method: "POST", body, credentials: "same-origin",
                                                   headers: { Accept: "text/html" } });
       const landed = new URL(response.url);
       if (response.ok && landed.pathname === location.pathname) {
-        this.swap(await response.text(), { messages: true });
+        const html = await response.text();
+        // Done: what was typed into this form is sent, so it does not come back in the new page
+        // (a swap keeps what people typed in forms). Refused: it stays, to correct and send again.
+        if (!html.includes("flash-error")) form.reset();
+        this.swap(html, { messages: true });
         document.getElementById("messages")?.scrollIntoView?.({ block: "nearest" });
       } else {
         location.assign(response.url);  // somewhere else (a login page, an error): go there

@@ -28,6 +28,7 @@ WRITE_TASK = "agents.write_batch"
 REVIEW_TASK = "agents.review_run"
 GENERATE_TASK = "agents.generate"
 ASK_TASK = "agents.ask_about_passage"
+REPLY_TASK = "agents.reply_in_thread"
 
 log = logging.getLogger(__name__)
 

@@ -256,3 +256,37 @@ class Suggestion(models.Model):
         if self.role == PERSON:
             return self.author.username if self.author else "A former member"
         return self.role.replace("_", " ").capitalize()
+
+
+class Comment(models.Model):
+    """One remark in a thread on a passage. A thread's first comment quotes the passage and is
+    anchored on it like a suggestion (it follows later edits); the others reply to it. People
+    write them, and the editor agent when a person asks it to reply."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="comments")
+    section = models.ForeignKey(Section, on_delete=models.CASCADE, related_name="comments")
+    thread = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies",
+                               help_text="The thread's first comment; empty for that one.")
+    role = models.CharField(max_length=50, default=PERSON, help_text="PERSON, or the agent's role.")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+", help_text="Who wrote it, or who asked the agent to.")
+    body = models.TextField(blank=True)
+    quote = models.TextField(blank=True, help_text="The passage (a thread's first comment).")
+    anchor = models.JSONField(default=dict, blank=True, help_text="Where the quote sits: as Suggestion.anchor.")
+    answering = models.BooleanField(default=False, help_text="An agent's reply while it is written.")
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"comment {self.pk} on {self.section}"
+
+    @property
+    def by(self) -> str:
+        if self.role == PERSON:
+            return self.author.username if self.author else "A former member"
+        return self.role.replace("_", " ").capitalize()

@@ -44,17 +44,17 @@ def suggestion_propose(*, section, user, original: str, replacement: str, at: in
                            original=original, replacement=replacement, reason=reason[:500], anchor=anchor))
 
 
-def selection_anchor(section, original: str, at: int) -> dict:
+def selection_anchor(section, original: str, at: int, *, while_written: bool = False) -> dict:
     """The anchor of the words a person selected (`original`, near UTF-16 offset `at` of the
-    section's shared text), for a suggestion on exactly them; refused while an agent writes the
-    section, or when the words are gone."""
+    section's shared text), for a suggestion on exactly them; refused when the words are gone,
+    and while an agent writes the section unless `while_written` (a comment changes nothing)."""
     if not original.strip():
-        raise SuggestionRefused("Select the words you want to change first.")
+        raise SuggestionRefused("Select the words first.")
     if len(original) > ORIGINAL_MAX_CHARS:
-        raise SuggestionRefused(f"Select at most {ORIGINAL_MAX_CHARS:,} characters; edit longer passages directly.")
+        raise SuggestionRefused(f"Select at most {ORIGINAL_MAX_CHARS:,} characters.")
     shared = crdt.load(section.document_id)
     writer = documents.section_writer(section, shared)
-    if writer is not None:
+    if writer is not None and not while_written:
         raise documents.SectionHeld(documents.held_message(section.heading, writer))
     text = crdt.section_text(shared, section.key)
     start = _nearest(text, original, _from_utf16(text, at))

@@ -11,7 +11,7 @@ from celery import shared_task
 
 from agents.llm.types import GenerationRequest
 from webapp import llm
-from webapp.runs import asking, lifecycle, reviewing, services, writing
+from webapp.runs import asking, discussing, lifecycle, reviewing, services, writing
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ def review_run(run_id: int) -> None:
 @shared_task(name=lifecycle.ASK_TASK)
 def ask_about_passage(suggestion_id: int) -> None:
     asking.answer(suggestion_id=suggestion_id)
+
+
+@shared_task(name=lifecycle.REPLY_TASK)
+def reply_in_thread(comment_id: int) -> None:
+    discussing.reply(comment_id=comment_id)
 
 
 @shared_task(name=lifecycle.GENERATE_TASK)

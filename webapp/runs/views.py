@@ -1,6 +1,7 @@
 """The document's page (its text, outline, run panel and suggestions, live) and its state for
 clients that resync; starting, approving and cancelling writing runs, regenerating a section,
-taking one over, and deciding on suggestions. Each view authorises through the document's
+taking one over or giving it to a fresh writer, deciding on suggestions, and threads of comments
+on a passage. Each view authorises through the document's
 project (documents.services.document_for_user), then calls one service."""
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from webapp.documents import export, presence
 from webapp.documents import services as documents
 from webapp.documents.models import Document, Section
 from webapp.projects.models import Membership, Role
-from webapp.runs import asking, services, suggestions
-from webapp.runs.models import ACTIVE, ASKED, PERSON, Suggestion, WritingRun
+from webapp.runs import asking, discussing, services, suggestions
+from webapp.runs.models import ACTIVE, ASKED, PERSON, Comment, Suggestion, WritingRun
 
 
 def _document(request, document_id: int, role: str = Role.VIEWER) -> tuple[Document, Membership]:
@@ -67,8 +68,13 @@ def _page(request, document: Document, membership: Membership, sections: bool = 
                  "html": export.render_markdown_safe(references.linked(section)) if section.text else ""}
                 for section, depth, number in tree]
         parents = {row["section"].parent_id for row in rows}
+        threads: dict[int, list[Comment]] = {}
+        for thread in document.comments.filter(thread=None, resolved_at=None).select_related("author") \
+                .prefetch_related("replies__author"):
+            threads.setdefault(thread.section_id, []).append(thread)
         for row in rows:
             row["suggestions"] = suggestions.get(row["section"].id, [])
+            row["threads"] = threads.get(row["section"].id, [])
             row["leaf"] = row["section"].id not in parents
     else:
         rows = [{}] if document.sections.exists() else []  # the panel only asks whether there are any
@@ -272,6 +278,59 @@ def section_ask(request, document_id: int, section_id: int):
         return _back(document_id, f"section-{section.id}")
     messages.success(request, "Asked: the agent's answer appears on the words you selected, as a suggestion.")
     return _back(document_id, f"suggestion-{asked.id}")
+
+
+@login_required
+@require_POST
+def comment_start(request, document_id: int, section_id: int):
+    """A thread on the words a person selected; any member may comment, editors may ask the agent."""
+    document, membership = _document(request, document_id)
+    section = get_object_or_404(Section, pk=section_id, document=document)
+    try:
+        at = max(0, int(request.POST.get("at") or 0))
+    except ValueError:
+        at = 0
+    try:
+        thread = discussing.comment_start(section=section, user=request.user, at=at,
+                                          original=request.POST.get("original", ""),
+                                          body=request.POST.get("body", ""), ask_agent=_asks_agent(request, membership))
+    except (discussing.CommentRefused, suggestions.SuggestionRefused) as error:
+        messages.error(request, str(error))
+        return _back(document_id, f"section-{section.id}")
+    return _back(document_id, f"comment-{thread.id}")
+
+
+def _thread(request, document_id: int, comment_id: int) -> tuple[Comment, Membership]:
+    document, membership = _document(request, document_id)
+    return get_object_or_404(Comment.objects.select_related("thread"), pk=comment_id, document=document), membership
+
+
+def _asks_agent(request, membership: Membership) -> bool:
+    return bool(request.POST.get("ask_agent")) and membership.allows(Role.EDITOR)
+
+
+@login_required
+@require_POST
+def comment_reply(request, document_id: int, comment_id: int):
+    thread, membership = _thread(request, document_id, comment_id)
+    try:
+        discussing.comment_reply(thread=thread, user=request.user, body=request.POST.get("body", ""),
+                                 ask_agent=_asks_agent(request, membership))
+    except discussing.CommentRefused as error:
+        messages.error(request, str(error))
+    return _back(document_id, f"comment-{thread.thread_id or thread.id}")
+
+
+@login_required
+@require_POST
+def comment_resolve(request, document_id: int, comment_id: int):
+    thread, membership = _thread(request, document_id, comment_id)
+    try:
+        discussing.comment_resolve(thread=thread.thread or thread, user=request.user,
+                                   may_edit=membership.allows(Role.EDITOR))
+    except discussing.CommentRefused as error:
+        messages.error(request, str(error))
+    return _back(document_id, f"section-{thread.section_id}")
 
 
 def _suggestion(request, document_id: int, suggestion_id: int) -> Suggestion:
