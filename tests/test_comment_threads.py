@@ -45,6 +45,8 @@ def test_people_discuss_a_passage_in_a_thread_and_an_editor_resolves_it(client, 
     page = _as(client, owner).get(f"/documents/{document.id}/").content.decode()
     assert f'id="comment-{thread.id}"' in page and "At dawn, mostly." in page and "edgar" in page
     assert "<script>x()</script>" not in page and "&lt;script&gt;x()&lt;/script&gt;" in page
+    state = client.get(f"/documents/{document.id}/state/").json()
+    assert [[c["by"] for c in t["comments"]] for t in state["threads"]] == [["vera", "edgar"]]
 
     # A viewer may not resolve another person's thread; an editor may.
     _as(client, viewer)
@@ -104,3 +106,40 @@ def test_the_editor_agent_replies_in_the_thread_with_the_real_model(document, ed
     with django_capture_on_commit_callbacks(execute=True):
         discussing.comment_reply(thread=thread, user=editor, body="", ask_agent=True)  # ask again, no words
     assert thread.replies.count() == 2
+
+
+class _Replying:
+    """An engine whose one answer comes in pieces; it keeps the request it was given."""
+
+    def __init__(self, pieces: list[str]):
+        self.pieces, self.requests = pieces, []
+
+    def stream(self, requests, cancel=None):
+        from agents.llm.types import Delta
+
+        (request,) = requests
+        self.requests.append(request)
+        for piece in self.pieces:
+            yield Delta(request.id, piece)
+        yield Delta(request.id, "", finished=True, finish_reason="stop")
+
+
+def test_the_agent_is_told_the_passage_and_the_thread_and_its_reply_is_one_paragraph(document, editor, viewer, gulls,
+                                                                                      monkeypatch):
+    from webapp import llm
+
+    engine = _Replying(["Terns also nest on sand.", " Many colonies do.", "\n\nSection: Terns\n\nPassage:"])
+    monkeypatch.setattr(llm, "get_engine", lambda role="": engine)
+    monkeypatch.setattr(discussing, "enqueue", lambda *args: None)
+    thread = discussing.comment_start(section=gulls, user=viewer, original="Terns are quick", at=0,
+                                      body="Quick compared with what?")
+    discussing.comment_reply(thread=thread, user=editor, body="Good question.", ask_agent=True)
+    answer = thread.replies.get(role=asking.ROLE)
+    discussing.reply(comment_id=answer.pk)
+    answer.refresh_from_db()
+    assert answer.body == "Terns also nest on sand. Many colonies do." and not answer.answering
+    (request,) = engine.requests
+    asked = request.messages[1]["content"]
+    assert "Passage: Terns are quick" in asked and "vera: Quick compared with what?" in asked
+    assert "edgar: Good question." in asked and request.priority > 0  # interactive: before bulk writing
+    assert request.sentences == discussing.REPLY_SENTENCES

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 BODY_MAX_CHARS = 5_000
 THREAD_MAX_COMMENTS = 200
 REPLY_TOKENS = 200
-SYSTEM = ("You are the editor of an article. People discuss one passage of it with you. Answer the last comment "
-          "in two or three plain sentences: about the passage, concrete, without a greeting or a sign-off.")
+REPLY_SENTENCES = 3
+SYSTEM = ("You are the editor of an article. Answer people's comments on a passage of it: two or three sentences, "
+          "about the passage's subject and facts, concrete, no greeting.")
 
 
 class CommentRefused(ValueError):
@@ -104,10 +105,12 @@ def reply(*, comment_id: int) -> None:
     said = [f"{comment.by}: {comment.body}" for comment in [thread, *thread.replies.filter(pk__lt=answer.pk)]
             if comment.body]
     request = GenerationRequest(
-        id=f"reply-{answer.pk}-{uuid.uuid4().hex[:6]}", max_new_tokens=REPLY_TOKENS,
+        id=f"reply-{answer.pk}-{uuid.uuid4().hex[:6]}", max_new_tokens=REPLY_TOKENS, sentences=REPLY_SENTENCES,
+        repetition_penalty=1.1, no_repeat_ngrams=4,
         messages=[{"role": "system", "content": SYSTEM},
-                  {"role": "user", "content": f"Section: {thread.section.heading}\n\nPassage:\n{thread.quote}\n\n"
-                                              "Comments:\n" + "\n".join(said[-12:])}])
+                  {"role": "user", "content": f"Section: {thread.section.heading}\n\nPassage: {thread.quote}\n\n"
+                                              "Comments:\n" + "\n".join(said[-12:])
+                                              + "\n\nYour reply to the comments:"}])
     engine = llm.Scheduled(llm.get_engine(section_writer.ROLE), f"reply-{answer.pk}", INTERACTIVE)
     text, last = "", 0.0
     try:
@@ -115,13 +118,18 @@ def reply(*, comment_id: int) -> None:
             if delta.finished and delta.finish_reason == "error":
                 raise RuntimeError(delta.error or "the model failed")
             text += delta.text
-            if time.monotonic() - last >= asking.STREAM_EVERY_S and text.strip():
+            if time.monotonic() - last >= asking.STREAM_EVERY_S and _said(text):
                 last = time.monotonic()
-                Comment.objects.filter(pk=answer.pk).update(body=text.strip())
+                Comment.objects.filter(pk=answer.pk).update(body=_said(text))
                 changed(answer.document_id, now=True)
     except Exception as error:  # noqa: BLE001  (said in the thread: the person asks again)
         log.exception("the editor agent's reply %s failed", answer.pk)
         text = f"(The editor agent could not answer: {error}. Ask again.)"
     Comment.objects.filter(pk=answer.pk).update(
-        body=text.strip() or "(The editor agent had nothing to say. Ask in other words.)", answering=False)
+        body=_said(text) or "(The editor agent had nothing to say. Ask in other words.)", answering=False)
     changed(answer.document_id, now=True)
+
+
+def _said(text: str) -> str:
+    """The reply: its first paragraph (a small model goes on to repeat the prompt's layout)."""
+    return text.strip().split("\n\n", 1)[0].strip()

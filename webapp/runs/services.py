@@ -9,6 +9,7 @@ the whole run; here a batch given to another worker finishes the run as soon as 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from datetime import timedelta
@@ -185,12 +186,12 @@ def section_rewrite(*, section: Section, user) -> WritingRun:
             error=f"Stopped by {user.username} for a rewrite.")
     section.refresh_from_db()
     if section.text.strip():
-        try:
+        # (A conflict: someone saved it a moment ago; that text is in the history already.)
+        with contextlib.suppress(documents.SectionConflict):
             documents.section_save_text(section_id=section.pk, user=None, text=section.text,
                                         expected_version=section.version, agent_role=section_writer.ROLE,
-                                        summary=f"Its stalled writer's text so far; {user.username} asked for a rewrite.")
-        except documents.SectionConflict:
-            pass  # saved by someone a moment ago: that text is in the history already
+                                        summary=f"Its stalled writer's text so far; {user.username} asked for a "
+                                                "rewrite.")
     section.refresh_from_db()
     return section_regenerate(section=section, user=user)
 

@@ -147,6 +147,12 @@ def _state(document: Document) -> dict:
         "suggestions": [{"id": s.pk, "section_id": s.section_id, "role": s.role, "kind": s.kind, "original": s.original,
                          "replacement": s.replacement, "reason": s.reason, "anchor": s.anchor}
                         for s in document.suggestions.filter(status="open")],
+        # Open threads of comments on passages, each with its replies in order.
+        "threads": [{"id": t.pk, "section_id": t.section_id, "quote": t.quote, "anchor": t.anchor,
+                     "comments": [{"id": c.pk, "by": c.by, "role": c.role, "body": c.body, "answering": c.answering}
+                                  for c in [t, *t.replies.all()]]}
+                    for t in document.comments.filter(thread=None, resolved_at=None).select_related("author")
+                    .prefetch_related("replies__author")],
     }
 
 
