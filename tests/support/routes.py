@@ -11,7 +11,7 @@ from tests.support.factories import make_document, make_project, make_user
 from webapp.documents import sources
 from webapp.documents.models import Revision
 from webapp.projects.models import Invitation
-from webapp.runs.models import RunStatus, Suggestion, WritingRun
+from webapp.runs.models import Comment, RunStatus, Suggestion, WritingRun
 
 PUBLIC = {"signup", "login", "logout", "healthz"}
 
@@ -58,6 +58,10 @@ ROUTES = {
     "run_cancel": ("POST", "editor"),
     "section_regenerate": ("POST", "editor"),
     "section_take_over": ("POST", "editor"),
+    "section_rewrite": ("POST", "editor"),
+    "comment_start": ("POST", "viewer"),  # a comment changes no text: any member may comment
+    "comment_reply": ("POST", "viewer"),
+    "comment_resolve": ("POST", "viewer"),  # the service says who may (an editor, or the thread's author)
     "suggestion_propose": ("POST", "editor"),
     "section_ask": ("POST", "editor"),
     "suggestion_accept": ("POST", "editor"),
@@ -100,12 +104,13 @@ def build_world() -> dict:
     run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.DONE)
     suggestion = Suggestion.objects.create(document=document, section=section, role="reviewer", kind="repetition",
                                            original="x", reason="test")
+    comment = Comment.objects.create(document=document, section=section, author=owner, body="Why?", quote="x")
     invitee = make_user("ivy")
     invitation = Invitation.objects.create(project=project, user=invitee, role="editor", invited_by=owner)
     users = {"owner": owner, "editor": editor, "viewer": viewer, "outsider": outsider, "invitee": invitee}
     return {"users": users, "project": project, "document": document, "section": section,
             "source": source, "revision": revision, "membership": membership, "run": run,
-            "suggestion": suggestion, "invitation": invitation}
+            "suggestion": suggestion, "invitation": invitation, "comment": comment}
 
 
 def url_for(name: str, w: dict) -> str:
@@ -133,6 +138,9 @@ def url_for(name: str, w: dict) -> str:
         "suggestion_accept": {"document_id": d, "suggestion_id": w["suggestion"].id},
         "suggestion_reject": {"document_id": d, "suggestion_id": w["suggestion"].id},
         "suggestion_propose": {"document_id": d, "section_id": w["section"].id},
+        "comment_start": {"document_id": d, "section_id": w["section"].id},
+        "comment_reply": {"document_id": d, "comment_id": w["comment"].id},
+        "comment_resolve": {"document_id": d, "comment_id": w["comment"].id},
     }.get(name)
     if kwargs is None and name.startswith("section_"):
         kwargs = {"document_id": d, "section_id": w["section"].id}
