@@ -29,15 +29,25 @@ from webapp.documents import services as documents
 from webapp.documents.models import Document, Section, SectionStatus
 from webapp.registry import services as registry
 from webapp.runs import lifecycle, reviewing
-from webapp.runs.models import FINAL, AgentTask, RunStatus, TaskStatus, WritingRun
+from webapp.runs.models import ACTIVE, FINAL, AgentTask, RunStatus, TaskStatus, WritingRun
 
 log = logging.getLogger(__name__)
 
 
 # --- starting and planning -----------------------------------------------------------------
 
+class RunRefused(Exception):
+    pass
+
+
 @transaction.atomic
 def run_start(*, document: Document, user, batch_size: int = 8) -> WritingRun:
+    """A new run on the document, unless one is under way: two people pressing "Write with
+    agents" at the same moment make one run (the document's row is written first, so the second
+    waits for the first to commit, on PostgreSQL and SQLite alike, and then sees its run)."""
+    Document.objects.filter(pk=document.pk).update(updated_at=timezone.now())
+    if document.runs.filter(status__in=ACTIVE).exists():
+        raise RunRefused("A run is already under way for this document; cancel it first.")
     run = WritingRun.objects.create(document=document, created_by=user, batch_size=batch_size)
     # The chief editor's task, claimed and kept alive like a writer's: a plan whose worker died
     # (or whose database went away) is planned again by another worker (requeue_stale).

@@ -46,7 +46,8 @@ def document_live(request, document_id: int):
     """The page's live regions (`?part=runs` for the Agents panel alone), rendered by the page's
     own templates: the page swaps them in when an event says they changed."""
     document, membership = _document(request, document_id)
-    parts = [part for part in request.GET.getlist("part") if part in LIVE_PARTS] or list(LIVE_PARTS)
+    # Each region at most once, whatever the query string repeats: the work a request makes is bounded.
+    parts = [part for part in LIVE_PARTS if part in request.GET.getlist("part")] or list(LIVE_PARTS)
     context = _page(request, document, membership, sections="head" in parts or "body" in parts)
     return HttpResponse("".join(render_to_string(LIVE_PARTS[part], context, request) for part in parts))
 
@@ -169,10 +170,11 @@ def run_list(request, document_id: int):
 @require_POST
 def run_start(request, document_id: int):
     document, _ = _document(request, document_id, Role.EDITOR)
-    if document.runs.filter(status__in=ACTIVE).exists():
-        messages.error(request, "A run is already under way for this document; cancel it first.")
+    try:
+        services.run_start(document=document, user=request.user)
+    except services.RunRefused as error:
+        messages.error(request, str(error))
         return _back(document.id)
-    services.run_start(document=document, user=request.user)
     messages.success(request, "The agents are on it." + (" The outline needs your approval first."
                                                            if not document.auto_approve_outline else ""))
     return _back(document.id)

@@ -1,0 +1,48 @@
+"""Issue 26: the second audit's findings, a test per property (each failed on the main it audited)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.support.factories import make_document
+from webapp.runs import services
+from webapp.runs.models import WritingRun
+
+
+def test_the_live_regions_are_rendered_at_most_once_whatever_the_query_repeats(client, document, viewer):
+    client.force_login(viewer)
+    once = client.get(f"/documents/{document.id}/live/?part=body").content
+    many = client.get(f"/documents/{document.id}/live/?" + "&".join(["part=body"] * 400)).content
+    assert len(many) == len(once)
+    everything = client.get(f"/documents/{document.id}/live/").content
+    assert len(client.get(f"/documents/{document.id}/live/?" + "part=head&part=runs&part=body&" * 100).content) \
+        == len(everything)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_people_starting_a_run_at_the_same_moment_make_one_run(project, owner, editor):
+    """The check was the view's, before the service's insert: two requests both passed it."""
+    from django.db import connection
+
+    document = make_document(project, owner)
+    ready = threading.Barrier(2)
+    started, refused = [], []
+
+    def start(user) -> None:
+        try:
+            ready.wait()
+            started.append(services.run_start(document=document, user=user))
+        except services.RunRefused as error:
+            refused.append(str(error))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start, args=(user,)) for user in (owner, editor)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(started) == 1 and refused == ["A run is already under way for this document; cancel it first."]
+    assert WritingRun.objects.filter(document=document).count() == 1
