@@ -46,3 +46,16 @@ def test_two_people_starting_a_run_at_the_same_moment_make_one_run(project, owne
         thread.join(30)
     assert len(started) == 1 and refused == ["A run is already under way for this document; cancel it first."]
     assert WritingRun.objects.filter(document=document).count() == 1
+
+
+def test_forwarded_addresses_are_trusted_only_behind_a_configured_proxy():
+    """`make run` passed --proxy-headers always: uvicorn then took X-Forwarded-For from loopback,
+    and a client on the machine changed it on each try to dodge the per-address log-in limit."""
+    from webapp.launcher import web_args
+
+    plain = web_args({}, "127.0.0.1", "8000")
+    assert "--no-proxy-headers" in plain and "--proxy-headers" not in plain
+    behind_tls = web_args({"HTTPS": "true"}, "0.0.0.0", "8000")
+    assert behind_tls[-3:] == ["--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"]
+    named = web_args({"FORWARDED_ALLOW_IPS": "10.0.0.5"}, "0.0.0.0", "8000")
+    assert named[-3:] == ["--proxy-headers", "--forwarded-allow-ips", "10.0.0.5"]

@@ -130,6 +130,19 @@ def worker_args(queue: str, concurrency: int, name: str = "") -> list[str]:
             "--loglevel", "INFO", *pool]
 
 
+def web_args(env: dict[str, str], host: str, port: str) -> list[str]:
+    """uvicorn's command line. Forwarded headers (the client's address, the scheme) are trusted
+    only behind a configured proxy: FORWARDED_ALLOW_IPS names it, or HTTPS says there is one (then
+    on this machine, uvicorn's default). Otherwise a client on the machine could set
+    X-Forwarded-For on each try and never meet the per-address log-in limit."""
+    args = [PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
+            "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log"]
+    allowed = env.get("FORWARDED_ALLOW_IPS", "").strip()
+    if allowed or env.get("HTTPS", "").strip().lower() in ("1", "true", "yes", "on"):
+        return args + ["--proxy-headers", "--forwarded-allow-ips", allowed or "127.0.0.1"]
+    return args + ["--no-proxy-headers"]
+
+
 def gpu_count() -> int:
     """GPUs on this machine, asked of nvidia-smi so that this process never initialises CUDA."""
     if os.environ.get("SCRIPTORIUM_GPUS"):
@@ -220,10 +233,7 @@ class Processes:
             _manage("migrate", "--noinput", env=env)
             if set(only) == set(PROCESSES):
                 _manage("seed_demo", env=env)
-            self.add("web", [
-                PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", host, "--port", port,
-                "--proxy-headers", "--no-access-log" if env.get("ACCESS_LOG") == "0" else "--access-log",
-            ], env)
+            self.add("web", web_args(env, host, port), env)
         if "agents" in only:
             agents_concurrency = int(env.get("SCRIPTORIUM_AGENTS_CONCURRENCY") or 8)
             for name, extra_env in agents_workers(gpu_count()):
