@@ -59,3 +59,55 @@ def test_forwarded_addresses_are_trusted_only_behind_a_configured_proxy():
     assert behind_tls[-3:] == ["--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"]
     named = web_args({"FORWARDED_ALLOW_IPS": "10.0.0.5"}, "0.0.0.0", "8000")
     assert named[-3:] == ["--proxy-headers", "--forwarded-allow-ips", "10.0.0.5"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_sections_live_in_the_shared_document(document, editor, owner):
+    """An editor's Yjs client wrote roots that are not sections (1,000 kept in one audit test,
+    megabytes outside any section, paid by every later load): such an update is refused whole."""
+    import uuid
+
+    from asgiref.sync import async_to_sync
+    from channels.testing import WebsocketCommunicator
+    from channels.db import database_sync_to_async
+    from pycrdt import Map, Text, create_update_message
+
+    from tests.support.sockets import session_headers
+    from tests.test_shared_document_crdt import BrowserPeer
+    from webapp.asgi import application
+    from webapp.documents import crdt
+    from webapp.documents.models import CrdtUpdate
+
+    gulls = document.sections.get(heading="Gulls")
+    headers, other_headers = session_headers(editor), session_headers(owner)
+
+    async def scenario():
+        peer, other = BrowserPeer(document, headers), BrowserPeer(document, other_headers)
+        events = WebsocketCommunicator(application, f"/ws/documents/{document.id}/events/", headers=headers)
+        await peer.connect()
+        await other.connect()
+        assert (await events.connect())[0]
+        await events.receive_json_from(timeout=5)  # hello
+        stored = await database_sync_to_async(CrdtUpdate.objects.count)()
+        notices = []
+        for write in (lambda doc: doc.get("junk", type=Text).insert(0, "x" * 50_000),
+                      lambda doc: doc.get(f"section:{uuid.uuid4()}", type=Text).insert(0, "hidden"),
+                      lambda doc: doc.get("notes", type=Map).update({"a": "b" * 1000})):
+            before = peer.doc.get_state()
+            write(peer.doc)
+            await peer.socket.send_to(bytes_data=create_update_message(peer.doc.get_update(before)))
+            notices.append(await events.receive_json_from(timeout=5))
+        await peer.type(gulls.key, 0, "Gulls nest.")  # an edit to a section still goes through
+        await peer.drain()
+        await other.drain()
+        after = await database_sync_to_async(CrdtUpdate.objects.count)()
+        await events.disconnect()
+        await peer.socket.disconnect()
+        await other.socket.disconnect()
+        return notices, stored, after, set(other.doc), str(other.text(gulls.key))
+
+    notices, stored, after, seen, gulls_text = async_to_sync(scenario)()
+    assert [n["text"] for n in notices] == ["That change was refused: it wrote outside the document's sections."] * 3
+    assert after == stored + 1  # only the section edit was kept
+    assert gulls_text == "Gulls nest." and not any(name == "junk" or name == "notes" for name in seen)
+    assert set(crdt.load(document.id)) <= {crdt.section_name(s.key) for s in document.sections.all()} | {crdt.WRITERS}

@@ -233,9 +233,21 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
         held, texts = crdt.locked(self.ydoc)
         # A big update (a paste) may push a section past its length: then it is refused whole.
         before = crdt.all_section_texts(self.ydoc) if len(update) > LARGE_UPDATE_BYTES else None
+        names = set(self.ydoc)
         self.ydoc.apply_update(update)
         if self._changes == changes:
             return  # known already (a reconnecting client re-sends its state): nothing to store or save
+        stray = set(self.ydoc) - names
+        if stray and not await database_sync_to_async(crdt.only_sections)(self.document_id, stray):
+            # Only the document's sections (and the server's locks) live in the shared document:
+            # an update that writes anywhere else is refused whole (never stored nor relayed),
+            # and this copy is loaded again without it.
+            log.info("refused %s's update of document %s: it wrote outside its sections", self.user,
+                     self.document_id)
+            self.ydoc = await self.make_ydoc()
+            self.ydoc.observe(self._count_change)
+            await self._notice("That change was refused: it wrote outside the document's sections.")
+            return
         locks, refused = crdt.undo_locked_changes(self.ydoc, held, texts)
         limits, too_long = crdt.limit_lengths(self.ydoc, settings.SECTION_TEXT_MAX_CHARS, before)
         await database_sync_to_async(crdt.store)(self.document_id, update, self.user.username)

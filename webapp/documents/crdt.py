@@ -19,6 +19,7 @@ import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from pycrdt import Assoc, Doc, Map, StickyIndex, Text, merge_updates
 
@@ -204,6 +205,19 @@ def _ids(doc: Doc, name: str) -> list[tuple[int, int, int]]:
 
 def section_keys(doc: Doc) -> list[str]:
     return [name.removeprefix("section:") for name in doc if name.startswith("section:")]
+
+
+def only_sections(document_id: int, names: set[str]) -> bool:
+    """Whether every root name in `names` is one of the document's sections (or the locks)."""
+    keys = {name.removeprefix("section:") for name in names - {WRITERS} if name.startswith("section:")}
+    if any(not name.startswith("section:") for name in names - {WRITERS}):
+        return False
+    try:
+        known = {str(key) for key in Section.objects.filter(document_id=document_id, key__in=keys)
+                 .values_list("key", flat=True)}
+    except ValidationError:  # not a section key at all
+        return False
+    return known == keys
 
 
 def all_section_texts(doc: Doc) -> dict[str, str]:
