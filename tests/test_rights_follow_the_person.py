@@ -228,3 +228,37 @@ def test_no_client_can_lock_a_section_for_everyone(document, editor):
     assert crdt.writers(crdt.load(document.id)) == {}
     documents.section_save_text(section_id=gulls.id, user=editor, text="Still free to edit.",
                                 expected_version=gulls.version)  # nobody holds it
+
+
+def test_a_socket_cannot_speak_for_another_member_s_client(document, owner, editor):
+    """Each socket spoke for the clients it introduced first, so a second socket could claim a
+    member's client id first used on another socket, and remove or overwrite their presence.
+    A client id belongs to the person whose socket used it first (their other pages too)."""
+    owner_headers, editor_headers = session_headers(owner), session_headers(editor)
+    mine = json.dumps({"cursor": {"anchor": {"x": 1}, "head": {"x": 1}}})
+
+    async def scenario():
+        olivia, again, edgar = (BrowserPeer(document, owner_headers), BrowserPeer(document, owner_headers),
+                                BrowserPeer(document, editor_headers))
+        for peer in (olivia, again, edgar):
+            await peer.connect()
+            await peer.drain()
+        await olivia.socket.send_to(bytes_data=_awareness([(7777, 1, mine)]))
+        first = await edgar.socket.receive_from(timeout=5)
+        await edgar.socket.send_to(bytes_data=_awareness([(7777, 2, "null")]))  # "Olivia left"
+        await asyncio.sleep(0.3)
+        forged = []
+        while not await olivia.socket.receive_nothing(timeout=0.3):
+            forged.append(await olivia.socket.receive_from())
+        await again.drain()
+        await again.socket.send_to(bytes_data=_awareness([(7777, 3, mine)]))  # her page, reconnected
+        renewed = await edgar.socket.receive_from(timeout=5)
+        for peer in (olivia, again, edgar):
+            await peer.socket.disconnect()
+        return first, forged, renewed
+
+    first, forged, renewed = async_to_sync(scenario)()
+    assert _states(first)[7777]["user"]["name"] == owner.username
+    heard = [_states(message)[7777] for message in forged if message[0] == 1 and 7777 in _states(message)]
+    assert all(state is not None and state["user"]["name"] == owner.username for state in heard)  # her own echo
+    assert _states(renewed)[7777]["user"]["name"] == owner.username

@@ -68,8 +68,8 @@ def test_only_sections_live_in_the_shared_document(document, editor, owner):
     import uuid
 
     from asgiref.sync import async_to_sync
-    from channels.testing import WebsocketCommunicator
     from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
     from pycrdt import Map, Text, create_update_message
 
     from tests.support.sockets import session_headers

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -176,6 +177,7 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
         self.room_name = self.make_room_name()
         self._pending_save: asyncio.Task | None = None
         self.client_ids: set[int] = set()  # the Yjs clients this socket speaks for (presence)
+        self.presence_claim = presence.claimer(self.document_id, self.user.pk)
         await self.channel_layer.group_add(self.room_name, self.channel_name)
         await self.watch_rights(role)
         self.ydoc = await self.make_ydoc()
@@ -208,7 +210,8 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
             # too, as y-websocket's own server does: a person alone on a page hears their
             # presence heartbeat (every 15 s), so their client never takes the silence for a dead
             # connection (it reconnects after 30 s without a message).
-            message = presence.rewrite(bytes_data, self.scope["user"].username, self.client_ids)
+            message = await sync_to_async(presence.rewrite, thread_sensitive=False)(
+                bytes_data, self.scope["user"].username, self.client_ids, self.presence_claim)
             if message is not None:
                 await self.channel_layer.group_send(self.room_name, {"type": "crdt.awareness", "message": message})
             return
