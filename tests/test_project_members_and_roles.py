@@ -49,7 +49,7 @@ def test_invited_people_join_only_when_they_accept(client, project, owner):
     client.post(url, {"identifier": "xavier", "role": "editor"})
     assert not project.memberships.filter(user__in=[wendy, xavier]).exists()  # not members yet
     page = client.get(url).content.decode()
-    assert "wendy" in page and "wendy@example.com" not in page  # invited: no email shown
+    assert ">WENDY@example.com<" in page and ">xavier<" in page  # what the owner typed
     for person, answer in ((wendy, "accept"), (xavier, "decline")):
         client.login(username=person.username, password=PASSWORD)
         assert client.get(reverse("project_detail", args=[project.id])).status_code == 404  # before answering
@@ -83,6 +83,28 @@ def test_inviting_says_the_same_whether_or_not_the_account_exists(client, projec
         return page.split('id="messages">')[1].split("</div>")[0].replace(identifier, "X")
 
     assert answer("ghost") == answer("wendy") == answer("ghost@example.com") == answer(editor.username)
+
+
+def test_the_invited_list_does_not_tell_whether_an_address_has_an_account(client, project, owner):
+    """Issue 26: the list showed the matched account's username for a registered address, and
+    nothing for an unknown one. Now both show what the owner typed, the same way."""
+    make_user("wendy")  # wendy@example.com has an account; ghost@example.com has none
+    client.login(username=owner.username, password=PASSWORD)
+    url = reverse("member_list", args=[project.id])
+
+    def row(identifier: str) -> str:
+        client.post(url, {"identifier": identifier, "role": "editor"})
+        page = client.get(url).content.decode()
+        listed = page.split("Invited, not yet joined")[1].split("</table>")[0]
+        invitation = project.invitations.get(invited_as=identifier)
+        return listed.split(f'/invitations/{invitation.id}/')[0].rsplit("<tr>", 1)[1].replace(identifier, "X")
+
+    known, unknown = row("wendy@example.com"), row("ghost@example.com")
+    assert known == unknown and "wendy<" not in known
+    ghost = project.invitations.get(invited_as="ghost@example.com")
+    assert ghost.user is None  # it reaches nobody: a later account with that address is not invited by it
+    client.post(reverse("invitation_cancel", args=[project.id, ghost.id]))
+    assert not project.invitations.filter(invited_as="ghost@example.com").exists()
 
 
 def test_sign_up_does_not_tell_whether_an_email_has_an_account(client, owner):

@@ -73,13 +73,19 @@ def _find_user(identifier: str):
 @transaction.atomic
 def invitation_create(*, project: Project, identifier: str, role: str, invited_by=None) -> Invitation | None:
     """Invite the account `identifier` names (username or email) to join as `role`; they join
-    when they accept. None when no single account matches, or it is a member already (the
-    inviting owner is told the same in every case)."""
+    when they accept. When no single account matches, the invitation is kept without one (it
+    reaches nobody) and listed the same way, so the owner's page tells nobody who has an
+    account. None for a member already (the members list shows them)."""
+    identifier = identifier.strip()[:254]
     user = _find_user(identifier)
-    if user is None or Membership.objects.filter(project=project, user=user).exists():
+    if user is not None and Membership.objects.filter(project=project, user=user).exists():
         return None
-    invitation, _ = Invitation.objects.update_or_create(project=project, user=user,
-                                                        defaults={"role": Role(role), "invited_by": invited_by})
+    defaults = {"role": Role(role), "invited_by": invited_by, "invited_as": identifier}
+    if user is None:
+        invitation, _ = Invitation.objects.update_or_create(project=project, user=None, invited_as=identifier,
+                                                            defaults=defaults)
+    else:
+        invitation, _ = Invitation.objects.update_or_create(project=project, user=user, defaults=defaults)
     return invitation
 
 

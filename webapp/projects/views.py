@@ -76,7 +76,7 @@ def member_list(request, project_id: int):
                                       f"{Role(form.cleaned_data['role']).label.lower()}; they join when they accept.")
             return redirect("member_list", project_id=project.id)
     members = project.memberships.select_related("user").order_by("user__username")
-    invitations = project.invitations.select_related("user") if is_owner else []
+    invitations = project.invitations.all() if is_owner else []
     return render(request, "projects/member_list.html", {
         "project": project, "membership": membership, "members": members, "form": form,
         "is_owner": is_owner, "roles": Role.choices, "invitations": invitations,
@@ -110,9 +110,9 @@ def invitation_decline(request, invitation_id: int):
 @require_POST
 def invitation_cancel(request, project_id: int, invitation_id: int):
     project, _ = services.project_for_user(user=request.user, project_id=project_id, role=Role.OWNER)
-    invitation = get_object_or_404(Invitation.objects.select_related("user"), pk=invitation_id, project=project)
+    invitation = get_object_or_404(Invitation, pk=invitation_id, project=project)
     services.invitation_decline(invitation=invitation)
-    messages.success(request, f"Cancelled the invitation of {invitation.user.username}.")
+    messages.success(request, f"Cancelled the invitation of “{invitation.invited_as}”.")
     return redirect("member_list", project_id=project_id)
 
 
