@@ -90,6 +90,9 @@ class MultiLora:
             if not isinstance(target, nn.Linear | PackedLinear | Int8Linear) or set(pair) != {"A", "B"}:
                 raise ModelFolderError(f"{path}: {module_name} is not a Linear layer of this model")
             a, b = pair["A"], pair["B"]
+            if not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+                raise ModelFolderError(f"{path}: {module_name} holds values that are not finite numbers (NaN or "
+                                       "infinity)")
             rank = a.shape[0]
             if a.shape[1] != target.in_features or b.shape != (target.out_features, rank):
                 raise ModelFolderError(f"{path}: {module_name} has shapes {tuple(a.shape)}/{tuple(b.shape)}, "

@@ -219,8 +219,11 @@ class Sampler:
         return choose(logits, state)
 
     def step(self, logits: torch.Tensor, state: RequestState) -> tuple[int, Delta | None]:
-        """Pick and take the next token. A grammar that fails (a dead end) ends this request
-        alone, as an error."""
+        """Pick and take the next token. A grammar that fails (a dead end), or logits that are
+        not numbers (a broken adapter on this row), end this request alone, as an error."""
+        if bool(torch.isnan(logits).any() or torch.isposinf(logits).any()):
+            return -1, self.finish(state, "error", "the model's output for this request is not a number (NaN or "
+                                                   "infinity): a broken adapter or weights")
         try:
             token = self.pick(logits, state)
             if state.request.logprobs and token not in self.eos_ids:

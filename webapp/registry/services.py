@@ -10,7 +10,13 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from agents.llm.files import ModelFolderError, check_adapter_folder, check_model_folder, folder_sha256
+from agents.llm.files import (
+    ModelFolderError,
+    check_adapter_folder,
+    check_adapter_weights,
+    check_model_folder,
+    folder_sha256,
+)
 from agents.llm.types import AdapterSpec
 from webapp.registry import lora_servers, store
 from webapp.registry.models import AdapterVersion, BaseModel, VersionStatus
@@ -49,6 +55,7 @@ def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: di
                      notes: str = "", activate: bool = False) -> AdapterVersion:
     try:
         folder = check_adapter_folder(path)
+        check_adapter_weights(folder, _base_folder(base_model))
     except ModelFolderError as error:
         raise RegistryError(str(error)) from error
     trained_on = _trained_on(folder)
@@ -64,6 +71,14 @@ def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: di
     if activate:
         adapter_activate(adapter=adapter)
     return adapter
+
+
+def _base_folder(base_model: BaseModel) -> str | None:
+    """The base model's folder here, to check an adapter against; None where it cannot be had."""
+    try:
+        return local_path(base_model)
+    except store.FetchError:
+        return None
 
 
 def _publish(folder: Path, sha256: str) -> str:
