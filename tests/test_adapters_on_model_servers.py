@@ -28,7 +28,8 @@ def model_server(transactional_db, tiny_model_dir, tmp_path):
     """serve_llm on the tiny model as the registry's active base model, with no adapter active."""
     services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
     env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_LLM_DTYPE="float32",
-               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), SCRIPTORIUM_LLM_DEVICE="cpu")
+               SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), SCRIPTORIUM_LLM_DEVICE="cpu",
+               SCRIPTORIUM_LORA_SERVER_DIR=str(tmp_path / "server-adapters"))  # the server's own folder
     env.pop("SCRIPTORIUM_MODEL", None)
     url, process = start_serve_llm(env, tmp_path / "serve.log")
     yield url
@@ -134,3 +135,75 @@ def test_fetch_adapters_fills_a_server_folder_and_reloads_what_a_restarted_serve
     assert _loaded(through_servers) == []
     call_command("fetch_adapters", "--into", str(into), "--load")
     assert _loaded(through_servers) == ["writer@1"]
+
+
+def _post(server: str, endpoint: str, payload: dict) -> tuple[int, str]:
+    request = urllib.request.Request(f"{server}/{endpoint}", method="POST", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _placed(source: Path, root: Path) -> Path:
+    """A copy of an adapter folder in a server's adapter folder, under its checksum."""
+    import shutil
+
+    from agents.llm.files import folder_sha256
+
+    target = root / folder_sha256(source)
+    shutil.copytree(source, target)
+    return target
+
+
+def test_a_load_reads_only_adapter_folders_the_server_owns(through_servers, settings, tmp_path, tiny_adapters):
+    """Issue 26: the loader checked that files existed, nothing more."""
+    import shutil
+
+    from agents.llm.files import folder_sha256
+
+    root = Path(settings.SCRIPTORIUM_LORA_SERVER_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    sha = folder_sha256(tiny_adapters["writer"])
+    elsewhere = tmp_path / "elsewhere" / sha
+    shutil.copytree(tiny_adapters["writer"], elsewhere)
+    cases = {"outside its folder": str(elsewhere), "a path that only ends in a checksum": f"/tmp/made-up/{'a' * 64}"}
+    lying = root / ("b" * 64)  # named after a checksum, holding other files
+    shutil.copytree(tiny_adapters["reviewer"], lying)
+    cases["other files than its name says"] = str(lying)
+    linked = root / ("c" * 64)
+    linked.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (linked / name).symlink_to(tiny_adapters["writer"] / name)
+    cases["links out of the folder"] = str(linked)
+    other_base = tmp_path / "other-base-adapter"
+    from tests.support.tiny_models import build_tiny_model
+
+    other_model = build_tiny_model(tmp_path / "other-model", hidden=48)
+    other = _placed(build_adapter(other_model, other_base, seed=5), root)
+    cases["an adapter for another base model"] = str(other)
+    for why, path in cases.items():
+        status, answer = _post(through_servers, "load_lora_adapter", {"lora_name": "probe", "lora_path": path})
+        assert status == 400, (why, answer)
+    assert not Path("/tmp/made-up").exists()
+    assert _loaded(through_servers) == []
+
+
+def test_a_name_loaded_again_from_other_files_serves_those_files(through_servers, settings, tiny_model_dir,
+                                                                  tiny_adapters):
+    """Issue 26: after an unload, loading the same name from another folder made every request
+    for it fail (the engine kept the old weights under the name); and activation took a server's
+    "already loaded" for success, so a name loaded earlier from other files stayed served."""
+    root = Path(settings.SCRIPTORIUM_LORA_SERVER_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    writer, reviewer = _placed(tiny_adapters["writer"], root), _placed(tiny_adapters["reviewer"], root)
+    v1 = AdapterVersion.objects.order_by("version").first()  # the writer's files
+    assert _post(through_servers, "load_lora_adapter", {"lora_name": v1.name, "lora_path": str(reviewer)})[0] == 200
+    services.adapter_activate(adapter=v1)  # the server had writer@1 from the reviewer's files
+    assert _ask() == _expected(tiny_model_dir, tiny_adapters, "writer")
+    _post(through_servers, "unload_lora_adapter", {"lora_name": v1.name})
+    assert _post(through_servers, "load_lora_adapter", {"lora_name": v1.name, "lora_path": str(reviewer)})[0] == 200
+    assert _ask() == _expected(tiny_model_dir, tiny_adapters, "reviewer")  # the files loaded now
+    assert writer.is_dir()

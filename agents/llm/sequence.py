@@ -53,7 +53,7 @@ class Sequence:
 
     @property
     def adapter(self) -> str | None:
-        return self.request.adapter.name if self.request.adapter else None
+        return self.request.adapter.key if self.request.adapter else None
 
     def feed(self) -> list[int]:
         """What the KV buffer must hold before decoding: the prompt, and on a resumed row all its

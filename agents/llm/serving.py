@@ -256,7 +256,7 @@ class ServingCore(ModelSteps):
         spec = sequence.request.adapter
         if spec is None:
             return True
-        in_use = {s.adapter for s in self.rows if s.adapter} | {spec.name}
+        in_use = {s.adapter for s in self.rows if s.adapter} | {spec.key}
         try:
             self.engine._ensure_adapter(spec, in_use)
         except (ModelFolderError, ValueError) as error:

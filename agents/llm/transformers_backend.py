@@ -150,17 +150,15 @@ class TransformersEngine:
         """Load an adapter unless it is loaded; evict the least recently used beyond the limit."""
         if spec.problem:  # its files could not be had here (a failed download)
             raise ModelFolderError(spec.problem)
-        if spec.name in self._adapters:
-            if self._adapters[spec.name] != spec:
-                raise ModelFolderError(f"{spec.path}: another adapter is already loaded as {spec.name!r}")
-            self._adapters.move_to_end(spec.name)
+        if spec.key in self._adapters:  # the same name and files (another name may share the files)
+            self._adapters.move_to_end(spec.key)
             return
         if spec.base_model and spec.base_model != self.base_model_name:
             raise ModelFolderError(f"{spec.path}: adapter was trained on {spec.base_model!r}, "
                                    f"but this engine serves {self.base_model_name!r}")
         check_adapter_folder(spec.path, spec.sha256)
-        self.lora.load(spec.name, spec.path)  # all or nothing: a failure changes no layer
-        self._adapters[spec.name] = spec
+        self.lora.load(spec.key, spec.path)  # all or nothing: a failure changes no layer
+        self._adapters[spec.key] = spec
         while len(self._adapters) > self.max_adapters:
             victim = next((name for name in self._adapters if name not in in_use), None)
             if victim is None:
@@ -169,7 +167,8 @@ class TransformersEngine:
             del self._adapters[victim]
 
     def loaded_adapters(self) -> list[str]:
-        return list(self._adapters)
+        """The names of the adapters held, least recently used first."""
+        return [spec.name for spec in self._adapters.values()]
 
     # --- prompts and text ----------------------------------------------------------------
 

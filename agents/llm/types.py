@@ -23,6 +23,13 @@ class AdapterSpec:
     # this adapter fail with it, the rest of the batch runs on.
     problem: str = ""
 
+    @property
+    def key(self) -> str:
+        """What the engine holds these weights under: the name and what it names (its checksum,
+        else its folder), so a name loaded again from other files is other weights, never the
+        old ones (nor their cached prefixes)."""
+        return f"{self.name}#{self.sha256[:16] or self.path}"
+
 
 @dataclass
 class GenerationRequest:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from agents.llm.files import ModelFolderError, check_adapter_folder, folder_sha256
+from agents.llm.files import ModelFolderError, check_adapter_folder, check_adapter_weights
 from agents.llm.server import OpenAICompatibleApp
 from agents.llm.types import AdapterSpec
 from webapp import llm
@@ -31,18 +32,36 @@ def resolve(name: str) -> AdapterSpec | None:
     return services.adapter_spec(adapter)
 
 
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def load(name: str, path: str) -> AdapterSpec:
-    """An adapter loaded at run time (POST /v1/load_lora_adapter). A folder named by a registered
+    """An adapter loaded at run time (POST /v1/load_lora_adapter). Only from this server's
+    adapter folder, SCRIPTORIUM_LORA_SERVER_DIR/<sha256>: a folder named by a registered
     version's checksum that is not here yet is fetched from the models storage into it, as
-    `fetch_adapters` does beside a vLLM server."""
-    folder = Path(path)
+    `fetch_adapters` does beside a vLLM server; what is there must have that checksum, hold no
+    link out of it, and fit the base model this server serves. Anything else is refused
+    (ModelFolderError: the server answers 400 with the reason), and nothing is written
+    outside the folder."""
+    root = Path(settings.SCRIPTORIUM_LORA_SERVER_DIR).resolve()
+    given = Path(path)
+    if not SHA256.fullmatch(given.name) or given.parent.resolve() != root:
+        raise ModelFolderError(f"{path}: this server loads adapters from {root}/<sha256> only")
+    folder = root / given.name
+    if folder.is_symlink():
+        raise ModelFolderError(f"{folder}: a link, not an adapter folder")
     if not folder.is_dir():
         version = AdapterVersion.objects.filter(sha256=folder.name).exclude(stored="").first()
         if version is None:
             raise ModelFolderError(f"{folder}: no such adapter folder, and no registered version has that checksum")
-        folder = store.local_folder(version.sha256, version.stored, cache=folder.parent)
-    check_adapter_folder(folder)
-    return AdapterSpec(name, str(folder), folder_sha256(folder))
+        folder = store.local_folder(version.sha256, version.stored, cache=root)
+    for file in folder.rglob("*"):
+        if file.is_symlink() or not file.resolve().is_relative_to(folder.resolve()):
+            raise ModelFolderError(f"{folder}: {file.name} is a link; an adapter folder holds its own files")
+    check_adapter_folder(folder, sha256=folder.name)  # what is there is what was registered
+    base_name, base_folder = llm.model_folder()
+    check_adapter_weights(folder, base_folder)  # an adapter for another model: refused, not served
+    return AdapterSpec(name, str(folder), folder.name, base_model=base_name)
 
 
 def list_adapters() -> list[str]:
