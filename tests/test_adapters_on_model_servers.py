@@ -207,3 +207,38 @@ def test_a_name_loaded_again_from_other_files_serves_those_files(through_servers
     assert _post(through_servers, "load_lora_adapter", {"lora_name": v1.name, "lora_path": str(reviewer)})[0] == 200
     assert _ask() == _expected(tiny_model_dir, tiny_adapters, "reviewer")  # the files loaded now
     assert writer.is_dir()
+
+
+def test_fetch_adapters_replaces_a_changed_or_linked_copy_and_reports_a_bad_manifest(through_servers, settings,
+                                                                                   tmp_path, capsys):
+    """Issue 26: a changed file in <dir>/<sha256>, or a link at it, was kept and served without
+    a word; a manifest of the wrong shape raised out of the command and ended --watch."""
+    from django.core.management import call_command
+
+    from agents.llm.files import folder_sha256
+
+    v1, v2 = AdapterVersion.objects.order_by("version")
+    into = tmp_path / "beside-vllm"
+    call_command("fetch_adapters", "--into", str(into))
+    weights = into / v1.sha256 / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # changed on disk
+    (into / v2.sha256).rename(tmp_path / "moved")
+    (into / v2.sha256).symlink_to("/etc")  # a link where the version should be
+    capsys.readouterr()
+    call_command("fetch_adapters", "--into", str(into))
+    said = capsys.readouterr().out
+    assert said.count("replaced a copy that was not the registered version") == 2
+    for version in (v1, v2):
+        assert not (into / version.sha256).is_symlink() and folder_sha256(into / version.sha256) == version.sha256
+    import shutil
+
+    from django.core.files.base import ContentFile
+
+    manifest = store._manifest(v1.stored)
+    store._storage().delete(manifest)
+    store._storage().save(manifest, ContentFile(b'["not", "a", "manifest"]'))
+
+    shutil.rmtree(into / v1.sha256)
+    call_command("fetch_adapters", "--into", str(into))  # reports v1's failure, does not raise
+    out = capsys.readouterr()
+    assert "manifest is not a list of its files" in out.err and not (into / v1.sha256).exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
@@ -29,6 +30,7 @@ from django.core.files.storage import FileSystemStorage, storages
 
 from agents.llm.files import folder_sha256
 
+log = logging.getLogger(__name__)
 
 class FetchError(Exception):
     """A version whose files could not be brought to this machine; the message says why."""
@@ -101,15 +103,23 @@ def _locked(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def local_folder(sha256: str, key: str, cache: Path | None = None) -> Path:
+def local_folder(sha256: str, key: str, cache: Path | None = None, verify: bool = False) -> Path:
     """This machine's copy of the version stored under `key` with checksum `sha256`: the store's
     own folder when the store is local, else the cache's `<sha256>/`, downloaded and verified the
-    first time."""
+    first time. With `verify`, a copy already there is checked again (a link, or files changed
+    since, and it is replaced by a fresh download)."""
     storage = _storage()
     if isinstance(storage, FileSystemStorage) and cache is None:
         return Path(storage.path(key))
     cache = Path(cache or settings.MODEL_CACHE_DIR)
     target = cache / sha256
+    if target.is_symlink() or target.is_file() or (verify and target.is_dir() and not intact(target, sha256)):
+        log.warning("%s: the cached copy is not the registered version; fetching it again", target)
+        with _locked(cache / f".{sha256}.lock"):
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            else:
+                shutil.rmtree(target, ignore_errors=True)
     if target.is_dir():  # only ever moved into place after its checksum matched
         return target
     cache.mkdir(parents=True, exist_ok=True)
@@ -130,6 +140,13 @@ def local_folder(sha256: str, key: str, cache: Path | None = None) -> Path:
     return target
 
 
+def intact(folder: Path, sha256: str) -> bool:
+    """A cached copy holds exactly the registered files: no links, and the checksum matches."""
+    if folder.is_symlink() or any(path.is_symlink() for path in folder.rglob("*")):
+        return False
+    return folder_sha256(folder) == sha256
+
+
 def _download(storage, key: str, into: Path) -> None:
     try:
         with storage.open(_manifest(key), "rb") as handle:
@@ -138,7 +155,11 @@ def _download(storage, key: str, into: Path) -> None:
         raise FetchError(f"{key}: the version is not in the store ({type(error).__name__}: {error})") from error
     except Exception as error:  # noqa: BLE001  (botocore's errors: the store answered, but not with the file)
         raise FetchError(f"{key}: the store could not be read ({type(error).__name__}: {error})") from error
-    for entry in manifest.get("files", []):
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list) or not all(isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                                              and entry["name"] for entry in files):
+        raise FetchError(f"{key}: the version's manifest is not a list of its files; register the version again")
+    for entry in files:
         name = PurePosixPath(entry["name"])
         if name.is_absolute() or ".." in name.parts:
             raise FetchError(f"{key}: the manifest names a file outside the version ({name})")

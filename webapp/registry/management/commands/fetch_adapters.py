@@ -29,13 +29,21 @@ class Command(BaseCommand):
         while True:
             versions = AdapterVersion.objects.exclude(status=VersionStatus.RETIRED).exclude(stored="")
             for adapter in versions.select_related("base_model"):
-                if (folder / adapter.sha256).is_dir():
+                # Each pass checks what is kept: a copy changed, or replaced by a link, since is
+                # fetched again; a version that cannot be had is reported and the others go on.
+                target = folder / adapter.sha256
+                kept = target.exists() or target.is_symlink()
+                bad = kept and (target.is_symlink() or not target.is_dir() or not store.intact(target, adapter.sha256))
+                if kept and not bad:
                     continue
                 try:
-                    store.local_folder(adapter.sha256, adapter.stored, cache=folder)
-                    self.stdout.write(f"{adapter.name}: fetched into {folder / adapter.sha256}")
+                    store.local_folder(adapter.sha256, adapter.stored, cache=folder, verify=True)
                 except store.FetchError as error:
                     self.stderr.write(f"{adapter.name}: {error}")
+                    continue
+                self.stdout.write(f"{adapter.name}: " + ("replaced a copy that was not the registered version "
+                                                          "(files changed, or a link) in " if bad else "fetched into ")
+                                  + str(target))
             if load:
                 try:
                     lora_servers.sync(list(AdapterVersion.objects.filter(status=VersionStatus.ACTIVE)))
