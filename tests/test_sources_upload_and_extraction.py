@@ -223,3 +223,64 @@ def test_a_long_accented_file_name_is_stored_under_a_short_ascii_one(project, ed
     stored = source.file.name.rsplit("/", 1)[-1]
     assert stored.isascii() and len(stored.encode()) < 120 and stored.endswith(".txt")
     assert source.original_name == name
+
+
+def test_a_source_with_more_passages_than_the_limit_fails_at_once_with_the_count(project, editor, settings,
+                                                                                 monkeypatch):
+    """Issue 26: a 10 MB text of one line made ~10,000 passages whose embedding would take ~44
+    minutes, against the task's 180 s: it tied a worker up and failed. Now it is refused before
+    any embedding, saying why."""
+    from agents import retrieval
+
+    settings.SOURCE_MAX_PASSAGES = 5
+    monkeypatch.setattr(retrieval, "default_embedder", lambda: pytest.fail("nothing should be embedded"))
+    text = " ".join(f"Seabird fact number {i} is here." for i in range(400)).encode()  # one line, ~12 kB
+    source = sources.source_upload(project=project, user=editor, upload=SimpleUploadedFile("big.txt", text))
+    sources.source_extract(source_id=source.id)
+    source.refresh_from_db()
+    assert source.status == SourceStatus.FAILED and "passages; a source is indexed up to 5" in source.error
+
+
+def test_indexing_goes_in_slices_that_resume_and_show_progress(client, project, editor, settings, monkeypatch):
+    """Each slice embeds for at most SOURCE_INDEX_SLICE_S, then queues the next; the page shows
+    how far it is; the source is ready when every passage has its embedding."""
+    settings.SOURCE_INDEX_SLICE_S = 0  # one batch a slice
+    queued: list[tuple] = []
+    monkeypatch.setattr(sources, "enqueue", lambda name, *args, **kw: queued.append((name, *args)))
+    text = "\n\n".join(f"Paragraph {i}: terns dive for sand eels near the shore, again and again." * 12
+                       for i in range(40)).encode()
+    source = sources.source_upload(project=project, user=editor, upload=SimpleUploadedFile("long.txt", text))
+    queued.clear()
+    sources.source_extract(source_id=source.id)
+    source.refresh_from_db()
+    assert source.status == SourceStatus.PROCESSING and source.passages > sources.INDEX_BATCH
+    assert source.indexed == sources.INDEX_BATCH and queued == [(sources.INDEX_TASK, source.id)]
+    client.login(username=editor.username, password=PASSWORD)
+    page = client.get(reverse("source_detail", args=[project.id, source.id])).content.decode()
+    assert f"Indexing: {sources.INDEX_BATCH} of {source.passages} passages" in page
+    while queued:
+        queued.pop()
+        sources.source_index(source_id=source.id)  # as the next task would
+    source.refresh_from_db()
+    assert source.status == SourceStatus.READY and source.indexed == source.passages
+    assert not source.chunks.filter(embedding__isnull=True).exists()
+
+
+def test_a_pdf_is_read_for_its_structure_first_and_a_slow_page_is_refused_in_seconds(monkeypatch):
+    """Issue 26: a small malformed PDF waited for the reader's full 60 s. A file with no PDF
+    header is refused without starting a reader; a damaged structure in the first pass; and
+    one page that takes longer than PAGE_SECONDS is refused then."""
+    import time
+
+    from pypdf import PageObject
+
+    with pytest.raises(extract.ExtractionError, match="not a PDF"):
+        extract.extract_text_isolated(b"<html>not a pdf</html>", "pdf")
+    with pytest.raises(extract.ExtractionError, match="structure is damaged"):
+        extract.extract_text_isolated(b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\n" * 3, "pdf")
+    monkeypatch.setattr(extract, "PAGE_SECONDS", 0.5)
+    monkeypatch.setattr(PageObject, "extract_text", lambda self, *args, **kwargs: time.sleep(5) or "late")
+    began = time.monotonic()
+    with pytest.raises(extract.ExtractionError, match="Page 1 of the PDF could not be read in 0.5 s"):
+        extract.extract_text(make_pdf(["Puffins."]), "pdf")
+    assert time.monotonic() - began < 2

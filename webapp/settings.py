@@ -254,6 +254,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600 + 300)
 SOURCE_EXTRACT_TIME_LIMIT_S = env_int("SOURCE_EXTRACT_TIME_LIMIT_S", 180)  # extraction itself: 60 s
+# A source makes passages of ~1,000 characters; more than this is refused (split the file). Their
+# embeddings are made in slices of SOURCE_INDEX_SLICE_S, each its own task, so indexing a big
+# source never ties a worker up for long and resumes where a killed worker stopped.
+SOURCE_MAX_PASSAGES = env_int("SOURCE_MAX_PASSAGES", 3000)
+SOURCE_INDEX_SLICE_S = env_int("SOURCE_INDEX_SLICE_S", 60)
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TASK_SERIALIZER = "json"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -60,10 +62,56 @@ def _pdf_text(data: bytes) -> str:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise ExtractionError("The PDF is encrypted; upload an unprotected copy.")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = [_page_text(page, number) for number, page in enumerate(reader.pages, start=1)]
     except (PdfReadError, ValueError, KeyError, TypeError) as error:
         raise ExtractionError(f"The PDF could not be read ({error}).") from error
     return "\n\n".join(pages)
+
+
+class _SlowPage(Exception):
+    pass
+
+
+def _page_text(page, number: int) -> str:
+    """One page's text within PAGE_SECONDS (a damaged page is refused then, not after the whole
+    file's limit). Timed by an alarm where this runs on a process's main thread, as it does in
+    the reader's child process."""
+    if threading.current_thread() is not threading.main_thread():
+        return page.extract_text() or ""
+
+    def slow(_signum, _frame):
+        raise _SlowPage
+
+    previous = signal.signal(signal.SIGALRM, slow)
+    signal.setitimer(signal.ITIMER_REAL, PAGE_SECONDS)
+    try:
+        return page.extract_text() or ""
+    except _SlowPage:
+        raise ExtractionError(f"Page {number} of the PDF could not be read in {PAGE_SECONDS:g} s; the file may be "
+                              "damaged or built to be slow. Try exporting it again, or as text.") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _pdf_structure(data: bytes) -> str:
+    """The cheap first pass over a PDF: its header, cross-reference table and page tree (the
+    page count), without reading any page's content."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    if b"%PDF-" not in data[:1024]:
+        raise ExtractionError("This is not a PDF (it has no PDF header); upload the original file.")
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise ExtractionError("The PDF is encrypted; upload an unprotected copy.")
+        pages = len(reader.pages)
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ExtractionError(f"The PDF's structure is damaged ({error}).") from error
+    if pages == 0:
+        raise ExtractionError("The PDF has no pages.")
+    return str(pages)
 
 
 def normalise(text: str) -> str:
@@ -77,14 +125,27 @@ def normalise(text: str) -> str:
 # Limits of the child process that reads an upload (a deflate bomb, deeply nested PDF objects and
 # slow pathological files were found to hang or exhaust a worker when read in it).
 LIMIT_SECONDS = 60
+STRUCTURE_SECONDS = 10  # a PDF's first pass: a malformed one is refused in seconds, not after 60
+PAGE_SECONDS = 10.0  # one page's text
 LIMIT_MEMORY_BYTES = 1 << 30
+PDF_STRUCTURE = "pdf-structure"
 EXIT_REFUSED, EXIT_FAILED = 2, 3
 
 
 def extract_text_isolated(data: bytes, kind: str, seconds: float = LIMIT_SECONDS,
                           memory: int = LIMIT_MEMORY_BYTES) -> str:
     """`extract_text` in a child process with a time, CPU and memory limit: whatever the file
-    does, this returns its text or raises ExtractionError saying why."""
+    does, this returns its text or raises ExtractionError saying why. A PDF is first read for
+    its structure alone (header, cross-references, page tree) within STRUCTURE_SECONDS: a
+    damaged one is refused then; only a sound one is read whole, within `seconds`."""
+    if kind == "pdf":
+        if b"%PDF-" not in data[:1024]:
+            raise ExtractionError("This is not a PDF (it has no PDF header); upload the original file.")
+        _isolated(data, PDF_STRUCTURE, min(seconds, STRUCTURE_SECONDS), memory)
+    return _isolated(data, kind, seconds, memory)
+
+
+def _isolated(data: bytes, kind: str, seconds: float, memory: int) -> str:
     import resource
     import subprocess
     import sys
@@ -112,6 +173,8 @@ def extract_text_isolated(data: bytes, kind: str, seconds: float = LIMIT_SECONDS
 
 
 def extract_text(data: bytes, kind: str) -> str:
+    if kind == PDF_STRUCTURE:
+        return _pdf_structure(data)
     if kind == "pdf":
         text = _pdf_text(data)
     elif kind == "html":

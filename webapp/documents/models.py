@@ -196,6 +196,8 @@ class Source(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    passages = models.PositiveIntegerField(default=0, help_text="Passages its text makes.")
+    indexed = models.PositiveIntegerField(default=0, help_text="Passages embedded so far (indexing goes in slices).")
 
     class Meta:
         ordering = ["-created_at", "-id"]

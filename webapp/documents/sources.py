@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import unicodedata
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from webapp.projects.models import Project
 log = logging.getLogger(__name__)
 
 EXTRACT_TASK = "documents.extract_source"
+INDEX_TASK = "documents.index_source"
+INDEX_BATCH = 32  # passages embedded, then saved, at a time
 
 
 class SourceRejected(Exception):
@@ -133,23 +136,62 @@ def _extract(source: Source) -> Source:
             _set_source_status(source, SourceStatus.FAILED, str(error))
         return source
     chunks = extract.chunk_text(text)
+    limit = settings.SOURCE_MAX_PASSAGES
+    if len(chunks) > limit:  # refused before any of it is indexed: it could not finish in time
+        with transaction.atomic():
+            _set_source_status(source, SourceStatus.FAILED, (
+                f"The text makes {len(chunks):,} passages; a source is indexed up to {limit:,} (about "
+                f"{limit:,} kB of text). Split it into several files, or keep the parts the writers need."))
+        return source
+    with transaction.atomic():
+        source.text, source.passages = text, len(chunks)
+        source.save(update_fields=["text", "passages"])
+        source.chunks.all().delete()
+        SourceChunk.objects.bulk_create(
+            SourceChunk(source=source, index=i, text=chunk.text, char_start=chunk.start, char_end=chunk.end)
+            for i, chunk in enumerate(chunks))
+    return source_index(source_id=source.pk)
+
+
+def source_index(*, source_id: int) -> Source | None:
+    """Embed a source's passages that have no embedding yet, in batches, for at most
+    SOURCE_INDEX_SLICE_S; then, if some are left, queue this again (a worker is never tied up
+    for long, and a killed one's work resumes where it stopped); the source is ready when all
+    are. The source's page shows how many are done."""
+    source = Source.objects.filter(pk=source_id, status=SourceStatus.PROCESSING).first()
+    if source is None:  # deleted, or retried meanwhile
+        return None
+    started = time.monotonic()
     try:
-        vectors = retrieval.default_embedder().embed([chunk.text for chunk in chunks])
+        embedder = retrieval.default_embedder()
+        while True:
+            batch = list(source.chunks.filter(embedding__isnull=True).order_by("index")[:INDEX_BATCH])
+            if not batch:
+                break
+            vectors = embedder.embed([chunk.text for chunk in batch])
+            for chunk, vector in zip(batch, vectors, strict=True):
+                chunk.embedding = retrieval.to_bytes(vector)
+            SourceChunk.objects.bulk_update(batch, ["embedding"])
+            _progress(source)
+            if time.monotonic() - started >= settings.SOURCE_INDEX_SLICE_S:
+                enqueue(INDEX_TASK, source.pk, on_error=lambda error: source_failed(
+                    source_id=source_id, reason="Indexing could not be queued again (the task queue is "
+                                                "unreachable). Press Retry when the service is back."))
+                return source
     except (ModelFolderError, OSError) as error:
         with transaction.atomic():
             _set_source_status(source, SourceStatus.FAILED, f"The passages could not be indexed: {error}")
         return source
     with transaction.atomic():
-        source.text = text
-        source.save(update_fields=["text"])
-        source.chunks.all().delete()
-        SourceChunk.objects.bulk_create(
-            SourceChunk(source=source, index=i, text=chunk.text, char_start=chunk.start, char_end=chunk.end,
-                        embedding=retrieval.to_bytes(vector))
-            for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
-        )
         _set_source_status(source, SourceStatus.READY)
     return source
+
+
+def _progress(source: Source) -> None:
+    source.indexed = source.chunks.filter(embedding__isnull=False).count()
+    source.save(update_fields=["indexed"])
+    events.send(events.SourceStatusChanged(project_id=source.project_id, source_id=source.id, status=source.status,
+                                           error=""))
 
 
 def source_passages(*, project: Project, query: str, k: int = 4) -> list[tuple[SourceChunk, float]]:
