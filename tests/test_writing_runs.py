@@ -467,6 +467,25 @@ def test_a_writer_whose_tries_are_refused_is_revising_not_stuck(people, client):
     assert "1 revising" in panel and "take-over" not in panel
 
 
+def test_a_writer_whose_every_try_is_refused_still_checkpoints_that_it_is_revising(people):
+    """Checkpoints were taken only when text streamed: a writer whose tries were all refused
+    never said so."""
+    from webapp.runs.models import AgentTask
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    gulls = document.sections.get()
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    task = AgentTask.objects.create(run=run, role="writer", section=gulls, status=TaskStatus.RUNNING, attempts=1)
+    task = AgentTask.objects.select_related("section").get(pk=task.pk)
+    streamer = writing._Streamer(run, {str(gulls.pk): task})
+    streamer.last_saved = 0.0  # a checkpoint is due
+    streamer.refuse(str(gulls.pk), 2, "repeat")
+    task.refresh_from_db()
+    assert (task.refused_tries, task.refused_for) == (2, "repeat")
+    assert task.progress.state == "revising"
+
+
 def test_rewrite_gives_a_stalled_section_to_a_fresh_writer_and_the_old_one_lets_go(people, celery_worker_process):
     """Issue 25: "Rewrite" on a stalled writer. The old writer is stopped for good: it neither
     saves nor unlocks the section under the new writer; its text so far is in the history; the

@@ -185,6 +185,8 @@ def section_rewrite(*, section: Section, user) -> WritingRun:
     """A fresh writer for a section whose writer stalled: the old one is stopped for good (its
     attempt is ended, so its worker drops the section and never unlocks it under the new writer),
     its text so far is saved as its revision, and a one-section run writes the section again."""
+    if section.pinned:
+        raise RegenerateRefused(f"“{section.heading}” is pinned; take it over instead, or unpin it first.")
     with transaction.atomic():
         task = AgentTask.objects.select_for_update().filter(
             section=section, role=section_writer.ROLE, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).first()

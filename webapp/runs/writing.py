@@ -64,9 +64,11 @@ class _Streamer:
             self.checkpoint()
 
     def refuse(self, key: str, tries: int, defect: str) -> None:
-        """A step of this section kept nothing: it is revising (the panel says so at the next
-        checkpoint, with why), not stuck."""
+        """A step of this section kept nothing: it is revising, not stuck; the panel says so, with
+        why, at the next checkpoint (taken here too when due: no text may stream for a while)."""
         self.refused[key] = (tries, defect)
+        if time.monotonic() - self.last_saved >= lifecycle.CHECKPOINT_EVERY_S:
+            self.checkpoint()
 
     def _send(self, now: float) -> None:
         """Every section's new text: one shared-document update for all of them (one stored row:
