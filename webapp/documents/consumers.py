@@ -230,8 +230,12 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
             log.info("dropped an edit from viewer %s on document %s", self.user, self.document_id)
             return
         update = Decoder(bytes_data[2:]).read_message()
-        if update == crdt.EMPTY_UPDATE:
-            return
+        if update != crdt.EMPTY_UPDATE:
+            await self._edit(update)
+
+    async def _edit(self, update: bytes) -> None:
+        """An editor's update: applied, checked (sections only, locks, lengths), stored, relayed,
+        corrected where it broke a rule, and saved after the person's pause."""
         changes = self._changes
         held, texts = crdt.locked(self.ydoc)
         # A big update (a paste) may push a section past its length: then it is refused whole.
