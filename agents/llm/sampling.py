@@ -221,7 +221,7 @@ class Sampler:
     def step(self, logits: torch.Tensor, state: RequestState) -> tuple[int, Delta | None]:
         """Pick and take the next token. A grammar that fails (a dead end), or logits that are
         not numbers (a broken adapter on this row), end this request alone, as an error."""
-        if bool(torch.isnan(logits).any() or torch.isposinf(logits).any()):
+        if not math.isfinite(float(logits.max())):  # one pass: NaN or +inf anywhere makes the max so
             return -1, self.finish(state, "error", "the model's output for this request is not a number (NaN or "
                                                    "infinity): a broken adapter or weights")
         try:

@@ -122,8 +122,7 @@ def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[
     refused for (all by default; repeats, unfinished sentences and citations are always checked).
     With `notes`, a section with passages starts from notes on them (section_notes.py; off by
     default, bench/RESULTS.md)."""
-    writers = Writers(engine, brief, outline_text, adapter, temperature, seed, on_text, on_done)
-    writers.on_refused = on_refused
+    writers = Writers(engine, brief, outline_text, adapter, temperature, seed, on_text, on_done, on_refused)
     checks = {task.key: checks_for(brief, outline_text, task, filters) for task in tasks}
     for task in tasks:
         # A checkpoint may stop mid-sentence: continue from its last full sentence.
@@ -142,10 +141,11 @@ class Writers:
 
     def __init__(self, engine: Engine, brief: Brief, outline_text: str, adapter: AdapterSpec | None,
                  temperature: float, seed: int, on_text: Callable[[str, str], None] | None,
-                 on_done: Callable[[WrittenSection], None] | None):
+                 on_done: Callable[[WrittenSection], None] | None,
+                 on_refused: Callable[[str, int, str], None] | None = None):
         self.engine, self.brief, self.outline_text, self.adapter = engine, brief, outline_text, adapter
         self.temperature, self.seed, self.on_text, self.on_done = temperature, seed, on_text, on_done
-        self.on_refused: Callable[[str, int, str], None] | None = None
+        self.on_refused = on_refused
         self.searches: dict[str, sentence_search.Search] = {}
         self.results: dict[str, WrittenSection] = {}
         self.steps = Steps(engine)

@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from django.db import transaction
 
@@ -65,16 +66,8 @@ def answer(*, suggestion_id: int) -> None:
         messages=[{"role": "system", "content": SYSTEM},
                   {"role": "user", "content": f"Section: {suggestion.section.heading}\n\nPassage:\n"
                                               f"{suggestion.original}\n\nInstruction: {suggestion.reason}"}])
-    engine = llm.Scheduled(llm.get_engine(section_writer.ROLE), f"ask-{suggestion.pk}", INTERACTIVE)
-    text, shown, last = "", "", 0.0
     try:
-        for delta in engine.stream(llm.with_role_adapters([(section_writer.ROLE, request)])):
-            if delta.finished and delta.finish_reason == "error":
-                raise RuntimeError(delta.error or "the model failed")
-            text += delta.text
-            if time.monotonic() - last >= STREAM_EVERY_S and clean(text) != shown:
-                shown, last = clean(text), time.monotonic()
-                _show(suggestion, shown)
+        text = stream(request, f"ask-{suggestion.pk}", clean, lambda shown: _show(suggestion, shown))
     except Exception as error:  # noqa: BLE001  (said on the card: the person asks again or edits)
         log.exception("asking an agent about suggestion %s failed", suggestion.pk)
         _give_up(suggestion, f"The agent could not answer ({error}). Ask again, or edit the text yourself.")
@@ -84,6 +77,22 @@ def answer(*, suggestion_id: int) -> None:
         _give_up(suggestion, "The agent had no change to offer. Ask again in other words, or edit the text yourself.")
     else:
         _show(suggestion, final, kind=ANSWERED)
+
+
+def stream(request: GenerationRequest, group: str, shape: Callable[[str], str], show: Callable[[str], None]) -> str:
+    """One interactive request to the writers' model (before bulk writing): `show(shape(text so
+    far))` whenever that changed, at most every STREAM_EVERY_S; returns the whole text. Raises
+    RuntimeError when the model fails the request."""
+    engine = llm.Scheduled(llm.get_engine(section_writer.ROLE), group, INTERACTIVE)
+    text, shown, last = "", "", 0.0
+    for delta in engine.stream(llm.with_role_adapters([(section_writer.ROLE, request)])):
+        if delta.finished and delta.finish_reason == "error":
+            raise RuntimeError(delta.error or "the model failed")
+        text += delta.text
+        if time.monotonic() - last >= STREAM_EVERY_S and shape(text) and shape(text) != shown:
+            shown, last = shape(text), time.monotonic()
+            show(shown)
+    return text
 
 
 def clean(text: str) -> str:

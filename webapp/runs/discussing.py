@@ -7,15 +7,13 @@ comment, only editors may ask the agent (it spends the model's time)."""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from django.db import transaction
 from django.utils import timezone
 
-from agents.llm.types import INTERACTIVE, GenerationRequest
-from agents.roles import section_writer
-from webapp import events, llm
+from agents.llm.types import GenerationRequest
+from webapp import events
 from webapp.celery import enqueue
 from webapp.runs import asking, lifecycle, suggestions
 from webapp.runs.models import Comment
@@ -111,17 +109,12 @@ def reply(*, comment_id: int) -> None:
                   {"role": "user", "content": f"Section: {thread.section.heading}\n\nPassage: {thread.quote}\n\n"
                                               "Comments:\n" + "\n".join(said[-12:])
                                               + "\n\nYour reply to the comments:"}])
-    engine = llm.Scheduled(llm.get_engine(section_writer.ROLE), f"reply-{answer.pk}", INTERACTIVE)
-    text, last = "", 0.0
+    def show(body: str) -> None:
+        Comment.objects.filter(pk=answer.pk).update(body=body)
+        changed(answer.document_id, now=True)
+
     try:
-        for delta in engine.stream(llm.with_role_adapters([(section_writer.ROLE, request)])):
-            if delta.finished and delta.finish_reason == "error":
-                raise RuntimeError(delta.error or "the model failed")
-            text += delta.text
-            if time.monotonic() - last >= asking.STREAM_EVERY_S and _said(text):
-                last = time.monotonic()
-                Comment.objects.filter(pk=answer.pk).update(body=_said(text))
-                changed(answer.document_id, now=True)
+        text = asking.stream(request, f"reply-{answer.pk}", _said, show)
     except Exception as error:  # noqa: BLE001  (said in the thread: the person asks again)
         log.exception("the editor agent's reply %s failed", answer.pk)
         text = f"(The editor agent could not answer: {error}. Ask again.)"

@@ -221,6 +221,13 @@ PERSON = "person"  # Suggestion.role of a change a person proposes for others to
 ASKED, ANSWERED = "ask", "answer"  # Suggestion.kind of an agent's answer while it streams (not acceptable), and whole
 
 
+def said_by(role: str, author) -> str:
+    """Who wrote a suggestion or a comment, as the page says it: the person, or the agent's role."""
+    if role == PERSON:
+        return author.username if author else "A former member"
+    return role.replace("_", " ").capitalize()
+
+
 class Suggestion(models.Model):
     """A change an agent or a person proposes; only a person's accept applies it."""
 
@@ -253,9 +260,7 @@ class Suggestion(models.Model):
     @property
     def by(self) -> str:
         """Who proposed it, as the page and the history say it."""
-        if self.role == PERSON:
-            return self.author.username if self.author else "A former member"
-        return self.role.replace("_", " ").capitalize()
+        return said_by(self.role, self.author)
 
 
 class Comment(models.Model):
@@ -287,6 +292,4 @@ class Comment(models.Model):
 
     @property
     def by(self) -> str:
-        if self.role == PERSON:
-            return self.author.username if self.author else "A former member"
-        return self.role.replace("_", " ").capitalize()
+        return said_by(self.role, self.author)
