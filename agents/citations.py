@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from agents.quality import sentences
+
+if TYPE_CHECKING:
+    import torch
 
 SUPPORT = 0.58  # bench/calibrate.py on training/data/labelled/citation_support.json: precision 1.00, recall 0.93
 SUPPORT_PRECISION = 1.0  # measured there at SUPPORT; the tests hold the threshold to it
 MARK = re.compile(r"\s*\[(\d{1,2})\]")
 
-Embed = Callable[[list[str]], torch.Tensor]
+Embed = Callable[[list[str]], "torch.Tensor"]
 
 
 def plain(sentence: str) -> str:
@@ -32,6 +34,8 @@ class Support:
     """The passages one writer was given, numbered from 1, ready to score sentences against."""
 
     def __init__(self, passages: list[str], embed: Embed, threshold: float = SUPPORT):
+        import torch  # here, not above: sentence_search and the web process use MARK and plain without it
+
         self.passages, self.embed, self.threshold = passages, embed, threshold
         pieces, owners = [], []
         for number, passage in enumerate(passages, start=1):

@@ -87,6 +87,11 @@ def from_bytes(blob: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(blob), dtype=torch.float32)
 
 
+def stack(blobs: list[bytes]) -> torch.Tensor:
+    """Stored embeddings as one [n, DIMENSIONS] matrix."""
+    return torch.stack([from_bytes(blob) for blob in blobs])
+
+
 def top_passages(query: torch.Tensor, passages: torch.Tensor, k: int) -> list[tuple[int, float]]:
     """(index, cosine) of the k passages most similar to the query, best first."""
     if passages.numel() == 0:

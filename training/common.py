@@ -143,26 +143,6 @@ def seed_everything(seed: int) -> None:
 # --- arguments and files -----------------------------------------------------------------------
 
 
-def base_arguments(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created; reused by --resume)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (one GPU per process under torchrun)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-length", type=int, default=1024, help="tokens per example at most")
-    parser.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step, over all ranks")
-    parser.add_argument("--micro-batch", type=int, default=2, help="examples per forward pass on one rank")
-    parser.add_argument("--steps", type=int, default=0, help="optimizer steps (default: --epochs over the data)")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
-    parser.add_argument("--save-every", type=int, default=50, help="steps between checkpoints")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    parser.add_argument("--max-memory", default="",
-                        help="model parallel: place the model over every visible GPU with this much memory "
-                             "each (e.g. 20GiB); not combined with torchrun")
-    return parser
-
-
 class Output:
     """The output folder; only rank 0 writes to it."""
 

@@ -25,29 +25,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training import common, dataset
+from training import common, dataset, options
 from training.prune import importances
 
 log = logging.getLogger("training")
 
 
 def arguments():
-    parser = common.base_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--teacher", type=Path, required=True, help="the model folder to distil")
-    parser.add_argument("--layers", type=int, default=0, help="student layers (default: half the teacher's)")
-    parser.add_argument("--init", choices=["importance", "even"], default="importance",
-                        help="which teacher layers the student keeps: those that change the hidden state most on "
-                             "the training text (as prune.py measures it), or evenly spaced ones")
-    parser.add_argument("--data", type=Path, help="a folder from export_training_data (its accepted pairs)")
-    parser.add_argument("--role", default="writer", help="the role of the exported pairs")
-    parser.add_argument("--briefs", type=Path, help="a JSON list of briefs the teacher writes sections for")
-    parser.add_argument("--text", type=Path, action="append", default=[], help="more plain-text files to learn from")
-    parser.add_argument("--generate-tokens", type=int, default=192, help="tokens the teacher writes per prompt")
-    parser.add_argument("--eval-text", type=Path, required=True, help="held-out plain text for perplexity")
-    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the hard (text) loss")
-    parser.add_argument("--temperature", type=float, default=2.0)
-    parser.set_defaults(lr=1e-4)
-    return parser
+    return options.distill(__doc__.splitlines()[0])
 
 
 def kept_layers(teacher_layers: int, student_layers: int, change=None) -> list[int]:

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from agents.llm.files import folder_sha256
-from training import common, dataset
+from training import common, dataset, options
 
 log = logging.getLogger("training")
 
@@ -24,16 +24,7 @@ META = "scriptorium.json"
 
 
 def arguments():
-    parser = common.base_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--base", type=Path, required=True, help="the base model folder the engine serves")
-    parser.add_argument("--data", type=Path, required=True, help="a folder from export_training_data")
-    parser.add_argument("--role", required=True)
-    parser.add_argument("--labels", default="accepted", help="comma-separated labels to train on (accepted)")
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--alpha", type=float, default=32)
-    parser.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj", help="Linear layers that get LoRA")
-    parser.set_defaults(lr=2e-4)
-    return parser
+    return options.lora(__doc__.splitlines()[0])
 
 
 def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) -> dict:

@@ -13,26 +13,16 @@ fine-tune on plain text follows. Perplexity on --eval-text is measured before an
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
-from training import common, dataset
+from training import common, dataset, options
 
 log = logging.getLogger("training")
 
 
 def arguments():
-    parser = common.base_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--drop-layers", type=int, default=0, help="how many whole layers to remove")
-    parser.add_argument("--mlp-keep", type=float, default=1.0, help="share of MLP channels to keep (0-1]")
-    parser.add_argument("--calibration", type=Path, required=True, help="plain text the importances are measured on")
-    parser.add_argument("--eval-text", type=Path, required=True, help="held-out plain text for perplexity")
-    parser.add_argument("--heal-steps", type=int, default=0, help="fine-tuning steps after pruning")
-    parser.add_argument("--text", type=Path, action="append", default=[], help="plain text to heal on")
-    parser.set_defaults(lr=5e-5, max_length=512)
-    return parser
+    return options.prune(__doc__.splitlines()[0])
 
 
 @torch.no_grad()

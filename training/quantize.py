@@ -11,23 +11,18 @@ directly in the engine (CPU only). It takes no training, so it runs in one proce
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
 from agents.llm.quantization import load_int8, quantize_int8, save_int8
-from training import common, dataset
+from training import common, dataset, options
 from training.footprint import folder_bytes, speed
 
 log = logging.getLogger("training")
 
 
 def arguments():
-    parser = common.base_arguments(__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a float model folder")
-    parser.add_argument("--eval-text", type=Path, required=True, help="held-out plain text for perplexity and speed")
-    parser.set_defaults(max_length=512, device="cpu")
-    return parser
+    return options.quantize(__doc__.splitlines()[0])
 
 
 def measure(model, tokenizer, examples, text: str, dist: common.Dist) -> dict:

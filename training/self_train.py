@@ -27,30 +27,13 @@ from pathlib import Path
 from agents import coordinator, quality
 from agents.outline import Brief, PlannedSection, split_for_writers
 from agents.roles import section_writer
-from training import common, dataset, lora
+from training import common, dataset, lora, options
 
 log = logging.getLogger("training")
 
 
 def arguments():
-    parser = lora.arguments()
-    parser.description = __doc__.splitlines()[0]
-    for action in parser._actions:
-        if action.dest == "data":
-            action.required, action.help = False, "ignored: the pairs are generated into OUT/data"
-        elif action.dest == "role":
-            action.required, action.default = False, section_writer.ROLE
-    parser.add_argument("--briefs", type=Path, required=True,
-                        help="a JSON list of briefs ({topic, audience?, words?, sections?: [{heading, goal?, "
-                             "words}]}) to write for; with sections, that outline is used as it is")
-    parser.add_argument("--samples", type=int, default=2, help="sampled candidates per section")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the candidates")
-    parser.add_argument("--words", type=int, default=600, help="article length for briefs that give none")
-    parser.add_argument("--heldout-share", type=float, default=0.2,
-                        help="share of the briefs (of those with kept pairs) held out")
-    parser.add_argument("--max-briefs", type=int, default=0, help="only the first N briefs")
-    parser.add_argument("--parallel", type=int, default=4, help="briefs written at once (their rows share a batch)")
-    return parser
+    return options.self_train(__doc__.splitlines()[0])
 
 
 MAX_SELF_REPEAT = 0.1  # share of a text's word 4-grams that repeat an earlier one in it

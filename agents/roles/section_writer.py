@@ -23,11 +23,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from agents import citations, quality
-from agents.chatter import FILTER_THRESHOLD, default_chatter
 from agents.llm.files import ModelFolderError
 from agents.llm.types import AdapterSpec, Delta, Engine, GenerationRequest
 from agents.outline import Brief
-from agents.retrieval import default_embedder
 from agents.roles import sentence_search
 from agents.roles.section_notes import write_notes
 from agents.roles.section_text import (
@@ -75,6 +73,9 @@ def checks_for(brief: Brief, outline_text: str, task: SectionTask,
         lexicon: quality.Lexicon | None = quality.default_lexicon()
     except Exception:  # noqa: BLE001  (no word list here: junk words go unchecked, the rest still runs)
         lexicon = None
+    from agents.chatter import FILTER_THRESHOLD, default_chatter  # torch: imported where it is used
+    from agents.retrieval import default_embedder
+
     cite = on_brief = None
     if task.passages or "off-brief" in filters:
         try:
@@ -169,6 +170,8 @@ class Writers:
             self.searches[key].done = "cancelled"
 
     def run(self, cancel: WriterCancel | None) -> dict[str, WrittenSection]:
+        from agents.retrieval import default_embedder
+
         try:
             embed = default_embedder().embed
         except ModelFolderError:  # no embedding model here: candidates are scored by likelihood alone

@@ -1,5 +1,8 @@
 """A project's reference files: upload, text extraction and passage embeddings (on the default
-queue), and the passages nearest a query, which writers cite."""
+queue), and the passages nearest a query, which writers cite.
+
+The embedding model (agents/retrieval.py, torch) is imported by the two functions that embed, so
+the web process, which only uploads and lists sources, never loads torch."""
 
 from __future__ import annotations
 
@@ -9,13 +12,11 @@ import time
 import unicodedata
 from pathlib import Path
 
-import torch
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
-from agents import retrieval
 from agents.llm.files import ModelFolderError
 from webapp import events
 from webapp.celery import enqueue
@@ -161,6 +162,8 @@ def source_index(*, source_id: int) -> Source | None:
     source = Source.objects.filter(pk=source_id, status=SourceStatus.PROCESSING).first()
     if source is None:  # deleted, or retried meanwhile
         return None
+    from agents import retrieval
+
     started = time.monotonic()
     try:
         embedder = retrieval.default_embedder()
@@ -196,11 +199,13 @@ def _progress(source: Source) -> None:
 
 def source_passages(*, project: Project, query: str, k: int = 4) -> list[tuple[SourceChunk, float]]:
     """The k passages of the project's ready sources closest in meaning to `query`, best first."""
+    from agents import retrieval
+
     chunks = list(SourceChunk.objects.filter(source__project=project, source__status=SourceStatus.READY,
                                              embedding__isnull=False).select_related("source"))
     if not chunks:
         return []
-    matrix = torch.stack([retrieval.from_bytes(bytes(chunk.embedding)) for chunk in chunks])
+    matrix = retrieval.stack([bytes(chunk.embedding) for chunk in chunks])
     query_vector = retrieval.default_embedder().embed([query])[0]
     return [(chunks[i], score) for i, score in retrieval.top_passages(query_vector, matrix, k)]
 

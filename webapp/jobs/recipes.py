@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training import distill, lora, prune, quantize, self_train
+from training import options as recipe_options
 
-RECIPES = {"lora": lora, "distill": distill, "prune": prune, "quantize": quantize, "self_train": self_train}
+# The recipes' option parsers (training/options.py: no torch there, so the web process checks a
+# job's options without loading the model stack).
+RECIPES = {"lora": recipe_options.lora, "distill": recipe_options.distill, "prune": recipe_options.prune,
+           "quantize": recipe_options.quantize, "self_train": recipe_options.self_train}
 SET_BY_JOB = frozenset({"help", "out", "device", "resume", "max_memory", "base", "data", "role", "teacher", "model",
                         "briefs", "eval_text", "calibration", "text", "labels"})
 
@@ -23,7 +26,7 @@ def options(kind: str) -> dict[str, argparse.Action]:
     """Option name (as in JSON: max_length) -> its argparse action, for a recipe."""
     if kind not in RECIPES:
         return {}
-    return {action.dest: action for action in RECIPES[kind].arguments()._actions
+    return {action.dest: action for action in RECIPES[kind]()._actions
             if action.option_strings and action.dest not in SET_BY_JOB}
 
 

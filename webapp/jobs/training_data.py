@@ -21,12 +21,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.roles import section_writer
+from agents.roles import section_text
 from webapp.runs.models import AgentTask, TaskStatus
 
 ACCEPTED, REWRITTEN, REJECTED = "accepted", "rewritten", "rejected"
 REWRITE_BELOW = 0.6  # word-level similarity under which a section counts as rewritten
-ROLES = (section_writer.ROLE,)  # roles whose prompts are recorded on their tasks
+ROLES = (section_text.ROLE,)  # roles whose prompts are recorded on their tasks
 
 
 class ExportError(ValueError):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from django.db import transaction
 
 from agents.llm.types import INTERACTIVE, GenerationRequest
-from agents.roles import section_writer
+from agents.roles import section_text
 from webapp import events, llm
 from webapp.celery import enqueue
 from webapp.runs import lifecycle, suggestions
@@ -83,9 +83,9 @@ def stream(request: GenerationRequest, group: str, shape: Callable[[str], str], 
     """One interactive request to the writers' model (before bulk writing): `show(shape(text so
     far))` whenever that changed, at most every STREAM_EVERY_S; returns the whole text. Raises
     RuntimeError when the model fails the request."""
-    engine = llm.Scheduled(llm.get_engine(section_writer.ROLE), group, INTERACTIVE)
+    engine = llm.Scheduled(llm.get_engine(section_text.ROLE), group, INTERACTIVE)
     text, shown, last = "", "", 0.0
-    for delta in engine.stream(llm.with_role_adapters([(section_writer.ROLE, request)])):
+    for delta in engine.stream(llm.with_role_adapters([(section_text.ROLE, request)])):
         if delta.finished and delta.finish_reason == "error":
             raise RuntimeError(delta.error or "the model failed")
         text += delta.text

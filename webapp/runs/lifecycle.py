@@ -17,7 +17,7 @@ from django.db import close_old_connections, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agents.roles import section_writer
+from agents.roles import section_text
 from webapp import events
 from webapp.documents import crdt
 from webapp.redis import CancelFlags
@@ -146,9 +146,9 @@ def kept_alive(tasks: list[AgentTask]) -> Iterator[None]:
 
 def release_sections(run: WritingRun) -> None:
     """Unlock the run's sections in people's editors (a dead worker cannot do it itself)."""
-    keys = list(run.tasks.filter(role=section_writer.ROLE, section__isnull=False)
+    keys = list(run.tasks.filter(role=section_text.ROLE, section__isnull=False)
                 .values_list("section__key", flat=True))
     if keys:
-        peer = crdt.Peer(run.document_id, section_writer.ROLE)
+        peer = crdt.Peer(run.document_id, section_text.ROLE)
         for key in keys:
             peer.set_writer(key, None)

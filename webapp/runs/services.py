@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from agents import coordinator
 from agents.llm.types import INTERACTIVE
-from agents.roles import chief_editor, section_writer
+from agents.roles import chief_editor, section_text
 from webapp import llm
 from webapp.celery import enqueue
 from webapp.documents import crdt
@@ -127,7 +127,7 @@ def run_approve(*, run: WritingRun) -> WritingRun:
     tree = [section for section, _, _ in run.document.section_tree()]
     parents = {section.parent_id for section in tree}
     AgentTask.objects.bulk_create([
-        AgentTask(run=run, role=section_writer.ROLE, section=section, base_version=section.version,
+        AgentTask(run=run, role=section_text.ROLE, section=section, base_version=section.version,
                   status=TaskStatus.QUEUED if _writable(section) else TaskStatus.SKIPPED,
                   heartbeat_at=timezone.now())  # while queued: when it was queued (see requeue_stale)
         for section in tree if section.id not in parents])
@@ -156,7 +156,7 @@ def section_regenerate(*, section: Section, user, instruction: str = "") -> Writ
         raise RegenerateRefused(f"“{section.heading}” is being written already.")
     run = WritingRun.objects.create(document=section.document, created_by=user, status=RunStatus.WRITING,
                                     kind="section", outline_path="existing", batch_size=1)
-    task = AgentTask.objects.create(run=run, role=section_writer.ROLE, section=section, heartbeat_at=timezone.now(),
+    task = AgentTask.objects.create(run=run, role=section_text.ROLE, section=section, heartbeat_at=timezone.now(),
                                     base_version=section.version, instruction=instruction[:2000])
     lifecycle.announce(run)
     enqueue(lifecycle.WRITE_TASK, run.id, [task.id])
@@ -170,7 +170,7 @@ class TakeOverRefused(Exception):
 def section_take_over(*, section: Section, user) -> AgentTask:
     """A person takes over a section an agent is writing: the writer stops at its next step, the
     text so far stays, the section unlocks at once, and the rest of the run goes on."""
-    task = AgentTask.objects.filter(section=section, role=section_writer.ROLE,
+    task = AgentTask.objects.filter(section=section, role=section_text.ROLE,
                                     status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).select_related("run").first()
     if task is None:
         raise TakeOverRefused(f"No agent is writing “{section.heading}”.")
@@ -189,7 +189,7 @@ def section_rewrite(*, section: Section, user) -> WritingRun:
         raise RegenerateRefused(f"“{section.heading}” is pinned; take it over instead, or unpin it first.")
     with transaction.atomic():
         task = AgentTask.objects.select_for_update().filter(
-            section=section, role=section_writer.ROLE, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).first()
+            section=section, role=section_text.ROLE, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).first()
         if task is None:
             raise TakeOverRefused(f"No agent is writing “{section.heading}”; use Regenerate to write it again.")
         lifecycle.flags.set(lifecycle.task_flag(task), by=user.username)
@@ -201,7 +201,7 @@ def section_rewrite(*, section: Section, user) -> WritingRun:
         # (A conflict: someone saved it a moment ago; that text is in the history already.)
         with contextlib.suppress(documents.SectionConflict):
             documents.section_save_text(section_id=section.pk, user=None, text=section.text,
-                                        expected_version=section.version, agent_role=section_writer.ROLE,
+                                        expected_version=section.version, agent_role=section_text.ROLE,
                                         summary=f"Its stalled writer's text so far; {user.username} asked for a "
                                                 "rewrite.")
     section.refresh_from_db()
