@@ -35,7 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from agents.llm.bundled import bundled_model_dir  # noqa: E402
-from agents.llm.transformers_backend import TransformersEngine, cpu_has_fast_bf16  # noqa: E402
+from agents.llm.loading import cpu_has_fast_bf16  # noqa: E402
+from agents.llm.transformers_backend import TransformersEngine  # noqa: E402
 from agents.llm.tuning import perplexity  # noqa: E402
 from agents.llm.types import AdapterSpec, GenerationRequest  # noqa: E402
 

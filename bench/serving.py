@@ -35,7 +35,8 @@ import torch  # noqa: E402
 
 from agents import coordinator  # noqa: E402
 from agents.llm.bundled import bundled_model_dir, gguf_path  # noqa: E402
-from agents.llm.transformers_backend import TransformersEngine, cpu_has_fast_bf16  # noqa: E402
+from agents.llm.loading import cpu_has_fast_bf16  # noqa: E402
+from agents.llm.transformers_backend import TransformersEngine  # noqa: E402
 from agents.llm.types import BULK, INTERACTIVE, GenerationRequest  # noqa: E402
 from agents.outline import Brief, PlannedSection  # noqa: E402
 from bench.static_batches import StaticBatches  # noqa: E402

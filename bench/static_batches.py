@@ -41,14 +41,14 @@ class StaticBatches:
         cache = DynamicCache(config=engine.model.config)
         if shared:  # the common prefix once per adapter, copied to the rows that use it
             distinct = list(dict.fromkeys(adapters))
-            engine.lora.prepare(distinct)
+            engine.adapters.lora.prepare(distinct)
             engine.model(input_ids=torch.tensor([prompts[0][:shared]] * len(distinct), device=device),
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache.batch_select_indices(torch.tensor([distinct.index(a) for a in adapters], device=device))
-        engine.lora.prepare(adapters)
+        engine.adapters.lora.prepare(adapters)
         suffixes = [p[shared:] for p in prompts]
         width = max(map(len, suffixes))
-        input_ids = torch.full((len(batch), width), engine.pad_id, dtype=torch.long, device=device)
+        input_ids = torch.full((len(batch), width), engine.loaded.pad_id, dtype=torch.long, device=device)
         mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
         for row, suffix in enumerate(suffixes):  # left padding
             input_ids[row, width - len(suffix):] = torch.tensor(suffix, device=device)
@@ -79,7 +79,7 @@ class StaticBatches:
                 if len(keep) < len(active):
                     rows = torch.tensor(keep, device=device)
                     cache.batch_select_indices(rows)
-                    engine.lora.keep_rows(rows)
+                    engine.adapters.lora.keep_rows(rows)
                     attention, last_position = attention[rows], last_position[rows]
                     active = [active[r] for r in keep]
                 attention = torch.cat([attention, torch.ones((len(active), 1), dtype=torch.long, device=device)], 1)
@@ -88,7 +88,7 @@ class StaticBatches:
                                       position_ids=last_position[:, None], past_key_values=cache, use_cache=True,
                                       logits_to_keep=1).logits[:, -1]
         finally:
-            engine.lora.clear()
+            engine.adapters.lora.clear()
 
 
 def _shared_prefix(prompts: list[list[int]], minimum: int = 16) -> int:

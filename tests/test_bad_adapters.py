@@ -61,7 +61,7 @@ def test_weights_that_are_not_numbers_or_fit_another_model_are_refused_with_the_
     try:
         for kind in ("nan", "inf", "other"):
             with pytest.raises(ModelFolderError):
-                engine.lora.load(kind, str(broken[kind]))
+                engine.adapters.lora.load(kind, str(broken[kind]))
     finally:
         engine.close()
 

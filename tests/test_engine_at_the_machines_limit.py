@@ -80,7 +80,7 @@ def test_int8_rows_with_float_lora_deltas_match_the_layer_by_layer_path(tiny_mod
     own = TransformersEngine(tiny_model_dir, int8=True, max_rows=2)
     eager = TransformersEngine(tiny_model_dir, int8=True, max_rows=2, fast_forward=False)
     try:
-        assert own.weights == "int8" and own.step.layers[0][0].fused is not None
+        assert own.weights == "int8" and own.loaded.step.layers[0][0].fused is not None
         ours, theirs = _workload(own, tiny_adapters), _workload(eager, tiny_adapters)
         bulk = {key for key in ours if key.startswith("bulk")}
         assert {k: v for k, v in ours.items() if k not in bulk} == {k: v for k, v in theirs.items() if k not in bulk}
@@ -135,13 +135,13 @@ def test_int8_passes_the_quality_gate_and_its_folder_serves_the_same_tokens(tiny
 
 def test_an_own_forward_that_cannot_be_built_leaves_transformers_forward_serving(tiny_model_dir, monkeypatch,
                                                                                 caplog):
-    from agents.llm import transformers_backend
+    from agents.llm import loading
 
     def broken(model):
         raise RuntimeError("no compiler on this machine")
 
-    monkeypatch.setattr(transformers_backend, "LlamaStep", broken)
-    with caplog.at_level(logging.WARNING, logger="agents.llm.transformers_backend"):
+    monkeypatch.setattr(loading, "LlamaStep", broken)
+    with caplog.at_level(logging.WARNING, logger="agents.llm.loading"):
         engine = TransformersEngine(tiny_model_dir, dtype="float32")
     try:
         assert engine.forward_kind == "transformers"
@@ -173,7 +173,7 @@ def test_the_machines_choice_is_measured_once_remembered_and_overridable(tiny_mo
     settings.DATA_DIR, settings.SCRIPTORIUM_LLM_DTYPE, settings.SCRIPTORIUM_LLM_DEVICE = tmp_path, "auto", "cpu"
     monkeypatch.setattr(llm, "_ENGINES", {})
     monkeypatch.setattr(llm, "_start_metrics", lambda: None)
-    from agents.llm.transformers_backend import cpu_has_fast_bf16
+    from agents.llm.loading import cpu_has_fast_bf16
 
     # "float" keeps the dtype setting's auto: bf16 on a CPU with bf16 units, float32 elsewhere.
     float_dtype = "bfloat16" if cpu_has_fast_bf16() else "float32"

@@ -93,6 +93,7 @@ def _load_engine(name: str, folder: str) -> Engine:
         return _ENGINES[(name, folder)]
     import torch
 
+    from agents.llm.config import EngineConfig
     from agents.llm.transformers_backend import TransformersEngine
 
     device = settings.SCRIPTORIUM_LLM_DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -104,7 +105,7 @@ def _load_engine(name: str, folder: str) -> Engine:
     dtype, weights, reason = settings.SCRIPTORIUM_LLM_DTYPE, settings.SCRIPTORIUM_LLM_WEIGHTS, "set by the settings"
     threads = settings.SCRIPTORIUM_LLM_THREADS or tuning.process_cores()
     if weights == "auto" and dtype == "auto" and device == "cpu":
-        from agents.llm.transformers_backend import cpu_has_fast_bf16
+        from agents.llm.loading import cpu_has_fast_bf16
 
         choice = tuning.choose(folder, settings.DATA_DIR / "engine-choice.json", cpu_has_fast_bf16())
         dtype, weights, reason = choice.dtype, choice.weights, choice.reason
@@ -117,11 +118,11 @@ def _load_engine(name: str, folder: str) -> Engine:
             served = folder if is_int8_folder(folder) else str(cached_int8(folder, settings.DATA_DIR / "int8"))
         except OSError as error:  # a read-only data folder: quantized in memory at every start
             log.warning("could not keep the int8 folder of %s (%s); quantizing in memory", folder, error)
-    engine = TransformersEngine(
+    engine = TransformersEngine(EngineConfig(
         served, dtype=dtype, device=device, int8=weights == "int8", threads=threads if device == "cpu" else None,
         base_model_name=name, draft_model_path=draft, draft_tokens=settings.SCRIPTORIUM_DRAFT_TOKENS,
         max_rows=settings.SCRIPTORIUM_MAX_ROWS, kv_budget_tokens=settings.SCRIPTORIUM_KV_BUDGET_TOKENS,
-        prefill_chunk=settings.SCRIPTORIUM_PREFILL_CHUNK, prefix_cache_tokens=settings.SCRIPTORIUM_PREFIX_CACHE_TOKENS)
+        prefill_chunk=settings.SCRIPTORIUM_PREFILL_CHUNK, prefix_cache_tokens=settings.SCRIPTORIUM_PREFIX_CACHE_TOKENS))
     engine.chosen = reason
     log.info("engine %s: %s weights, %s forward, %s threads (%s)", name, engine.weights, engine.forward_kind,
              threads, reason)

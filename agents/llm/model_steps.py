@@ -16,16 +16,18 @@ from agents.llm import speculative
 from agents.llm.sequence import Sequence
 
 if TYPE_CHECKING:
+    from agents.llm.adapters import AdapterManager
     from agents.llm.kv_cache import PrefixCache, SlotKVCache
+    from agents.llm.loading import LoadedModel
     from agents.llm.metrics import CoreStats
     from agents.llm.runner import ModelRunner
     from agents.llm.sampling import Sampler
-    from agents.llm.transformers_backend import TransformersEngine
     from agents.llm.types import Delta
 
 
 class ModelSteps:
-    engine: TransformersEngine
+    model: LoadedModel
+    adapters: AdapterManager
     rows: list[Sequence]
     decoding: int
     prefill_chunk: int
@@ -99,7 +101,7 @@ class ModelSteps:
                 self.kv.swap(slot, target, sequence.length, other.length)
                 self.rows[slot], self.rows[target] = other, sequence
             self.decoding += 1
-            self.runner.invalidate()
+            self.adapters.invalidate()
 
     def _remember_prompt(self, sequence: Sequence, slot: int) -> None:
         if not self.prefixes.max_tokens or self.prefixes.contains(sequence.adapter, sequence.ids):
@@ -130,7 +132,7 @@ class ModelSteps:
 
     def _speculate(self, sequence: Sequence) -> None:
         """One verification pass over the draft's proposals for a lone greedy row (speculative.py)."""
-        for delta in speculative.step(self.engine, self.runner, self.sampler, sequence, self.stats):
+        for delta in speculative.step(self.model, self.runner, self.sampler, sequence, self.stats):
             self._send(sequence, delta)
             if delta.finished:
                 with self._lock:

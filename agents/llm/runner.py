@@ -8,48 +8,40 @@ from __future__ import annotations
 
 import torch
 
+from agents.llm.adapters import AdapterManager
 from agents.llm.kv_cache import SlotKVCache
+from agents.llm.loading import LoadedModel
 
 
 class ModelRunner:
-    def __init__(self, engine, kv: SlotKVCache):
-        self.engine, self.kv, self.device = engine, kv, engine.device
-        self._prepared: tuple[str | None, ...] | None = None
-
-    def invalidate(self) -> None:
-        """The rows (or the loaded adapters) changed: stack the LoRA matrices again next pass."""
-        self._prepared = None
-
-    def _adapters(self, adapters: tuple[str | None, ...]) -> None:
-        if adapters != self._prepared:
-            self.engine.lora.prepare(list(adapters))
-            self._prepared = adapters
+    def __init__(self, model: LoadedModel, kv: SlotKVCache, adapters: AdapterManager):
+        self.model, self.kv, self.adapters, self.device = model, kv, adapters, model.device
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int):
         # Only the last `keep` positions' logits: the full [rows, length, vocab] tensor of a
         # prefill would cost as much as the rest of the model.
-        if self.engine.step is not None:
-            return self.engine.step.forward(input_ids, positions, mask, self.kv, keep)
-        return self.engine.model(input_ids=input_ids, position_ids=positions, attention_mask=mask,
+        if self.model.step is not None:
+            return self.model.step.forward(input_ids, positions, mask, self.kv, keep)
+        return self.model.model(input_ids=input_ids, position_ids=positions, attention_mask=mask,
                                  past_key_values=self.kv, use_cache=True, logits_to_keep=keep).logits
 
     def prefill(self, slot: int, adapter: str | None, tokens: list[int], start: int) -> torch.Tensor:
         """Tokens at positions start.. of one row; the logits after the last one."""
-        self._adapters((adapter,))
+        self.adapters.arrange((adapter,))
         mask = self.kv.plan_prefill(slot, start, len(tokens))
         positions = torch.arange(start, start + len(tokens), device=self.device)[None]
         return self._forward(torch.tensor([tokens], device=self.device), positions, mask, 1)[0, -1]
 
     def decode(self, adapters: tuple[str | None, ...], tokens: list[int], lengths: list[int]) -> torch.Tensor:
         """One token for each of rows 0..n-1, row r at position lengths[r]; [n, vocab] logits."""
-        self._adapters(adapters)
+        self.adapters.arrange(adapters)
         at = torch.tensor(lengths, device=self.device)
         mask = self.kv.plan_decode(at)
         return self._forward(torch.tensor(tokens, device=self.device)[:, None], at[:, None], mask, 1)[:, -1]
 
     def verify(self, slot: int, adapter: str | None, tokens: list[int], start: int) -> torch.Tensor:
         """Logits after each of `tokens` (a pending token and proposals), in one pass."""
-        self._adapters((adapter,))
+        self.adapters.arrange((adapter,))
         mask = self.kv.plan_prefill(slot, start, len(tokens))
         positions = torch.arange(start, start + len(tokens), device=self.device)[None]
         return self._forward(torch.tensor([tokens], device=self.device), positions, mask, len(tokens))[0]

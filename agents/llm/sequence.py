@@ -13,8 +13,8 @@ from agents.llm.sampling import NgramPools, RequestState, check_sampling, new_st
 from agents.llm.types import GenerationRequest
 
 if TYPE_CHECKING:
+    from agents.llm.loading import LoadedModel
     from agents.llm.speculative import DraftState
-    from agents.llm.transformers_backend import TransformersEngine
 
 
 @dataclass(eq=False)
@@ -61,14 +61,14 @@ class Sequence:
         return self.ids + self.state.tokens[:-1] if self.state.tokens else self.ids
 
 
-def new_sequence(engine: TransformersEngine, request: GenerationRequest, out: queue.Queue, *, max_positions: int,
+def new_sequence(model: LoadedModel, request: GenerationRequest, out: queue.Queue, *, max_positions: int,
                  kv_budget: int, spare: int, pools: NgramPools) -> Sequence:
     """The request as the core keeps it: its prompt's ids and what it may reserve. A request asking
     more tokens than the context has left stops at its end (as "length"); ValueError for a prompt
     the context cannot hold, or a request the KV budget cannot."""
     started = time.monotonic()
     check_sampling(request)
-    ids = engine.prompt_ids(request)
+    ids = model.prompt_ids(request)
     room = max_positions - len(ids)
     if room < 1:
         raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {max_positions}")
@@ -78,5 +78,5 @@ def new_sequence(engine: TransformersEngine, request: GenerationRequest, out: qu
     if reserve > kv_budget:
         raise ValueError(f"the request needs {reserve} KV positions (prompt and max_new_tokens); "
                          f"this server's KV budget is {kv_budget}")
-    state = new_state(request, len(ids), engine.tokenizer, started, engine.eos_ids, pools)
+    state = new_state(request, len(ids), model.tokenizer, started, model.eos_ids, pools)
     return Sequence(state, ids, out, reserve, started)

@@ -41,7 +41,9 @@ from agents.llm.threads import for_this_thread, shared_cores_warning
 from agents.llm.types import CancelCheck, Delta, GenerationRequest, relay
 
 if TYPE_CHECKING:
-    from agents.llm.transformers_backend import TransformersEngine
+    from agents.llm.adapters import AdapterManager
+    from agents.llm.config import EngineConfig
+    from agents.llm.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +54,22 @@ class _Cancel:
 
 
 class ServingCore(ModelSteps):
-    def __init__(self, engine: TransformersEngine, *, max_rows: int = 32, kv_budget_tokens: int = 65536,
-                 prefill_chunk: int = 256, prefix_cache_tokens: int = 8192, cancel_poll_s: float = 0.1,
-                 idle_exit_s: float = 30.0, threads: int | None = None):
-        self.engine = engine
-        self.sampler = Sampler(engine.tokenizer, engine.eos_ids)
-        config = engine.model.config
-        heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        self.max_positions = int(getattr(config, "max_position_embeddings", 0) or 1 << 30)
-        self.max_rows, self.kv_budget, self.prefill_chunk = max_rows, kv_budget_tokens, prefill_chunk
-        self.cancel_poll_s = cancel_poll_s
-        self.spare = engine.draft_tokens + 1 if engine.draft is not None else 0  # speculative look-ahead
-        self.kv = SlotKVCache(config.num_hidden_layers, getattr(config, "num_key_value_heads", heads), head_dim,
-                              engine.dtype, engine.device)
+    def __init__(self, model: LoadedModel, adapters: AdapterManager, config: EngineConfig):
+        self.model, self.adapters = model, adapters
+        self.sampler = Sampler(model.tokenizer, model.eos_ids)
+        shape = model.model.config
+        heads = shape.num_attention_heads
+        head_dim = getattr(shape, "head_dim", None) or shape.hidden_size // heads
+        self.max_positions = int(getattr(shape, "max_position_embeddings", 0) or 1 << 30)
+        self.max_rows, self.kv_budget = config.max_rows, config.kv_budget_tokens
+        self.prefill_chunk = config.prefill_chunk
+        self.cancel_poll_s = config.cancel_poll_s
+        self.spare = model.draft_tokens + 1 if model.draft is not None else 0  # speculative look-ahead
+        self.kv = SlotKVCache(shape.num_hidden_layers, getattr(shape, "num_key_value_heads", heads), head_dim,
+                              model.dtype, model.device)
         self.device_name = device_name(self.kv.device)  # for /healthz and the metrics' labels
-        self.runner = ModelRunner(engine, self.kv)
-        self.prefixes = PrefixCache(prefix_cache_tokens)
+        self.runner = ModelRunner(model, self.kv, adapters)
+        self.prefixes = PrefixCache(config.prefix_cache_tokens)
         self.pools = NgramPools()
         self.waiting: WaitingRequests[Sequence] = WaitingRequests()
         self.rows: list[Sequence] = []  # row i lives in KV slot i; rows[:decoding] decode, the rest prefill
@@ -81,8 +82,8 @@ class ServingCore(ModelSteps):
         self._lock = threading.Lock()  # guards the rows and queue that other threads read
         # The thread starts on the first request and ends after idle_exit_s without work, so an
         # engine nobody uses any more can be garbage collected with its model.
-        self.idle_exit_s = idle_exit_s
-        self.threads = threads  # the core thread's own OpenMP team (agents/llm/threads.py); None: inherited
+        self.idle_exit_s = config.idle_exit_s
+        self.threads = config.threads  # the core thread's own OpenMP team (agents/llm/threads.py); None: inherited
         self._thread: threading.Thread | None = None
 
     # --- the face other threads use -------------------------------------------------------
@@ -91,7 +92,7 @@ class ServingCore(ModelSteps):
         """Queue a request; its deltas arrive on the returned queue, the last with finished=True."""
         out = out if out is not None else queue.Queue()
         try:  # anything wrong with one request fails that request alone
-            sequence = new_sequence(self.engine, request, out, max_positions=self.max_positions,
+            sequence = new_sequence(self.model, request, out, max_positions=self.max_positions,
                                     kv_budget=self.kv_budget, spare=self.spare, pools=self.pools)
         except Exception as error:  # noqa: BLE001  (a chat template may raise anything on odd input)
             out.put(Delta(request.id, finished=True, finish_reason="error", error=str(error) or type(error).__name__))
@@ -171,8 +172,7 @@ class ServingCore(ModelSteps):
         idle = not self.rows and not len(self.waiting)
         if idle:
             self.kv.release()
-            self.engine.lora.clear()
-            self.runner.invalidate()
+            self.adapters.clear()
         while True:
             try:
                 item = self._inbox.get(block=idle, timeout=self.idle_exit_s if idle else None)
@@ -200,7 +200,7 @@ class ServingCore(ModelSteps):
             self._prefill_chunk()
         if self.decoding:
             first = self.rows[0]
-            if (self.engine.draft is not None and len(self.rows) == 1 and not len(self.waiting)
+            if (self.model.draft is not None and len(self.rows) == 1 and not len(self.waiting)
                     and first.request.temperature <= 0 and not first.state.constrained):
                 self._speculate(first)
             else:
@@ -211,7 +211,7 @@ class ServingCore(ModelSteps):
             for sequence in list(self.rows) + list(self.waiting):
                 self._send(sequence, Sampler.finish(sequence.state, reason, error))
             self.rows, self.decoding, self.waiting = [], 0, WaitingRequests()
-            self.runner.invalidate()
+            self.adapters.invalidate()
 
     def _send(self, sequence: Sequence, delta: Delta | None) -> None:
         if delta is None:
@@ -258,12 +258,11 @@ class ServingCore(ModelSteps):
             return True
         in_use = {s.adapter for s in self.rows if s.adapter} | {spec.key}
         try:
-            self.engine._ensure_adapter(spec, in_use)
+            self.adapters.ensure(spec, in_use)
         except (ModelFolderError, ValueError) as error:
             # A bad adapter fails the requests that use it; everything else runs on.
             self._send(sequence, Delta(sequence.request.id, finished=True, finish_reason="error", error=str(error)))
             return False
-        self.runner.invalidate()  # the wrapped layers may have changed
         return True
 
     def _place(self, sequence: Sequence) -> None:
@@ -306,4 +305,4 @@ class ServingCore(ModelSteps):
             self.kv.move(end, hole, self.rows[end].length)
             self.rows[hole] = self.rows[end]
         self.rows.pop()
-        self.runner.invalidate()
+        self.adapters.invalidate()

@@ -17,6 +17,7 @@ from agents.llm.sampling import RequestState, Sampler
 from agents.llm.types import Delta
 
 if TYPE_CHECKING:
+    from agents.llm.loading import LoadedModel
     from agents.llm.metrics import CoreStats
     from agents.llm.runner import ModelRunner
     from agents.llm.sequence import Sequence
@@ -61,14 +62,15 @@ def forget_rejected(draft: DraftState, before: int, kept: int, k: int) -> None:
         draft.cache.crop(-extra)
 
 
-def step(engine, runner: ModelRunner, sampler: Sampler, sequence: Sequence, stats: CoreStats) -> Iterator[Delta]:
+def step(model: LoadedModel, runner: ModelRunner, sampler: Sampler, sequence: Sequence,
+         stats: CoreStats) -> Iterator[Delta]:
     """One verification pass over the draft's proposals for the core's lone row (in KV slot 0):
     the deltas of the tokens kept, in order; after one that finishes the request, nothing more."""
-    k, state = engine.draft_tokens, sequence.state
+    k, state = model.draft_tokens, sequence.state
     sequence_ids = sequence.ids + state.tokens  # the KV buffer holds all but the last (pending)
     if sequence.draft is None:
-        sequence.draft = new_draft_state(engine.draft)
-    proposals = propose(engine.draft, sampler, state, sequence_ids, sequence.draft, k, engine.device)
+        sequence.draft = new_draft_state(model.draft)
+    proposals = propose(model.draft, sampler, state, sequence_ids, sequence.draft, k, model.device)
     # This model scores its pending token and every proposal in one pass: scores[0] follows
     # the pending token, scores[i] follows proposals[i - 1].
     start = sequence.length
