@@ -3,12 +3,12 @@ sections stream, through a real uvicorn server and Redis.
 
 The writer side is what a section writer's `_Streamer` does for each coalesced piece (every
 0.1 s per section): append it to the shared document (`crdt.Peer.append`: stored, then sent to
-the document's group) and send a `section.delta` event. Each client holds both sockets a page
-holds: the shared document (pycrdt over the y-websocket protocol) and the events relay. Every
-piece carries a number; a client records when each number arrives. Printed: latency from the
-writer emitting a piece to each client receiving it (p50, p99, max) and the share delivered,
-per path, and whether every client's document equals the stored one after the end (the
-"resync": a client's sync with the server on reconnect gives it exactly this state).
+the document's group); no event repeats the text. Each client holds both sockets a page holds:
+the shared document (pycrdt over the y-websocket protocol) and the events relay. Every piece
+carries a number; a client records when each number arrives. Printed: latency from the writer
+emitting a piece to each client receiving it (p50, p99, max) and the share delivered, and
+whether every client's document equals the stored one after the end (the "resync": a client's
+sync with the server on reconnect gives it exactly this state).
 
     .venv/bin/python bench/streaming.py      # about a minute; REDIS_URL or embedded Redis
 """
@@ -76,7 +76,6 @@ class Follower:
         self.base, self.document_id, self.session = base, document_id, session
         self.doc = Doc()
         self.crdt_seen: dict[int, float] = {}
-        self.event_seen: dict[int, float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         import websockets
@@ -106,22 +105,16 @@ class Follower:
                 handle_sync_message(message[1:], self.doc)
 
     async def _events(self, socket, stop: asyncio.Event) -> None:
-        import json
-
+        """Held open as a page holds it (it carries region changes, not streamed text)."""
         while not stop.is_set():
             try:
-                message = json.loads(await asyncio.wait_for(socket.recv(), 0.5))
+                await asyncio.wait_for(socket.recv(), 0.5)
             except TimeoutError:
                 continue
-            now = time.perf_counter()
-            if message.get("type") == "section.delta":
-                for number in MARK.findall(message["text"]):
-                    self.event_seen.setdefault(int(number), now)
 
 
 def _write(document, emitted: dict[int, float], done: threading.Event) -> None:
     """Six sections streaming at once, as the writers' streamer sends them."""
-    from webapp import events
     from webapp.documents import crdt
 
     peer = crdt.Peer(document.id, "writer")
@@ -133,8 +126,6 @@ def _write(document, emitted: dict[int, float], done: threading.Event) -> None:
             piece = f" w{number}."
             emitted[number] = time.perf_counter()
             peer.append(section.key, piece)
-            events.send(events.SectionDelta(document_id=document.id, section_id=section.id, run_id=0, offset=0,
-                                            text=piece), now=True)
             number += 1
         time.sleep(max(0.0, EVERY_S - (time.monotonic() - started)))
     done.set()
@@ -207,7 +198,6 @@ def main() -> None:
           f"{EVERY_S * 1000:.0f} ms, one uvicorn process, Redis channel layer")
     print("| path | pieces | clients | p50 ms | p99 ms | max ms | delivered |\n|---|---|---|---|---|---|---|")
     print(_summary("shared document (CRDT updates)", emitted, [f.crdt_seen for f in followers]))
-    print(_summary("events relay (section.delta)", emitted, [f.event_seen for f in followers]))
     print(whole)
 
 

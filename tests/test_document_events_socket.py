@@ -92,15 +92,7 @@ class Mirror:
         if event["seq"] > self.seq + 1:
             self.resync()  # a gap: events were lost
         section = event.get("section_id")
-        if event["type"] == "section.delta":
-            # Streamed text is not in the database until the next checkpoint, so deltas are placed
-            # by offset, whatever their number: one already in the text changes nothing.
-            if event["offset"] > len(self.texts[section]):
-                self.resync()
-            text = self.texts[section]
-            if event["offset"] <= len(text) < event["offset"] + len(event["text"]):
-                self.texts[section] = text[:event["offset"]] + event["text"]
-        elif event["seq"] > self.seq and event["type"] == "section.text" \
+        if event["seq"] > self.seq and event["type"] == "section.text" \
                 and event["version"] >= self.versions.get(section, 0):
             self.texts[section], self.versions[section] = event["text"], event["version"]
         self.seq = max(self.seq, event["seq"])
@@ -149,7 +141,11 @@ def test_a_client_that_missed_events_resynchronises_from_the_database(document, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_written_text(document, editor, viewer):
+def test_streamed_text_reaches_clients_through_the_shared_document_and_no_event_repeats_it(document, editor,
+                                                                                             viewer):
+    """Pages and Yjs peers get a writer's text from the shared document; the events socket carries
+    only what changes a page's regions (here the checkpoint's numbers), never a piece of text."""
+    from webapp.documents import crdt
     from webapp.runs import writing as runs
     from webapp.runs.models import AgentTask, WritingRun
 
@@ -157,8 +153,6 @@ def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_writte
     run = WritingRun.objects.create(document=document, created_by=editor, status="writing")
     task = AgentTask.objects.create(run=run, role="writer", section=section, status="running",
                                     base_version=section.version)
-    http = Client()
-    http.login(username=viewer.username, password=PASSWORD)
     pieces = ["Gulls", " are", " loud", " birds", " of", " the", " shore."]
     headers = session_headers(viewer)
 
@@ -171,7 +165,7 @@ def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_writte
             await sync_to_async(streamer)("k", piece)
             if index == 3:
                 await sync_to_async(streamer.checkpoint)()  # as it does every second
-            await asyncio.sleep(runs.BROADCAST_EVERY_S)  # each piece its own message
+            await asyncio.sleep(runs.BROADCAST_EVERY_S)  # each piece its own update
         await sync_to_async(streamer.flush)()
         events = []
         while not await communicator.receive_nothing(timeout=0.3):
@@ -180,25 +174,8 @@ def test_streamed_deltas_carry_offsets_so_a_resynced_client_ends_with_the_writte
         return events
 
     events = async_to_sync(stream)()
-    deltas = [e for e in events if e["type"] == "section.delta"]
-    assert [e["offset"] for e in deltas] == [0, 5, 9, 14, 20, 23, 27]
-    assert [e["type"] for e in events if e not in deltas] == ["run.progress"]  # the checkpoint's numbers
-    full = Mirror(http, document.id)
-    full.seq = events[0]["seq"] - 1
-    full.texts[section.id] = ""
-    for event in events:
-        full.apply(event)
-    assert full.texts[section.id] == "".join(pieces)
-    # A client that lost the first four deltas resyncs (the checkpoint has them) and ends the same.
-    late = Mirror(http, document.id)
-    late.seq = events[0]["seq"] - 1
-    late.texts[section.id] = ""
-    for event in events[events.index(deltas[4]):]:
-        late.apply(event)
-    assert late.resyncs == 2 and late.texts[section.id] == "".join(pieces)
-    for event in events:  # old deltas again (a slow socket): nothing changes
-        late.apply(event)
-    assert late.texts[section.id] == "".join(pieces)
+    assert [e["type"] for e in events] == ["run.progress"]  # the checkpoint's numbers, no text
+    assert crdt.section_text(crdt.load(document.id), section.key) == "".join(pieces)
 
 
 def test_the_channel_layer_reads_longer_than_it_blocks():

@@ -52,18 +52,6 @@ class SectionText(DocumentEvent):
 
 
 @dataclass(frozen=True)
-class SectionDelta(DocumentEvent):
-    """Text a writer just generated for a section. `offset` is where it goes in the section's
-    streamed text (whose saved state /documents/<id>/state/ returns), so a client that resynced
-    places later deltas right, and one that sees offset > its text length knows it missed some."""
-    type: ClassVar[str] = "section.delta"
-    section_id: int
-    run_id: int
-    offset: int
-    text: str
-
-
-@dataclass(frozen=True)
 class OutlineChanged(DocumentEvent):
     type: ClassVar[str] = "outline.changed"
     revision_id: int

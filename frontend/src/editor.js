@@ -346,7 +346,7 @@ const PARTS = {
   "run.status": ["head", "runs", "body"], "run.progress": ["runs"], "outline.changed": ["head", "runs", "body"],
   "section.text": ["head", "body"], "suggestions.changed": ["runs", "body"], "suggestion.decided": ["runs", "body"],
   "comments.changed": ["body"],
-  "document.finished": ["head"], "section.delta": [],
+  "document.finished": ["head"],
 };
 
 const CLOSED_FOR_GOOD = new Set([4403, 4404]);  // rights ended; not a member

@@ -17,7 +17,7 @@ from agents import coordinator
 from agents.llm.types import BULK, INTERACTIVE, AdapterSpec, Engine
 from agents.outline import Brief, PlannedSection
 from agents.roles import section_text, section_writer
-from webapp import events, llm
+from webapp import llm
 from webapp.documents import crdt, sources
 from webapp.documents import services as documents
 from webapp.documents.models import Section, SectionStatus
@@ -73,14 +73,11 @@ class _Streamer:
     def _send(self, now: float) -> None:
         """Every section's new text: one shared-document update for all of them (one stored row:
         with one per section, the task thread spent most of its time committing them and fell
-        behind the serving core), then a delta event per section."""
+        behind the serving core). The shared document is how streamed text reaches every page and
+        Yjs peer; no event repeats it."""
         pending = {key: piece for key, piece in self.unsent.items() if piece and key not in self.handed_back}
         if pending:
             self.peer.append_many({self.tasks[key].section.key: piece for key, piece in pending.items()})
-        for key, piece in pending.items():
-            events.send(events.SectionDelta(document_id=self.run.document_id, section_id=self.tasks[key].section_id,
-                                            run_id=self.run.id, offset=len(self.text[key]) - len(piece), text=piece),
-                        now=True)
         self.unsent = {key: "" for key in self.unsent}
         self.last_sent = now
 
