@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-models.txt
 	touch $(STAMP)
 
 # The live editor's JavaScript (Yjs + CodeMirror), bundled by esbuild with Node 20's npm.
-$(JS): frontend/package.json frontend/package-lock.json $(wildcard frontend/src/*.js)
+$(JS): frontend/package.json frontend/package-lock.json $(wildcard frontend/src/*.js) frontend/src/events.json
 	cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 assets: $(JS)

@@ -178,6 +178,22 @@ def test_streamed_text_reaches_clients_through_the_shared_document_and_no_event_
     assert crdt.section_text(crdt.load(document.id), section.key) == "".join(pieces)
 
 
+def test_the_page_takes_event_types_from_their_one_definition():
+    """webapp/events.py names every type; frontend/src/events.json is written from it and the
+    page's JavaScript spells none of them itself."""
+    import json
+    import re
+
+    from tests.support.processes import ROOT
+    from webapp import events
+
+    assert json.loads((ROOT / "frontend/src/events.json").read_text()) == events.client_types(), \
+        "run `python -m webapp.events > frontend/src/events.json`"
+    script = "\n".join(path.read_text() for path in (ROOT / "frontend/src").glob("*.js"))
+    spelled = {kind for kind in events.client_types().values() if re.search(rf"[\"'`]{re.escape(kind)}[\"'`]", script)}
+    assert not spelled, f"event types spelled out in the page's JavaScript: {spelled}"
+
+
 def test_the_channel_layer_reads_longer_than_it_blocks():
     """Its connections must not time out while a consumer waits for messages (the blocking pop)."""
     from channels.layers import get_channel_layer

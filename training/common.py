@@ -38,11 +38,10 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from training import layout
 from training.dataset import DatasetError, Example, check_batching, collate, lm_loss, step_batches, total_steps
 
 log = logging.getLogger("training")
-
-EXIT_CANCELLED = 3
 
 
 class Cancelled(Exception):
@@ -150,23 +149,23 @@ class Output:
         self.folder, self.dist = folder, dist
         if dist.is_main:
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "result.json").unlink(missing_ok=True)
+            (folder / layout.RESULT).unlink(missing_ok=True)
         dist.barrier()
 
     def metric(self, **values) -> None:
         if self.dist.is_main:
             values.setdefault("time", round(time.time(), 3))
-            with open(self.folder / "metrics.jsonl", "a") as handle:
+            with open(self.folder / layout.METRICS, "a") as handle:
                 handle.write(json.dumps(values) + "\n")
 
     def result(self, status: str, metrics: dict, output: str = "", **extra) -> None:
         if self.dist.is_main:
             payload = {"status": status, "metrics": metrics, "output": output, **extra}
-            _write_json_atomic(self.folder / "result.json", payload)
+            _write_json_atomic(self.folder / layout.RESULT, payload)
 
     @property
     def checkpoint(self) -> Path:
-        return self.folder / "checkpoint"
+        return self.folder / layout.CHECKPOINT
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -339,7 +338,7 @@ def run_recipe(body: Callable[[Dist, Output, StopFlag], dict], args) -> int:
         except Cancelled:
             output.result("cancelled", {}, checkpoint=str(output.checkpoint))
             log.warning("cancelled; checkpoint in %s", output.checkpoint)
-            return EXIT_CANCELLED
+            return layout.EXIT_CANCELLED
         except DatasetError as error:
             output.result("failed", {}, error=str(error))
             log.error("%s", error)

@@ -16,11 +16,10 @@ import logging
 from pathlib import Path
 
 from agents.llm.files import folder_sha256
-from training import common, dataset, options
+from training import common, dataset, layout, options
 
 log = logging.getLogger("training")
 
-META = "scriptorium.json"
 
 
 def arguments():
@@ -39,8 +38,8 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
         raise dataset.DatasetError(f"{args.data}: no held-out pairs to evaluate on "
                                   "(export with --heldout above 0 and more than one document)")
     base_sha = folder_sha256(args.base)
-    if args.resume and (output.checkpoint / META).is_file():
-        trained_on = common.read_json(output.checkpoint / META)["base_sha256"]
+    if args.resume and (output.checkpoint / layout.ADAPTER_META).is_file():
+        trained_on = common.read_json(output.checkpoint / layout.ADAPTER_META)["base_sha256"]
         if trained_on != base_sha:
             raise dataset.DatasetError(f"the checkpoint in {output.checkpoint} was trained on another base model "
                                       f"({trained_on[:12]}…, this one is {base_sha[:12]}…)")
@@ -61,7 +60,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
 
     def save(folder: Path) -> None:
         model.save_pretrained(str(folder))
-        (folder / META).write_text(json.dumps(meta, indent=2) + "\n")
+        (folder / layout.ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
 
     def load(folder: Path) -> None:
         set_peft_model_state_dict(model, load_peft_weights(str(folder), device=str(dist.device)))

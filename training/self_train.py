@@ -27,7 +27,7 @@ from pathlib import Path
 from agents import coordinator, quality
 from agents.outline import Brief, PlannedSection, split_for_writers
 from agents.roles import section_writer
-from training import common, dataset, lora, options
+from training import common, dataset, layout, lora, options
 
 log = logging.getLogger("training")
 
@@ -157,7 +157,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     if dist.is_main and not (data / "manifest.json").is_file():  # a resumed job keeps what it generated
         data.mkdir(parents=True, exist_ok=True)
         child = multiprocessing.get_context("spawn").Process(
-            target=_generate_apart, args=(args, data, output.folder / "metrics.jsonl"), daemon=True)
+            target=_generate_apart, args=(args, data, output.folder / layout.METRICS), daemon=True)
         child.start()
         while child.is_alive():
             child.join(1.0)

@@ -8,7 +8,9 @@ streamed text that is not in the database yet leaves at once."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -118,6 +120,20 @@ class SourceStatusChanged:
 
 Event = DocumentEvent | SourceStatusChanged
 
+# What the events socket sends besides the events above (webapp/documents/consumers.py).
+HELLO = "hello"  # on connect: the caller's role and the group's last seq
+RIGHTS_CHANGED = "rights.changed"  # the caller's role changed (also the channel-layer message that says so)
+NOTICE = "notice"  # a line for one person's page
+
+
+def client_types() -> dict[str, str]:
+    """Every message type a client of the events socket can get, by a constant's name
+    (SectionText -> SECTION_TEXT). The page's JavaScript imports them from
+    frontend/src/events.json, written from this by `python -m webapp.events`."""
+    classes = [*DocumentEvent.__subclasses__(), SourceStatusChanged]
+    names = {re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).upper(): cls.type for cls in classes}
+    return dict(sorted((names | {"HELLO": HELLO, "RIGHTS_CHANGED": RIGHTS_CHANGED, "NOTICE": NOTICE}).items()))
+
 
 def send(event: Event, *, now: bool = False) -> None:
     """Send `event` to its group once the current transaction commits (`now`: at once). A failed
@@ -148,7 +164,7 @@ def rights_changed(user_id: int) -> None:
     their open sockets checks again what they may do, and closes if it is nothing."""
     def tell() -> None:
         try:
-            async_to_sync(get_channel_layer().group_send)(user_group(user_id), {"type": "rights.changed"})
+            async_to_sync(get_channel_layer().group_send)(user_group(user_id), {"type": RIGHTS_CHANGED})
         except Exception as error:  # noqa: BLE001  (sockets also check again every few seconds)
             log.warning("could not tell the sockets of user %s that their rights changed (%s)", user_id, error)
 
@@ -159,7 +175,7 @@ def notify(user_id: int, document_id: int, text: str, level: str = "info") -> No
     """Say `text` on this person's pages of the document (the events socket's notice)."""
     try:
         async_to_sync(get_channel_layer().group_send)(user_group(user_id), {
-            "type": "notice", "document_id": document_id, "level": level, "text": text})
+            "type": NOTICE, "document_id": document_id, "level": level, "text": text})
     except Exception as error:  # noqa: BLE001  (a notice is a courtesy: the page still shows the state)
         log.warning("could not tell user %s: %s (%s)", user_id, text, error)
 
@@ -170,3 +186,7 @@ def current_seq(group: str) -> int:
         return int(shared.client().get(f"scriptorium:seq:{group}") or 0)
     except redis.RedisError:
         return 0
+
+
+if __name__ == "__main__":  # python -m webapp.events > frontend/src/events.json
+    print(json.dumps(client_types(), indent=2))

@@ -17,6 +17,7 @@ import { defaultKeymap } from "@codemirror/commands";
 import { yCollab, yUndoManagerKeymap } from "y-codemirror.next";
 import { Regions } from "./regions.js";
 import { SuggestMode } from "./suggesting.js";
+import EVENTS from "./events.json";
 
 const root = document.getElementById("live-document");
 if (root) start(root);
@@ -342,11 +343,12 @@ function start(root) {
 }
 
 // Which regions an event changes. Streamed text needs none (the shared text carries it).
+// The event types are webapp/events.py's (events.json is written from it: `python -m webapp.events`).
 const PARTS = {
-  "run.status": ["head", "runs", "body"], "run.progress": ["runs"], "outline.changed": ["head", "runs", "body"],
-  "section.text": ["head", "body"], "suggestions.changed": ["runs", "body"], "suggestion.decided": ["runs", "body"],
-  "comments.changed": ["body"],
-  "document.finished": ["head"],
+  [EVENTS.RUN_STATUS_CHANGED]: ["head", "runs", "body"], [EVENTS.RUN_PROGRESS]: ["runs"],
+  [EVENTS.OUTLINE_CHANGED]: ["head", "runs", "body"], [EVENTS.SECTION_TEXT]: ["head", "body"],
+  [EVENTS.SUGGESTIONS_CHANGED]: ["runs", "body"], [EVENTS.SUGGESTION_DECIDED]: ["runs", "body"],
+  [EVENTS.COMMENTS_CHANGED]: ["body"], [EVENTS.DOCUMENT_FINISHED]: ["head"],
 };
 
 const CLOSED_FOR_GOOD = new Set([4403, 4404]);  // rights ended; not a member
@@ -359,9 +361,9 @@ function followEvents(documentId, regions, { role, closed }) {
     socket.onopen = () => { retry = 500; };
     socket.onmessage = ({ data }) => {
       const event = JSON.parse(data);
-      if (event.type === "rights.changed") { role(event.role); return; }
-      if (event.type === "notice") { regions.notify(event.text, event.level); return; }
-      if (event.type === "hello") {  // anything sent since the page was rendered, or while we were away
+      if (event.type === EVENTS.RIGHTS_CHANGED) { role(event.role); return; }
+      if (event.type === EVENTS.NOTICE) { regions.notify(event.text, event.level); return; }
+      if (event.type === EVENTS.HELLO) {  // anything sent since the page was rendered, or while we were away
         if (event.seq > regions.seq) regions.refresh();
         return;
       }

@@ -26,6 +26,7 @@ from pycrdt import (
 )
 from pycrdt.websocket.django_channels_consumer import YjsConsumer
 
+from webapp import events
 from webapp.documents import crdt, presence, services
 from webapp.documents.models import Document, Section
 from webapp.events import current_seq, document_group, user_group
@@ -123,13 +124,13 @@ class DocumentEventsConsumer(_Rights, AsyncJsonWebsocketConsumer):
         await self.accept()
         # The last event number sent: a page rendered before it missed something and re-reads.
         seq = await asyncio.to_thread(current_seq, self.group)
-        await self.send_json({"type": "hello", "document_id": self.document_id, "role": role, "seq": seq})
+        await self.send_json({"type": events.HELLO, "document_id": self.document_id, "role": role, "seq": seq})
 
     def rights_groups(self) -> list[str]:
         return [self.group]
 
     async def role_changed(self, role: str) -> None:
-        await self.send_json({"type": "rights.changed", "role": role})  # the page redraws for the new role
+        await self.send_json({"type": events.RIGHTS_CHANGED, "role": role})  # the page redraws for the new role
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
@@ -143,7 +144,8 @@ class DocumentEventsConsumer(_Rights, AsyncJsonWebsocketConsumer):
     async def notice(self, message: dict) -> None:
         """Something the server refused from this person's editor, said on their page."""
         if message.get("document_id") == self.document_id and await self.rights_hold():
-            await self.send_json({"type": "notice", "level": message.get("level", "info"), "text": message["text"]})
+            await self.send_json({"type": events.NOTICE, "level": message.get("level", "info"),
+                                  "text": message["text"]})
 
 
 class DocumentCrdtConsumer(_Rights, YjsConsumer):
@@ -297,7 +299,7 @@ class DocumentCrdtConsumer(_Rights, YjsConsumer):
     async def _notice(self, text: str) -> None:
         """Tell this person (every page of theirs) why their edit was undone."""
         await self.channel_layer.group_send(self.user_group, {
-            "type": "notice", "document_id": self.document_id, "level": "error", "text": text})
+            "type": events.NOTICE, "document_id": self.document_id, "level": "error", "text": text})
 
     def _held_message(self, key: str, writer: dict) -> str:
         heading = Section.objects.filter(document_id=self.document_id, key=key).values_list(

@@ -37,6 +37,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.llm.files import folder_sha256
+from training import layout
 from webapp.celery import enqueue
 from webapp.jobs import recipes, training_data
 from webapp.jobs.models import JobKind, JobStatus, TrainingJob
@@ -84,7 +85,7 @@ def reap_stale() -> int:
     cutoff = timezone.now() - STALE_AFTER
     for job in TrainingJob.objects.filter(status__in=[JobStatus.RUNNING, JobStatus.CANCELLING],
                                           heartbeat_at__lt=cutoff):
-        checkpoint = Path(job.output_dir) / "run" / "checkpoint"
+        checkpoint = Path(job.output_dir) / "run" / layout.CHECKPOINT
         found = bool(job.output_dir) and checkpoint.is_dir()
         if found:
             left = f"Its last checkpoint is {checkpoint}"
@@ -179,7 +180,7 @@ def run(job_id: int, poll_s: float = 1.0) -> None:
     if job.nodes > 1:
         _log(out, f"waiting for {job.nodes - 1} more training worker(s) to join at {node[1]}:{node[2]}")
     process = _spawn(argv, out)
-    metrics_file, seen = out / "run" / "metrics.jsonl", 0
+    metrics_file, seen = out / "run" / layout.METRICS, 0
     signalled, stored, logged = False, 0.0, time.monotonic()
     while True:
         code = process.poll()
@@ -288,7 +289,7 @@ def _free_port() -> int:
 def _store_checkpoint(job: TrainingJob, out: Path, stored: float) -> float:
     """Copy the recipe's newest checkpoint to the models storage (by its checksum) when it has
     changed since `stored` (its trainer.json's time); return the time of the one stored now."""
-    checkpoint = out / "run" / "checkpoint"
+    checkpoint = out / "run" / layout.CHECKPOINT
     try:
         written = (checkpoint / "trainer.json").stat().st_mtime
     except OSError:
@@ -319,7 +320,7 @@ def _store_checkpoint(job: TrainingJob, out: Path, stored: float) -> float:
 def _fetch_checkpoint(stopped: TrainingJob, out: Path) -> None:
     """Put the stopped job's stored checkpoint where the recipe's --resume looks for it."""
     folder = store.local_folder(stopped.checkpoint_sha256, store.key_for(stopped.checkpoint_sha256))
-    shutil.copytree(folder, out / "run" / "checkpoint")
+    shutil.copytree(folder, out / "run" / layout.CHECKPOINT)
     _log(out, f"resuming job {stopped.pk} from its stored checkpoint ({stopped.checkpoint_sha256[:12]}…)")
 
 
@@ -338,9 +339,9 @@ def _read_progress(job: TrainingJob, metrics_file: Path, seen: int) -> int:
 
 
 def _finish(job: TrainingJob, out: Path, code: int, cancelled: bool = False) -> None:
-    result_file = out / "run" / "result.json"
+    result_file = out / "run" / layout.RESULT
     result = json.loads(result_file.read_text()) if result_file.is_file() else {}
-    checkpoint = out / "run" / "checkpoint"
+    checkpoint = out / "run" / layout.CHECKPOINT
     checkpoint_path = str(checkpoint) if checkpoint.is_dir() else ""
     if result.get("status") == "done" and code == 0:
         try:
@@ -350,7 +351,7 @@ def _finish(job: TrainingJob, out: Path, code: int, cancelled: bool = False) -> 
                  error=f"The recipe finished, but its output was not registered: {error}")
         return
     # Cancelled before the recipe had set up its signal handlers, it dies of SIGTERM: still cancelled.
-    if result.get("status") == "cancelled" or code == 3 or cancelled:
+    if result.get("status") == "cancelled" or code == layout.EXIT_CANCELLED or cancelled:
         _end(job, JobStatus.CANCELLED, checkpoint=checkpoint_path,
              error="Cancelled" + (f"; the checkpoint is {checkpoint_path}" if checkpoint_path else "") + ".")
         return

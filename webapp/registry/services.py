@@ -18,6 +18,7 @@ from agents.llm.files import (
     folder_sha256,
 )
 from agents.llm.types import AdapterSpec
+from training import layout
 from webapp.registry import lora_servers, store
 from webapp.registry.models import AdapterVersion, BaseModel, VersionStatus
 
@@ -112,7 +113,7 @@ def adapter_spec(adapter: AdapterVersion, fetch: bool = True) -> AdapterSpec:
 
 def _trained_on(folder: Path) -> str:
     """The base model checksum that training/lora.py records beside an adapter, if any."""
-    meta = Path(folder) / "scriptorium.json"
+    meta = Path(folder) / layout.ADAPTER_META
     try:
         return json.loads(meta.read_text()).get("base_sha256", "") if meta.is_file() else ""
     except (OSError, ValueError):
