@@ -55,8 +55,7 @@ def pairs(*, role: str, project_id: int | None = None, since: dt.date | None = N
     if role not in ROLES:
         raise ExportError(f"no training pairs are recorded for the role {role!r}; roles with pairs: "
                           f"{', '.join(ROLES)}")
-    tasks = (AgentTask.objects.filter(role=role, status__in=[TaskStatus.DONE, TaskStatus.SKIPPED],
-                                      section__isnull=False)
+    tasks = (AgentTask.objects.ended_well().filter(role=role, section__isnull=False)
              .exclude(prompt=[]).select_related("section", "run__document").order_by("finished_at", "id"))
     if project_id is not None:
         tasks = tasks.filter(run__document__project_id=project_id)
@@ -66,8 +65,7 @@ def pairs(*, role: str, project_id: int | None = None, since: dt.date | None = N
         tasks = tasks.filter(finished_at__date__lte=until)
     tasks = list(tasks)
     # The last finished writer of a section is the one whose text people saw last.
-    finished = AgentTask.objects.filter(role=role, section_id__in={t.section_id for t in tasks},
-                                        status__in=[TaskStatus.DONE, TaskStatus.SKIPPED])
+    finished = AgentTask.objects.ended_well().filter(role=role, section_id__in={t.section_id for t in tasks})
     latest = {task.section_id: task.pk for task in finished.order_by("finished_at", "id")}
     return [_record(task, latest[task.section_id] != task.pk) for task in tasks]
 

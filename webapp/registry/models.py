@@ -13,6 +13,11 @@ class VersionStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class VersionQuerySet(models.QuerySet):
+    def active(self) -> VersionQuerySet:
+        return self.filter(status=VersionStatus.ACTIVE)
+
+
 class BaseModel(models.Model):
     """A local causal-LM folder that engines can serve. The active one is what workers load."""
 
@@ -28,6 +33,8 @@ class BaseModel(models.Model):
                              help_text="Agent roles this model serves instead of the active base model, "
                                        "comma-separated (e.g. a distilled student for the reviewer).")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = VersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -47,7 +54,7 @@ class BaseModel(models.Model):
             other = BaseModel.objects.exclude(pk=self.pk).filter(roles__contains=role).first()
             if other is not None and role in other.role_list():
                 raise ValidationError({"roles": f"{role!r} is already served by {other.name}."})
-            adapter = AdapterVersion.objects.filter(role=role, status=VersionStatus.ACTIVE).first()
+            adapter = AdapterVersion.objects.active().filter(role=role).first()
             if adapter is not None and adapter.base_model_id != self.pk:
                 raise ValidationError({"roles": f"{role!r} uses {adapter.name}, trained on {adapter.base_model.name}; "
                                                 f"deactivate it (or train one on {self.name}) first."})
@@ -68,6 +75,8 @@ class AdapterVersion(models.Model):
     notes = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+
+    objects = VersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["role", "-version"]

@@ -44,7 +44,7 @@ def base_model_register(*, name: str, path: str, activate: bool = False, notes: 
 
 @transaction.atomic
 def base_model_activate(*, model: BaseModel) -> BaseModel:
-    BaseModel.objects.select_for_update().filter(status=VersionStatus.ACTIVE).exclude(pk=model.pk).update(
+    BaseModel.objects.select_for_update().active().exclude(pk=model.pk).update(
         status=VersionStatus.RETIRED)
     model.status = VersionStatus.ACTIVE
     model.save(update_fields=["status"])
@@ -127,7 +127,7 @@ def adapter_activate(*, adapter: AdapterVersion) -> AdapterVersion:
     if assigned is not None and assigned.pk != adapter.base_model_id:
         raise RegistryError(f"{adapter.role!r} is served by {assigned.name}, but {adapter.name} was trained on "
                             f"{adapter.base_model.name}.")
-    others = AdapterVersion.objects.select_for_update().filter(role=adapter.role, status=VersionStatus.ACTIVE).exclude(
+    others = AdapterVersion.objects.select_for_update().active().filter(role=adapter.role).exclude(
         pk=adapter.pk)
     replaced = others.first()
     others.update(status=VersionStatus.RETIRED)
@@ -149,7 +149,7 @@ def _switch_on_servers(*, load: AdapterVersion | None, unload: AdapterVersion | 
 @transaction.atomic
 def adapter_rollback(*, role: str) -> AdapterVersion:
     """Go back to the version that was active before the current one."""
-    current = AdapterVersion.objects.select_for_update().filter(role=role, status=VersionStatus.ACTIVE).first()
+    current = AdapterVersion.objects.select_for_update().active().filter(role=role).first()
     earlier = AdapterVersion.objects.filter(role=role, status=VersionStatus.RETIRED, activated_at__isnull=False)
     if current is not None:
         earlier = earlier.filter(activated_at__lt=current.activated_at)
@@ -162,15 +162,15 @@ def adapter_rollback(*, role: str) -> AdapterVersion:
 @transaction.atomic
 def adapter_deactivate(*, role: str) -> None:
     """The role goes back to the plain base model."""
-    current = AdapterVersion.objects.select_for_update().filter(role=role, status=VersionStatus.ACTIVE).first()
-    AdapterVersion.objects.filter(role=role, status=VersionStatus.ACTIVE).update(status=VersionStatus.RETIRED)
+    current = AdapterVersion.objects.select_for_update().active().filter(role=role).first()
+    AdapterVersion.objects.active().filter(role=role).update(status=VersionStatus.RETIRED)
     _switch_on_servers(load=None, unload=current)
 
 
 def resolve_adapter(role: str) -> AdapterSpec | None:
     """The adapter a role uses right now, or None for the base model. Read on every request, so an
     activation takes effect on the next request without restarting anything."""
-    adapter = AdapterVersion.objects.select_related("base_model").filter(role=role, status=VersionStatus.ACTIVE).first()
+    adapter = AdapterVersion.objects.select_related("base_model").active().filter(role=role).first()
     if adapter is None:
         return None
     # A process that forwards to model servers sends the adapter's name; only one that serves
@@ -190,7 +190,7 @@ def migrate_if_fresh() -> None:
 
 
 def active_base_model() -> BaseModel | None:
-    return BaseModel.objects.filter(status=VersionStatus.ACTIVE).first()
+    return BaseModel.objects.active().first()
 
 
 def model_for_role(role: str) -> BaseModel | None:

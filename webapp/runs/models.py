@@ -106,6 +106,16 @@ class TaskStatus(models.TextChoices):
     SKIPPED = "skipped", "Skipped (pinned or written by a person)"
 
 
+class TaskQuerySet(models.QuerySet):
+    def unfinished(self) -> TaskQuerySet:
+        """Queued or running: an agent holds, or is about to hold, the work."""
+        return self.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])
+
+    def ended_well(self) -> TaskQuerySet:
+        """Done, or skipped because people's text stands (pinned or written by a person)."""
+        return self.filter(status__in=[TaskStatus.DONE, TaskStatus.SKIPPED])
+
+
 @dataclasses.dataclass(frozen=True)
 class Progress:
     state: str  # waiting, planning, writing, revising, reviewing, finishing, stalled, or a finished TaskStatus
@@ -157,6 +167,8 @@ class AgentTask(models.Model):
     refused_tries = models.PositiveSmallIntegerField(
         default=0, help_text="Its writer's tries in a row whose every candidate sentence was refused.")
     refused_for = models.CharField(max_length=20, blank=True, help_text="The defect most of the last refused try had.")
+
+    objects = TaskQuerySet.as_manager()
 
     class Meta:
         ordering = ["run", "id"]

@@ -30,7 +30,7 @@ def finish_if_done(*, run_id: int) -> None:
         run = WritingRun.objects.select_for_update().get(pk=run_id)
         if run.status != RunStatus.WRITING:
             return
-        if run.tasks.filter(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
+        if run.tasks.unfinished().exists():
             return
         failed = list(run.tasks.filter(status=TaskStatus.FAILED).values_list("error", flat=True))
         if failed:
@@ -94,8 +94,7 @@ def finish_review(*, run_id: int) -> None:
     """When the reviewer and the finisher are done: the run is done, saying which of them failed."""
     with transaction.atomic():
         run = WritingRun.objects.select_for_update().get(pk=run_id)
-        if run.status != RunStatus.REVIEWING or run.tasks.filter(
-                status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
+        if run.status != RunStatus.REVIEWING or run.tasks.unfinished().exists():
             return
         failed = run.tasks.filter(role__in=[reviewer.ROLE, finisher.ROLE], status=TaskStatus.FAILED)
         lifecycle.set_status(run, RunStatus.DONE, "; ".join(failed.values_list("error", flat=True))[:2000])

@@ -152,7 +152,7 @@ def section_regenerate(*, section: Section, user, instruction: str = "") -> Writ
         raise RegenerateRefused(f"“{section.heading}” is pinned; unpin it to let an agent rewrite it.")
     if section.children.exists():
         raise RegenerateRefused(f"“{section.heading}” has subsections; regenerate those instead.")
-    if AgentTask.objects.filter(section=section, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).exists():
+    if AgentTask.objects.unfinished().filter(section=section).exists():
         raise RegenerateRefused(f"“{section.heading}” is being written already.")
     run = WritingRun.objects.create(document=section.document, created_by=user, status=RunStatus.WRITING,
                                     kind="section", outline_path="existing", batch_size=1)
@@ -170,8 +170,7 @@ class TakeOverRefused(Exception):
 def section_take_over(*, section: Section, user) -> AgentTask:
     """A person takes over a section an agent is writing: the writer stops at its next step, the
     text so far stays, the section unlocks at once, and the rest of the run goes on."""
-    task = AgentTask.objects.filter(section=section, role=section_text.ROLE,
-                                    status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).select_related("run").first()
+    task = AgentTask.objects.unfinished().filter(section=section, role=section_text.ROLE).select_related("run").first()
     if task is None:
         raise TakeOverRefused(f"No agent is writing “{section.heading}”.")
     lifecycle.flags.set(lifecycle.task_flag(task), by=user.username)
@@ -188,8 +187,8 @@ def section_rewrite(*, section: Section, user) -> WritingRun:
     if section.pinned:
         raise RegenerateRefused(f"“{section.heading}” is pinned; take it over instead, or unpin it first.")
     with transaction.atomic():
-        task = AgentTask.objects.select_for_update().filter(
-            section=section, role=section_text.ROLE, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).first()
+        task = AgentTask.objects.select_for_update().unfinished().filter(section=section,
+                                                                          role=section_text.ROLE).first()
         if task is None:
             raise TakeOverRefused(f"No agent is writing “{section.heading}”; use Regenerate to write it again.")
         lifecycle.flags.set(lifecycle.task_flag(task), by=user.username)
@@ -271,7 +270,7 @@ def requeue_stale() -> int:
 
 def _move_on_finished_stages() -> int:
     """Runs writing or reviewing that have tasks, none of them queued or running."""
-    active = AgentTask.objects.filter(run=OuterRef("pk"), status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])
+    active = AgentTask.objects.unfinished().filter(run=OuterRef("pk"))
     finished = list(WritingRun.objects.filter(status__in=[RunStatus.WRITING, RunStatus.REVIEWING], tasks__isnull=False)
                     .exclude(Exists(active)).distinct().values_list("id", "status"))
     for run_id, status in finished:

@@ -46,7 +46,7 @@ class Command(BaseCommand):
                                   + str(target))
             if load:
                 try:
-                    lora_servers.sync(list(AdapterVersion.objects.filter(status=VersionStatus.ACTIVE)))
+                    lora_servers.sync(list(AdapterVersion.objects.active()))
                 except lora_servers.LoraServerError as error:  # the server is not up yet: run again later
                     raise CommandError(f"could not load the active adapters: {error}") from error
                 self.stdout.write("active adapters loaded on " + ", ".join(settings.SCRIPTORIUM_LORA_SERVERS))
