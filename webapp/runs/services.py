@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
@@ -221,51 +221,62 @@ def run_cancel(*, run: WritingRun) -> WritingRun:
 
 
 def requeue_stale() -> int:
-    """Give sections whose writer stopped checkpointing (a killed worker) to a live worker; they
-    resume from their checkpoint; plan again a run whose chief editor died the same way. Run by
-    the watcher thread of every agents worker (watcher.py). Also moves on a run whose stage is
-    finished but was never moved on (the database went away between the last writer saving its
-    section and queueing the review, or between the review and the run's "done")."""
-    moved_on = _move_on_finished_stages()
-    stale = timezone.now() - timedelta(seconds=settings.WRITER_STALE_S)
-    queued_long_ago = timezone.now() - timedelta(seconds=settings.QUEUED_LOST_S)
+    """Recover work a dead worker or a lost message left behind; run by the watcher thread of every
+    agents worker (watcher.py). Four policies, each its own function: a finished stage never moved
+    on is moved on; a plan whose chief editor stopped (or whose message was lost) is planned again;
+    a review whose worker stopped is reviewed again; sections whose writer stopped checkpointing,
+    or whose message was lost, go to a live worker and resume from their checkpoint. The number
+    of runs and sections recovered."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.WRITER_STALE_S)  # running, but no heartbeat since
+    lost = now - timedelta(seconds=settings.QUEUED_LOST_S)  # queued, and never started since
+    return (_move_on_finished_stages() + _plan_again(stale, lost) + _review_again(stale, lost)
+            + _write_again(stale, lost))
+
+
+def _plan_again(stale: datetime, lost: datetime) -> int:
+    """Runs planning whose chief editor stopped heartbeating, or whose plan was queued long ago
+    and never started."""
     plans = AgentTask.objects.filter(Q(status=TaskStatus.RUNNING, heartbeat_at__lt=stale) | Q(
-        status=TaskStatus.QUEUED, heartbeat_at__lt=queued_long_ago), role=chief_editor.ROLE,
-        run__status=RunStatus.PLANNING)
-    replanned = set(plans.values_list("run_id", flat=True))
+        status=TaskStatus.QUEUED, heartbeat_at__lt=lost), role=chief_editor.ROLE, run__status=RunStatus.PLANNING)
+    runs = set(plans.values_list("run_id", flat=True))
     plans.filter(status=TaskStatus.QUEUED).update(heartbeat_at=timezone.now())  # once per QUEUED_LOST_S
-    for run_id in replanned:
+    for run_id in runs:
         log.info("re-queueing the plan of run %d (pid %d)", run_id, os.getpid())
         enqueue(lifecycle.PLAN_TASK, run_id)
-    reviews = set(AgentTask.objects.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale,
-                                           run__status=RunStatus.REVIEWING).values_list("run_id", flat=True))
-    for run_id in reviews:
+    return len(runs)
+
+
+def _review_again(stale: datetime, lost: datetime) -> int:
+    """Runs reviewing whose reviewer or finisher stopped heartbeating, or whose review task was
+    queued long ago and never started (its message was lost)."""
+    reviewing_runs = AgentTask.objects.filter(run__status=RunStatus.REVIEWING)
+    lost_tasks = reviewing_runs.filter(status=TaskStatus.QUEUED, heartbeat_at__lt=lost)
+    stopped = reviewing_runs.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale)
+    runs = set(stopped.values_list("run_id", flat=True)) | set(lost_tasks.values_list("run_id", flat=True))
+    lost_tasks.update(heartbeat_at=timezone.now())  # once per QUEUED_LOST_S
+    for run_id in runs:
         log.info("re-queueing the review of run %d (pid %d)", run_id, os.getpid())
         enqueue(lifecycle.REVIEW_TASK, run_id)
-    tasks = AgentTask.objects.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale,
-                                     run__status=RunStatus.WRITING)
+    return len(runs)
+
+
+def _write_again(stale: datetime, lost: datetime) -> int:
+    """Sections of writing runs whose writer stopped checkpointing (a killed worker), or that were
+    queued long ago and never started (the broker was away when the message was sent, or restarted
+    without it): queued again, by run; a copy of a lost message that does arrive finds them claimed."""
+    writing_runs = AgentTask.objects.filter(run__status=RunStatus.WRITING)
+    lost_tasks = writing_runs.filter(status=TaskStatus.QUEUED, heartbeat_at__lt=lost)
+    found = list(writing_runs.filter(status=TaskStatus.RUNNING, heartbeat_at__lt=stale).values_list("id", "run_id"))
+    found += list(lost_tasks.values_list("id", "run_id"))
+    lost_tasks.update(heartbeat_at=timezone.now())
     by_run: dict[int, list[int]] = {}
-    for task_id, run_id in tasks.values_list("id", "run_id"):
+    for task_id, run_id in found:
         by_run.setdefault(run_id, []).append(task_id)
-    # Work queued long ago and never started: its message was lost (the broker was away when it
-    # was sent, or restarted without it). Queued again; a copy that does arrive finds it claimed.
-    lost = AgentTask.objects.filter(status=TaskStatus.QUEUED, run__status__in=[RunStatus.WRITING, RunStatus.REVIEWING],
-                                    heartbeat_at__lt=queued_long_ago)
-    lost_reviews = set()
-    for task_id, run_id, run_status in lost.values_list("id", "run_id", "run__status"):
-        if run_status == RunStatus.REVIEWING:
-            lost_reviews.add(run_id)
-        else:
-            by_run.setdefault(run_id, []).append(task_id)
-    lost.update(heartbeat_at=timezone.now())
-    for run_id in lost_reviews - reviews:
-        log.info("re-queueing the lost review of run %d (pid %d)", run_id, os.getpid())
-        enqueue(lifecycle.REVIEW_TASK, run_id)
-    reviews |= lost_reviews
     for run_id, task_ids in by_run.items():
         log.info("re-queueing %d stale or lost section(s) of run %d (pid %d)", len(task_ids), run_id, os.getpid())
         enqueue(lifecycle.WRITE_TASK, run_id, task_ids)
-    return sum(len(ids) for ids in by_run.values()) + len(reviews) + moved_on + len(replanned)
+    return len(found)
 
 
 def _move_on_finished_stages() -> int:
