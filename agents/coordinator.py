@@ -22,6 +22,7 @@ from agents.roles import chief_editor, finisher, reader_checks, reviewer, sectio
 
 SECTION_MAX_WORDS = 600  # a leaf longer than this is planned as sub-sections for several writers
 PASSAGES_PER_WRITER = 3
+PASSAGE_CHARS = 600  # the most of one source passage a writer is shown
 
 
 # --- the outline ------------------------------------------------------------------------------
@@ -178,7 +179,8 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
         sections = split_for_writers(sections, max_words_per_writer)
     tasks = writer_tasks(sections)
     for task in tasks:
-        task.passages = passages(passage_query(task))[:PASSAGES_PER_WRITER] if passages else []
+        found = passages(passage_query(task))[:PASSAGES_PER_WRITER] if passages else []
+        task.passages = [passage[:PASSAGE_CHARS] for passage in found]
     written: dict[str, section_writer.WrittenSection] = {}
     for start in range(0, len(tasks), batch_size):
         for task in tasks[start:start + batch_size]:
@@ -204,7 +206,7 @@ def single_agent(engine: Engine, brief: Brief, passages: Callable[..., list[str]
     words = brief.target_words
     sources = ""
     if passages:
-        found = passages(brief.topic, k=5)
+        found = [passage[:PASSAGE_CHARS] for passage in passages(brief.topic, k=5)]
         sources = "\n\nUse these sources and cite them by number, like [1]:\n" + "\n".join(
             f"[{i}] {passage}" for i, passage in enumerate(found, start=1))
     request = GenerationRequest(

@@ -111,4 +111,4 @@ class PassageIndex:
 
     def __call__(self, query: str, k: int = 3) -> list[str]:
         vector = self.embedder.embed([query])[0]
-        return [self.passages[i][:600] for i, _ in top_passages(vector, self.matrix, k)]
+        return [self.passages[i] for i, _ in top_passages(vector, self.matrix, k)]

@@ -314,9 +314,10 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 # (`manage.py fetch_adapters` keeps that folder filled; serve_llm fetches by itself).
 SCRIPTORIUM_LORA_SERVERS = env_list("SCRIPTORIUM_LORA_SERVERS", [])
 SCRIPTORIUM_LORA_SERVER_DIR = env_str("SCRIPTORIUM_LORA_SERVER_DIR", "/var/lib/scriptorium/adapters")
-# Writing runs: sections longer than this are split for several writers; a running section whose
-# worker has not checkpointed for this long is given to another worker.
-SECTION_MAX_WORDS = env_int("SECTION_MAX_WORDS", 600)
+# Writing runs: sections longer than this are split for several writers (0: the team's own
+# agents.coordinator.SECTION_MAX_WORDS); a running section whose worker has not checkpointed for
+# WRITER_STALE_S is given to another worker.
+SECTION_MAX_WORDS = env_int("SECTION_MAX_WORDS", 0)
 WRITER_STALE_S = env_int("WRITER_STALE_S", 30)
 # A writer that keeps no sentence for this long is shown as stalled, with "Take over" on its row.
 WRITER_STALL_S = env_int("WRITER_STALL_S", 120)

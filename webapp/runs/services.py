@@ -105,7 +105,8 @@ def _plan(run: WritingRun) -> None:
     else:
         engine = llm.for_run(chief_editor.ROLE, run.pk, INTERACTIVE)
         adapter = registry.resolve_adapter(chief_editor.ROLE)
-        plan = coordinator.plan(engine, document.brief(), adapter, max_words=settings.SECTION_MAX_WORDS)
+        plan = coordinator.plan(engine, document.brief(), adapter,
+                                max_words=settings.SECTION_MAX_WORDS or coordinator.SECTION_MAX_WORDS)
         documents.outline_plan(document=document, planned=plan.sections, agent_role=chief_editor.ROLE,
                                model_version=lifecycle.model_version(engine, adapter.name if adapter else ""))
         run.outline_path, run.outline_problems = plan.path, plan.problems

@@ -248,7 +248,8 @@ def _prepare(run: WritingRun, claimed: list[AgentTask]) -> _Prepared | None:
         found = [chunk for chunk, _ in sources.source_passages(project=document.project,
                                                                query=coordinator.passage_query(writer),
                                                                k=coordinator.PASSAGES_PER_WRITER)]
-        writer.passages, cited[writer.key] = [chunk.text[:600] for chunk in found], [chunk.pk for chunk in found]
+        writer.passages = [chunk.text[:coordinator.PASSAGE_CHARS] for chunk in found]
+        cited[writer.key] = [chunk.pk for chunk in found]
         task.adapter_version = adapter.name if adapter else ""
         AgentTask.objects.filter(pk=task.pk).update(
             context_bytes=section_text.context_bytes(brief, outline, writer),
