@@ -243,3 +243,18 @@ def test_prepacked_weights_write_what_plain_weights_write(tiny_model_dir, tiny_a
         finally:
             engine.close()
     assert texts[True] == texts[False]
+
+
+def test_no_part_of_the_engine_holds_its_owner(tiny_model_dir):
+    """The engine owns the loaded model, the adapter manager and the core; the core owns its
+    runner. None of them keeps a reference to what owns it (one owner per object)."""
+    engine = TransformersEngine(tiny_model_dir, dtype="float32")
+    try:
+        owned = {"core": (engine.core, engine), "runner": (engine.core.runner, engine.core),
+                 "adapters": (engine.adapters, engine), "loaded": (engine.loaded, engine)}
+        for name, (part, owner) in owned.items():
+            held = [key for key, value in vars(part).items() if value is owner or value is engine]
+            assert not held, f"the {name} holds its owner in {held}"
+        assert engine.core.adapters is engine.adapters and engine.core.runner.adapters is engine.adapters
+    finally:
+        engine.close()
