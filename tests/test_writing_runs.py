@@ -486,6 +486,38 @@ def test_a_writer_whose_every_try_is_refused_still_checkpoints_that_it_is_revisi
     assert task.progress.state == "revising"
 
 
+def test_once_a_section_is_taken_from_its_writer_nothing_more_of_its_text_reaches_the_shared_document(people):
+    """The rewrite test failed in CI: the old writer's next piece landed in the shared text after
+    the new writer had started there. The writers' cancel check stops the streamer for a section
+    whose task flag is set, and a piece not yet sent is dropped from what it wrote."""
+    from webapp.documents import crdt
+    from webapp.runs import lifecycle
+
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    gulls = document.sections.get()
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    task = AgentTask.objects.create(run=run, role="writer", section=gulls, status=TaskStatus.RUNNING, attempts=1)
+    task = AgentTask.objects.select_related("section").get(pk=task.pk)
+    key = str(gulls.pk)
+    streamer = writing._Streamer(run, {key: task})
+    watch = writing._Watch(run, _NoCore(), {key: task}, on_stop=streamer.stop)
+    streamer(key, "Gulls nest on cliffs.")
+    streamer.flush()
+    streamer(key, " Their chicks")  # not sent yet when the section is taken
+    lifecycle.flags.set(lifecycle.task_flag(task), by=owner.username)
+    assert watch({"writer-1": key}) == {"writer-1"}  # the request stops, and the streamer with it
+    crdt.Peer(document.id, "writer").replace(gulls.key, "A fresh writer's start.")  # the rewrite's writer
+    streamer(key, " hatch in June.")  # a sentence judged before the request stopped
+    streamer.flush()
+    assert crdt.section_text(crdt.load(document.id), gulls.key) == "A fresh writer's start."
+    assert streamer.text[key] == "Gulls nest on cliffs."  # what people saw of it
+
+
+class _NoCore:
+    """An engine without a serving core (the watch asks the core for queue places)."""
+
+
 def test_rewrite_gives_a_stalled_section_to_a_fresh_writer_and_the_old_one_lets_go(people, celery_worker_process):
     """Issue 25: "Rewrite" on a stalled writer. The old writer is stopped for good: it neither
     saves nor unlocks the section under the new writer; its text so far is in the history; the

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.utils import timezone
@@ -50,8 +51,11 @@ class _Streamer:
         self.handed_back: set[str] = set()  # sections done: no more checkpoints, unlocked
         self.kept_at = {key: task.progressed_at for key, task in tasks.items()}  # the last sentence kept
         self.refused = {key: (0, "") for key in tasks}  # tries in a row refused since, and why (the last)
+        self.stopped: set[str] = set()  # taken over by a person, or given to a rewrite: nothing more of ours goes in
 
     def __call__(self, key: str, piece: str) -> None:
+        if key in self.stopped:
+            return
         self.text[key] += piece
         self.tokens[key] += 1  # the engine streams one token's text per call
         self.kept_at[key] = timezone.now()
@@ -107,6 +111,17 @@ class _Streamer:
         self.handed_back.add(key)
         self.peer.set_writer(self.tasks[key].section.key, None)
 
+    def stop(self, key: str) -> None:
+        """A person took this section over, or asked for a rewrite: from now on nothing of this
+        writer's goes into the shared text (a rewrite's writer may be writing there already). A
+        piece not sent yet is dropped from what it wrote too, so its text is what people saw."""
+        if key in self.stopped:
+            return
+        self.stopped.add(key)
+        if self.unsent[key]:
+            self.text[key] = self.text[key][:-len(self.unsent[key])]
+            self.unsent[key] = ""
+
     def drop(self, key: str) -> None:
         """Another writer has this section now (another worker, or a rewrite): nothing more of
         ours goes into it, and its lock stays, as the other writer's."""
@@ -130,8 +145,10 @@ class _Watch:
     writer), and keeps each waiting writer's place in the core's queue on its task, so the page
     can say "3 requests ahead"."""
 
-    def __init__(self, run: WritingRun, engine: Engine, tasks: dict[str, AgentTask]):
+    def __init__(self, run: WritingRun, engine: Engine, tasks: dict[str, AgentTask],
+                 on_stop: Callable[[str], None] = lambda key: None):
         self.run_flag = lifecycle.run_flag(run)
+        self.on_stop = on_stop  # told of each section whose task flag is set, the moment it is seen
         self.run_id, self.document_id = run.pk, run.document_id
         self.task_flags = {key: lifecycle.task_flag(task) for key, task in tasks.items()}
         self.core = getattr(engine, "core", None)
@@ -145,6 +162,8 @@ class _Watch:
         set_flags = lifecycle.flags.read([self.run_flag] + [self.task_flags[key] for key in set(active.values())])
         if self.run_flag in set_flags:
             return set(active)
+        for key in {key for key in active.values() if self.task_flags[key] in set_flags}:
+            self.on_stop(key)
         return {request_id for request_id, key in active.items() if self.task_flags[key] in set_flags
                 or key in self.lost}
 
@@ -190,7 +209,8 @@ def _write(run: WritingRun, claimed: list[AgentTask]) -> None:
     if prepared is None:
         return
     engine, by_key = prepared.engine, prepared.by_key
-    streamer, watch = _Streamer(run, by_key), _Watch(run, engine, by_key)
+    streamer = _Streamer(run, by_key)
+    watch = _Watch(run, engine, by_key, on_stop=streamer.stop)
     hand_back = _HandBack(run, engine, by_key, streamer, watch, prepared.cited)
     try:
         results = coordinator.write(engine, prepared.brief, prepared.sections, prepared.work, adapter=prepared.adapter,
