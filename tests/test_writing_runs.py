@@ -467,20 +467,23 @@ def test_a_writer_whose_tries_are_refused_is_revising_not_stuck(people, client):
     assert "1 revising" in panel and "take-over" not in panel
 
 
+def _one_writer_writing(people) -> tuple[WritingRun, AgentTask]:
+    """A run writing one section ("Gulls"), its writer's task running (with its section loaded)."""
+    owner, project = people
+    document = make_document(project, owner, sections=("Gulls",))
+    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
+    task = AgentTask.objects.create(run=run, role="writer", section=document.sections.get(),
+                                    status=TaskStatus.RUNNING, attempts=1)
+    return run, AgentTask.objects.select_related("section").get(pk=task.pk)
+
+
 def test_a_writer_whose_every_try_is_refused_still_checkpoints_that_it_is_revising(people):
     """Checkpoints were taken only when text streamed: a writer whose tries were all refused
     never said so."""
-    from webapp.runs.models import AgentTask
-
-    owner, project = people
-    document = make_document(project, owner, sections=("Gulls",))
-    gulls = document.sections.get()
-    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
-    task = AgentTask.objects.create(run=run, role="writer", section=gulls, status=TaskStatus.RUNNING, attempts=1)
-    task = AgentTask.objects.select_related("section").get(pk=task.pk)
-    streamer = writing._Streamer(run, {str(gulls.pk): task})
+    run, task = _one_writer_writing(people)
+    streamer = writing._Streamer(run, {str(task.section_id): task})
     streamer.last_saved = 0.0  # a checkpoint is due
-    streamer.refuse(str(gulls.pk), 2, "repeat")
+    streamer.refuse(str(task.section_id), 2, "repeat")
     task.refresh_from_db()
     assert (task.refused_tries, task.refused_for) == (2, "repeat")
     assert task.progress.state == "revising"
@@ -493,29 +496,21 @@ def test_once_a_section_is_taken_from_its_writer_nothing_more_of_its_text_reache
     from webapp.documents import crdt
     from webapp.runs import lifecycle
 
-    owner, project = people
-    document = make_document(project, owner, sections=("Gulls",))
-    gulls = document.sections.get()
-    run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
-    task = AgentTask.objects.create(run=run, role="writer", section=gulls, status=TaskStatus.RUNNING, attempts=1)
-    task = AgentTask.objects.select_related("section").get(pk=task.pk)
-    key = str(gulls.pk)
+    owner, _ = people
+    run, task = _one_writer_writing(people)
+    gulls, key = task.section, str(task.section_id)
     streamer = writing._Streamer(run, {key: task})
-    watch = writing._Watch(run, _NoCore(), {key: task}, on_stop=streamer.stop)
+    watch = writing._Watch(run, object(), {key: task}, on_stop=streamer.stop)  # an engine without a core
     streamer(key, "Gulls nest on cliffs.")
     streamer.flush()
     streamer(key, " Their chicks")  # not sent yet when the section is taken
     lifecycle.flags.set(lifecycle.task_flag(task), by=owner.username)
     assert watch({"writer-1": key}) == {"writer-1"}  # the request stops, and the streamer with it
-    crdt.Peer(document.id, "writer").replace(gulls.key, "A fresh writer's start.")  # the rewrite's writer
+    crdt.Peer(run.document_id, "writer").replace(gulls.key, "A fresh writer's start.")  # the rewrite's writer
     streamer(key, " hatch in June.")  # a sentence judged before the request stopped
     streamer.flush()
-    assert crdt.section_text(crdt.load(document.id), gulls.key) == "A fresh writer's start."
+    assert crdt.section_text(crdt.load(run.document_id), gulls.key) == "A fresh writer's start."
     assert streamer.text[key] == "Gulls nest on cliffs."  # what people saw of it
-
-
-class _NoCore:
-    """An engine without a serving core (the watch asks the core for queue places)."""
 
 
 def test_rewrite_gives_a_stalled_section_to_a_fresh_writer_and_the_old_one_lets_go(people, celery_worker_process):
