@@ -171,12 +171,14 @@ class TakeOverRefused(Exception):
 def section_take_over(*, section: Section, user) -> AgentTask:
     """A person takes over a section an agent is writing: the writer stops at its next step, the
     text so far stays, the section unlocks at once, and the rest of the run goes on."""
-    task = AgentTask.objects.unfinished().filter(section=section, role=section_text.ROLE).select_related("run").first()
-    if task is None:
-        raise TakeOverRefused(f"No agent is writing “{section.heading}”.")
-    lifecycle.flags.set(lifecycle.task_flag(task), by=user.username)
-    AgentTask.objects.filter(pk=task.pk, status=TaskStatus.QUEUED).update(
-        status=TaskStatus.SKIPPED, error=f"Taken over by {user.username}.")
+    with transaction.atomic():  # the row locked while the flag is set: the writer's streamer checks under it
+        task = AgentTask.objects.select_for_update(of=("self",)).unfinished().filter(
+            section=section, role=section_text.ROLE).select_related("run").first()
+        if task is None:
+            raise TakeOverRefused(f"No agent is writing “{section.heading}”.")
+        lifecycle.flags.set(lifecycle.task_flag(task), by=user.username)
+        AgentTask.objects.filter(pk=task.pk, status=TaskStatus.QUEUED).update(
+            status=TaskStatus.SKIPPED, error=f"Taken over by {user.username}.")
     crdt.Peer(section.document_id, user.username).set_writer(section.key, None)
     return task
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from agents import coordinator
@@ -52,6 +52,7 @@ class _Streamer:
         self.kept_at = {key: task.progressed_at for key, task in tasks.items()}  # the last sentence kept
         self.refused = {key: (0, "") for key in tasks}  # tries in a row refused since, and why (the last)
         self.stopped: set[str] = set()  # taken over by a person, or given to a rewrite: nothing more of ours goes in
+        self.flags = {key: lifecycle.task_flag(task) for key, task in tasks.items()}
 
     def __call__(self, key: str, piece: str) -> None:
         if key in self.stopped:
@@ -79,11 +80,28 @@ class _Streamer:
         with one per section, the task thread spent most of its time committing them and fell
         behind the serving core). The shared document is how streamed text reaches every page and
         Yjs peer; no event repeats it."""
-        pending = {key: piece for key, piece in self.unsent.items() if piece and key not in self.handed_back}
+        pending = {key for key, piece in self.unsent.items() if piece and key not in self.handed_back}
         if pending:
-            self.peer.append_many({self.tasks[key].section.key: piece for key, piece in pending.items()})
+            with transaction.atomic():
+                for key in pending - self._still_ours(pending):
+                    self.stop(key)
+                pieces = {self.tasks[key].section.key: self.unsent[key] for key in pending if key not in self.stopped}
+                if pieces:
+                    self.peer.append_many(pieces)
         self.unsent = {key: "" for key in self.unsent}
         self.last_sent = now
+
+    def _still_ours(self, keys: set[str]) -> set[str]:
+        """Of these sections, those this writer still holds, with their tasks' rows locked until
+        the text is stored: a rewrite or a take-over changes the row (or sets the flag) under the
+        same lock, so no piece of ours lands after it, even one judged before the writers' cancel
+        check saw it (the rewrite's writer reads the shared text after that)."""
+        tasks = {self.tasks[key].pk: key for key in keys}
+        rows = AgentTask.objects.select_for_update().filter(pk__in=tasks).values_list("pk", "attempts", "status")
+        held = {tasks[pk] for pk, attempts, status in rows
+                if attempts == self.tasks[tasks[pk]].attempts and status == TaskStatus.RUNNING}
+        flagged = lifecycle.flags.read([self.flags[key] for key in held])
+        return {key for key in held if self.flags[key] not in flagged}
 
     def checkpoint(self) -> None:
         """The text so far onto each task and section, with the task's words and tokens (the page's
@@ -145,10 +163,8 @@ class _Watch:
     writer), and keeps each waiting writer's place in the core's queue on its task, so the page
     can say "3 requests ahead"."""
 
-    def __init__(self, run: WritingRun, engine: Engine, tasks: dict[str, AgentTask],
-                 on_stop: Callable[[str], None] = lambda key: None):
+    def __init__(self, run: WritingRun, engine: Engine, tasks: dict[str, AgentTask]):
         self.run_flag = lifecycle.run_flag(run)
-        self.on_stop = on_stop  # told of each section whose task flag is set, the moment it is seen
         self.run_id, self.document_id = run.pk, run.document_id
         self.task_flags = {key: lifecycle.task_flag(task) for key, task in tasks.items()}
         self.core = getattr(engine, "core", None)
@@ -162,8 +178,6 @@ class _Watch:
         set_flags = lifecycle.flags.read([self.run_flag] + [self.task_flags[key] for key in set(active.values())])
         if self.run_flag in set_flags:
             return set(active)
-        for key in {key for key in active.values() if self.task_flags[key] in set_flags}:
-            self.on_stop(key)
         return {request_id for request_id, key in active.items() if self.task_flags[key] in set_flags
                 or key in self.lost}
 
@@ -210,7 +224,7 @@ def _write(run: WritingRun, claimed: list[AgentTask]) -> None:
         return
     engine, by_key = prepared.engine, prepared.by_key
     streamer = _Streamer(run, by_key)
-    watch = _Watch(run, engine, by_key, on_stop=streamer.stop)
+    watch = _Watch(run, engine, by_key)
     hand_back = _HandBack(run, engine, by_key, streamer, watch, prepared.cited)
     try:
         results = coordinator.write(engine, prepared.brief, prepared.sections, prepared.work, adapter=prepared.adapter,
