@@ -97,20 +97,12 @@ def writer_prompt(brief: Brief, sections: list[PlannedSection],
 
 
 def write(engine: Engine, brief: Brief, sections: list[PlannedSection], tasks: list[section_writer.SectionTask],
-          adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
-          cancel: section_writer.WriterCancel | None = None,
-          drafts: dict[str, str] | None = None,
-          filters: Collection[str] = quality.KINDS,
-          on_done: Callable[[section_writer.WrittenSection], None] | None = None,
-          on_refused: Callable[[str, int, str], None] | None = None,
-          ) -> dict[str, section_writer.WrittenSection]:
+          drafts: dict[str, str] | None = None, options: section_writer.WriterOptions = section_writer.DEFAULTS,
+          hooks: section_writer.WriterHooks = section_writer.NO_HOOKS) -> dict[str, section_writer.WrittenSection]:
     """Write `tasks` (some or all of the outline's leaves) together; see section_writer. Writers
-    do not repeat each other's phrases, nor those in a task's `avoid` (sections written before).
-    `on_done` gets each section the moment it is done, while the others are still written;
-    `on_refused` each step of a section whose candidates were all refused."""
-    return section_writer.write_sections(engine, brief, outline_text(sections), tasks, adapter=adapter,
-                                         on_text=on_text, cancel=cancel, drafts=drafts, filters=filters,
-                                         on_done=on_done, on_refused=on_refused)
+    do not repeat each other's phrases, nor those in a task's `avoid` (sections written before);
+    `hooks.on_done` gets each section the moment it is done, while the others are still written."""
+    return section_writer.write_sections(engine, brief, outline_text(sections), tasks, drafts, options, hooks)
 
 
 # --- review and finish ------------------------------------------------------------------------
@@ -185,8 +177,8 @@ def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_
     for start in range(0, len(tasks), batch_size):
         for task in tasks[start:start + batch_size]:
             task.avoid = [w.text for w in written.values()]
-        written.update(write(engine, brief, sections, tasks[start:start + batch_size], adapter=writer_adapter,
-                             filters=filters))
+        written.update(write(engine, brief, sections, tasks[start:start + batch_size],
+                             options=section_writer.WriterOptions(adapter=writer_adapter, filters=filters)))
     texts = [(t.heading, written[t.key].text) for t in tasks]
     proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks],
                        known=known_text(brief, [p for t in tasks for p in t.passages]),

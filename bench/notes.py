@@ -1,4 +1,4 @@
-"""Writers with and without notes from the sources (section_writer.write_sections(notes=...)) on
+"""Writers with and without notes from the sources (section_writer.WriterOptions(notes=...)) on
 one brief's outline, one after the other in one process: seconds, rounds per section, sentences
 cut by kind, and cited sentences.
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import sys
@@ -44,8 +45,10 @@ def main() -> None:
         rounds: dict[str, int] = {}
         cut: collections.Counter = collections.Counter()
 
-        def with_notes(*a, _arm=arm, _rounds=rounds, _cut=cut, **k):
-            written = write(*a, **k | {"notes": _arm == "on"})
+        def with_notes(engine, brief, outline, tasks, drafts=None, options=section_writer.DEFAULTS,
+                       hooks=section_writer.NO_HOOKS, _arm=arm, _rounds=rounds, _cut=cut):
+            written = write(engine, brief, outline, tasks, drafts, dataclasses.replace(options, notes=_arm == "on"),
+                            hooks)
             _rounds.update({key: w.rounds for key, w in written.items()})
             _cut.update(kind for w in written.values() for kind, _ in w.cut)
             return written

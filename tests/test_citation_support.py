@@ -11,7 +11,7 @@ from pathlib import Path
 from agents import citations, quality
 from agents.outline import Brief
 from agents.retrieval import default_embedder
-from agents.roles.section_writer import SectionTask, write_sections
+from agents.roles.section_writer import SectionTask, WriterHooks, WriterOptions, write_sections
 from tests.support.fakes import ScriptedEngine
 
 DATA = Path(__file__).parent.parent / "training" / "data"
@@ -90,7 +90,8 @@ def test_sections_with_sources_start_from_notes_their_passages_support():
     streamed: list[tuple[str, str]] = []
     written = write_sections(engine, Brief("The history of lighthouses", 160),
                              "1. The Pharos of Alexandria (80 words)\n2. Roman and modern towers (80 words)",
-                             [first, second], on_text=lambda key, text: streamed.append((key, text)), notes=True)
+                             [first, second], hooks=WriterHooks(on_text=lambda key, text: streamed.append((key, text))),
+                             options=WriterOptions(notes=True))
     notes = engine.batches[0]
     assert [(r.ground, r.ground_bias > 0) for r in notes] == [((pharos,), True), ((romans,), True),
                                                             ((eddystone,), True)]

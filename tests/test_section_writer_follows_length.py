@@ -8,7 +8,7 @@ import pytest
 
 from agents.llm.types import GenerationRequest
 from agents.outline import Brief
-from agents.roles.section_writer import SectionTask, fit, tidy, word_count, write_sections
+from agents.roles.section_writer import SectionTask, WriterHooks, fit, tidy, word_count, write_sections
 from tests.support.fakes import ScriptedEngine
 from tests.support.tiny_models import BUNDLED_TEXT_DIVERGES
 
@@ -76,7 +76,8 @@ def test_the_bundled_model_writes_each_section_within_15_percent(bundled_engine)
 def test_streamed_text_reaches_the_callback_a_kept_sentence_at_a_time():
     seen = []
     engine = ScriptedEngine(" ".join(PRINTING))
-    write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)], on_text=lambda k, t: seen.append((k, t)))
+    write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "A", 100)],
+                   hooks=WriterHooks(on_text=lambda k, t: seen.append((k, t))))
     assert seen[:2] == [("a", PRINTING[0]), ("a", " " + PRINTING[1])]
 
 

@@ -13,7 +13,7 @@ from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import Delta
 from agents.outline import Brief
 from agents.roles import sentence_search
-from agents.roles.section_writer import SectionTask, write_sections
+from agents.roles.section_writer import SectionTask, WriterHooks, WriterOptions, write_sections
 
 BRIEF = Brief(topic="How tides work", target_words=120, audience="walkers")
 OUTLINE = "1. The pull of the moon (60 words)\n2. Tides on the shore (60 words)"
@@ -78,7 +78,7 @@ def test_the_kept_sentence_is_the_best_scored_candidate_and_streams_alone(monkey
     shown: list[str] = []
     written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 60,
                                                                   "Explain how the moon raises tides.")],
-                             on_text=lambda key, text: shown.append(text))["a"]
+                             hooks=WriterHooks(on_text=lambda key, text: shown.append(text)))["a"]
     assert any(len(step) > 1 for step in engine.steps)  # the allowance bought more than one candidate
     kept = [s.strip() for s in shown]
     for step, text in zip(scored, kept, strict=False):
@@ -102,7 +102,7 @@ def test_a_writer_that_can_only_repeat_itself_stops_at_its_last_good_sentence():
     engine = Candidates(lambda step, i: " The moon pulls the sea toward it every day.")
     refused: list[tuple[str, int, str]] = []
     written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 100)],
-                             on_refused=lambda key, tries, defect: refused.append((key, tries, defect)))["a"]
+                             hooks=WriterHooks(on_refused=lambda key, *why: refused.append((key, *why))))["a"]
     assert written.text == "The moon pulls the sea toward it every day."
     assert written.finish == "short" and len(engine.steps) == 1 + sentence_search.MAX_FAILS
     assert all(kind == "repeat" for kind, _ in written.cut)
@@ -116,7 +116,8 @@ def test_siblings_text_is_avoided_and_each_section_is_handed_back_when_done():
     engine = Candidates(script)
     handed: list[str] = []
     tasks = [SectionTask("short", "The pull of the moon", 20), SectionTask("long", "Tides on the shore", 80)]
-    results = write_sections(engine, BRIEF, OUTLINE, tasks, on_done=lambda written: handed.append(written.key))
+    results = write_sections(engine, BRIEF, OUTLINE, tasks,
+                             hooks=WriterHooks(on_done=lambda written: handed.append(written.key)))
     assert handed == ["short", "long"] and set(results) == {"short", "long"}
     later = [request for step in engine.steps for request in step if request.id.startswith("writer-long")][-1]
     assert any(results["short"].text in text for text in later.avoid)
@@ -127,7 +128,7 @@ def test_candidates_of_a_step_share_their_prefix_on_the_real_engine(tiny_model_d
     engine = TransformersEngine(tiny_model_dir, dtype="float32")
     try:
         written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 60)],
-                                 filters=())["a"]
+                                 options=WriterOptions(filters=()))["a"]
         stats, prefixes = engine.core.stats, engine.core.prefixes
     finally:
         engine.close()
@@ -166,7 +167,7 @@ def test_a_section_longer_than_the_tiny_models_context_is_written_without_an_err
     engine = TransformersEngine(tiny_model_dir, dtype="float32")
     try:
         written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "The pull of the moon", 1400)],
-                                 filters=())["a"]
+                                 options=WriterOptions(filters=()))["a"]
     finally:
         engine.close()
     assert written.words >= 0.85 * 1400 and written.finish == "ok"
@@ -177,7 +178,8 @@ def test_a_section_handed_back_ends_as_a_sentence_even_with_the_filter_off():
     handed back still ends a sentence, so a sentence a person appends stays one (the reviewer
     reads sentences)."""
     engine = Candidates(lambda step, i: " gulls nest on roofs and harbour walls and then" if step < 3 else "")
-    written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "Gulls", 20)], filters=())["a"]
+    written = write_sections(engine, BRIEF, OUTLINE, [SectionTask("a", "Gulls", 20)],
+                             options=WriterOptions(filters=()))["a"]
     assert written.text.endswith("and then.")
 
 

@@ -90,9 +90,9 @@ def generate(args, out: Path, metric) -> dict:
             pending = [task for task in tasks if task.key not in kept]
             if not pending:
                 break
-            written = section_writer.write_sections(
-                engine, brief, outline, pending, temperature=args.temperature,
-                seed=args.seed * 100_000 + number * 1000 + sample * 100)
+            sampling = section_writer.WriterOptions(temperature=args.temperature,
+                                                    seed=args.seed * 100_000 + number * 1000 + sample * 100)
+            written = section_writer.write_sections(engine, brief, outline, pending, options=sampling)
             for task in pending:
                 candidate = written[task.key]
                 record = {"role": section_writer.ROLE, "prompt": section_writer.messages(brief, outline, task),

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import dataclass, field
 
 from agents import citations, quality
-from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
-from agents.outline import Brief
+from agents.llm.types import GenerationRequest
 from agents.roles.section_text import (
     BLOCK_NGRAMS,
     HIGH,
     ROLE,
     TOKENS_PER_WORD,
     SectionTask,
+    WriterCancel,
+    WritingCall,
     note_prompt,
     shared_prefix,
     tidy,
@@ -47,43 +49,53 @@ def note_assignments(tasks: list[SectionTask]) -> dict[str, list[int]]:
             for order, task in enumerate(tasks)}
 
 
-def write_notes(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
-                checks: dict[str, quality.Checks], adapter: AdapterSpec | None,
-                cancel: CancelCheck | None, temperature: float, seed: int, cut: dict[str, list[tuple[str, str]]],
-                key_of: dict[str, str]) -> tuple[dict[str, str], set[str]]:
+@dataclass
+class Notes:
+    drafts: dict[str, str]  # section key -> the notes it starts from (sections with none left out)
+    cancelled: set[str]  # the sections cancelled meanwhile
+    cut: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # key -> (defect, sentence) refused
+
+
+def write_notes(call: WritingCall, tasks: list[SectionTask], checks: dict[str, quality.Checks],
+                cancel: WriterCancel | None = None) -> Notes:
     """Each section's notes: of each passage it retells, the sentences that passed the filter and
     cite a passage that supports them (agents/citations.py), a paragraph per passage, up to
-    NOTES_SHARE of its budget. Also the keys of the sections cancelled meanwhile."""
-    owner = _note_requests(brief, outline_text, tasks, adapter, temperature, seed)
+    NOTES_SHARE of its budget."""
+    owner = _note_requests(call, tasks)
     if not owner:
-        return {}, set()
-    key_of.update({request_id: task.key for request_id, (_, task, _) in owner.items()})
+        return Notes({}, set())
+    check = None
+    if cancel is not None:
+        def check(active: list[str]) -> set[str]:
+            return cancel({request_id: owner[request_id][1].key for request_id in active if request_id in owner})
     text = {request_id: "" for request_id in owner}
     cancelled: set[str] = set()
-    for delta in engine.stream([request for request, _, _ in owner.values()], cancel=cancel):
+    for delta in call.engine.stream([request for request, _, _ in owner.values()], cancel=check):
         text[delta.request_id] += delta.text
         task = owner[delta.request_id][1]
         if delta.finished and delta.finish_reason == "error":
             raise RuntimeError(f"notes for “{task.heading}” failed: {delta.error}")
         if delta.finished and delta.finish_reason == "cancelled":
             cancelled.add(task.key)
+    cut: dict[str, list[tuple[str, str]]] = {task.key: [] for task in tasks}
     notes = _kept_notes(tasks, owner, text, checks, cut)
     drafts = {task.key: _within_share(notes[task.key], task.words) for task in tasks if task.key not in cancelled}
-    return {key: draft for key, draft in drafts.items() if draft}, cancelled
+    return Notes({key: draft for key, draft in drafts.items() if draft}, cancelled, cut)
 
 
-def _note_requests(brief: Brief, outline_text: str, tasks: list[SectionTask], adapter: AdapterSpec | None,
-                   temperature: float, seed: int) -> dict[str, tuple[GenerationRequest, SectionTask, int]]:
+def _note_requests(call: WritingCall,
+                   tasks: list[SectionTask]) -> dict[str, tuple[GenerationRequest, SectionTask, int]]:
     """request id -> (the request retelling passage n, its section, n), one per passage a section
     retells (note_assignments)."""
     owner = {}
     assigned = note_assignments(tasks)
     pool = f"notes-{uuid.uuid4().hex[:8]}"  # one section's notes may not repeat another's phrases
+    temperature, seed = call.options.temperature, call.options.seed
     for index, task in enumerate(tasks):
         for number in assigned[task.key]:
             request = GenerationRequest(
-                id=f"{ROLE}-{task.key}-note{number}-{uuid.uuid4().hex[:6]}", adapter=adapter,
-                messages=[{"role": "system", "content": shared_prefix(brief, outline_text)},
+                id=f"{ROLE}-{task.key}-note{number}-{uuid.uuid4().hex[:6]}", adapter=call.options.adapter,
+                messages=[{"role": "system", "content": shared_prefix(call.brief, call.outline_text)},
                           {"role": "user", "content": note_prompt(task, number)}],
                 max_new_tokens=math.ceil(NOTE_WORDS * HIGH * TOKENS_PER_WORD) + 20,
                 min_new_tokens=math.floor(NOTE_WORDS * 0.5 * TOKENS_PER_WORD), repetition_penalty=1.15,

@@ -7,9 +7,11 @@ The writer itself (the sentence search) is section_writer.py and sentence_search
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from agents import quality
+from agents.llm.types import AdapterSpec, Engine
 from agents.outline import Brief
 
 ROLE = "writer"  # the role's name: its adapter, its tasks, its requests
@@ -34,6 +36,35 @@ class SectionTask:
     passages: list[str] = field(default_factory=list)  # cited as [1], [2], ... in this order
     instruction: str = ""  # a person's request when regenerating
     avoid: list[str] = field(default_factory=list)  # sibling sections' text: not to be repeated
+
+
+# Asked between decode steps with the running requests as {request id: task key}; answers the
+# request ids to stop. Callers look tasks up by key and never read the ids' format.
+WriterCancel = Callable[[dict[str, str]], set[str]]
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """How the writers of one call write (the same for each of its sections)."""
+    adapter: AdapterSpec | None = None
+    temperature: float = 0.0  # greedy first candidates; above 0 every candidate is sampled
+    seed: int = 0  # where the sampled candidates' seeds start
+    # The defect kinds a candidate is refused for (all by default; repeats, unfinished sentences
+    # and citations are always checked).
+    filters: Collection[str] = quality.KINDS
+    notes: bool = False  # a section with passages starts from notes on them (section_notes.py; bench/RESULTS.md)
+
+
+DEFAULTS = WriterOptions()
+
+
+@dataclass(frozen=True)
+class WritingCall:
+    """What every writer of one call shares: the engine, the brief and outline it writes to, and how."""
+    engine: Engine
+    brief: Brief
+    outline_text: str
+    options: WriterOptions = DEFAULTS
 
 
 

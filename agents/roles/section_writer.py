@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 
 from agents import citations, quality
 from agents.llm.files import ModelFolderError
-from agents.llm.types import AdapterSpec, Delta, Engine, GenerationRequest
+from agents.llm.types import Delta, Engine, GenerationRequest
 from agents.outline import Brief
 from agents.roles import sentence_search
 from agents.roles.section_notes import write_notes
 from agents.roles.section_text import (
+    DEFAULTS,
     HIGH,
     LOW,
     ROLE,
@@ -36,6 +37,9 @@ from agents.roles.section_text import (
     TEMPLATE,
     TOKENS_PER_WORD,
     SectionTask,
+    WriterCancel,
+    WriterOptions,
+    WritingCall,
     fit,
     messages,
     tidy,
@@ -44,7 +48,8 @@ from agents.roles.section_text import (
 from agents.roles.sentence_search import REFUSED
 
 __all__ = ["ROLE", "HIGH", "LOW", "TOKENS_PER_WORD", "SectionTask", "WrittenSection", "messages", "tidy", "fit",
-           "word_count", "write_sections", "writer_instructions", "checks_for", "WriterCancel"]
+           "word_count", "write_sections", "writer_instructions", "checks_for", "WriterCancel", "DEFAULTS", "NO_HOOKS",
+           "WriterHooks", "WriterOptions"]
 
 
 @dataclass
@@ -98,78 +103,72 @@ def checks_for(brief: Brief, outline_text: str, task: SectionTask,
                           on_brief, frozenset(filters), talk)
 
 
-# Asked between decode steps with the running requests as {request id: task key}; answers the
-# request ids to stop. Callers look tasks up by key and never read the ids' format.
-WriterCancel = Callable[[dict[str, str]], set[str]]
+def _nothing(*_args) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class WriterHooks:
+    """What a write_sections caller hears while its sections are written, and how it stops them
+    (each called on the caller's thread)."""
+    on_text: Callable[[str, str], None] = _nothing  # (key, a kept sentence with its spacing) as it is chosen
+    # (key, the tries in a row refused so far, the defect most of them had) for each step whose
+    # candidates were all refused: the section is being revised, not stuck.
+    on_refused: Callable[[str, int, str], None] = _nothing
+    on_done: Callable[[WrittenSection], None] = _nothing  # each section the moment it is done
+    cancel: WriterCancel | None = None
+
+
+NO_HOOKS = WriterHooks()
 
 
 def write_sections(engine: Engine, brief: Brief, outline_text: str, tasks: list[SectionTask],
-                   adapter: AdapterSpec | None = None, on_text: Callable[[str, str], None] | None = None,
-                   cancel: WriterCancel | None = None, drafts: dict[str, str] | None = None,
-                   temperature: float = 0.0, seed: int = 0, filters: Collection[str] = quality.KINDS,
-                   notes: bool = False,
-                   on_done: Callable[[WrittenSection], None] | None = None,
-                   on_refused: Callable[[str, int, str], None] | None = None) -> dict[str, WrittenSection]:
+                   drafts: dict[str, str] | None = None, options: WriterOptions = DEFAULTS,
+                   hooks: WriterHooks = NO_HOOKS) -> dict[str, WrittenSection]:
     """Write every task by sentence search (sentence_search.py), all sections at once: each
     section's step is one batch of candidate rows on the engine, and sections step on their own,
-    so a section never waits for a slower sibling's sentence. `on_text(key, text)` gets every
-    kept sentence (with its spacing) as it is chosen; `on_refused(key, tries, defect)` each step
-    whose candidates were all refused (the tries in a row so far, and the defect most of them had:
-    the section is being revised, not stuck); `on_done(written)` each section the moment it is
-    done, before the others finish. `drafts` resumes sections from text already written (a
-    checkpoint of an interrupted run). Siblings do not repeat each other's token 4-grams, nor the
-    text in a task's `avoid`. Greedy first candidates unless a `temperature` is given (then every
-    candidate is sampled with seeds from `seed`). `filters` are the defect kinds a candidate is
-    refused for (all by default; repeats, unfinished sentences and citations are always checked).
-    With `notes`, a section with passages starts from notes on them (section_notes.py; off by
-    default, bench/RESULTS.md)."""
-    writers = Writers(engine, brief, outline_text, adapter, temperature, seed, on_text, on_done, on_refused)
-    checks = {task.key: checks_for(brief, outline_text, task, filters) for task in tasks}
+    so a section never waits for a slower sibling's sentence; `hooks` hear each kept sentence,
+    each refused step and each section done, before the others finish. `drafts` resumes sections
+    from text already written (a checkpoint of an interrupted run). Siblings do not repeat each
+    other's token 4-grams, nor the text in a task's `avoid`. With `options.notes`, a section with
+    passages starts from notes on them (section_notes.py; off by default, bench/RESULTS.md)."""
+    call = WritingCall(engine, brief, outline_text, options)
+    writers = Writers(call, hooks)
     for task in tasks:
+        checks = checks_for(brief, outline_text, task, options.filters)
         # A checkpoint may stop mid-sentence: continue from its last full sentence.
-        draft = fit(tidy((drafts or {}).get(task.key, ""), task.heading, checks[task.key]), task.words, cut_off=True)
-        writers.searches[task.key] = sentence_search.Search(task, checks[task.key], draft)
+        draft = fit(tidy((drafts or {}).get(task.key, ""), task.heading, checks), task.words, cut_off=True)
+        writers.searches[task.key] = sentence_search.Search(task, checks, draft)
     fresh = [task for task in tasks if task.passages and not writers.searches[task.key].draft
-             and checks[task.key].cite is not None]
-    if fresh and notes:
-        writers.start_from_notes(fresh, cancel)
-    return writers.run(cancel)
+             and writers.searches[task.key].checks.cite is not None]
+    if fresh and options.notes:
+        writers.start_from_notes(fresh)
+    return writers.run()
 
 
 class Writers:
     """The sections of one write_sections call: their searches, the steps in flight, and what is
     handed back. Judging, streaming and cancel checks happen on the caller's thread only."""
 
-    def __init__(self, engine: Engine, brief: Brief, outline_text: str, adapter: AdapterSpec | None,
-                 temperature: float, seed: int, on_text: Callable[[str, str], None] | None,
-                 on_done: Callable[[WrittenSection], None] | None,
-                 on_refused: Callable[[str, int, str], None] | None = None):
-        self.engine, self.brief, self.outline_text, self.adapter = engine, brief, outline_text, adapter
-        self.temperature, self.seed, self.on_text, self.on_done = temperature, seed, on_text, on_done
-        self.on_refused = on_refused
+    def __init__(self, call: WritingCall, hooks: WriterHooks):
+        self.call, self.hooks = call, hooks
         self.searches: dict[str, sentence_search.Search] = {}
         self.results: dict[str, WrittenSection] = {}
-        self.steps = Steps(engine)
+        self.steps = Steps(call.engine)
 
-    def start_from_notes(self, fresh: list[SectionTask], cancel: WriterCancel | None) -> None:
+    def start_from_notes(self, fresh: list[SectionTask]) -> None:
         """Notes on their passages begin these sections (section_notes.py), a paragraph of their own."""
-        key_of: dict[str, str] = {}
-        check = None
-        if cancel is not None:
-            def check(active: list[str]) -> set[str]:
-                return cancel({request_id: key_of[request_id] for request_id in active if request_id in key_of})
-        checks = {key: search.checks for key, search in self.searches.items()}
-        noted, stopped = write_notes(self.engine, self.brief, self.outline_text, fresh, checks, self.adapter, check,
-                                     self.temperature, self.seed,
-                                     {key: search.cut for key, search in self.searches.items()}, key_of)
-        for key, note in noted.items():
+        notes = write_notes(self.call, fresh, {key: search.checks for key, search in self.searches.items()},
+                            self.hooks.cancel)
+        for key, refused in notes.cut.items():
+            self.searches[key].cut.extend(refused)
+        for key, note in notes.drafts.items():
             self.searches[key].draft = note + "\n\n"
-            if self.on_text:
-                self.on_text(key, note + "\n\n")
-        for key in stopped:
+            self.hooks.on_text(key, note + "\n\n")
+        for key in notes.cancelled:
             self.searches[key].done = "cancelled"
 
-    def run(self, cancel: WriterCancel | None) -> dict[str, WrittenSection]:
+    def run(self) -> dict[str, WrittenSection]:
         from agents.retrieval import default_embedder
 
         try:
@@ -182,8 +181,8 @@ class Writers:
                 self.next_step(search)
             while self.steps.running:
                 finished = self.steps.next_finished(timeout=0.1)
-                if cancel is not None:
-                    self.stop_cancelled(cancel)
+                if self.hooks.cancel is not None:
+                    self.stop_cancelled(self.hooks.cancel)
                 if finished is not None:
                     self.take(*finished, judge)
         finally:
@@ -201,8 +200,7 @@ class Writers:
             self.hand_back(search)
             return
         others = [other.draft for other in self.searches.values() if other is not search and other.draft]
-        self.steps.start(search.task.key, search.requests(self.brief, self.outline_text, self.adapter, others,
-                                                          self.temperature, self.seed), search.doomed)
+        self.steps.start(search.task.key, search.requests(self.call, others), search.doomed)
 
     def take(self, key: str, deltas: list[Delta], judge: sentence_search.Judge) -> None:
         search = self.searches[key]
@@ -214,10 +212,10 @@ class Writers:
         else:
             candidates = sentence_search.candidates_of(deltas)
             shown = search.take(candidates, judge)
-            if shown and self.on_text:
-                self.on_text(key, shown)
-            elif not shown and search.fails and self.on_refused:
-                self.on_refused(key, search.fails, sentence_search.main_defect(candidates))
+            if shown:
+                self.hooks.on_text(key, shown)
+            elif search.fails:
+                self.hooks.on_refused(key, search.fails, sentence_search.main_defect(candidates))
         self.next_step(search)
 
     def stop_cancelled(self, cancel: WriterCancel) -> None:
@@ -235,8 +233,7 @@ class Writers:
         written = WrittenSection(search.task.key, text, word_count(text), search.steps, search.done, search.cut,
                                  search.generated)
         self.results[search.task.key] = written
-        if self.on_done is not None:
-            self.on_done(written)
+        self.hooks.on_done(written)
 
 
 class Steps:

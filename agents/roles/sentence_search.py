@@ -28,9 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agents import citations, quality
-from agents.llm.types import AdapterSpec, Delta, GenerationRequest
-from agents.outline import Brief
-from agents.roles.section_text import BLOCK_NGRAMS, HIGH, LOW, ROLE, SectionTask, messages, word_count
+from agents.llm.types import Delta, GenerationRequest
+from agents.roles.section_text import BLOCK_NGRAMS, HIGH, LOW, ROLE, SectionTask, WritingCall, messages, word_count
 
 TOKENS_PER_KEPT_WORD = 2.3  # the allowance: generated tokens per word of the budget (issue 23's cap is 2.5)
 HARD_CAP = 3.0  # past this many generated tokens per budget word a section stops where it is
@@ -97,10 +96,10 @@ class Search:
         extra = spare / need  # extra candidates every remaining step could have
         return min(MAX_WIDTH, 1 + (extra >= 0.5) + (extra >= 1.5))
 
-    def requests(self, brief: Brief, outline_text: str, adapter: AdapterSpec | None, siblings: list[str],
-                 temperature: float = 0.0, seed: int = 0) -> list[GenerationRequest]:
+    def requests(self, call: WritingCall, siblings: list[str]) -> list[GenerationRequest]:
         """The next step's candidates: the first greedy (unless sampling was asked for, or this
         position already failed), the others sampled with seeds of their own."""
+        temperature, seed = call.options.temperature, call.options.seed
         prefix = citations.MARK.sub("", self.window())
         count = self.width()  # a retry is sampled, but paid from the same allowance
         out = []
@@ -108,7 +107,8 @@ class Search:
             sampled = temperature > 0 or index > 0 or self.fails > 0
             out.append(GenerationRequest(
                 id=f"{ROLE}-{self.task.key}-{self.steps}-{index}-{uuid.uuid4().hex[:6]}",
-                adapter=adapter, messages=messages(brief, outline_text, self.task), assistant_prefix=prefix,
+                adapter=call.options.adapter, messages=messages(call.brief, call.outline_text, self.task),
+                assistant_prefix=prefix,
                 sentences=1, max_new_tokens=SENTENCE_TOKENS, logprobs=True,
                 # The end of text is allowed only once the section has its words.
                 min_new_tokens=0 if self.words >= LOW * self.task.words else 3,

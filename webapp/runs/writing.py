@@ -227,11 +227,12 @@ def _write(run: WritingRun, claimed: list[AgentTask]) -> None:
     watch = _Watch(run, engine, by_key)
     hand_back = _HandBack(run, engine, by_key, streamer, watch, prepared.cited)
     try:
-        results = coordinator.write(engine, prepared.brief, prepared.sections, prepared.work, adapter=prepared.adapter,
-                                    on_text=streamer, cancel=watch,
-                                    drafts={key: task.checkpoint_text for key, task in by_key.items()},
-                                    filters=settings.SCRIPTORIUM_WRITER_FILTERS, on_done=hand_back,
-                                    on_refused=streamer.refuse)
+        results = coordinator.write(
+            engine, prepared.brief, prepared.sections, prepared.work,
+            drafts={key: task.checkpoint_text for key, task in by_key.items()},
+            options=section_writer.WriterOptions(adapter=prepared.adapter, filters=settings.SCRIPTORIUM_WRITER_FILTERS),
+            hooks=section_writer.WriterHooks(on_text=streamer, on_refused=streamer.refuse, on_done=hand_back,
+                                             cancel=watch))
     except Exception as error:  # noqa: BLE001  (recorded on the tasks; the run reports it)
         log.exception("writing failed")
         streamer.release(frozenset(watch.lost))
