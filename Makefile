@@ -28,20 +28,25 @@ run: $(STAMP) $(JS)
 
 # Two pytest processes (pytest-xdist), a test file each at a time: while one waits on a worker
 # process or a browser the other computes. Each has its own test database and Redis database
-# (tests/support/isolation.py). TEST_WORKERS=0 runs everything in one process.
+# (tests/support/isolation.py). TEST_WORKERS=0 runs everything in one process. The front end's
+# unit tests (Node's test runner, jsdom; frontend/test/) go first: seconds.
 TEST_WORKERS ?= 2
 test: $(STAMP) $(JS)
+	cd frontend && npm test --silent
 	$(PY) -m webapp.launcher test -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Unit and service tests on tiny models: no worker or server processes, no browser, no bundled model.
 test-fast: $(STAMP) $(JS)
+	cd frontend && npm test --silent
 	$(PY) -m webapp.launcher test -n $(TEST_WORKERS) --dist loadfile \
 		-m "not slow and not browser and not bundled and not gpu" $(PYTEST_ARGS)
 
-# ruff over everything; mypy over the layers without Django (agents/, training/; see mypy.ini).
-lint: $(STAMP)
+# ruff over everything; mypy over the layers without Django (agents/, training/; see mypy.ini);
+# ESLint over the front end (frontend/eslint.config.js).
+lint: $(STAMP) $(JS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	cd frontend && npm run --silent lint
 
 clean:
 	rm -rf var/staticfiles .pytest_cache static/build frontend/node_modules

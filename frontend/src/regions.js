@@ -6,7 +6,7 @@
 // background; the answer (the document page after the redirect) is swapped in the same way, with
 // its messages, so the page never reloads.
 
-const ALL = ["head", "runs", "body"];
+export const ALL = ["head", "runs", "body"];
 
 export class Regions {
   constructor(root, { swapped }) {
@@ -125,7 +125,7 @@ export class Regions {
 // Swap a region's children one by one when it holds the same children (by id) as before, never
 // moving a kept node (an editor: moving it would take the focus from a person typing there).
 // False when the children changed (a new outline): then the region is replaced whole.
-function patch(current, fresh) {
+export function patch(current, fresh) {
   const ids = (region) => [...region.children].map((child) => child.id || "?");
   const [before, after] = [ids(current), ids(fresh)];
   if (before.includes("?") || before.join() !== after.join()) return false;
@@ -146,7 +146,7 @@ function patch(current, fresh) {
 }
 
 // A full swap still keeps the kept nodes (editors), moved into the new region.
-function keepNodes(current, fresh) {
+export function keepNodes(current, fresh) {
   for (const node of fresh.querySelectorAll("[data-keep-node]")) {
     const old = current.querySelector(`[data-keep-node="${CSS.escape(node.dataset.keepNode)}"]`);
     if (old) node.replaceWith(old);
@@ -154,7 +154,7 @@ function keepNodes(current, fresh) {
 }
 
 // What a person was doing in the old region, done again in the new one.
-function carryOver(current, fresh) {
+export function carryOver(current, fresh) {
   for (const details of current.querySelectorAll("details[data-keep]")) {
     const twin = fresh.querySelector(`details[data-keep="${details.dataset.keep}"]`);
     if (twin) twin.open = details.open;
@@ -166,7 +166,7 @@ function carryOver(current, fresh) {
   }
 }
 
-function locator(element) {
+export function locator(element) {
   const form = element.closest("form");
   if (element.id) return `#${CSS.escape(element.id)}`;
   const name = element.getAttribute("name");

@@ -38,7 +38,7 @@ const draftField = StateField.define({
 });
 
 // One typed change folded into the draft (null: it does not touch the draft; propose that first).
-function merged(draft, from, to, text) {
+export function merged(draft, from, to, text) {
   if (!draft) return { from, to, insert: text };
   if (from === to && from >= draft.from && from <= draft.to) return { ...draft, insert: draft.insert + text };
   if (!text && to === draft.to && draft.insert) return { ...draft, insert: draft.insert.slice(0, -1) };  // backspace
@@ -94,15 +94,24 @@ export class SuggestMode {
   }
 
   send(el, state, draft) {
-    let { from, insert } = draft;
-    let original = state.sliceDoc(from, draft.to);
-    if (!original) {  // a pure insertion: anchor it on the word before (or after, at the start)
-      const before = state.sliceDoc(Math.max(0, from - 60), from).match(/\S+\s*$/);
-      const after = state.sliceDoc(from, from + 60).match(/^\s*\S+/);
-      if (before) { from -= before[0].length; original = before[0]; insert = original + insert; }
-      else if (after) { original = after[0]; insert += original; }
-      else return;  // an empty section: type it directly, there is nothing to suggest against
-    }
-    if (original !== insert) this.propose(el, { original, at: from, replacement: insert });
+    const fields = suggestion((from, to) => state.sliceDoc(from, to), draft);
+    if (fields) this.propose(el, fields);
   }
+}
+
+// The suggestion a draft proposes, as the server takes it ({ original, at, replacement }), read
+// from the text through `slice(from, to)`; null when there is nothing to propose. A pure
+// insertion is anchored on the word before it (or after it, at the start): a suggestion replaces
+// words.
+export function suggestion(slice, draft) {
+  let { from, insert } = draft;
+  let original = slice(from, draft.to);
+  if (!original) {
+    const before = slice(Math.max(0, from - 60), from).match(/\S+\s*$/);
+    const after = slice(from, from + 60).match(/^\s*\S+/);
+    if (before) { from -= before[0].length; original = before[0]; insert = original + insert; }
+    else if (after) { original = after[0]; insert += original; }
+    else return null;  // an empty section: type it directly, there is nothing to suggest against
+  }
+  return original === insert ? null : { original, at: from, replacement: insert };
 }
