@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from agents import quality
+from agents import quality, steps
 from agents.llm.types import AdapterSpec, CancelCheck, Engine, GenerationRequest
 from agents.outline import Brief, PlannedSection, split_for_writers
 from agents.roles import chief_editor, finisher, reader_checks, reviewer, section_writer, sub_sections
@@ -154,41 +154,81 @@ class Article:
         return len(self.text.split())
 
 
+@dataclass
+class _InProcess:
+    """One in-process article: how it is written, and what each step hands the next."""
+    engine: Engine
+    brief: Brief
+    batch_size: int
+    max_words: int  # per writer
+    passages: Callable[[str], list[str]] | None
+    writers: section_writer.WriterOptions
+    review: bool
+    finish: bool
+    sections: list[PlannedSection] = field(default_factory=list)
+    path: str = "given"
+    tasks: list[section_writer.SectionTask] = field(default_factory=list)
+    written: dict[str, section_writer.WrittenSection] = field(default_factory=dict)
+    proposals: list[reviewer.Proposal] = field(default_factory=list)
+    done: finisher.Finish | None = None
+
+
+def _plan_step(state: _InProcess) -> None:
+    if state.sections:
+        state.sections = split_for_writers(state.sections, state.max_words)
+    else:
+        planned = plan(state.engine, state.brief, max_words=state.max_words)
+        state.sections, state.path = planned.sections, planned.path
+    passages = state.passages
+    state.tasks = writer_tasks(state.sections)
+    for task in state.tasks:
+        found = passages(passage_query(task))[:PASSAGES_PER_WRITER] if passages else []
+        task.passages = [passage[:PASSAGE_CHARS] for passage in found]
+
+
+def _write_step(state: _InProcess) -> None:
+    for batch in steps.batches(state.tasks, state.batch_size):
+        for task in batch:
+            task.avoid = [written.text for written in state.written.values()]
+        state.written.update(write(state.engine, state.brief, state.sections, batch, options=state.writers))
+
+
+def _review_step(state: _InProcess) -> None:
+    tasks, written = state.tasks, state.written
+    if state.review:
+        state.proposals = review(state.engine, state.brief.topic,
+                                 [(t.key, t.heading, written[t.key].text) for t in tasks],
+                                 known=known_text(state.brief, [p for t in tasks for p in t.passages]),
+                                 judges=reader_checks.Judges.default())
+    if state.finish:
+        state.done = finish(state.engine, state.brief, [(t.heading, written[t.key].text) for t in tasks])
+
+
+_STEP_IN_PROCESS = {steps.PLAN.name: _plan_step, steps.WRITE.name: _write_step, steps.REVIEW.name: _review_step}
+
+
 def write_article(engine: Engine, brief: Brief, batch_size: int = 16, max_words_per_writer: int = SECTION_MAX_WORDS,
                   sections: list[PlannedSection] | None = None, finish_article: bool = True,
                   review_article: bool = True, passages: Callable[[str], list[str]] | None = None,
                   writer_adapter: AdapterSpec | None = None, filters: Collection[str] = quality.KINDS) -> Article:
-    """What a run of the app does, without the app: plan (unless `sections` are given), split,
-    write every leaf in batches, review, finish. `passages(query)` gives each writer its sources,
-    cited as [1], [2], ... `filters`: the defect kinds the writers cut (none: what the model
-    writes, to judge a model or an adapter by its own defect rates)."""
+    """What a run of the app does, without the app: the steps of agents/steps.py one after another
+    (plan, unless `sections` are given, then split; write every leaf in batches; review and
+    finish). `passages(query)` gives each writer its sources, cited as [1], [2], ... `filters`: the
+    defect kinds the writers cut (none: what the model writes, to judge a model or an adapter by
+    its own defect rates)."""
     started = time.monotonic()
-    path = "given"
-    if sections is None:
-        planned = plan(engine, brief, max_words=max_words_per_writer)
-        sections, path = planned.sections, planned.path
-    else:
-        sections = split_for_writers(sections, max_words_per_writer)
-    tasks = writer_tasks(sections)
-    for task in tasks:
-        found = passages(passage_query(task))[:PASSAGES_PER_WRITER] if passages else []
-        task.passages = [passage[:PASSAGE_CHARS] for passage in found]
-    written: dict[str, section_writer.WrittenSection] = {}
-    for start in range(0, len(tasks), batch_size):
-        for task in tasks[start:start + batch_size]:
-            task.avoid = [w.text for w in written.values()]
-        written.update(write(engine, brief, sections, tasks[start:start + batch_size],
-                             options=section_writer.WriterOptions(adapter=writer_adapter, filters=filters)))
-    texts = [(t.heading, written[t.key].text) for t in tasks]
-    proposals = review(engine, brief.topic, [(t.key, t.heading, written[t.key].text) for t in tasks],
-                       known=known_text(brief, [p for t in tasks for p in t.passages]),
-                       judges=reader_checks.Judges.default()) if review_article else []
-    done = finish(engine, brief, texts) if finish_article else None
+    state = _InProcess(engine, brief, batch_size, max_words_per_writer, passages,
+                       section_writer.WriterOptions(adapter=writer_adapter, filters=filters), review_article,
+                       finish_article, sections=list(sections or []))
+    for step in steps.STEPS:
+        _STEP_IN_PROCESS[step.name](state)
+    texts = [(t.heading, state.written[t.key].text) for t in state.tasks]
+    done = state.done
     return Article(title=done.title if done else brief.topic, lead=done.lead if done else "",
-                   sections=texts, headings=[s.heading for s in sections], outline_path=path,
-                   seconds=time.monotonic() - started, proposals=proposals,
-                   extra={"passages": {i: t.passages for i, t in enumerate(tasks)},
-                          "cut": [list(c) for t in tasks for c in written[t.key].cut]}
+                   sections=texts, headings=[s.heading for s in state.sections], outline_path=state.path,
+                   seconds=time.monotonic() - started, proposals=state.proposals,
+                   extra={"passages": {i: t.passages for i, t in enumerate(state.tasks)},
+                          "cut": [list(c) for t in state.tasks for c in state.written[t.key].cut]}
                    | ({"title_path": done.title_path, "lead_path": done.lead_path} if done else {}))
 
 

@@ -133,3 +133,24 @@ def _imports_of(source: str) -> list[tuple[str, int]]:
         return _imports(path)
     finally:
         path.unlink()
+
+
+def test_the_article_s_steps_are_described_once_and_both_drivers_run_them(db):
+    """agents/steps.py says the order plan -> write -> review (and which agents do each); the
+    in-process driver (coordinator.write_article) and the app's run stages run that description,
+    every step and nothing else, and batch the leaves the same way."""
+    from agents import coordinator, steps
+    from webapp.runs import lifecycle
+    from webapp.runs.models import RunStatus
+
+    assert [step.name for step in steps.STEPS] == ["plan", "write", "review"]
+    assert list(coordinator._STEP_IN_PROCESS) == [step.name for step in steps.STEPS]
+    assert list(lifecycle.STAGE_TASK) == list(steps.STEPS) == list(lifecycle.STAGE_STATUS)
+    assert [lifecycle.STAGE_STATUS[step] for step in steps.STEPS] == [RunStatus.PLANNING, RunStatus.WRITING,
+                                                                     RunStatus.REVIEWING]
+    assert [steps.after(step) for step in steps.STEPS] == [steps.WRITE, steps.REVIEW, None]
+    assert steps.batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    # No other module spells the order: the stage functions are reached only through the steps.
+    spelled = [path.relative_to(ROOT) for package in OURS for path in (ROOT / package).rglob("*.py")
+               if "(reviewer.ROLE, finisher.ROLE)" in path.read_text() and path.name != "steps.py"]
+    assert not spelled, spelled

@@ -17,15 +17,20 @@ from django.db import close_old_connections, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
+from agents import steps
 from agents.roles import section_text
 from webapp import events
 from webapp.documents import crdt
 from webapp.redis import CancelFlags
-from webapp.runs.models import FINAL, AgentTask, TaskStatus, WritingRun
+from webapp.runs.models import FINAL, AgentTask, RunStatus, TaskStatus, WritingRun
 
 PLAN_TASK = "agents.plan_run"
 WRITE_TASK = "agents.write_batch"
 REVIEW_TASK = "agents.review_run"
+# Each step of the article (agents/steps.py) is a stage of a run: its Celery task, and the run's
+# status while it runs. A stage that is done starts the step after it (`steps.after`).
+STAGE_TASK = {steps.PLAN: PLAN_TASK, steps.WRITE: WRITE_TASK, steps.REVIEW: REVIEW_TASK}
+STAGE_STATUS = {steps.PLAN: RunStatus.PLANNING, steps.WRITE: RunStatus.WRITING, steps.REVIEW: RunStatus.REVIEWING}
 GENERATE_TASK = "agents.generate"
 ASK_TASK = "agents.ask_about_passage"
 REPLY_TASK = "agents.reply_in_thread"

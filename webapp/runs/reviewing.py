@@ -10,7 +10,7 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
-from agents import coordinator
+from agents import coordinator, steps
 from agents.llm.types import BULK, INTERACTIVE
 from agents.roles import finisher, reader_checks, reviewer
 from webapp import events, llm
@@ -42,10 +42,12 @@ def finish_if_done(*, run_id: int) -> None:
             review_document(document=run.document, run=run)
             lifecycle.set_status(run, RunStatus.DONE)
         else:
+            review = steps.after(steps.WRITE)
+            assert review is not None
             AgentTask.objects.bulk_create([AgentTask(run=run, role=role, heartbeat_at=timezone.now())
-                                           for role in (reviewer.ROLE, finisher.ROLE)])
-            lifecycle.set_status(run, RunStatus.REVIEWING)
-            enqueue(lifecycle.REVIEW_TASK, run.id)
+                                           for role in review.roles])
+            lifecycle.set_status(run, lifecycle.STAGE_STATUS[review])
+            enqueue(lifecycle.STAGE_TASK[review], run.id)
 
 
 class _RunCancelled:
@@ -67,16 +69,15 @@ def run_review(*, run_id: int) -> None:
     run = WritingRun.objects.select_related("document").get(pk=run_id)
     if run.status != RunStatus.REVIEWING:
         return
-    claimed = lifecycle.claim(list(run.tasks.filter(role__in=[reviewer.ROLE, finisher.ROLE])
-                                   .values_list("id", flat=True)))
+    claimed = lifecycle.claim(list(run.tasks.filter(role__in=steps.REVIEW.roles).values_list("id", flat=True)))
     if not claimed:
         return
     cancel = _RunCancelled(run, claimed)
     with lifecycle.kept_alive(claimed):  # alive while a cold worker loads (or downloads) the model, too
-        for task in claimed:
+        for task in sorted(claimed, key=lambda task: steps.REVIEW.roles.index(task.role)):  # the step's order
             tokens: list[str] = []
             try:
-                act = review_document if task.role == reviewer.ROLE else finish_document
+                act = {reviewer.ROLE: review_document, finisher.ROLE: finish_document}[task.role]
                 act(document=run.document, run=run, cancel=cancel, on_text=tokens.append,
                     engine=llm.for_run(task.role, run.pk, BULK if task.role == reviewer.ROLE else INTERACTIVE))
             except Exception as failure:  # noqa: BLE001  (recorded on the task and the run)
@@ -96,7 +97,7 @@ def finish_review(*, run_id: int) -> None:
         run = WritingRun.objects.select_for_update().get(pk=run_id)
         if run.status != RunStatus.REVIEWING or run.tasks.unfinished().exists():
             return
-        failed = run.tasks.filter(role__in=[reviewer.ROLE, finisher.ROLE], status=TaskStatus.FAILED)
+        failed = run.tasks.filter(role__in=steps.REVIEW.roles, status=TaskStatus.FAILED)
         lifecycle.set_status(run, RunStatus.DONE, "; ".join(failed.values_list("error", flat=True))[:2000])
 
 

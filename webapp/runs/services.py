@@ -19,7 +19,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from agents import coordinator
+from agents import coordinator, steps
 from agents.llm.types import INTERACTIVE
 from agents.roles import chief_editor, section_text
 from webapp import llm
@@ -51,9 +51,10 @@ def run_start(*, document: Document, user, batch_size: int = 8) -> WritingRun:
     run = WritingRun.objects.create(document=document, created_by=user, batch_size=batch_size)
     # The chief editor's task, claimed and kept alive like a writer's: a plan whose worker died
     # (or whose database went away) is planned again by another worker (requeue_stale).
-    AgentTask.objects.create(run=run, role=chief_editor.ROLE, heartbeat_at=timezone.now())
+    AgentTask.objects.bulk_create(AgentTask(run=run, role=role, heartbeat_at=timezone.now())
+                                  for role in steps.PLAN.roles)
     lifecycle.announce(run)
-    enqueue(lifecycle.PLAN_TASK, run.id, on_error=lambda error: _not_queued(run.pk))
+    enqueue(lifecycle.STAGE_TASK[steps.PLAN], run.id, on_error=lambda error: _not_queued(run.pk))
     return run
 
 
@@ -71,7 +72,7 @@ def run_plan(*, run_id: int) -> WritingRun:
     run = WritingRun.objects.select_related("document").get(pk=run_id)
     if run.status != RunStatus.PLANNING:
         return run  # a redelivered task: planning happened already
-    ours = run.tasks.filter(role=chief_editor.ROLE)
+    ours = run.tasks.filter(role__in=steps.PLAN.roles)
     claimed = lifecycle.claim(list(ours.values_list("id", flat=True)))
     if not claimed and ours.exists():
         return run  # another worker is planning it
@@ -92,9 +93,9 @@ def run_plan(*, run_id: int) -> WritingRun:
         if any(not lifecycle.held(task).filter(status=TaskStatus.RUNNING).update(
                 status=TaskStatus.DONE, finished_at=timezone.now()) for task in claimed):
             return run  # another worker took the planning over (this one looked dead): it moves the run on
-        if run.document.auto_approve_outline:
+        if run.document.auto_approve_outline or not steps.WRITE.approved:  # the step after the plan
             return run_approve(run=run)
-        lifecycle.set_status(run, RunStatus.AWAITING_APPROVAL)
+        lifecycle.set_status(run, RunStatus.AWAITING_APPROVAL)  # people approve the plan, then writing starts
     return run
 
 
@@ -132,10 +133,10 @@ def run_approve(*, run: WritingRun) -> WritingRun:
                   status=TaskStatus.QUEUED if _writable(section) else TaskStatus.SKIPPED,
                   heartbeat_at=timezone.now())  # while queued: when it was queued (see requeue_stale)
         for section in tree if section.id not in parents])
-    lifecycle.set_status(run, RunStatus.WRITING)
-    queued = list(run.tasks.filter(status=TaskStatus.QUEUED).values_list("id", flat=True))
-    for start in range(0, len(queued), run.batch_size):
-        enqueue(lifecycle.WRITE_TASK, run.id, queued[start:start + run.batch_size])
+    lifecycle.set_status(run, lifecycle.STAGE_STATUS[steps.WRITE])
+    queued = list(run.tasks.filter(status=TaskStatus.QUEUED).values_list("id", flat=True))  # in reading order
+    for batch in steps.batches(queued, run.batch_size):
+        enqueue(lifecycle.STAGE_TASK[steps.WRITE], run.id, batch)
     if not queued:
         transaction.on_commit(lambda: reviewing.finish_if_done(run_id=run.id))
     return run
