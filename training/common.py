@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-from training import layout
+from training import layout, sharding
 from training.dataset import DatasetError, Example, check_batching, collate, lm_loss, step_batches, total_steps
 
 log = logging.getLogger("training")
@@ -188,59 +188,44 @@ LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 class TrainState:
     step: int = 0
     losses: list[float] = field(default_factory=list)
+    wrapped: sharding.Wrapped | None = None  # the model as trained (sharded under fsdp)
 
 
 def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, output: Output, *,
-          pad_id: int, loss_fn: LossFn = lm_loss, save: Callable[[Path], None], load: Callable[[Path], None],
+          pad_id: int, loss_fn: LossFn = lm_loss, save: Callable[..., None], load: Callable[[Path], None],
           stop: StopFlag) -> TrainState:
-    """Run the optimizer steps. `model` is the plain model; it is wrapped in DDP here when there
-    are several processes. `save(folder)` / `load(folder)` write and read the trainable weights
-    (an adapter, or the whole model) for checkpoints."""
+    """Run the optimizer steps. `model` is the plain model; it is wrapped here for the strategy
+    (training/sharding.py: DDP, or sharded in place under fsdp) when there are several processes.
+    `save(folder)` / `load(folder)` write and read the trainable weights (an adapter, or the whole
+    model) for ddp's checkpoints."""
     steps = total_steps(args, len(examples))
     check_batching(args, dist, len(examples))
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    wrapped = sharding.Wrapped(model, dist, getattr(args, "strategy", "ddp"))
+    parameters = [p for p in model.parameters() if p.requires_grad]  # after sharding: the shards
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.0)
-    state = TrainState(0, [])
+    state = TrainState(0, [], wrapped)
     if args.resume and (output.checkpoint / "trainer.json").is_file():
-        load(output.checkpoint)
-        optimizer.load_state_dict(torch.load(output.checkpoint / "optimizer.pt", map_location=dist.device))
+        _resume(output.checkpoint, wrapped, optimizer, dist, load)
         saved = read_json(output.checkpoint / "trainer.json")
-        state = TrainState(saved["step"], saved["losses"])
+        state.step, state.losses = saved["step"], saved["losses"]
         log.info("resumed from step %d", state.step)
-    wrapped: Any = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        wrapped = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     model.train()
-    per_rank = args.batch_size // dist.world_size
-    micro_steps = per_rank // args.micro_batch
     try:
         while state.step < steps:
             stop.check(dist)
             lr = args.lr * min(1.0, (state.step + 1) / args.warmup) if args.warmup else args.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            chosen = [examples[i] for i in step_batches(len(examples), args.batch_size, args.seed, state.step)]
-            targets = sum(e.targets for e in chosen)  # the whole global batch's, the same on every rank
-            mine = chosen[dist.rank * per_rank:(dist.rank + 1) * per_rank]
-            summed = 0.0
-            for micro in range(micro_steps):
-                batch = collate(mine[micro * args.micro_batch:(micro + 1) * args.micro_batch], pad_id, dist.device)
-                sync = micro == micro_steps - 1 or not dist.enabled
-                with contextlib.nullcontext() if sync else wrapped.no_sync():
-                    loss = loss_fn(wrapped, batch)
-                    # DDP averages gradients over ranks: scale so the result is the global mean.
-                    (loss * dist.world_size / max(targets, 1)).backward()
-                summed += float(loss.detach())
+            step_loss = _step(wrapped, examples, args, dist, state.step, pad_id, loss_fn)
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            step_loss = dist.all_sum([summed])[0] / max(targets, 1)
             state.step += 1
             state.losses.append(round(step_loss, 6))
             output.metric(step=state.step, total_steps=steps, loss=round(step_loss, 6), lr=lr)
             log.info("step %d/%d loss %.4f", state.step, steps, step_loss)
+            if state.step == 1:
+                _record_memory(wrapped, optimizer, dist, output)
             if args.save_every and state.step % args.save_every == 0 and state.step < steps:
                 checkpoint(state, optimizer, output, dist, save)
     except Cancelled:
@@ -250,15 +235,63 @@ def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, out
     return state
 
 
-def checkpoint(state: TrainState, optimizer, output: Output, dist: Dist, save: Callable[[Path], None]) -> None:
-    """Rank 0 writes the checkpoint beside the old one and swaps it in: a kill at any moment
-    leaves the previous or the new checkpoint whole, never a half-written one."""
+def _step(wrapped: sharding.Wrapped, examples: list[Example], args, dist: Dist, step: int, pad_id: int,
+          loss_fn: LossFn) -> float:
+    """One optimizer step's forward and backward passes over this rank's share of the global
+    batch, micro-batch by micro-batch; the step's mean token loss over the whole global batch."""
+    per_rank = args.batch_size // dist.world_size
+    micro_steps = per_rank // args.micro_batch
+    chosen = [examples[i] for i in step_batches(len(examples), args.batch_size, args.seed, step)]
+    targets = sum(e.targets for e in chosen)  # the whole global batch's, the same on every rank
+    mine = chosen[dist.rank * per_rank:(dist.rank + 1) * per_rank]
+    summed = 0.0
+    for micro in range(micro_steps):
+        batch = collate(mine[micro * args.micro_batch:(micro + 1) * args.micro_batch], pad_id, dist.device)
+        with wrapped.sync(micro == micro_steps - 1):
+            loss = loss_fn(wrapped.module, batch)
+            # Both strategies average gradients over ranks: scale so the result is the global mean.
+            (loss * dist.world_size / max(targets, 1)).backward()
+        summed += float(loss.detach())
+    return dist.all_sum([summed])[0] / max(targets, 1)
+
+
+def _resume(folder: Path, wrapped: sharding.Wrapped, optimizer, dist: Dist, load: Callable[[Path], None]) -> None:
+    sharded = (folder / sharding.SHARDED).is_dir()
+    if sharded != (wrapped.strategy == "fsdp"):
+        raise DatasetError(f"the checkpoint in {folder} was written by --strategy {'fsdp' if sharded else 'ddp'}; "
+                           "resume it with that strategy")
+    if sharded:
+        wrapped.load_sharded(folder, optimizer)
+    else:
+        load(folder)
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=dist.device))
+
+
+def _record_memory(wrapped: sharding.Wrapped, optimizer, dist: Dist, output: Output) -> None:
+    """Each rank's share of the parameters and of the optimizer's state, in metrics.jsonl."""
+    held = wrapped.held_bytes(optimizer)
+    per_rank = {name: [int(v) for v in dist.all_sum([value if rank == dist.rank else 0
+                                                     for rank in range(dist.world_size)])]
+                for name, value in held.items()}
+    output.metric(event="memory", strategy=wrapped.strategy, **per_rank)
+
+
+def checkpoint(state: TrainState, optimizer, output: Output, dist: Dist, save: Callable[..., None]) -> None:
+    """The checkpoint is written beside the old one and swapped in by rank 0: a kill at any moment
+    leaves the previous or the new checkpoint whole, never a half-written one. Under fsdp every
+    rank writes its shards into it (sharding.py); under ddp rank 0 writes it all."""
+    tmp = output.folder / "checkpoint.partial"
     if dist.is_main:
-        tmp = output.folder / "checkpoint.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+    dist.barrier()
+    assert state.wrapped is not None
+    if state.wrapped.strategy == "fsdp":
+        state.wrapped.save_sharded(tmp, optimizer)
+    elif dist.is_main:
         save(tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if dist.is_main:
         _write_json_atomic(tmp / "trainer.json", {"step": state.step, "losses": state.losses})
         old = output.folder / "checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -296,10 +329,10 @@ def pad_id_of(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def model_files(model, tokenizer, device: torch.device) -> tuple[Callable[[Path], None], Callable[[Path], None]]:
+def model_files(model, tokenizer, device: torch.device) -> tuple[Callable[..., None], Callable[[Path], None]]:
     """save(folder) / load(folder) for a whole model: a model folder any loader reads."""
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder)
+    def save(folder: Path, state_dict: dict | None = None) -> None:
+        model.save_pretrained(folder, state_dict=state_dict)
         tokenizer.save_pretrained(folder)
 
     def load(folder: Path) -> None:
@@ -311,11 +344,14 @@ def model_files(model, tokenizer, device: torch.device) -> tuple[Callable[[Path]
     return save, load
 
 
-def save_output(output: Output, dist: Dist, save: Callable[[Path], None], name: str) -> Path:
-    """The recipe's final output folder, written by rank 0 while the others wait."""
+def save_output(output: Output, dist: Dist, save: Callable[..., None], name: str,
+                trained: TrainState | None = None) -> Path:
+    """The recipe's final output folder, an ordinary one, written by rank 0 while the others wait
+    (under fsdp every rank first gathers the full weights for it: `save(folder, state_dict)`)."""
     folder = output.folder / name
+    full = trained.wrapped.full_state() if trained is not None and trained.wrapped is not None else None
     if dist.is_main:
-        save(folder)
+        save(folder, full) if full is not None else save(folder)
     dist.barrier()
     return folder
 

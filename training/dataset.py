@@ -154,16 +154,21 @@ def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, examples: list[Example], dist: Dist, pad_id: int, micro_batch: int = 4) -> dict[str, float]:
-    """Mean token loss and perplexity over `examples` (split over the ranks, summed back)."""
+    """Mean token loss and perplexity over `examples` (split over the ranks, summed back). Every
+    rank runs as many forward passes (a sharded model's are collective): one with fewer examples
+    runs its last pass again and does not count it."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0.0
     mine = examples[dist.rank::dist.world_size]
-    for start in range(0, len(mine), micro_batch):
-        batch = collate(mine[start:start + micro_batch], pad_id, dist.device)
+    passes = math.ceil(math.ceil(len(examples) / dist.world_size) / micro_batch)
+    for number in range(passes):
+        start = number * micro_batch
+        batch = collate(mine[start:start + micro_batch] or mine[-micro_batch:] or examples[:1], pad_id, dist.device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss, n = token_losses(logits, batch["labels"])
-        total, count = total + float(loss), count + n
+        if start < len(mine):
+            loss, n = token_losses(logits, batch["labels"])
+            total, count = total + float(loss), count + n
     total, count = dist.all_sum([total, count])
     model.train(was_training)
     if count == 0:

@@ -153,7 +153,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
                "parameters": sum(p.numel() for p in student.parameters()),
                "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
                "examples": len(examples), "steps": state.step, "alpha": args.alpha, "temperature": args.temperature}
-    folder = common.save_output(output, dist, save, "model")
+    folder = common.save_output(output, dist, save, "model", state)
     return {"metrics": metrics, "output": str(folder), "kind": "model"}
 
 

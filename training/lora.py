@@ -58,8 +58,8 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     model = get_peft_model(model, config)
     meta = {"role": args.role, "base_model": str(args.base.resolve()), "base_sha256": base_sha}
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(str(folder))
+    def save(folder: Path, state_dict: dict | None = None) -> None:
+        model.save_pretrained(str(folder), state_dict=state_dict)
         (folder / layout.ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
 
     def load(folder: Path) -> None:
@@ -74,7 +74,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
                "train_pairs": len(train), "heldout_pairs": len(heldout), "steps": state.step,
                "final_train_loss": state.losses[-1] if state.losses else None}
     meta["metrics"] = metrics
-    adapter = common.save_output(output, dist, save, "adapter")
+    adapter = common.save_output(output, dist, save, "adapter", state)
     return {"metrics": metrics, "output": str(adapter), "kind": "adapter", "role": args.role,
             "base_sha256": base_sha}
 

@@ -128,14 +128,14 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
 
     save, load = common.model_files(model, tokenizer, dist.device)
 
-    after, steps = pruned, 0
+    after, steps, trained = pruned, 0, None
     if args.heal_steps:
         examples = [e for path in args.text for e in dataset.encode_text(tokenizer, path.read_text(), args.max_length)]
         if not examples:
             raise dataset.DatasetError("--heal-steps needs --text to heal on")
         args.steps = args.heal_steps
-        steps = common.train(model, examples, args, dist, output, pad_id=pad_id, save=save, load=load,
-                             stop=stop).step
+        trained = common.train(model, examples, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop)
+        steps = trained.step
         after = dataset.evaluate(model, heldout, dist, pad_id)
         output.metric(event="eval", when="after", **after)
     metrics = {"perplexity_before": before["perplexity"], "perplexity_pruned": pruned["perplexity"],
@@ -144,7 +144,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
                "parameters_before": parameters_before, "parameters_after": sum(p.numel() for p in model.parameters()),
                "dropped_layers": dropped, "layers": model.config.num_hidden_layers,
                "intermediate_size": model.config.intermediate_size, "heal_steps": steps}
-    folder = common.save_output(output, dist, save, "model")
+    folder = common.save_output(output, dist, save, "model", trained)
     return {"metrics": metrics, "output": str(folder), "kind": "model"}
 
 
