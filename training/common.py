@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import resource
 import shutil
 import signal
 import sys
@@ -210,13 +211,15 @@ def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, out
         state.step, state.losses = saved["step"], saved["losses"]
         log.info("resumed from step %d", state.step)
     model.train()
+    started, tokens, first = time.monotonic(), 0, state.step
     try:
         while state.step < steps:
             stop.check(dist)
             lr = args.lr * min(1.0, (state.step + 1) / args.warmup) if args.warmup else args.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_loss = _step(wrapped, examples, args, dist, state.step, pad_id, loss_fn)
+            step_loss, step_tokens = _step(wrapped, examples, args, dist, state.step, pad_id, loss_fn)
+            tokens += step_tokens
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -231,28 +234,32 @@ def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, out
     except Cancelled:
         checkpoint(state, optimizer, output, dist, save)
         raise
+    if state.step > first:
+        _record_speed(tokens, time.monotonic() - started, dist, output, wrapped.strategy)
     checkpoint(state, optimizer, output, dist, save)
     return state
 
 
 def _step(wrapped: sharding.Wrapped, examples: list[Example], args, dist: Dist, step: int, pad_id: int,
-          loss_fn: LossFn) -> float:
+          loss_fn: LossFn) -> tuple[float, int]:
     """One optimizer step's forward and backward passes over this rank's share of the global
-    batch, micro-batch by micro-batch; the step's mean token loss over the whole global batch."""
+    batch, micro-batch by micro-batch: the step's mean token loss over the whole global batch, and
+    the tokens this rank computed."""
     per_rank = args.batch_size // dist.world_size
     micro_steps = per_rank // args.micro_batch
     chosen = [examples[i] for i in step_batches(len(examples), args.batch_size, args.seed, step)]
     targets = sum(e.targets for e in chosen)  # the whole global batch's, the same on every rank
     mine = chosen[dist.rank * per_rank:(dist.rank + 1) * per_rank]
-    summed = 0.0
+    summed, tokens = 0.0, 0
     for micro in range(micro_steps):
         batch = collate(mine[micro * args.micro_batch:(micro + 1) * args.micro_batch], pad_id, dist.device)
+        tokens += int(batch["attention_mask"].sum())
         with wrapped.sync(micro == micro_steps - 1):
             loss = loss_fn(wrapped.module, batch)
             # Both strategies average gradients over ranks: scale so the result is the global mean.
             (loss * dist.world_size / max(targets, 1)).backward()
         summed += float(loss.detach())
-    return dist.all_sum([summed])[0] / max(targets, 1)
+    return dist.all_sum([summed])[0] / max(targets, 1), tokens
 
 
 def _resume(folder: Path, wrapped: sharding.Wrapped, optimizer, dist: Dist, load: Callable[[Path], None]) -> None:
@@ -267,13 +274,23 @@ def _resume(folder: Path, wrapped: sharding.Wrapped, optimizer, dist: Dist, load
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=dist.device))
 
 
+def _per_rank(dist: Dist, values: dict[str, float]) -> dict[str, list[float]]:
+    """Each of this rank's numbers beside the other ranks' (a list indexed by rank)."""
+    return {name: dist.all_sum([value if rank == dist.rank else 0.0 for rank in range(dist.world_size)])
+            for name, value in values.items()}
+
+
 def _record_memory(wrapped: sharding.Wrapped, optimizer, dist: Dist, output: Output) -> None:
     """Each rank's share of the parameters and of the optimizer's state, in metrics.jsonl."""
-    held = wrapped.held_bytes(optimizer)
-    per_rank = {name: [int(v) for v in dist.all_sum([value if rank == dist.rank else 0
-                                                     for rank in range(dist.world_size)])]
-                for name, value in held.items()}
-    output.metric(event="memory", strategy=wrapped.strategy, **per_rank)
+    held = _per_rank(dist, {name: float(value) for name, value in wrapped.held_bytes(optimizer).items()})
+    output.metric(event="memory", strategy=wrapped.strategy, **{k: [int(v) for v in vs] for k, vs in held.items()})
+
+
+def _record_speed(tokens: int, seconds: float, dist: Dist, output: Output, strategy: str) -> None:
+    """Each rank's training tokens a second and peak resident memory, in metrics.jsonl."""
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    figures = _per_rank(dist, {"tokens_per_s": tokens / max(seconds, 1e-9), "peak_rss_mb": peak_mb})
+    output.metric(event="speed", strategy=strategy, **{k: [round(v, 1) for v in vs] for k, vs in figures.items()})
 
 
 def checkpoint(state: TrainState, optimizer, output: Output, dist: Dist, save: Callable[..., None]) -> None:
