@@ -231,7 +231,8 @@ def test_a_writer_batch_streams_all_its_sections_as_one_stored_update_per_tick(d
 
     run = WritingRun.objects.create(document=document, created_by=owner, status=RunStatus.WRITING)
     sections = list(document.sections.order_by("order"))[:3]
-    tasks = {str(i): AgentTask.objects.create(run=run, role="writer", section=s) for i, s in enumerate(sections)}
+    tasks = {str(i): AgentTask.objects.create(run=run, role="writer", section=s, status="running", attempts=1)
+             for i, s in enumerate(sections)}  # claimed by this writer, as a writer's tasks are
     streamer = _Streamer(run, tasks)
     stored = CrdtUpdate.objects.filter(document=document).count()
     streamer("0", "Gulls wheel")  # the first piece goes out at once
