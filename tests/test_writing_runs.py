@@ -83,6 +83,7 @@ def test_a_run_writes_every_leaf_section_and_keeps_human_text(people, celery_wor
     document = make_document(project, owner, sections=("Gulls", "Terns", "Puffins", "Gannets"))
     document.auto_approve_outline = True
     document.save()
+    document.sections.update(word_budget=120)
     pinned = document.sections.get(heading="Puffins")
     pinned.pinned = True
     pinned.save()
@@ -138,15 +139,18 @@ def test_a_run_plans_then_waits_for_approval(people, celery_worker_process):
 
 @pytest.mark.slow
 def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, tmp_path):
-    """SIGKILL the worker while a section streams; a new worker resumes from the checkpoint."""
+    """SIGKILL the worker while a section streams; a new worker resumes from the checkpoint (25
+    words written of 140: the bundled model on two busy cores writes 260 in 8 minutes)."""
     from agents.llm.bundled import bundled_model_dir
+
+    budget = 140
 
     owner, project = people
     document = make_document(project, owner, sections=("Before the press", "Gutenberg's workshop"))
     # A brief the section belongs to: the writers' filter (on here) cuts sentences off the brief.
     document.topic = "How the printing press changed Europe"
     document.save(update_fields=["topic"])
-    document.sections.filter(heading="Before the press").update(word_budget=260)
+    document.sections.filter(heading="Before the press").update(word_budget=budget)
     document.sections.filter(heading="Gutenberg's workshop").delete()
     # A real model: the writers' filter on.
     with _own_agents_queue(tmp_path, SCRIPTORIUM_MODEL=str(bundled_model_dir(settings.DATA_DIR / "models")),
@@ -173,10 +177,10 @@ def test_a_killed_worker_s_section_is_resumed_by_another_whole_and_once(people, 
     task.refresh_from_db()
     section = document.sections.get()
     assert task.attempts == 2
-    resumed_from = fit(tidy(checkpoint, section.heading), 260, cut_off=True)
+    resumed_from = fit(tidy(checkpoint, section.heading), budget, cut_off=True)
     assert resumed_from and section.text.startswith(resumed_from)  # continued, not rewritten
     assert section.text.count(resumed_from[:60]) == 1
-    assert 0.85 * 260 <= section.word_count() <= 1.15 * 260
+    assert 0.85 * budget <= section.word_count() <= 1.15 * budget
     sentences = [s.strip() for s in section.text.replace("\n", " ").split(".") if s.strip()]
     assert len(sentences) == len(set(sentences)), "a sentence appears twice"
     assert Revision.objects.filter(section=section, agent_role="writer").count() == 1
@@ -235,10 +239,10 @@ def test_cancel_stops_a_run_and_keeps_what_was_written(people, celery_worker_pro
 def test_manage_py_write_prints_the_article(people, celery_worker_process, capsys):
     from django.core.management import call_command
 
-    call_command("write", "How tides work", words=400)
+    call_command("write", "How tides work", words=200)  # three sections at least, whatever the length
     out = capsys.readouterr().out
     assert out.startswith("# ") and out.count("\n## ") >= 2
-    call_command("write", "Why the sea is salty", words=300, json=True)
+    call_command("write", "Why the sea is salty", words=150, json=True)
     record = json.loads(capsys.readouterr().out)
     assert record["status"] == "done" and record["tasks"] and record["words"] > 0 and record["lead"]
     assert {task["role"] for task in record["tasks"]} == {"chief_editor", "writer", "reviewer", "finisher"}
@@ -364,7 +368,7 @@ def test_two_runs_started_together_on_one_worker_both_stream_before_either_finis
         document = make_document(project, owner, sections=tuple(f"{name} section {i}" for i in range(3)))
         document.auto_approve_outline = True
         document.save()
-        document.sections.update(word_budget=450)
+        document.sections.update(word_budget=200)  # a section still being written when the other run starts
         documents_.append(document)
     runs = [services.run_start(document=d, user=owner) for d in documents_]
     first_text: dict[int, float] = {}
