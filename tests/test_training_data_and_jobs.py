@@ -297,6 +297,14 @@ def test_a_job_on_two_machines_follows_the_one_machine_loss_curve(celery_worker_
     assert "--nnodes 2 --node_rank 1 --master_addr 127.0.0.1" in joined.read_text()
     wait_for(lambda: "node 1 ended" in joined.read_text(), timeout=60)  # its task ends just after the job
     assert two.adapter is not None and two.adapter.stored
+    # The job page's per-process figures: each rank's share of the weights, tokens a second, peak memory.
+    ranks = two.metrics["ranks"]
+    assert len(ranks["memory"]["param_bytes"]) == len(ranks["speed"]["tokens_per_s"]) == 2
+    assert all(rate > 0 for rate in ranks["speed"]["tokens_per_s"]) and two.metrics["steps"] == 3
+    from webapp.jobs.admin import TrainingJobAdmin
+
+    shown = TrainingJobAdmin.per_rank(None, two)
+    assert shown.count("<tr>") == 3 and "tokens/s" in shown and "strategy: ddp" in shown
 
 
 def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client, db, tiny_model_dir, tmp_path,

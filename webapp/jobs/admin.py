@@ -8,7 +8,7 @@ from pathlib import Path
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from webapp.jobs import training
@@ -38,9 +38,9 @@ class TrainingJobAdmin(admin.ModelAdmin):
     search_fields = ["role", "error"]
     actions = ["cancel", "resume"]
     fields = ["kind", "role", "base_model", "options", "project", "since", "until", "heldout", "processes", "nodes"]
-    result_fields = ["status", "progress", "loss_curve", "metrics", "registered", "checkpoint", "checkpoint_sha256",
-                     "resumed_from", "error", "command", "logs", "output_dir", "created_by", "started_at",
-                     "finished_at"]
+    result_fields = ["status", "progress", "loss_curve", "per_rank", "metrics", "registered", "checkpoint",
+                     "checkpoint_sha256", "resumed_from", "error", "command", "logs", "output_dir", "created_by",
+                     "started_at", "finished_at"]
 
     def get_fields(self, request, obj=None):
         return self.fields + self.result_fields if obj else self.fields
@@ -78,6 +78,26 @@ class TrainingJobAdmin(admin.ModelAdmin):
     def loss_curve(self, obj: TrainingJob) -> str:
         losses = [float(x) for x in obj.losses or []]
         return mark_safe(loss_curve_svg(losses)) if len(losses) > 1 else "—"  # noqa: S308  (numbers only)
+
+    @admin.display(description="per process")
+    def per_rank(self, obj: TrainingJob) -> str:
+        """Each rank's share of the weights and optimizer state, its tokens a second and peak memory."""
+        ranks = (obj.metrics or {}).get("ranks") or {}
+        memory, speed = ranks.get("memory", {}), ranks.get("speed", {})
+        count = max((len(v) for part in (memory, speed) for v in part.values() if isinstance(v, list)), default=0)
+        if not count:
+            return "—"
+
+        def cell(part: dict, key: str, rank: int, scale: float = 1.0) -> str:
+            values = part.get(key) or []
+            return f"{values[rank] / scale:,.1f}" if rank < len(values) else "—"
+
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (rank, cell(memory, "param_bytes", rank, 2**20), cell(memory, "optimizer_bytes", rank, 2**20),
+             cell(speed, "tokens_per_s", rank), cell(speed, "peak_rss_mb", rank)) for rank in range(count)))
+        return format_html('<table class="per-rank"><tr><th>rank</th><th>weights MB</th><th>optimizer MB</th>'
+                           "<th>tokens/s</th><th>peak memory MB</th></tr>{}</table> strategy: {}", rows,
+                           str(memory.get("strategy") or speed.get("strategy") or "ddp"))
 
     @admin.display(description="registered as")
     def registered(self, obj: TrainingJob) -> str:

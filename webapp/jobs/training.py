@@ -330,6 +330,11 @@ def _read_progress(job: TrainingJob, metrics_file: Path, seen: int) -> int:
     lines = metrics_file.read_text().splitlines()
     new = [json.loads(line) for line in lines[seen:] if line.strip()]
     steps = [m for m in new if "step" in m]
+    ranks = {m["event"]: {k: v for k, v in m.items() if k not in ("event", "time")} for m in new
+             if m.get("event") in ("memory", "speed")}
+    if ranks:  # each rank's bytes held, tokens a second and peak memory (training/common.py), for the job page
+        job.metrics = {**(job.metrics or {}), "ranks": {**(job.metrics or {}).get("ranks", {}), **ranks}}
+        TrainingJob.objects.filter(pk=job.pk).update(metrics=job.metrics)
     if steps:
         job.losses = (job.losses or []) + [m["loss"] for m in steps]
         job.step, job.total_steps = steps[-1]["step"], steps[-1]["total_steps"]
@@ -377,4 +382,7 @@ def _register(job: TrainingJob, result: dict) -> None:
 
 
 def _end(job: TrainingJob, status: str, **fields) -> None:
+    if "metrics" in fields:  # the recipe's result, beside the per-rank figures read while it ran
+        ranks = (TrainingJob.objects.filter(pk=job.pk).values_list("metrics", flat=True).first() or {}).get("ranks")
+        fields["metrics"] = {**fields["metrics"], **({"ranks": ranks} if ranks else {})}
     TrainingJob.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **fields)
