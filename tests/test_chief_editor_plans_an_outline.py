@@ -242,19 +242,25 @@ def test_a_section_too_long_for_one_writer_gets_the_sub_sections_the_model_plans
 
 @pytest.mark.bundled
 def test_the_bundled_model_plans_the_parts_of_a_long_section(bundled_engine):
-    """One long section of an outline (the whole plan is the test above; planning every section's
-    parts of a 2,400-word brief took 8 minutes of a busy suite and caught nothing more)."""
+    """The long sections of a given outline, one batch (the whole plan is the test above; planning
+    every section's parts of a 2,400-word brief took 8-10 minutes of a busy suite)."""
     from agents import coordinator
     from agents.headings import heading_problem
     from agents.outline import PlannedSection, split_for_writers
     from agents.roles import sub_sections
 
     brief = Brief(topic="The history of the bicycle", target_words=1000)
-    sections = [PlannedSection("Early designs", goal="The first two-wheeled machines, from the draisine to the "
-                                                     "penny-farthing", words=700),
+    sections = [PlannedSection("Early designs", goal="The first two-wheeled machines, up to the penny-farthing",
+                               words=700),
+                PlannedSection("The safety bicycle", goal="How chain drive and equal wheels made cycling safe",
+                               words=700),
+                PlannedSection("Cycling in cities", words=700),
                 PlannedSection("Cycling today", goal="How people ride now", words=250)]
     sub_sections.plan_parts(bundled_engine, brief, sections, max_words=300)
-    leaves = coordinator.leaves(split_for_writers(sections, 300))
+    split = split_for_writers(sections, 300)  # the model's parts (no key points: no fallback's)
+    leaves = coordinator.leaves(split)
     assert all(heading_problem(leaf.heading) is None for leaf in leaves), [leaf.heading for leaf in leaves]
     assert not any("of 2" in leaf.heading or "of 3" in leaf.heading for leaf in leaves)
-    assert len(sections[0].children) >= 3 and not sections[1].children
+    # One batch for the three long sections; a part the model names badly costs that section its
+    # parts (it is then written whole), so the model must have planned at least one section's.
+    assert any(len(section.children) >= 3 for section in split[:3]) and not split[3].children
