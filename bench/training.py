@@ -33,12 +33,14 @@ HELDOUT = ROOT / "training" / "data" / "heldout.txt"
 
 
 def pairs(folder: Path, train: int = 16, heldout: int = 4) -> Path:
-    """Writer pairs from the held-out text (the format export_training_data writes)."""
+    """Writer pairs from the held-out text (the format export_training_data writes): each
+    completion three sentences of it, in turn."""
     sentences = re.split(r"(?<=[.!?])\s+", HELDOUT.read_text().strip())
-    records = [{"role": "writer", "label": "accepted", "completion": " ".join(sentences[i:i + 4]),
+    records = [{"role": "writer", "label": "accepted",
+                "completion": " ".join(sentences[(i + k) % len(sentences)] for k in range(3)),
                 "prompt": [{"role": "system", "content": "You write one section of an article."},
-                           {"role": "user", "content": f"Write part {i // 4} of the article."}]}
-               for i in range(0, 4 * (train + heldout), 4)]
+                           {"role": "user", "content": f"Write part {i} of the article."}]}
+               for i in range(train + heldout)]
     folder.mkdir(parents=True, exist_ok=True)
     for name, chunk in (("train", records[:train]), ("heldout", records[train:])):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chunk))
