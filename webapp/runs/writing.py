@@ -28,14 +28,14 @@ from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
 
 log = logging.getLogger(__name__)
 
-BROADCAST_EVERY_S = 0.1  # at most about ten delta messages a second per section
+BROADCAST_EVERY_S = 0.1  # at most about ten shared-document updates a second per writer batch
 WRITER = {"name": "Section writer", "role": section_writer.ROLE, "color": "#8e24aa"}
 
 
 class _Streamer:
     """Collects streamed text per section: writes it into the shared document as a peer (people's
-    editors show it as it comes, and lock the section while the agent writes) with a delta event
-    per section, every 0.1 s, and checkpoints it every second."""
+    editors show it as it comes, and lock the section while the agent writes), every 0.1 s for all
+    its sections at once, while each is still its own; and checkpoints it every second."""
 
     def __init__(self, run: WritingRun, tasks: dict[str, AgentTask]):
         self.run, self.tasks = run, tasks
