@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import random
-import resource
 import shutil
 import signal
 import sys
@@ -39,7 +38,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-from training import layout, sharding
+from training import footprint, layout, sharding
 from training.dataset import DatasetError, Example, check_batching, collate, lm_loss, step_batches, total_steps
 
 log = logging.getLogger("training")
@@ -228,14 +227,14 @@ def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, out
             output.metric(step=state.step, total_steps=steps, loss=round(step_loss, 6), lr=lr)
             log.info("step %d/%d loss %.4f", state.step, steps, step_loss)
             if state.step == 1:
-                _record_memory(wrapped, optimizer, dist, output)
+                footprint.record_memory(wrapped, optimizer, dist, output)
             if args.save_every and state.step % args.save_every == 0 and state.step < steps:
                 checkpoint(state, optimizer, output, dist, save)
     except Cancelled:
         checkpoint(state, optimizer, output, dist, save)
         raise
     if state.step > first:
-        _record_speed(tokens, time.monotonic() - started, dist, output, wrapped.strategy)
+        footprint.record_speed(tokens, time.monotonic() - started, dist, output, wrapped.strategy)
     checkpoint(state, optimizer, output, dist, save)
     return state
 
@@ -272,25 +271,6 @@ def _resume(folder: Path, wrapped: sharding.Wrapped, optimizer, dist: Dist, load
     else:
         load(folder)
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=dist.device))
-
-
-def _per_rank(dist: Dist, values: dict[str, float]) -> dict[str, list[float]]:
-    """Each of this rank's numbers beside the other ranks' (a list indexed by rank)."""
-    return {name: dist.all_sum([value if rank == dist.rank else 0.0 for rank in range(dist.world_size)])
-            for name, value in values.items()}
-
-
-def _record_memory(wrapped: sharding.Wrapped, optimizer, dist: Dist, output: Output) -> None:
-    """Each rank's share of the parameters and of the optimizer's state, in metrics.jsonl."""
-    held = _per_rank(dist, {name: float(value) for name, value in wrapped.held_bytes(optimizer).items()})
-    output.metric(event="memory", strategy=wrapped.strategy, **{k: [int(v) for v in vs] for k, vs in held.items()})
-
-
-def _record_speed(tokens: int, seconds: float, dist: Dist, output: Output, strategy: str) -> None:
-    """Each rank's training tokens a second and peak resident memory, in metrics.jsonl."""
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-    figures = _per_rank(dist, {"tokens_per_s": tokens / max(seconds, 1e-9), "peak_rss_mb": peak_mb})
-    output.metric(event="speed", strategy=strategy, **{k: [round(v, 1) for v in vs] for k, vs in figures.items()})
 
 
 def checkpoint(state: TrainState, optimizer, output: Output, dist: Dist, save: Callable[..., None]) -> None:
