@@ -495,14 +495,19 @@ def test_a_writer_whose_every_try_is_refused_still_checkpoints_that_it_is_revisi
 
 @pytest.mark.parametrize("taken_by", ["rewrite", "take-over"])
 def test_once_a_section_is_taken_from_its_writer_nothing_more_of_its_text_reaches_the_shared_document(
-        people, taken_by):
+        people, taken_by, monkeypatch):
     """The rewrite test failed in CI, twice: the old writer's next piece landed in the shared text
     after the new writer had started there (the first fix stopped the streamer from the writers'
     cancel check, but a piece judged before that check saw the flag still went in). The streamer
     checks, with the task's row locked, that the section is still its own before each piece goes
-    in; a rewrite and a take-over change the row, or set the flag, under that lock."""
+    in; a rewrite and a take-over change the row, or set the flag, under that lock.
+
+    The rewrite's writer is played here (below), so its queued task is kept from the Celery worker
+    an earlier test of this process may have started: that worker once wrote the section in CI."""
     from webapp.documents import crdt
 
+    queued = []
+    monkeypatch.setattr(services, "enqueue", lambda name, *args, **options: queued.append((name, args)))
     owner, _ = people
     run, task = _one_writer_writing(people)
     gulls, key = task.section, str(task.section_id)
@@ -511,7 +516,8 @@ def test_once_a_section_is_taken_from_its_writer_nothing_more_of_its_text_reache
     streamer.flush()
     streamer(key, " Their chicks")  # not sent yet when the section is taken
     if taken_by == "rewrite":
-        services.section_rewrite(section=gulls, user=owner)
+        rewrite = services.section_rewrite(section=gulls, user=owner)
+        assert [args[0] for _, args in queued] == [rewrite.id]
         crdt.Peer(run.document_id, "writer").replace(gulls.key, "A fresh writer's start.")  # the rewrite's writer
         expected = "A fresh writer's start."
     else:
