@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents import quality  # noqa: E402
+from agents import gate  # noqa: E402
 
 KEYS = [("outline", "outline", "{}"), ("S_l", "S_l", "{:.1f}"), ("echo", "echo", "{:.0f}"),
         ("meta", "meta %", "{:.1f}"),
@@ -26,12 +26,8 @@ KEYS = [("outline", "outline", "{}"), ("S_l", "S_l", "{:.1f}"), ("echo", "echo",
 
 
 def summed_defects(entry: dict) -> float:
-    """What a reader would not keep, summed: echo sentences (as % of sentences), meta %, junk
-    words %, repeated 4-grams %, off-brief %. Zero for the filtered team; with the writers' filter
-    off (evaluate --filters), the model's own defect rate."""
-    scores = entry["scores"]
-    count = max(1, sum(len(quality.sentences(text)) for _, text in entry["sections"]))
-    return 100 * scores["echo"] / count + sum(scores[key] for key in ("meta", "junk", "repeated_4grams", "off_brief"))
+    """The gate's summed defects (agents/gate.py) of a saved article."""
+    return gate.summed_defects(entry["scores"], entry["sections"])
 
 
 def cell(value, fmt: str) -> str:

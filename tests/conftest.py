@@ -123,6 +123,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, redis_server, tmp_
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), MEDIA_ROOT=str(settings.MEDIA_ROOT),
                SCRIPTORIUM_MODEL=str(tiny_model_dir), SCRIPTORIUM_LLM_DTYPE="float32", SCRIPTORIUM_LLM_DEVICE="cpu",
                SCRIPTORIUM_WORKER_METRICS_PORT=str(free_port()), SCRIPTORIUM_TRAINING_ADDRESS="127.0.0.1",
+               SCRIPTORIUM_GATE_BRIEFS="1", SCRIPTORIUM_GATE_WORDS="40",  # the promotion gate, in seconds
                # Its watcher stays out of the way of tests that set up a run's state by hand and
                # call requeue_stale themselves; tests of the watcher start workers of their own.
                RUNS_WATCH_EVERY_S="3600")

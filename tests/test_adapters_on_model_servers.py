@@ -15,6 +15,7 @@ from django.conf import settings
 
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import AdapterSpec, GenerationRequest
+from tests.support.factories import vouched
 from tests.support.processes import database_url_for_subprocess, free_port, start_serve_llm
 from tests.support.streams import collect
 from tests.support.tiny_models import build_adapter
@@ -81,7 +82,7 @@ def test_activation_and_rollback_load_and_unload_adapters_on_the_servers(through
     base_text = _ask()
     assert _loaded(server) == [] and base_text == _expected(tiny_model_dir, tiny_adapters, None)
 
-    services.adapter_activate(adapter=v1)
+    services.adapter_activate(adapter=v1, override=vouched())
     assert _loaded(server) == ["writer@1"]
     v1_text = _ask()  # the request names writer@1, loaded by the activation
     assert v1_text == _expected(tiny_model_dir, tiny_adapters, "writer") != base_text
@@ -89,7 +90,7 @@ def test_activation_and_rollback_load_and_unload_adapters_on_the_servers(through
     fetched = Path(settings.SCRIPTORIUM_LORA_SERVER_DIR)
     assert [p.name for p in fetched.iterdir() if not p.name.startswith(".")] == [v1.sha256]
 
-    services.adapter_activate(adapter=v2)
+    services.adapter_activate(adapter=v2, override=vouched())
     assert _loaded(server) == ["writer@2"]  # the version it replaced is unloaded
     assert _ask() == _expected(tiny_model_dir, tiny_adapters, "reviewer")
 
@@ -103,10 +104,10 @@ def test_activation_and_rollback_load_and_unload_adapters_on_the_servers(through
 
 def test_a_server_that_cannot_load_the_version_leaves_the_registry_as_it_was(through_servers, settings, tmp_path):
     v1, v2 = AdapterVersion.objects.order_by("version")
-    services.adapter_activate(adapter=v1)
+    services.adapter_activate(adapter=v1, override=vouched())
     settings.SCRIPTORIUM_LORA_SERVERS = [through_servers, f"http://127.0.0.1:{free_port()}/v1"]  # one is down
     with pytest.raises(services.RegistryError, match="did not follow, so nothing changed"):
-        services.adapter_activate(adapter=v2)
+        services.adapter_activate(adapter=v2, override=vouched())
     assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE) == v1
     # A version whose files left the store: the server cannot fetch it, so it is not activated.
     settings.SCRIPTORIUM_LORA_SERVERS = [through_servers]
@@ -114,7 +115,7 @@ def test_a_server_that_cannot_load_the_version_leaves_the_registry_as_it_was(thr
     v3 = services.adapter_register(role="writer", path=str(folder), base_model=services.active_base_model())
     store._storage().delete(f"manifests/{v3.sha256}.json")
     with pytest.raises(services.RegistryError, match="not in the store"):
-        services.adapter_activate(adapter=v3)
+        services.adapter_activate(adapter=v3, override=vouched())
     assert AdapterVersion.objects.get(status=VersionStatus.ACTIVE) == v1
     assert _loaded(through_servers) == ["writer@1", "writer@2"]  # the one server that loaded writer@2 keeps it
 
@@ -124,7 +125,7 @@ def test_fetch_adapters_fills_a_server_folder_and_reloads_what_a_restarted_serve
     from django.core.management import call_command
 
     v1, v2 = AdapterVersion.objects.order_by("version")
-    services.adapter_activate(adapter=v1)
+    services.adapter_activate(adapter=v1, override=vouched())
     into = tmp_path / "beside-vllm"
     call_command("fetch_adapters", "--into", str(into))
     assert sorted(p.name for p in into.iterdir() if not p.name.startswith(".")) == sorted([v1.sha256, v2.sha256])
@@ -201,7 +202,7 @@ def test_a_name_loaded_again_from_other_files_serves_those_files(through_servers
     writer, reviewer = _placed(tiny_adapters["writer"], root), _placed(tiny_adapters["reviewer"], root)
     v1 = AdapterVersion.objects.order_by("version").first()  # the writer's files
     assert _post(through_servers, "load_lora_adapter", {"lora_name": v1.name, "lora_path": str(reviewer)})[0] == 200
-    services.adapter_activate(adapter=v1)  # the server had writer@1 from the reviewer's files
+    services.adapter_activate(adapter=v1, override=vouched())  # the server had writer@1 from the reviewer's files
     assert _ask() == _expected(tiny_model_dir, tiny_adapters, "writer")
     _post(through_servers, "unload_lora_adapter", {"lora_name": v1.name})
     assert _post(through_servers, "load_lora_adapter", {"lora_name": v1.name, "lora_path": str(reviewer)})[0] == 200

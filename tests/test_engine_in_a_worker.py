@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.factories import vouched
 from webapp.registry import services
 from webapp.runs.tasks import generate
 
@@ -20,7 +21,8 @@ def test_one_engine_per_worker_process_and_live_adapter_switch(transactional_db,
     assert first["adapter"] is None and second["text"] == first["text"]
 
     base = services.base_model_register(name=Path(tiny_model_dir).name, path=str(tiny_model_dir))
-    services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
+    services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True,
+                              override=vouched())
     third = generate.delay("writer", MESSAGES, 6).get(timeout=60)
     assert third["adapter"] == "writer@1" and third["engine_id"] == first["engine_id"]
     assert third["text"] != first["text"]

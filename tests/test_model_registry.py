@@ -14,6 +14,7 @@ from django.core.management.base import CommandError
 
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import GenerationRequest
+from tests.support.factories import vouched
 from webapp import llm
 from webapp.redis import CancelFlags
 from webapp.registry import services
@@ -52,9 +53,9 @@ def registered(db, tiny_model_dir, tiny_adapters, tmp_path, own_store):
 def test_activating_a_version_changes_the_next_request_without_restart(registered, tiny_model_dir):
     engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="tiny")
     base_text, _ = _ask(engine, "writer")  # nothing active yet: the base model
-    call_command("activate_adapter", "writer", "1")
+    call_command("activate_adapter", "writer", "1", "--override", "a test's random adapter")
     v1_text, last = _ask(engine, "writer")
-    call_command("activate_adapter", "writer", "2")
+    call_command("activate_adapter", "writer", "2", "--override", "a test's random adapter")
     v2_text, _ = _ask(engine, "writer")
     assert len({base_text, v1_text, v2_text}) == 3
     assert last.finish_reason == "length"
@@ -68,15 +69,15 @@ def test_activating_a_version_changes_the_next_request_without_restart(registere
 
 def test_only_one_version_per_role_is_active(registered):
     v1, v2 = AdapterVersion.objects.order_by("version")
-    services.adapter_activate(adapter=v1)
-    services.adapter_activate(adapter=v2)
+    services.adapter_activate(adapter=v1, override=vouched())
+    services.adapter_activate(adapter=v2, override=vouched())
     statuses = dict(AdapterVersion.objects.values_list("version", "status"))
     assert statuses == {1: "retired", 2: "active"}
 
 
 def test_an_adapter_changed_on_disk_fails_its_role_only(registered, tiny_model_dir):
     _, folders = registered
-    adapter = services.adapter_activate(adapter=AdapterVersion.objects.get(version=1))
+    adapter = services.adapter_activate(adapter=AdapterVersion.objects.get(version=1), override=vouched())
     (folders[1] / "adapter_model.safetensors").write_bytes(b"tampered")  # the folder it came from: no matter
     engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="tiny")
     assert _ask(engine, "writer")[1].finish_reason == "length"
@@ -89,7 +90,7 @@ def test_an_adapter_changed_on_disk_fails_its_role_only(registered, tiny_model_d
 
 
 def test_an_adapter_for_another_base_model_is_refused(registered, tiny_model_dir):
-    services.adapter_activate(adapter=AdapterVersion.objects.get(version=1))
+    services.adapter_activate(adapter=AdapterVersion.objects.get(version=1), override=vouched())
     engine = TransformersEngine(tiny_model_dir, dtype="float32", base_model_name="another-base")
     _, failed = _ask(engine, "writer")
     assert "was trained on 'tiny'" in failed.error
@@ -130,6 +131,7 @@ def test_admin_actions_activate_and_roll_back(client, registered):
     make_user("root", is_staff=True, is_superuser=True)
     client.login(username="root", password=PASSWORD)
     url = reverse("admin:registry_adapterversion_changelist")
+    AdapterVersion.objects.update(gate={"passed": True})  # as the promotion gate left them
     v1, v2 = AdapterVersion.objects.order_by("version")
     for version in (v1, v2):
         client.post(url, {"action": "activate", "_selected_action": [version.pk]})

@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from agents.llm.files import folder_sha256
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import GenerationRequest
+from tests.support.factories import vouched
 from tests.support.streams import collect
 from webapp.documents import sources
 from webapp.registry import services, store
@@ -23,7 +24,7 @@ from webapp.registry.models import AdapterVersion
 def registered(db, s3_storage, tiny_model_dir, tiny_adapters):
     base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
     adapter = services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base,
-                                        activate=True)
+                                        activate=True, override=vouched())
     return base, adapter
 
 

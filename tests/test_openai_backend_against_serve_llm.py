@@ -17,6 +17,7 @@ from django.conf import settings
 from agents.llm.openai_backend import OpenAIEngine
 from agents.llm.transformers_backend import TransformersEngine
 from agents.llm.types import AdapterSpec, GenerationRequest
+from tests.support.factories import vouched
 from tests.support.processes import database_url_for_subprocess, free_port, start_serve_llm
 from tests.support.streams import collect as _collect
 from webapp.registry import services
@@ -33,7 +34,8 @@ def server(served):
 def served(transactional_db, tiny_model_dir, tiny_adapters, tmp_path):
     """`manage.py serve_llm` on the tiny model: (its URL, its process)."""
     base = services.base_model_register(name="tiny", path=str(tiny_model_dir), activate=True)
-    services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
+    services.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True,
+                              override=vouched())
     env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(), SCRIPTORIUM_LLM_DTYPE="float32",
                SCRIPTORIUM_DATA_DIR=str(settings.DATA_DIR), SCRIPTORIUM_LLM_DEVICE="cpu")
     env.pop("SCRIPTORIUM_MODEL", None)

@@ -21,7 +21,7 @@ from agents.outline import Brief
 from agents.roles import section_writer
 from training import self_train
 from webapp.jobs import training
-from webapp.jobs.models import JobKind, JobStatus, TrainingJob
+from webapp.jobs.models import AfterTraining, JobKind, JobStatus, TrainingJob
 from webapp.registry import services as registry
 
 # What the taught model writes for each heading: two paragraphs that share no phrase, so the
@@ -121,7 +121,7 @@ def test_the_self_training_job_trains_and_registers_a_staged_writer_adapter(db, 
     briefs.write_text(json.dumps(BRIEFS))
     settings.SELF_TRAIN_BRIEFS = briefs
     base = registry.base_model_register(name="taught", path=str(taught_model))
-    job = TrainingJob(kind=JobKind.SELF_TRAIN, base_model=base,
+    job = TrainingJob(kind=JobKind.SELF_TRAIN, base_model=base, after=AfterTraining.STAGE,
                       options={"samples": 1, "temperature": 0.0, "steps": 2, "batch_size": 2, "micro_batch": 1})
     job.full_clean()
     job.save()

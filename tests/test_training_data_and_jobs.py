@@ -18,10 +18,10 @@ from django.utils import timezone
 from agents.llm.files import folder_sha256
 from agents.outline import Brief
 from agents.roles import section_writer
-from tests.support.factories import PASSWORD, make_document, make_project, make_user
+from tests.support.factories import PASSWORD, make_document, make_project, make_user, vouched
 from tests.support.processes import wait_for
 from webapp.jobs import training, training_data
-from webapp.jobs.models import JobKind, JobStatus, TrainingJob
+from webapp.jobs.models import AfterTraining, JobKind, JobStatus, TrainingJob
 from webapp.registry import services as registry
 from webapp.registry.models import AdapterVersion, BaseModel
 from webapp.runs.models import AgentTask, RunStatus, TaskStatus, WritingRun
@@ -157,12 +157,13 @@ def test_a_role_can_be_served_by_another_model(db, tiny_model_dir, tiny_adapters
     assert llm.get_engine("writer") is llm.get_engine() is not llm.get_engine("reviewer")
     # A role whose active adapter was trained on another model cannot be handed to the student.
     base = registry.base_model_register(name=tiny_model_dir.name, path=str(tiny_model_dir))
-    registry.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True)
+    registry.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base, activate=True,
+                              override=vouched())
     with pytest.raises(ValidationError, match="deactivate it"):
         registry.base_model_assign_roles(model=student, roles=["reviewer", "writer"])
     adapter = registry.adapter_register(role="reviewer", path=str(tiny_adapters["writer"]), base_model=base)
     with pytest.raises(registry.RegistryError, match="is served by student"):
-        registry.adapter_activate(adapter=adapter)
+        registry.adapter_activate(adapter=adapter, override=vouched())
 
 
 # --- jobs on a real worker -------------------------------------------------------------------
@@ -175,7 +176,9 @@ def tiny_base(transactional_db, tiny_model_dir):
 
 
 def run_job(base, **fields) -> TrainingJob:
-    job = TrainingJob(kind=JobKind.LORA, role="writer", base_model=base, heldout=0.5, **fields)
+    """A LoRA job for the writer, its output staged (unless `after` says otherwise)."""
+    job = TrainingJob(kind=JobKind.LORA, role="writer", base_model=base, heldout=0.5,
+                      **{"after": AfterTraining.STAGE} | fields)
     training.job_start(job)
     return job
 
@@ -202,7 +205,8 @@ def test_lora_job_trains_registers_and_the_engine_uses_it_once_active(celery_wor
             writer_task(section, sentences(start + 2 * index))
     before = generate("writer")
     assert before["adapter"] is None
-    job = run_job(tiny_base, options={"steps": 4, "batch_size": 2, "micro_batch": 1, "lr": 0.005, "rank": 8})
+    job = run_job(tiny_base, options={"steps": 4, "batch_size": 2, "micro_batch": 1, "lr": 0.005, "rank": 8},
+                  after=AfterTraining.MEASURE)
     job = wait_job(job, {JobStatus.DONE, JobStatus.FAILED})
     assert job.status == JobStatus.DONE, job.error
     assert job.step == job.total_steps == 4 and len(job.losses) == 4
@@ -212,8 +216,14 @@ def test_lora_job_trains_registers_and_the_engine_uses_it_once_active(celery_wor
     assert adapter.metrics["perplexity_after"] == job.metrics["perplexity_after"]
     assert job.metrics["train_pairs"] + job.metrics["heldout_pairs"] == 5
     assert "exported" in (Path(job.output_dir) / "log.txt").read_text()
+    # The promotion gate measures it on a training worker, against the base model without an
+    # adapter, and leaves it staged (the job measures; it was not set to promote).
+    wait_for(lambda: AdapterVersion.objects.get(pk=job.adapter_id).gate, timeout=120)
+    adapter.refresh_from_db()
+    assert adapter.gate["active"]["version"] == f"{tiny_base.name} without an adapter"
+    assert adapter.gate["candidate"]["on"]["words"] > 0 and adapter.status == "staged"
     assert generate("writer")["adapter"] is None  # staged: nothing changes yet
-    registry.adapter_activate(adapter=adapter)
+    registry.adapter_activate(adapter=adapter, override=vouched())
     after = generate("writer")
     assert after["adapter"] == "writer@1"
     assert after["text"] != before["text"]
@@ -319,7 +329,7 @@ def test_the_admin_console_launches_jobs_and_shows_progress_curve_and_log(client
     queued = []
     monkeypatch.setattr("webapp.jobs.training.enqueue", lambda name, job_id: queued.append(job_id))
     form = {"kind": "lora", "role": "writer", "base_model": model.pk, "options": '{"stepz": 1}', "heldout": 0.2,
-            "processes": 1, "nodes": 1}
+            "processes": 1, "nodes": 1, "after": "measure"}
     response = client.post(reverse("admin:jobs_trainingjob_add"), form)
     assert response.status_code == 200 and "not an option of lora" in response.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
@@ -349,7 +359,7 @@ def test_prune_and_quantize_jobs_register_staged_models(celery_worker_process, t
     """(Distillation jobs take the same path; its recipe has its own test.)"""
     options = {JobKind.PRUNE: {"drop_layers": 1, "mlp_keep": 0.5}, JobKind.QUANTIZE: {}}
     for kind, chosen in options.items():
-        job = TrainingJob(kind=kind, base_model=tiny_base, options=chosen)
+        job = TrainingJob(kind=kind, base_model=tiny_base, options=chosen, after=AfterTraining.STAGE)
         training.job_start(job)
         job = wait_job(job, {JobStatus.DONE, JobStatus.FAILED})
         assert job.status == JobStatus.DONE, job.error

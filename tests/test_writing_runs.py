@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from agents.roles.section_writer import fit, tidy
-from tests.support.factories import make_document, make_project, make_user
+from tests.support.factories import make_document, make_project, make_user, vouched
 from tests.support.processes import ROOT, database_url_for_subprocess, wait_for
 from webapp.documents import services as documents
 from webapp.documents.models import Revision, Section, SectionStatus
@@ -622,7 +622,7 @@ def test_a_writer_s_revision_names_the_model_and_the_adapter_it_wrote_with(db, m
     monkeypatch.setattr(llm, "get_engine", lambda role="": engine)
     base = registry.base_model_register(name=tiny_model_dir.name, path=str(tiny_model_dir))
     adapter = registry.adapter_register(role="writer", path=str(tiny_adapters["writer"]), base_model=base,
-                                        activate=True)
+                                        activate=True, override=vouched())
     owner = make_user("wren")
     document = make_document(make_project(owner, name="Adapters"), owner, sections=("Gulls",))
     document.sections.update(word_budget=30)

@@ -281,6 +281,10 @@ SCRIPTORIUM_LLM_DEVICE = env_str("SCRIPTORIUM_LLM_DEVICE")  # default: cuda when
 # single requests then decode faster with exactly the same output (speculative decoding).
 SCRIPTORIUM_DRAFT_MODEL = env_str("SCRIPTORIUM_DRAFT_MODEL")
 SCRIPTORIUM_DRAFT_TOKENS = env_int("SCRIPTORIUM_DRAFT_TOKENS", 4)
+# The promotion gate (webapp/registry/gate.py): how many held-out briefs a candidate and the
+# version it would replace each write, and at most how many words each.
+SCRIPTORIUM_GATE_BRIEFS = env_int("SCRIPTORIUM_GATE_BRIEFS", 3)
+SCRIPTORIUM_GATE_WORDS = env_int("SCRIPTORIUM_GATE_WORDS", 400)
 # The serving core of each agents worker (and of serve_llm): rows decoded together, KV memory in
 # tokens (rows x longest request must fit), prefill chunk, and prompt prefixes kept for reuse.
 # On the bundled model 16 -> 32 rows gave 1.33x decode tokens/s (2 cores, bf16); 65,536 tokens of

@@ -68,3 +68,11 @@ def make_pdf(lines: list[str], raw_ops: str = "") -> bytes:
         out += b"%010d 00000 n \n" % offset
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def vouched():
+    """An override for tests that activate a random adapter the promotion gate never measured
+    (the gate itself: tests/test_promotion_gate.py)."""
+    from webapp.registry.services import Override
+
+    return Override(by="tests", why="a test's random adapter")

@@ -37,7 +37,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
     list_filter = ["status", "kind", "role"]
     search_fields = ["role", "error"]
     actions = ["cancel", "resume"]
-    fields = ["kind", "role", "base_model", "options", "project", "since", "until", "heldout", "processes", "nodes"]
+    fields = ["kind", "role", "base_model", "options", "project", "since", "until", "heldout", "processes", "nodes",
+              "after"]
     result_fields = ["status", "progress", "loss_curve", "per_rank", "metrics", "registered", "checkpoint",
                      "checkpoint_sha256", "resumed_from", "error", "command", "logs", "output_dir", "created_by",
                      "started_at", "finished_at"]
@@ -105,7 +106,8 @@ class TrainingJobAdmin(admin.ModelAdmin):
         if target is None:
             return "—"
         url = reverse(f"admin:registry_{target._meta.model_name}_change", args=[target.pk])
-        return format_html('<a href="{}">{}</a> ({}; activate it from its list)', url, target, target.status)
+        return format_html('<a href="{}">{}</a> ({}; promotion gate: {}; activate it from its list)', url, target,
+                           target.status, target.gate_summary())
 
     @admin.display(description="command")
     def command(self, obj: TrainingJob) -> str:

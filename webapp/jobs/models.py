@@ -28,6 +28,12 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class AfterTraining(models.TextChoices):
+    STAGE = "stage", "Register it staged"
+    MEASURE = "measure", "Register it staged and measure it with the promotion gate"
+    PROMOTE = "promote", "Measure it with the promotion gate, and activate it if it passes"
+
+
 class TrainingJob(models.Model):
     """One recipe from training/ run on the `training` queue. Its output is registered as a
     staged adapter or base model only when the recipe finished and its output checked out."""
@@ -47,6 +53,10 @@ class TrainingJob(models.Model):
     nodes = models.PositiveSmallIntegerField(
         default=1, help_text="Machines the recipe runs on at once, `processes` on each (torchrun; needs this many "
                              "training workers free).")
+    after = models.CharField(
+        max_length=8, choices=AfterTraining.choices, default=AfterTraining.MEASURE,
+        help_text="The gate writes held-out briefs with the output and with the version it would replace "
+                  "(minutes on a CPU); a version that has not passed it is activated only with an override.")
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)

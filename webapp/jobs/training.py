@@ -40,9 +40,9 @@ from agents.llm.files import folder_sha256
 from training import layout
 from webapp.celery import enqueue
 from webapp.jobs import recipes, training_data
-from webapp.jobs.models import JobKind, JobStatus, TrainingJob
+from webapp.jobs.models import AfterTraining, JobKind, JobStatus, TrainingJob
+from webapp.registry import gate, store
 from webapp.registry import services as registry
-from webapp.registry import store
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def job_resume(job: TrainingJob, user=None, options: dict | None = None) -> Trai
                               f"({job.get_status_display().lower()}).")
     again = TrainingJob(kind=job.kind, role=job.role, base_model=job.base_model, options=job.options | (options or {}),
                         project=job.project, since=job.since, until=job.until, heldout=job.heldout,
-                        processes=job.processes, nodes=job.nodes, resumed_from=job,
+                        processes=job.processes, nodes=job.nodes, after=job.after, resumed_from=job,
                         created_by=user or job.created_by)
     return job_start(again)
 
@@ -370,15 +370,18 @@ def _register(job: TrainingJob, result: dict) -> None:
     """All or nothing: the version and the job's link to it are saved together."""
     metrics, notes = result.get("metrics", {}), f"Training job {job.pk} ({job.kind})."
     if result.get("kind") == "adapter":  # adapter_register checks the base model it was trained on
-        adapter = registry.adapter_register(role=job.role, path=result["output"], base_model=job.base_model,
+        version = registry.adapter_register(role=job.role, path=result["output"], base_model=job.base_model,
                                             metrics=metrics, notes=notes)
-        _end(job, JobStatus.DONE, metrics=metrics, adapter=adapter)
+        _end(job, JobStatus.DONE, metrics=metrics, adapter=version)
     else:
-        model = registry.base_model_register(name=f"{job.base_model.name}-{job.kind}-{job.pk}"[:100],
-                                             path=result["output"], notes=notes)
-        model.metrics = metrics
-        model.save(update_fields=["metrics"])
-        _end(job, JobStatus.DONE, metrics=metrics, produced_model=model)
+        version = registry.base_model_register(name=f"{job.base_model.name}-{job.kind}-{job.pk}"[:100],
+                                               path=result["output"], notes=notes)
+        version.metrics = metrics
+        version.save(update_fields=["metrics"])
+        _end(job, JobStatus.DONE, metrics=metrics, produced_model=version)
+    if job.after != AfterTraining.STAGE:  # measured on a training worker once this is committed
+        enqueue(gate.TASK, "adapter" if result.get("kind") == "adapter" else "model", version.pk,
+                job.after == AfterTraining.PROMOTE)
 
 
 def _end(job: TrainingJob, status: str, **fields) -> None:

@@ -13,12 +13,35 @@ class VersionStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class Gated(models.Model):
+    """What the promotion gate found (webapp/registry/gate.py), and a staff override of it."""
+
+    gate = models.JSONField(default=dict, blank=True, editable=False,
+                            help_text="The promotion gate's comparison with the version it would replace.")
+    override = models.JSONField(default=dict, blank=True, editable=False,
+                                help_text="Who activated it without a passed gate, and why.")
+
+    class Meta:
+        abstract = True
+
+    @property
+    def gate_passed(self) -> bool:
+        return bool(self.gate.get("passed"))
+
+    def gate_summary(self) -> str:
+        if not self.gate:
+            return "not measured"
+        if self.gate_passed:
+            return "passed"
+        return "failed: " + "; ".join(self.gate.get("reasons") or [self.gate.get("error", "")])
+
+
 class VersionQuerySet(models.QuerySet):
     def active(self) -> VersionQuerySet:
         return self.filter(status=VersionStatus.ACTIVE)
 
 
-class BaseModel(models.Model):
+class BaseModel(Gated):
     """A local causal-LM folder that engines can serve. The active one is what workers load."""
 
     name = models.SlugField(max_length=100, unique=True)
@@ -60,7 +83,7 @@ class BaseModel(models.Model):
                                                 f"deactivate it (or train one on {self.name}) first."})
 
 
-class AdapterVersion(models.Model):
+class AdapterVersion(Gated):
     """A LoRA adapter for one agent role, trained on one base model."""
 
     role = models.SlugField(max_length=50)

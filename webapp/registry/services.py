@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -27,8 +28,46 @@ class RegistryError(Exception):
     """A registry change that cannot be made; the message says why."""
 
 
+@dataclass(frozen=True)
+class Override:
+    """A staff member activating a version the promotion gate did not pass, and why."""
+    by: str
+    why: str
+
+    def record(self, version: BaseModel | AdapterVersion) -> dict:
+        return {"by": self.by, "why": self.why, "at": timezone.now().isoformat(), "gate": version.gate_summary()}
+
+
+def override_arguments(parser) -> None:
+    """--override WHY and --by NAME, for the commands that activate a version."""
+    parser.add_argument("--override", metavar="WHY", default="",
+                        help="activate it although the promotion gate has not passed it, saying why (recorded)")
+    parser.add_argument("--by", default="", help="who overrides (default: this machine's user name)")
+
+
+def override_from(options: dict) -> Override | None:
+    import getpass
+
+    why = options.get("override", "").strip()
+    return Override(by=options.get("by") or getpass.getuser(), why=why) if why else None
+
+
+def _gated(version: BaseModel | AdapterVersion, override: Override | None) -> None:
+    """A version is activated when the promotion gate passed it, or with a staff override (kept
+    with the version: who, why, when, and what the gate said). One let through before (overridden,
+    or active before the gate existed) comes back without a new one."""
+    if version.gate_passed or version.override or getattr(version, "activated_at", None):
+        return
+    if override is None or not override.why.strip() or not override.by:
+        raise RegistryError(f"{version} has not passed the promotion gate ({version.gate_summary()}); "
+                            "measure it (manage.py gate) or activate it with an override that says why.")
+    version.override = override.record(version)
+    version.save(update_fields=["override"])
+
+
 @transaction.atomic
-def base_model_register(*, name: str, path: str, activate: bool = False, notes: str = "") -> BaseModel:
+def base_model_register(*, name: str, path: str, activate: bool = False, notes: str = "",
+                        override: Override | None = None) -> BaseModel:
     try:
         folder = check_model_folder(path)
     except ModelFolderError as error:
@@ -38,14 +77,18 @@ def base_model_register(*, name: str, path: str, activate: bool = False, notes: 
         name=name, defaults={"path": str(folder.resolve()), "sha256": sha256, "notes": notes,
                              "stored": _publish(folder, sha256)})
     if activate:
-        base_model_activate(model=model)
+        base_model_activate(model=model, override=override)
     return model
 
 
 @transaction.atomic
-def base_model_activate(*, model: BaseModel) -> BaseModel:
-    BaseModel.objects.select_for_update().active().exclude(pk=model.pk).update(
-        status=VersionStatus.RETIRED)
+def base_model_activate(*, model: BaseModel, override: Override | None = None) -> BaseModel:
+    """Serve this base model (workers load it on their next start). The first one needs no gate:
+    there is nothing to compare it with."""
+    replaced = BaseModel.objects.select_for_update().active().exclude(pk=model.pk)
+    if replaced.exists():
+        _gated(model, override)
+    replaced.update(status=VersionStatus.RETIRED)
     model.status = VersionStatus.ACTIVE
     model.save(update_fields=["status"])
     return model
@@ -53,7 +96,7 @@ def base_model_activate(*, model: BaseModel) -> BaseModel:
 
 @transaction.atomic
 def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: dict | None = None,
-                     notes: str = "", activate: bool = False) -> AdapterVersion:
+                     notes: str = "", activate: bool = False, override: Override | None = None) -> AdapterVersion:
     try:
         folder = check_adapter_folder(path)
         check_adapter_weights(folder, _base_folder(base_model))
@@ -70,7 +113,7 @@ def adapter_register(*, role: str, path: str, base_model: BaseModel, metrics: di
         role=role, version=(latest or 0) + 1, base_model=base_model, path=str(Path(folder).resolve()),
         sha256=sha256, stored=stored, metrics=metrics or {}, notes=notes)
     if activate:
-        adapter_activate(adapter=adapter)
+        adapter_activate(adapter=adapter, override=override)
     return adapter
 
 
@@ -121,8 +164,14 @@ def _trained_on(folder: Path) -> str:
 
 
 @transaction.atomic
-def adapter_activate(*, adapter: AdapterVersion) -> AdapterVersion:
-    """Make this the version its role uses; the one it replaces is retired (and can come back)."""
+def adapter_activate(*, adapter: AdapterVersion, override: Override | None = None) -> AdapterVersion:
+    """Make this the version its role uses, if the promotion gate passed it or staff override it;
+    the one it replaces is retired (and can come back)."""
+    _gated(adapter, override)
+    return _activate(adapter)
+
+
+def _activate(adapter: AdapterVersion) -> AdapterVersion:
     assigned = model_for_role(adapter.role)
     if assigned is not None and assigned.pk != adapter.base_model_id:
         raise RegistryError(f"{adapter.role!r} is served by {assigned.name}, but {adapter.name} was trained on "
@@ -156,7 +205,7 @@ def adapter_rollback(*, role: str) -> AdapterVersion:
     previous = earlier.order_by("-activated_at").first()
     if previous is None:
         raise RegistryError(f"No earlier active version of {role!r} to roll back to.")
-    return adapter_activate(adapter=previous)
+    return _activate(previous)  # it was let through once: going back needs no new gate
 
 
 @transaction.atomic

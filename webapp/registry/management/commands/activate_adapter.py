@@ -14,6 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("version", nargs="?", type=int)
         parser.add_argument("--rollback", action="store_true", help="go back to the previously active version")
         parser.add_argument("--none", action="store_true", help="use the plain base model for this role")
+        services.override_arguments(parser)
 
     def handle(self, *args, role: str, version: int | None, rollback: bool, none: bool, **options) -> None:
         if sum([version is not None, rollback, none]) != 1:
@@ -29,7 +30,7 @@ class Command(BaseCommand):
                 adapter = AdapterVersion.objects.filter(role=role, version=version).first()
                 if adapter is None:
                     raise CommandError(f"No version {version} of {role!r}.")
-                services.adapter_activate(adapter=adapter)
+                services.adapter_activate(adapter=adapter, override=services.override_from(options))
         except services.RegistryError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"{role} now uses {adapter.name}; the next request picks it up.")

@@ -13,10 +13,12 @@ class Command(BaseCommand):
         parser.add_argument("path", help="the model folder (config.json, weights, tokenizer)")
         parser.add_argument("--activate", action="store_true", help="make it the model workers serve")
         parser.add_argument("--notes", default="")
+        services.override_arguments(parser)
 
     def handle(self, *args, name: str, path: str, activate: bool, notes: str, **options) -> None:
         try:
-            model = services.base_model_register(name=name, path=path, activate=activate, notes=notes)
+            model = services.base_model_register(name=name, path=path, activate=activate, notes=notes,
+                                                 override=services.override_from(options))
         except services.RegistryError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"{model.name}: {model.path} sha256 {model.sha256[:12]}… ({model.status})")
