@@ -1,5 +1,5 @@
 """Training strategies side by side on CPU (gloo): the bundled model's LoRA recipe run exactly as
-an admin runs it, in one process and in two (ddp, fsdp), same data, same global batch. Per rank:
+an admin runs it, in one process and in two (ddp, fsdp, pipeline), same data, same global batch. Per rank:
 the parameter and optimizer-state bytes it holds, training tokens a second and peak resident
 memory (the recipe's metrics.jsonl: events "memory" and "speed"), with fsdp/ddp ratios, and the
 loss curves against one process.
@@ -7,8 +7,9 @@ loss curves against one process.
     .venv/bin/python bench/training.py                # 6 steps of 4 examples, 256 tokens at most
     .venv/bin/python bench/training.py --steps 10 --max-length 512
 
-Target (issue 28): fsdp's parameter + optimizer memory per rank at most 0.6x ddp's with 2 ranks;
-loss curves equal to one process (relative 1e-4). Outputs under var/bench/training/.
+Targets (issue 28): fsdp's parameter + optimizer memory per rank at most 0.6x ddp's with 2 ranks;
+the pipeline's parameter memory per rank at most 0.6x the whole model's; loss curves equal to one
+process (relative 1e-4). Outputs under var/bench/training/.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def main() -> None:
           f"the bundled model, LoRA r=16 on q,k,v,o; {args.steps} steps of {args.batch_size} examples")
     runs = {"1 process": run("one", 1, "ddp", common, out, micro=args.batch_size // 2),
             "2 ddp": run("ddp", 2, "ddp", common, out, micro=args.batch_size // 4 or 1),
-            "2 fsdp": run("fsdp", 2, "fsdp", common, out, micro=args.batch_size // 4 or 1)}
+            "2 fsdp": run("fsdp", 2, "fsdp", common, out, micro=args.batch_size // 4 or 1),
+            # every stage sees the whole batch, in micro-batches that flow through both
+            "2 pipeline": run("pipeline", 2, "pipeline", common, out, micro=args.batch_size // 2)}
     print("\n| run | rank | params MB | optimizer MB | tokens/s | peak RSS MB | max loss diff vs 1 process |")
     print("|---|---|---|---|---|---|---|")
     one = runs["1 process"]["losses"]
@@ -102,6 +105,11 @@ def main() -> None:
     rss = [fsdp["speed"]["peak_rss_mb"][r] / ddp["speed"]["peak_rss_mb"][r] for r in (0, 1)]
     print(f"\nfsdp / ddp per rank: parameters + optimizer state {held[0]:.2f}x, {held[1]:.2f}x (target <= 0.6x); "
           f"tokens/s {speed[0]:.2f}x, {speed[1]:.2f}x; peak RSS {rss[0]:.2f}x, {rss[1]:.2f}x")
+    piped, whole = runs["2 pipeline"], runs["1 process"]
+    share = [piped["memory"]["param_bytes"][r] / whole["memory"]["param_bytes"][0] for r in (0, 1)]
+    speed = [piped["speed"]["tokens_per_s"][r] / ddp["speed"]["tokens_per_s"][r] for r in (0, 1)]
+    print(f"pipeline per rank: parameters {share[0]:.3f}x, {share[1]:.3f}x the whole model's (target <= 0.6x); "
+          f"tokens/s {speed[0]:.2f}x, {speed[1]:.2f}x ddp's (each stage computes every example, for its layers)")
 
 
 if __name__ == "__main__":

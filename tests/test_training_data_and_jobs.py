@@ -289,16 +289,22 @@ def test_a_stopped_job_resumes_from_its_stored_checkpoint_without_its_folder(cel
 @pytest.mark.slow
 def test_a_job_on_two_machines_follows_the_one_machine_loss_curve(celery_worker_process, tiny_base, owner):
     """nodes=2: the worker that takes the job is torchrun's first node and queues the second on
-    another training worker (here a second thread of the same worker), which joins its rendezvous."""
+    another training worker (here a second thread of the same worker), which joins its rendezvous.
+    Data parallel, then a pipeline (a decoder layer on each machine)."""
     project = make_project(owner)
     for headings in (("Morning", "Gulls", "Terns"), ("Dunes", "Pools")):
         for index, section in enumerate(make_document(project, owner, sections=headings).sections.all()):
             writer_task(section, sentences(2 * index))
-    options = {"steps": 3, "batch_size": 2, "micro_batch": 1, "lr": 0.005, "rank": 8}
+    options = {"steps": 3, "batch_size": 2, "micro_batch": 1, "lr": 0.005, "rank": 8, "max_length": 128}
     one = wait_job(run_job(tiny_base, options=options), {JobStatus.DONE, JobStatus.FAILED})
     two = wait_job(run_job(tiny_base, options=options, nodes=2), {JobStatus.DONE, JobStatus.FAILED})
-    assert one.status == two.status == JobStatus.DONE, (one.error, two.error)
+    piped = wait_job(run_job(tiny_base, options=options | {"strategy": "pipeline"}, nodes=2),
+                     {JobStatus.DONE, JobStatus.FAILED})
+    assert one.status == two.status == piped.status == JobStatus.DONE, (one.error, two.error, piped.error)
     assert two.losses == pytest.approx(one.losses, rel=1e-4)
+    assert piped.losses == pytest.approx(one.losses, rel=1e-4)
+    assert piped.adapter is not None and piped.adapter.stored
+    assert piped.metrics["ranks"]["memory"]["decoder_layers"] == [1, 1]
     log = (Path(two.output_dir) / "log.txt").read_text()
     assert "--nnodes 2 --node_rank 0 --master_addr 127.0.0.1" in log and "waiting for 1 more" in log
     # The second node ran rank 1 (the first could not have trained without it); it is stopped, if

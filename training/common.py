@@ -6,7 +6,9 @@ One process or many, the maths is the same: each optimizer step sees one global 
 over the ranks and then into micro-batches; every micro-batch's summed token loss is divided by
 the number of target tokens in the whole global batch (known on every rank, since every rank
 reads the whole dataset), so the gradient DDP averages is exactly the one-process gradient.
-Gradients are synchronised only on the last micro-step of a step (`no_sync` before it).
+Gradients are synchronised only on the last micro-step of a step (`no_sync` before it). Under
+the pipeline strategy every rank sees the whole global batch instead and computes its layers'
+share of it (training/pipeline.py), with the same loss normalisation.
 
 Files in the output folder (rank 0 writes them):
 - metrics.jsonl: one line per step ({"step", "total_steps", "loss", "lr"}) and per evaluation;
@@ -38,7 +40,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-from training import footprint, layout, sharding
+from training import dataset, footprint, layout, pipeline, sharding
 from training.dataset import DatasetError, Example, check_batching, collate, lm_loss, step_batches, total_steps
 
 log = logging.getLogger("training")
@@ -188,7 +190,14 @@ LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 class TrainState:
     step: int = 0
     losses: list[float] = field(default_factory=list)
-    wrapped: sharding.Wrapped | None = None  # the model as trained (sharded under fsdp)
+    wrapped: sharding.Wrapped | pipeline.Pipelined | None = None  # the model as trained (sharded, or a stage)
+
+
+def _wrap(model: torch.nn.Module, args, dist: Dist) -> sharding.Wrapped | pipeline.Pipelined:
+    strategy = getattr(args, "strategy", "ddp")
+    if strategy == "pipeline" and dist.enabled:
+        return pipeline.Pipelined(model, dist, args.micro_batch, args.max_length)
+    return sharding.Wrapped(model, dist, strategy)
 
 
 def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, output: Output, *,
@@ -200,8 +209,8 @@ def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, out
     model) for ddp's checkpoints."""
     steps = total_steps(args, len(examples))
     check_batching(args, dist, len(examples))
-    wrapped = sharding.Wrapped(model, dist, getattr(args, "strategy", "ddp"))
-    parameters = [p for p in model.parameters() if p.requires_grad]  # after sharding: the shards
+    wrapped = _wrap(model, args, dist)
+    parameters = [p for p in model.parameters() if p.requires_grad]  # after sharding: the shards, or the stage
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.0)
     state = TrainState(0, [], wrapped)
     if args.resume and (output.checkpoint / "trainer.json").is_file():
@@ -217,9 +226,10 @@ def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, out
             lr = args.lr * min(1.0, (state.step + 1) / args.warmup) if args.warmup else args.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_loss, step_tokens = _step(wrapped, examples, args, dist, state.step, pad_id, loss_fn)
+            step = _pipeline_step if isinstance(wrapped, pipeline.Pipelined) else _step
+            step_loss, step_tokens = step(wrapped, examples, args, dist, state.step, pad_id, loss_fn)
             tokens += step_tokens
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            wrapped.clip(parameters, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -261,13 +271,39 @@ def _step(wrapped: sharding.Wrapped, examples: list[Example], args, dist: Dist, 
     return dist.all_sum([summed])[0] / max(targets, 1), tokens
 
 
-def _resume(folder: Path, wrapped: sharding.Wrapped, optimizer, dist: Dist, load: Callable[[Path], None]) -> None:
+def _pipeline_step(wrapped: pipeline.Pipelined, examples: list[Example], args, dist: Dist, step: int, pad_id: int,
+                   loss_fn: LossFn) -> tuple[float, int]:
+    """One optimizer step under the pipeline: every rank passes the whole global batch, micro-batch
+    by micro-batch, through its stage; the loss is divided by the batch's targets as in `_step`."""
+    chosen = [examples[i] for i in step_batches(len(examples), args.batch_size, args.seed, step)]
+    targets = max(1, sum(e.targets for e in chosen))
+    of = loss_fn.of  # type: ignore[attr-defined]  (a dataset.LogitsLoss: the last stage has logits)
+    loss = wrapped.run(chosen, pad_id, lambda logits, batch: of(logits, batch) / targets, train=True)
+    wrapped.after_backward()
+    return loss, sum(len(e.input_ids) for e in chosen)
+
+
+def evaluate(state: TrainState, model: torch.nn.Module, examples: list[Example], dist: Dist,
+             pad_id: int) -> dict[str, float]:
+    """dataset.evaluate of the trained model; under the pipeline, through its stages."""
+    if not isinstance(state.wrapped, pipeline.Pipelined):
+        return dataset.evaluate(model, examples, dist, pad_id)
+    model.eval()
+    with torch.no_grad():
+        total, count = pipeline.mean_loss(state.wrapped, examples, pad_id, lm_loss.of)
+    model.train()
+    loss = total / max(count, 1)
+    return {"loss": round(loss, 6), "perplexity": round(float(torch.exp(torch.tensor(loss))), 4)}
+
+
+def _resume(folder: Path, wrapped: sharding.Wrapped | pipeline.Pipelined, optimizer, dist: Dist,
+            load: Callable[[Path], None]) -> None:
     sharded = (folder / sharding.SHARDED).is_dir()
-    if sharded != (wrapped.strategy == "fsdp"):
-        raise DatasetError(f"the checkpoint in {folder} was written by --strategy {'fsdp' if sharded else 'ddp'}; "
-                           "resume it with that strategy")
+    if sharded != (wrapped.strategy in sharding.DCP):
+        raise DatasetError(f"the checkpoint in {folder} was written by "
+                           f"--strategy {'fsdp or pipeline' if sharded else 'ddp'}; resume it with one of those")
     if sharded:
-        wrapped.load_sharded(folder, optimizer)
+        sharding.load_sharded(wrapped.model, folder, optimizer)
     else:
         load(folder)
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=dist.device))
@@ -283,8 +319,8 @@ def checkpoint(state: TrainState, optimizer, output: Output, dist: Dist, save: C
         tmp.mkdir(parents=True)
     dist.barrier()
     assert state.wrapped is not None
-    if state.wrapped.strategy == "fsdp":
-        state.wrapped.save_sharded(tmp, optimizer)
+    if state.wrapped.strategy in sharding.DCP:
+        sharding.save_sharded(state.wrapped.model, tmp, optimizer)
     elif dist.is_main:
         save(tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
@@ -303,23 +339,14 @@ def checkpoint(state: TrainState, optimizer, output: Output, dist: Dist, save: C
 # --- models ------------------------------------------------------------------------------------
 
 
-def load_model(path: str | Path, dist: Dist, *, max_memory: str = "", dtype: torch.dtype = torch.float32):
-    """A causal LM on this process's device, or, with max_memory, spread over every visible GPU
-    (model parallel: consecutive layers on consecutive GPUs, each GPU filled up to max_memory)."""
+def load_model(path: str | Path, dist: Dist, *, dtype: torch.dtype = torch.float32):
+    """A causal LM on this process's device (a model too big for one device: --strategy fsdp or
+    pipeline over several processes)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if max_memory:
-        if dist.enabled:
-            raise SystemExit("--max-memory (model parallel) runs in one process; do not start it with torchrun")
-        if not torch.cuda.is_available():
-            raise SystemExit("--max-memory needs GPUs")
-        limits = {i: max_memory for i in range(torch.cuda.device_count())}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map="auto", max_memory=limits)
-    else:
-        loaded: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        model = loaded.to(dist.device)
-    return model, tokenizer
+    loaded: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return loaded.to(dist.device), tokenizer
 
 
 def pad_id_of(tokenizer) -> int:

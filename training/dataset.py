@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,8 +95,9 @@ def pair_examples(tokenizer, records: list[dict], max_length: int) -> list[Examp
     return [encode_pair(tokenizer, r, max_length) for r in records]
 
 
-def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(e.input_ids) for e in examples)
+def collate(examples: list[Example], pad_id: int, device: torch.device, width: int = 0) -> dict[str, torch.Tensor]:
+    """Right-padded to the longest example, or to `width` (a pipeline's stages pass fixed shapes)."""
+    width = max(width, *(len(e.input_ids) for e in examples))
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -129,11 +131,12 @@ def total_steps(args, count: int) -> int:
 def check_batching(args, dist: Dist, count: int, minimum: int = 2) -> None:
     if count < minimum:
         raise DatasetError(f"only {count} training example(s); at least {minimum} are needed")
-    if args.batch_size % dist.world_size:
-        raise DatasetError(f"--batch-size {args.batch_size} does not split over {dist.world_size} processes")
-    if (args.batch_size // dist.world_size) % args.micro_batch:
+    ranks = 1 if getattr(args, "strategy", "") == "pipeline" else dist.world_size  # a pipeline's see it all
+    if args.batch_size % ranks:
+        raise DatasetError(f"--batch-size {args.batch_size} does not split over {ranks} processes")
+    if (args.batch_size // ranks) % args.micro_batch:
         raise DatasetError(f"--micro-batch {args.micro_batch} does not divide the "
-                           f"{args.batch_size // dist.world_size} examples each process gets per step")
+                           f"{args.batch_size // ranks} examples each process gets per step")
 
 
 # --- losses ------------------------------------------------------------------------------------
@@ -147,9 +150,18 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return loss, int((shift_labels != IGNORE).sum())
 
 
-def lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return token_losses(logits, batch["labels"])[0]
+class LogitsLoss:
+    """A recipe's loss, summed over a batch's targets: `loss(model, batch)` runs the model;
+    `loss.of(logits, batch)` takes the logits a pipeline's last stage ends with."""
+
+    def __init__(self, of: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]):
+        self.of = of
+
+    def __call__(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.of(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch)
+
+
+lm_loss = LogitsLoss(lambda logits, batch: token_losses(logits, batch["labels"])[0])
 
 
 @torch.no_grad()

@@ -91,9 +91,9 @@ def teacher_texts(teacher, tokenizer, prompts, tokens: int, dist: common.Dist) -
     return records
 
 
-def distil_loss(teacher, alpha: float, temperature: float):
-    def loss_fn(student, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+def distil_loss(teacher, alpha: float, temperature: float) -> dataset.LogitsLoss:
+    def of(student_logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = student_logits[:, :-1].float()
         with torch.no_grad():
             teacher_logits = teacher(input_ids=batch["input_ids"],
                                      attention_mask=batch["attention_mask"]).logits[:, :-1].float()
@@ -104,7 +104,7 @@ def distil_loss(teacher, alpha: float, temperature: float):
         soft_teacher = F.log_softmax(teacher_logits[mask] / temperature, dim=-1)
         kl = F.kl_div(soft_student, soft_teacher, log_target=True, reduction="sum")  # KL(teacher || student)
         return alpha * hard + (1 - alpha) * temperature ** 2 * kl
-    return loss_fn
+    return dataset.LogitsLoss(of)
 
 
 def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) -> dict:
@@ -142,7 +142,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
 
     state = common.train(student, examples, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop,
                          loss_fn=distil_loss(teacher, args.alpha, args.temperature))
-    after = dataset.evaluate(student, heldout, dist, pad_id)
+    after = common.evaluate(state, student, heldout, dist, pad_id)
     output.metric(event="eval", when="after", **after)
     log.info("held-out perplexity after distillation: %.2f (teacher %.2f)", after["perplexity"],
              teacher_eval["perplexity"])

@@ -15,8 +15,10 @@ import json
 import logging
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from agents.llm.files import folder_sha256
-from training import common, dataset, layout, options
+from training import common, dataset, layout, options, pipeline
 
 log = logging.getLogger("training")
 
@@ -44,7 +46,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
             raise dataset.DatasetError(f"the checkpoint in {output.checkpoint} was trained on another base model "
                                       f"({trained_on[:12]}…, this one is {base_sha[:12]}…)")
     common.seed_everything(args.seed)
-    model, tokenizer = common.load_model(args.base, dist, max_memory=args.max_memory)
+    model, tokenizer = common.load_model(args.base, dist)
     pad_id = common.pad_id_of(tokenizer)
     train = dataset.pair_examples(tokenizer, train_pairs, args.max_length)
     heldout = dataset.pair_examples(tokenizer, heldout_pairs, args.max_length)
@@ -59,14 +61,17 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     meta = {"role": args.role, "base_model": str(args.base.resolve()), "base_sha256": base_sha}
 
     def save(folder: Path, state_dict: dict | None = None) -> None:
-        model.save_pretrained(str(folder), state_dict=state_dict)
+        gathered = isinstance(state_dict, pipeline.AdapterWeights)  # every stage's part, as peft names them
+        model.save_pretrained(str(folder), state_dict=None if gathered else state_dict)
+        if gathered:
+            save_file(dict(state_dict), folder / "adapter_model.safetensors", metadata={"format": "pt"})
         (folder / layout.ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
 
     def load(folder: Path) -> None:
         set_peft_model_state_dict(model, load_peft_weights(str(folder), device=str(dist.device)))
 
     state = common.train(model, train, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop)
-    after = dataset.evaluate(model, heldout, dist, pad_id)
+    after = common.evaluate(state, model, heldout, dist, pad_id)
     output.metric(event="eval", when="after", **after)
     log.info("held-out after: loss %.4f, perplexity %.2f", after["loss"], after["perplexity"])
     metrics = {"eval_loss_before": before["loss"], "perplexity_before": before["perplexity"],

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from agents.roles.section_text import ROLE as WRITER_ROLE
 
-STRATEGIES = ("ddp", "fsdp")  # how a recipe's model is spread over its processes (training/sharding.py)
+# How a recipe's model is spread over its processes (training/sharding.py, training/pipeline.py).
+STRATEGIES = ("ddp", "fsdp", "pipeline")
 
 
 def base(description: str = "") -> argparse.ArgumentParser:
@@ -28,11 +29,9 @@ def base(description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("--save-every", type=int, default=50, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--strategy", choices=STRATEGIES, default="ddp",
-                        help="several processes: ddp (each holds the whole model) or fsdp (each decoder layer's "
-                             "weights and the optimizer's state sharded over them; training/sharding.py)")
-    parser.add_argument("--max-memory", default="",
-                        help="model parallel: place the model over every visible GPU with this much memory "
-                             "each (e.g. 20GiB); not combined with torchrun")
+                        help="several processes: ddp (each holds the whole model), fsdp (each decoder layer's "
+                             "weights and the optimizer's state sharded over them; training/sharding.py) or "
+                             "pipeline (consecutive decoder layers on consecutive processes; training/pipeline.py)")
     return parser
 
 

@@ -136,7 +136,7 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
         args.steps = args.heal_steps
         trained = common.train(model, examples, args, dist, output, pad_id=pad_id, save=save, load=load, stop=stop)
         steps = trained.step
-        after = dataset.evaluate(model, heldout, dist, pad_id)
+        after = common.evaluate(trained, model, heldout, dist, pad_id)
         output.metric(event="eval", when="after", **after)
     metrics = {"perplexity_before": before["perplexity"], "perplexity_pruned": pruned["perplexity"],
                "perplexity_after": after["perplexity"],

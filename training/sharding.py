@@ -27,6 +27,7 @@ import torch
 from training.options import STRATEGIES
 
 SHARDED = "sharded"  # the checkpoint's folder of an fsdp run (torch.distributed.checkpoint files)
+DCP = ("fsdp", "pipeline")  # the strategies whose every rank writes its part of the checkpoint
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -57,6 +58,9 @@ class Wrapped:
             self.module = DistributedDataParallel(
                 model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
 
+    def clip(self, parameters: list[torch.nn.Parameter], max_norm: float) -> None:
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
     @contextlib.contextmanager
     def sync(self, on: bool) -> Iterator[None]:
         """Gradients averaged over the ranks after this micro-step's backward, or left to add up."""
@@ -79,40 +83,6 @@ class Wrapped:
                     for value in entry.values() if isinstance(value, torch.Tensor) and value.dim() > 0)
         return {"param_bytes": params, "optimizer_bytes": state}
 
-    # --- checkpoints ------------------------------------------------------------------------------
-
-    def save_sharded(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
-        """Every rank writes its shards of the trainable weights and the optimizer's state."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
-
-        options = StateDictOptions(ignore_frozen_params=True)
-        dcp.save({"model": get_model_state_dict(self.model, options=options),
-                  "optimizer": get_optimizer_state_dict(self.model, optimizer, options=options)},
-                 checkpoint_id=str(folder / SHARDED))
-
-    def load_sharded(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
-        """Read shards written by any number of ranks into this rank's shards."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        options = StateDictOptions(ignore_frozen_params=True, strict=False)  # the frozen weights are the base's
-        state: dict[str, Any] = {"model": get_model_state_dict(self.model, options=options),
-                 "optimizer": get_optimizer_state_dict(self.model, optimizer, options=options)}
-        dcp.load(state, checkpoint_id=str(folder / SHARDED))
-        set_model_state_dict(self.model, state["model"], options=options)
-        set_optimizer_state_dict(self.model, optimizer, state["optimizer"], options=options)
-
     def full_state(self) -> dict[str, Any] | None:
         """Under fsdp, the whole model's weights gathered on rank 0 (every rank must call this;
         None on the others); None when the model is not sharded (its own state is whole)."""
@@ -121,3 +91,50 @@ class Wrapped:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+# --- checkpoints (fsdp and pipeline: every rank its part, under the full model's names) --------
+
+
+def save_sharded(model: torch.nn.Module, folder: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Every rank writes its part of the trainable weights and of the optimizer's state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    # Flattened: the optimizer's state and settings keyed by parameter name, so ranks that hold
+    # different parameters (pipeline stages) each write and read their own.
+    options = StateDictOptions(ignore_frozen_params=True, flatten_optimizer_state_dict=True)
+    dcp.save({"model": _trainable(model, get_model_state_dict(model, options=options)),
+              "optimizer": get_optimizer_state_dict(model, optimizer, options=options)},
+             checkpoint_id=str(folder / SHARDED))
+
+
+def load_sharded(model: torch.nn.Module, folder: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Read what any number of ranks wrote into this rank's part."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(ignore_frozen_params=True, strict=False,  # the frozen weights are the base's
+                               flatten_optimizer_state_dict=True)
+    state: dict[str, Any] = {"model": _trainable(model, get_model_state_dict(model, options=options)),
+                             "optimizer": get_optimizer_state_dict(model, optimizer, options=options)}
+    dcp.load(state, checkpoint_id=str(folder / SHARDED))
+    set_model_state_dict(model, state["model"], options=options)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+
+
+def _trainable(model: torch.nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """The state without frozen weights under any of their names (ignore_frozen_params misses a
+    frozen weight's second name, such as a tied output head's)."""
+    frozen = {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    return {name: value for name, value in state.items() if name not in frozen}

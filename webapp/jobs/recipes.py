@@ -13,7 +13,7 @@ from training import options as recipe_options
 # job's options without loading the model stack).
 RECIPES = {"lora": recipe_options.lora, "distill": recipe_options.distill, "prune": recipe_options.prune,
            "quantize": recipe_options.quantize, "self_train": recipe_options.self_train}
-SET_BY_JOB = frozenset({"help", "out", "device", "resume", "max_memory", "base", "data", "role", "teacher", "model",
+SET_BY_JOB = frozenset({"help", "out", "device", "resume", "base", "data", "role", "teacher", "model",
                         "briefs", "eval_text", "calibration", "text", "labels"})
 
 DATA = Path(__file__).resolve().parents[2] / "training" / "data"
