@@ -226,8 +226,10 @@ def train(model: torch.nn.Module, examples: list[Example], args, dist: Dist, out
             lr = args.lr * min(1.0, (state.step + 1) / args.warmup) if args.warmup else args.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step = _pipeline_step if isinstance(wrapped, pipeline.Pipelined) else _step
-            step_loss, step_tokens = step(wrapped, examples, args, dist, state.step, pad_id, loss_fn)
+            if isinstance(wrapped, pipeline.Pipelined):
+                step_loss, step_tokens = wrapped.train_step(examples, args, state.step, pad_id, loss_fn)
+            else:
+                step_loss, step_tokens = _step(wrapped, examples, args, dist, state.step, pad_id, loss_fn)
             tokens += step_tokens
             wrapped.clip(parameters, 1.0)
             optimizer.step()
@@ -271,29 +273,12 @@ def _step(wrapped: sharding.Wrapped, examples: list[Example], args, dist: Dist, 
     return dist.all_sum([summed])[0] / max(targets, 1), tokens
 
 
-def _pipeline_step(wrapped: pipeline.Pipelined, examples: list[Example], args, dist: Dist, step: int, pad_id: int,
-                   loss_fn: LossFn) -> tuple[float, int]:
-    """One optimizer step under the pipeline: every rank passes the whole global batch, micro-batch
-    by micro-batch, through its stage; the loss is divided by the batch's targets as in `_step`."""
-    chosen = [examples[i] for i in step_batches(len(examples), args.batch_size, args.seed, step)]
-    targets = max(1, sum(e.targets for e in chosen))
-    of = loss_fn.of  # type: ignore[attr-defined]  (a dataset.LogitsLoss: the last stage has logits)
-    loss = wrapped.run(chosen, pad_id, lambda logits, batch: of(logits, batch) / targets, train=True)
-    wrapped.after_backward()
-    return loss, sum(len(e.input_ids) for e in chosen)
-
-
 def evaluate(state: TrainState, model: torch.nn.Module, examples: list[Example], dist: Dist,
              pad_id: int) -> dict[str, float]:
     """dataset.evaluate of the trained model; under the pipeline, through its stages."""
-    if not isinstance(state.wrapped, pipeline.Pipelined):
-        return dataset.evaluate(model, examples, dist, pad_id)
-    model.eval()
-    with torch.no_grad():
-        total, count = pipeline.mean_loss(state.wrapped, examples, pad_id, lm_loss.of)
-    model.train()
-    loss = total / max(count, 1)
-    return {"loss": round(loss, 6), "perplexity": round(float(torch.exp(torch.tensor(loss))), 4)}
+    if isinstance(state.wrapped, pipeline.Pipelined):
+        return state.wrapped.evaluate(examples, pad_id)
+    return dataset.evaluate(model, examples, dist, pad_id)
 
 
 def _resume(folder: Path, wrapped: sharding.Wrapped | pipeline.Pipelined, optimizer, dist: Dist,

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-from training.dataset import IGNORE, Example, collate
+from training.dataset import IGNORE, Example, collate, lm_loss, step_batches
 
 
 def stage_layers(layers: int, stages: int, stage: int) -> range:
@@ -147,7 +147,28 @@ class Pipelined:
         summed = float(sum(loss.detach() for loss in losses)) if self.last else 0.0
         return self.dist.all_sum([summed])[0]
 
-    def after_backward(self) -> None:
+    def train_step(self, examples: list[Example], args, step: int, pad_id: int, loss_fn) -> tuple[float, int]:
+        """One optimizer step's passes: the whole global batch, micro-batch by micro-batch, with
+        each loss divided by the batch's targets as data parallel's are (common._step). The step's
+        mean token loss, and the tokens this rank computed (its layers', of every example)."""
+        chosen = [examples[i] for i in step_batches(len(examples), args.batch_size, args.seed, step)]
+        targets = max(1, sum(e.targets for e in chosen))
+        loss = self.run(chosen, pad_id, lambda logits, batch: loss_fn.of(logits, batch) / targets, train=True)
+        self._after_backward()
+        return loss, sum(len(e.input_ids) for e in chosen)
+
+    def evaluate(self, examples: list[Example], pad_id: int) -> dict[str, float]:
+        """dataset.evaluate through the stages: mean token loss and perplexity."""
+        self.model.eval()
+        with torch.no_grad():
+            total, count = mean_loss(self, examples, pad_id, lm_loss.of)
+        self.model.train()
+        if not count:
+            return {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0}
+        mean = total / count
+        return {"loss": round(mean, 5), "perplexity": round(math.exp(min(mean, 50)), 4), "tokens": int(count)}
+
+    def _after_backward(self) -> None:
         """The tied embedding's and head's gradients added, so both copies step alike."""
         if self.tied_group is None or not (self.first or self.last):
             return
