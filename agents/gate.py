@@ -1,7 +1,7 @@
 """The promotion gate's measures: a candidate (a writer adapter, or a base model) writes the same
 held-out briefs as the version it would replace, greedy (sampled candidates from the same seeds),
 once with the writers' filter off (the model's own defect rates) and once on (what readers get),
-and the two are compared. webapp/registry/gate.py runs it for a registered version and stores
+and the two are compared. webapp/jobs/gate.py runs it for a registered version and stores
 the comparison with it; activating a version that did not pass needs a recorded override.
 
 The rule (`verdict`): with the filter off, the candidate's summed defects are at most the active
@@ -11,6 +11,7 @@ filter on, at most the active version's plus 0.5 points; and its length score S_
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from agents import coordinator, evaluation, quality
@@ -19,7 +20,7 @@ from agents.outline import Brief
 
 DEFECT_SLACK = 0.5  # points of summed defects a candidate may be above the active version
 LENGTH_SLACK = 5.0  # points of S_l it may be below
-ARMS = (("off", frozenset()), ("on", quality.KINDS))  # the writers' filter off, then on
+ARMS: tuple[tuple[str, Collection[str]], ...] = (("off", frozenset()), ("on", quality.KINDS))  # filter off, then on
 DEFECT_KEYS = ("meta", "junk", "repeated_4grams", "off_brief")
 
 

@@ -114,7 +114,7 @@ def test_three_hosts_share_nothing_but_the_database_redis_and_object_storage(dep
     # checksum) and registers it: its files go to the store.
     _post(browser, "/admin/jobs/trainingjob/add/", {
         "kind": "lora", "role": "writer", "base_model": base.pk, "heldout": 0.5, "processes": 1, "nodes": 1,
-        "options": '{"steps": 3, "batch_size": 2, "micro_batch": 1, "lr": 0.005, "rank": 8}'})
+        "after": "stage", "options": '{"steps": 3, "batch_size": 2, "micro_batch": 1, "lr": 0.005, "rank": 8}'})
     job = TrainingJob.objects.get()
     wait_for(lambda: TrainingJob.objects.get(pk=job.pk).finished, timeout=240)
     job.refresh_from_db()
@@ -129,8 +129,10 @@ def test_three_hosts_share_nothing_but_the_database_redis_and_object_storage(dep
     page = browser.get(f"/admin/jobs/trainingjob/{job.pk}/change/").text
     assert "exported" in page and "running" in page
 
-    # Activated on the web host; the agents host's next request downloads, verifies and uses it.
-    _post(browser, "/admin/registry/adapterversion/", {"action": "activate", "_selected_action": adapter.pk})
+    # Activated on the web host (by an override: the gate is not what this test is about); the
+    # agents host's next request downloads, verifies and uses it.
+    _post(browser, "/admin/registry/adapterversion/", {"action": "activate_with_override",
+                                                       "_selected_action": adapter.pk, "why": "its trip is tested"})
     adapter.refresh_from_db()
     assert adapter.status == "active"
     document = make_document(project, root, sections=("Gannets", "Puffins"))

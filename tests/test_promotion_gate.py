@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 
 from agents import evaluation, gate
 from webapp import llm
-from webapp.registry import gate as registry_gate
+from webapp.jobs import gate as job_gate
 from webapp.registry import services
 from webapp.registry.models import AdapterVersion, VersionStatus
 
@@ -77,10 +77,10 @@ def test_a_worse_candidate_cannot_be_activated_without_an_override_which_is_reco
     numbers = {"writer@2": _measured(12.0), "writer@1": _measured(3.0)}
     monkeypatch.setattr(gate, "measure", lambda arm, *rest: {"version": arm.label} | numbers[arm.label])
     monkeypatch.setattr(llm, "load_engine", lambda name, folder: None)  # nothing is written here
-    record = registry_gate.measure(second, briefs)
+    record = job_gate.measure(second, briefs)
     assert not record["passed"] and record["reasons"] == ["summed defects of its own text (filter off): 12.0% "
                                                           "against 3.0%"]
-    assert not registry_gate.promote(second)  # a job set to promote leaves it staged
+    assert not job_gate.promote(second)  # a job set to promote leaves it staged
     with pytest.raises(services.RegistryError, match="has not passed the promotion gate .failed: summed defects"):
         services.adapter_activate(adapter=second)
     with pytest.raises(CommandError, match="has not passed the promotion gate"):
@@ -103,8 +103,8 @@ def test_an_unmeasured_version_needs_the_gate_or_an_override_and_a_reviewer_adap
     with pytest.raises(services.RegistryError, match="needs no|says why"):
         services.adapter_activate(adapter=second, override=services.Override(by="olivia", why="  "))
     reviewer = services.adapter_register(role="reviewer", path=second.path, base_model=second.base_model)
-    with pytest.raises(registry_gate.GateError, match="a reviewer adapter is activated with an override"):
-        registry_gate.measure(reviewer)
+    with pytest.raises(job_gate.GateError, match="a reviewer adapter is activated with an override"):
+        job_gate.measure(reviewer)
 
 
 def test_staff_see_the_comparison_and_override_a_failed_gate_in_the_admin_saying_why(writers, client, monkeypatch):
@@ -116,7 +116,7 @@ def test_staff_see_the_comparison_and_override_a_failed_gate_in_the_admin_saying
     numbers = {"writer@2": _measured(2.0, 0.0, 40.0), "writer@1": _measured(2.0, 0.0, 90.0)}
     monkeypatch.setattr(gate, "measure", lambda arm, *rest: {"version": arm.label} | numbers[arm.label])
     monkeypatch.setattr(llm, "load_engine", lambda name, folder: None)
-    registry_gate.measure(second, briefs)
+    job_gate.measure(second, briefs)
     make_user("root", is_staff=True, is_superuser=True)
     client.login(username="root", password=PASSWORD)
     page = client.get(reverse("admin:registry_adapterversion_change", args=[second.pk])).content.decode()

@@ -12,6 +12,7 @@ import torch
 
 if TYPE_CHECKING:
     from training.common import Dist, Output
+    from training.pipeline import Pipelined
     from training.sharding import Wrapped
 
 # --- measurements ------------------------------------------------------------------------------
@@ -53,7 +54,7 @@ def per_rank(dist: Dist, values: dict[str, float]) -> dict[str, list[float]]:
             for name, value in values.items()}
 
 
-def record_memory(wrapped: Wrapped, optimizer, dist: Dist, output: Output) -> None:
+def record_memory(wrapped: Wrapped | Pipelined, optimizer, dist: Dist, output: Output) -> None:
     """Each rank's share of the parameters and of the optimizer's state, in metrics.jsonl."""
     held = per_rank(dist, {name: float(value) for name, value in wrapped.held_bytes(optimizer).items()})
     output.metric(event="memory", strategy=wrapped.strategy, **{k: [int(v) for v in vs] for k, vs in held.items()})

@@ -61,10 +61,11 @@ def body(args, dist: common.Dist, output: common.Output, stop: common.StopFlag) 
     meta = {"role": args.role, "base_model": str(args.base.resolve()), "base_sha256": base_sha}
 
     def save(folder: Path, state_dict: dict | None = None) -> None:
-        gathered = isinstance(state_dict, pipeline.AdapterWeights)  # every stage's part, as peft names them
-        model.save_pretrained(str(folder), state_dict=None if gathered else state_dict)
-        if gathered:
+        if isinstance(state_dict, pipeline.AdapterWeights):  # every stage's part, as peft names them
+            model.save_pretrained(str(folder))
             save_file(dict(state_dict), folder / "adapter_model.safetensors", metadata={"format": "pt"})
+        else:
+            model.save_pretrained(str(folder), state_dict=state_dict)
         (folder / layout.ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
 
     def load(folder: Path) -> None:

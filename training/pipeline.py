@@ -43,7 +43,7 @@ def stage_layers(layers: int, stages: int, stage: int) -> range:
 
 def _parts(model: torch.nn.Module) -> tuple[Any, Any]:
     """(the decoder stack, the causal LM around it), through a LoRA wrapper if there is one."""
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm: Any = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
     return lm.model, lm
 
 
@@ -57,7 +57,8 @@ class Stage(torch.nn.Module):
         self.embed = decoder.embed_tokens if first else None
         self.rotary = decoder.rotary_emb
         self.blocks = torch.nn.ModuleList([decoder.layers[i] for i in layers])
-        self.norm, self.head = (decoder.norm, lm.lm_head) if last else (None, None)
+        self.norm: Any = decoder.norm if last else None
+        self.head: Any = lm.lm_head if last else None
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         from transformers.masking_utils import create_causal_mask
@@ -137,7 +138,8 @@ class Pipelined:
         batch = collate(examples, pad_id, self.dist.device, width=self.width)
         self._batch, self._loss_fn = batch, loss_fn
         rows = torch.arange(len(examples), device=self.dist.device)
-        schedule, losses = self._schedule(len(examples)), []
+        schedule = self._schedule(len(examples))
+        losses: list[torch.Tensor] = []
         inputs = (batch["input_ids"],) if self.first else ()
         target = {"target": rows, "losses": losses} if self.last else {}
         if train:

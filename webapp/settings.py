@@ -281,7 +281,7 @@ SCRIPTORIUM_LLM_DEVICE = env_str("SCRIPTORIUM_LLM_DEVICE")  # default: cuda when
 # single requests then decode faster with exactly the same output (speculative decoding).
 SCRIPTORIUM_DRAFT_MODEL = env_str("SCRIPTORIUM_DRAFT_MODEL")
 SCRIPTORIUM_DRAFT_TOKENS = env_int("SCRIPTORIUM_DRAFT_TOKENS", 4)
-# The promotion gate (webapp/registry/gate.py): how many held-out briefs a candidate and the
+# The promotion gate (webapp/jobs/gate.py): how many held-out briefs a candidate and the
 # version it would replace each write, and at most how many words each.
 SCRIPTORIUM_GATE_BRIEFS = env_int("SCRIPTORIUM_GATE_BRIEFS", 3)
 SCRIPTORIUM_GATE_WORDS = env_int("SCRIPTORIUM_GATE_WORDS", 400)

@@ -6,8 +6,8 @@ import logging
 
 from celery import shared_task
 
-from webapp.jobs import training
-from webapp.registry import gate, services
+from webapp.jobs import gate, training
+from webapp.registry import services
 from webapp.registry.models import AdapterVersion, BaseModel
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def join_job(job_id: int, rank: int, address: str, port: int) -> None:
 @shared_task(name=gate.TASK)
 def gate_version(kind: str, pk: int, promote: bool = False) -> None:
     """A registered version ("adapter" or "model") measured with the promotion gate
-    (webapp/registry/gate.py), and activated on a pass if `promote` (a job set to promote, for
+    (webapp/jobs/gate.py), and activated on a pass if `promote` (a job set to promote, for
     one). Delivered again if its worker dies: measuring twice changes nothing."""
     version = (AdapterVersion if kind == "adapter" else BaseModel).objects.filter(pk=pk).first()
     if version is None:

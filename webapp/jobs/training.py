@@ -39,10 +39,10 @@ from django.utils import timezone
 from agents.llm.files import folder_sha256
 from training import layout
 from webapp.celery import enqueue
-from webapp.jobs import recipes, training_data
+from webapp.jobs import gate, recipes, training_data
 from webapp.jobs.models import AfterTraining, JobKind, JobStatus, TrainingJob
-from webapp.registry import gate, store
 from webapp.registry import services as registry
+from webapp.registry import store
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from webapp.celery import enqueue
-from webapp.registry import gate, services
+from webapp.registry import services
 from webapp.registry.models import AdapterVersion, BaseModel
 
 
@@ -50,7 +50,7 @@ class GatedAdmin(admin.ModelAdmin):
     def measure(self, request, queryset) -> None:
         kind = "adapter" if self.model is AdapterVersion else "model"
         for version in queryset:
-            enqueue(gate.TASK, kind, version.pk, False)
+            enqueue(services.GATE_TASK, kind, version.pk, False)
         self.message_user(request, f"{queryset.count()} queued; the gate writes held-out briefs with each (minutes "
                                    "on a CPU), and its result shows here.")
 

@@ -14,7 +14,7 @@ class VersionStatus(models.TextChoices):
 
 
 class Gated(models.Model):
-    """What the promotion gate found (webapp/registry/gate.py), and a staff override of it."""
+    """What the promotion gate found (webapp/jobs/gate.py), and a staff override of it."""
 
     gate = models.JSONField(default=dict, blank=True, editable=False,
                             help_text="The promotion gate's comparison with the version it would replace.")

@@ -23,6 +23,10 @@ from training import layout
 from webapp.registry import lora_servers, store
 from webapp.registry.models import AdapterVersion, BaseModel, VersionStatus
 
+# The promotion gate's task (webapp/jobs/gate.py, on the training queue), by name: the registry
+# queues it from the admin console and never imports what runs it.
+GATE_TASK = "training.gate_version"
+
 
 class RegistryError(Exception):
     """A registry change that cannot be made; the message says why."""

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from agents import gate
 
-TASK = "training.gate_version"  # on the training queue (webapp/jobs/tasks.py)
+TASK = services.GATE_TASK  # on the training queue (webapp/jobs/tasks.py)
 BRIEFS = settings.BASE_DIR / "training" / "data" / "briefs.json"
 
 

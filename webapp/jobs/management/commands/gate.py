@@ -5,7 +5,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.registry import gate, services
+from webapp.jobs import gate
+from webapp.registry import services
 from webapp.registry.models import AdapterVersion, BaseModel
 
 
