@@ -21,8 +21,7 @@ The output is an ordinary folder: rank 0 gathers every stage's weights to write 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -96,15 +95,16 @@ class AdapterWeights(dict):
 
 class Pipelined:
     """The model under `--strategy pipeline` with several ranks: the training loop's view of it
-    (`step`, `clip`), its per-rank footprint, checkpoints and the gathered output."""
+    (`train_step`, `clip`, `evaluate`), its per-rank footprint and the gathered output (its
+    checkpoints: sharding.save_sharded and load_sharded, by parameter name)."""
 
-    strategy, sharded = "pipeline", True
+    strategy = "pipeline"
 
     def __init__(self, model: torch.nn.Module, dist, micro_batch: int, width: int):
         from torch.distributed.pipelining import PipelineStage
 
         decoder, lm = _parts(model)
-        self.model, self.module, self.dist, self.micro_batch, self.width = model, model, dist, micro_batch, width
+        self.model, self.dist, self.micro_batch, self.width = model, dist, micro_batch, width
         stages, rank = dist.world_size, dist.rank
         self.first, self.last = rank == 0, rank == stages - 1
         self.tied = stages > 1 and lm.config.tie_word_embeddings and lm.lm_head.weight is decoder.embed_tokens.weight
@@ -196,10 +196,6 @@ class Pipelined:
         if scale < 1.0:
             for grad in grads:
                 grad.mul_(scale)
-
-    @contextmanager
-    def sync(self, on: bool) -> Iterator[None]:
-        yield
 
     # --- what it holds, and its files ----------------------------------------------------------
 

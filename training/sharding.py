@@ -9,7 +9,8 @@
   so the training loop's loss scaling gives the one-process gradient under both.
 
 Checkpoints: under ddp rank 0 writes the trainable weights as the recipe saves them, and the
-optimizer's state. Under fsdp every rank writes its shards with `torch.distributed.checkpoint`
+optimizer's state. Under fsdp (and the pipeline, training/pipeline.py, whose stages each write
+their own parameters) every rank writes its part with `torch.distributed.checkpoint`
 (the folder must be one every rank can reach: one machine, or a shared file system), which a
 different number of ranks resumes, one process included; the trainable weights alone (a LoRA
 recipe's frozen base is not written). The recipe's output is an ordinary folder either way:
