@@ -83,7 +83,9 @@ META = re.compile(
     r"|\bI(?:'ll| will| would) (?:write|start|begin|now)\b|\bas an ai\b|\b(?:you are|you're) (?:writing|asked)\b"
     r"|\bI(?:'d| would) like (?:you|to (?:focus|discuss|talk|write|explain|add|mention))\b"
     r"|\brepeat(?:ing)? (?:yourself|myself|ourselves)\b|\b(?:this|the) topic (?:can|could) be\b"
-    r"|\bwhat (?:they|you) are reading\b"
+    r"|\bwhat (?:they|you) are reading\b|\b(?:continue|keep|start|enjoy) reading\b"
+    r"|\b(?:an?|the|this) (?:\w+ )?introduction to (?:a|the|this|our) (?:topic|subject)\b"
+    r"|\binvitation (?:for|to) (?:the |our )?readers?\b"
     r"|\b(?:in|within) (?:this|the following) (?:piece|text|part|chapter)\b"
     r"|\bwrite (?:the|a|your|this|an?) (?:section|article|paragraph)\b"
     # the text's parts and its author, named (development half of briefs_unseen.json)

@@ -63,6 +63,21 @@ def test_the_chatter_classifier_holds_on_its_held_out_split():
     assert not quality.is_meta(unseen) and classifier(unseen)
 
 
+def test_a_section_that_calls_itself_an_introduction_or_an_invitation_to_read_is_talk_about_the_writing():
+    """A killed writer's checkpoint (the bundled model, greedy, on an AVX-512 BF16 machine) began
+    with sentences that present the section as a work; they passed the filter, the resumed writer
+    went on in the same voice, every continuation was refused as meta, and the section ended at 46
+    of its 140 words."""
+    for sentence in ('"Before the press" is a welcome introduction to a topic that will go on forever.',
+                     "It serves as an invitation for readers to take a moment before they simply continue reading.",
+                     "This chapter is a short introduction to the subject of early printing."):
+        assert quality.is_meta(sentence), sentence
+    for sentence in ("The book is an introduction to the history of printing in Mainz.",
+                     "Gutenberg's press was an invitation to forgers of indulgences.",
+                     "Readers in Venice could buy a printed Bible by 1460."):
+        assert not quality.is_meta(sentence), sentence
+
+
 def test_claims_no_source_supports_are_found():
     sentence = "Inventors like Christopher Columbus helped invent the first bicycle back in the year 1760."
     assert claims.unsupported(sentence, "The history of the bicycle") == ["1760", "Christopher Columbus"]
