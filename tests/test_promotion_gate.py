@@ -105,6 +105,8 @@ def test_an_unmeasured_version_needs_the_gate_or_an_override_and_a_reviewer_adap
     reviewer = services.adapter_register(role="reviewer", path=second.path, base_model=second.base_model)
     with pytest.raises(job_gate.GateError, match="a reviewer adapter is activated with an override"):
         job_gate.measure(reviewer)
+    reviewer.refresh_from_db()  # what the admin shows for it
+    assert reviewer.gate_summary().startswith("failed: ") and "with an override" in reviewer.gate_summary()
 
 
 def test_staff_see_the_comparison_and_override_a_failed_gate_in_the_admin_saying_why(writers, client, monkeypatch):

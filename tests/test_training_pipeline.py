@@ -1,11 +1,11 @@
 """Pipeline model parallel (`--strategy pipeline`, training/pipeline.py) on CPU with gloo: two
 ranks, each holding only its decoder layers, follow the one-process loss curve of the LoRA and
-the distill recipes, and leave the same output a one-process run does."""
+the distill recipes, and leave the same output a one-process run does. (Its checkpoints:
+test_training_sharded.py, with fsdp's.)"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -64,20 +64,3 @@ def test_distill_in_a_pipeline_of_two_follows_the_one_process_loss_curve(tiny_mo
     config = json.loads((Path(result_of(tmp_path / "two")["output"]) / "config.json").read_text())
     assert config["num_hidden_layers"] == 2
 
-
-def test_a_pipeline_checkpoint_of_two_ranks_resumes_on_one_and_on_two(tiny_model_dir, tmp_path):
-    data = write_pairs(tmp_path / "data")
-    common = ["--base", tiny_model_dir, "--data", data, "--role", "writer", "--batch-size", 4, "--micro-batch", 2,
-              "--max-length", 96, "--lr", 5e-3, "--device", "cpu", "--strategy", "pipeline"]
-    straight = recipe("lora", *common, "--steps", 4, "--out", tmp_path / "straight", launcher=_two_ranks())
-    assert straight.returncode == 0, straight.stdout + straight.stderr
-    for ranks in (1, 2):
-        out = tmp_path / f"resumed-on-{ranks}"
-        first = recipe("lora", *common, "--steps", 2, "--out", out, launcher=_two_ranks())
-        assert first.returncode == 0, first.stdout + first.stderr
-        assert (out / "checkpoint" / "sharded").is_dir()  # every stage wrote its part
-        again = recipe("lora", *common, "--steps", 4, "--out", out, "--resume",
-                       launcher=_two_ranks() if ranks == 2 else (sys.executable,))
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert "resumed from step 2" in again.stdout
-        assert _losses(out) == pytest.approx(_losses(tmp_path / "straight"), rel=1e-4), ranks

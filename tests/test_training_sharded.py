@@ -1,7 +1,7 @@
 """Sharded data parallel (`--strategy fsdp`, training/sharding.py) on CPU with gloo: two ranks
 follow the one-process loss curve with every decoder layer's weights (the LoRA recipe's frozen
 base too) and the optimizer's state split between them, write checkpoints that one rank and two
-resume, and leave an ordinary output folder."""
+resume (a pipeline's too), and leave an ordinary output folder."""
 
 from __future__ import annotations
 
@@ -73,22 +73,27 @@ def test_distill_under_fsdp_follows_the_one_process_loss_curve(tiny_model_dir, t
     assert config["num_hidden_layers"] == 1
 
 
-def test_a_sharded_checkpoint_of_two_ranks_resumes_on_one_and_on_two(tiny_model_dir, tmp_path):
+# fsdp: a micro-batch of 1 on each of 2 ranks is one of 4 on one; a pipeline's ranks see the whole batch.
+@pytest.mark.parametrize("strategy, micro", [("fsdp", {2: 1, 1: 4}), ("pipeline", {2: 2, 1: 2})])
+def test_a_sharded_checkpoint_of_two_ranks_resumes_on_one_and_on_two(tiny_model_dir, tmp_path, strategy, micro):
+    """Every rank writes its part under the model's parameter names (fsdp's shards, or a
+    pipeline stage's parameters), which one process and two read back."""
     data = write_pairs(tmp_path / "data")
-    common = ["--base", tiny_model_dir, "--data", data, "--role", "writer", "--batch-size", 4, "--micro-batch", 1,
-              "--lr", 5e-3, "--device", "cpu", "--strategy", "fsdp"]
-    straight = recipe("lora", *common, "--steps", 4, "--out", tmp_path / "straight", launcher=_two_ranks())
+    common = ["--base", tiny_model_dir, "--data", data, "--role", "writer", "--batch-size", 4, "--max-length", 96,
+              "--lr", 5e-3, "--device", "cpu", "--strategy", strategy]
+    straight = recipe("lora", *common, "--micro-batch", micro[2], "--steps", 4, "--out", tmp_path / "straight",
+                      launcher=_two_ranks())
     assert straight.returncode == 0, straight.stdout + straight.stderr
     for ranks in (1, 2):
         out = tmp_path / f"resumed-on-{ranks}"
-        first = recipe("lora", *common, "--steps", 2, "--out", out, launcher=_two_ranks())
+        first = recipe("lora", *common, "--micro-batch", micro[2], "--steps", 2, "--out", out, launcher=_two_ranks())
         assert first.returncode == 0, first.stdout + first.stderr
         assert (out / "checkpoint" / "sharded").is_dir() and not (out / "checkpoint" / "optimizer.pt").exists()
-        launcher = _two_ranks() if ranks == 2 else (sys.executable,)
-        micro = ["--micro-batch", "4"] if ranks == 1 else []
-        again = recipe("lora", *common, *micro, "--steps", 4, "--out", out, "--resume", launcher=launcher)
+        again = recipe("lora", *common, "--micro-batch", micro[ranks], "--steps", 4, "--out", out, "--resume",
+                       launcher=_two_ranks() if ranks == 2 else (sys.executable,))
         assert again.returncode == 0, again.stdout + again.stderr
         assert "resumed from step 2" in again.stdout
         assert _losses(out) == pytest.approx(_losses(tmp_path / "straight"), rel=1e-4), ranks
     ddp = recipe("lora", *common[:-2], "--steps", 4, "--out", tmp_path / "resumed-on-2", "--resume")
-    assert ddp.returncode == 2 and "written by --strategy fsdp" in result_of(tmp_path / "resumed-on-2")["error"]
+    assert ddp.returncode == 2 and "written by --strategy fsdp or pipeline" in result_of(
+        tmp_path / "resumed-on-2")["error"]

@@ -34,16 +34,14 @@ class GateError(Exception):
     """The gate cannot measure this version; the message says why."""
 
 
-def held_out(briefs: Path = BRIEFS, count: int = 0, max_words: int = 0) -> list[tuple[int, Brief]]:
-    """The first `count` briefs of the file's test half (evaluation.halves), capped at `max_words`
-    (by default SCRIPTORIUM_GATE_BRIEFS and SCRIPTORIUM_GATE_WORDS)."""
+def held_out(briefs: Path, count: int, max_words: int) -> list[tuple[int, Brief]]:
+    """The first `count` briefs of the file's test half (evaluation.halves), capped at `max_words`."""
     from agents import gate
 
     try:
         items = json.loads(Path(briefs).read_text())
-        test = evaluation.halves(items)["test"][:count or settings.SCRIPTORIUM_GATE_BRIEFS]
-        return [(number, gate.brief_of(items[number], max_words or settings.SCRIPTORIUM_GATE_WORDS))
-                for number in test]
+        test = evaluation.halves(items)["test"][:count]
+        return [(number, gate.brief_of(items[number], max_words)) for number in test]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise GateError(f"{briefs}: not a briefs file ({type(error).__name__}: {error})") from error
 
@@ -70,13 +68,24 @@ def _arms(version: BaseModel | AdapterVersion) -> tuple[gate.Arm, gate.Arm]:
 
 def measure(version: BaseModel | AdapterVersion, briefs: Path = BRIEFS, count: int = 0,
             max_words: int = 0) -> dict:
-    """Write the held-out briefs with the candidate and the version it would replace, filter off
-    and on, and store the comparison with the candidate. Returns it."""
+    """Write the held-out briefs (by default SCRIPTORIUM_GATE_BRIEFS of them, at most
+    SCRIPTORIUM_GATE_WORDS long) with the candidate and the version it would replace, filter off
+    and on, and store the comparison with the candidate; or, where it cannot be measured, why.
+    Returns the comparison."""
+    try:
+        return _measure(version, briefs, count or settings.SCRIPTORIUM_GATE_BRIEFS,
+                        max_words or settings.SCRIPTORIUM_GATE_WORDS)
+    except GateError as error:
+        version.gate = {"passed": False, "error": str(error)}
+        type(version).objects.filter(pk=version.pk).update(gate=version.gate)
+        raise
+
+
+def _measure(version: BaseModel | AdapterVersion, briefs: Path, count: int, max_words: int) -> dict:
     from agents import gate
     from agents.retrieval import default_embedder
 
     chosen = held_out(briefs, count, max_words)
-    max_words = max_words or settings.SCRIPTORIUM_GATE_WORDS
     if not chosen:
         raise GateError(f"{briefs}: its test half has no briefs")
     candidate, active = _arms(version)
@@ -98,8 +107,5 @@ def promote(version: BaseModel | AdapterVersion) -> bool:
     """Activate the version if, and only if, the gate passed it. Whether it did."""
     if not version.gate_passed:
         return False
-    if isinstance(version, BaseModel):
-        services.base_model_activate(model=version)
-    else:
-        services.adapter_activate(adapter=version)
+    services.activate(version)
     return True

@@ -17,8 +17,7 @@ class OverrideForm(forms.Form):
 
 
 class GatedAdmin(admin.ModelAdmin):
-    """What the gate found, and the actions that measure, activate and override (one version a
-    time, by `_activate`)."""
+    """What the gate found, and the actions that measure and override it."""
 
     gate_fields = ["gate_result", "gate_table", "override"]
 
@@ -43,9 +42,6 @@ class GatedAdmin(admin.ModelAdmin):
                            briefs.get("numbers"), briefs.get("file"), briefs.get("max_words"), obj.gate.get("seed"),
                            obj.gate.get("measured_at"))
 
-    def _activate(self, version, override: services.Override | None = None) -> None:
-        raise NotImplementedError
-
     @admin.action(description="Measure the selected versions with the promotion gate (on a training worker)")
     def measure(self, request, queryset) -> None:
         kind = "adapter" if self.model is AdapterVersion else "model"
@@ -63,7 +59,8 @@ class GatedAdmin(admin.ModelAdmin):
         form = OverrideForm(request.POST if "why" in request.POST else None)
         if form.is_valid():
             try:
-                self._activate(version, services.Override(by=request.user.get_username(), why=form.cleaned_data["why"]))
+                services.activate(version, services.Override(by=request.user.get_username(),
+                                                             why=form.cleaned_data["why"]))
             except services.RegistryError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
@@ -93,14 +90,11 @@ class BaseModelAdmin(GatedAdmin):
             self.message_user(request, "Choose exactly one base model.", messages.ERROR)
             return
         try:
-            model = self._activate(queryset.get())
+            model = services.base_model_activate(model=queryset.get())
         except services.RegistryError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:
             self.message_user(request, f"{model.name} is now the active base model.")
-
-    def _activate(self, version, override=None):
-        return services.base_model_activate(model=version, override=override)
 
 
 @admin.register(AdapterVersion)
@@ -118,14 +112,11 @@ class AdapterVersionAdmin(GatedAdmin):
             return
         for adapter in queryset:
             try:
-                self._activate(adapter)
+                services.adapter_activate(adapter=adapter)
             except services.RegistryError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 self.message_user(request, f"{adapter.name} is now active; the next request uses it.")
-
-    def _activate(self, version, override=None):
-        return services.adapter_activate(adapter=version, override=override)
 
     @admin.action(description="Roll the selected versions' roles back to their previous version")
     def roll_back(self, request, queryset) -> None:

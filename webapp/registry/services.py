@@ -190,6 +190,13 @@ def _activate(adapter: AdapterVersion) -> AdapterVersion:
     return adapter
 
 
+def activate(version: BaseModel | AdapterVersion, override: Override | None = None) -> BaseModel | AdapterVersion:
+    """Activate a base model or an adapter version (what the admin console and the gate call)."""
+    if isinstance(version, BaseModel):
+        return base_model_activate(model=version, override=override)
+    return adapter_activate(adapter=version, override=override)
+
+
 def _switch_on_servers(*, load: AdapterVersion | None, unload: AdapterVersion | None) -> None:
     """Model servers that load adapters at run time follow (inside the caller's transaction: a
     server that refuses undoes the change)."""
